@@ -1,0 +1,150 @@
+"""The durable store: one SQLite database (WAL, synchronous=FULL) through sqlite-utils, schema by migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from balise.domain.errors import ConfigError, IntegrityError
+
+DB_NAME = "balise.db"
+BUSY_TIMEOUT_MS = 30_000
+
+migrations = Migrations("balise")
+
+
+@migrations(name="0001_journal_vault_meta")
+def _m0001(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE journal (
+            seq INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        )"""
+    )
+    db.execute(
+        """CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
+           BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END"""
+    )
+    db.execute(
+        """CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+           BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END"""
+    )
+    db.execute(
+        """CREATE TABLE vault_keys (
+            id INTEGER PRIMARY KEY,
+            wrapped BLOB NOT NULL,
+            kek_fingerprint TEXT NOT NULL,
+            created TEXT NOT NULL,
+            active INTEGER NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE vault (
+            scope_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_id INTEGER NOT NULL REFERENCES vault_keys(id),
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (scope_id, name)
+        )"""
+    )
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+REQUIRED_PRAGMAS = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a connection with the durability pragmas set, and check that they took effect."""
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA secure_delete=ON")
+    actual = read_pragmas(conn)
+    if actual != REQUIRED_PRAGMAS:
+        conn.close()
+        raise IntegrityError(
+            f"la base {path} refuse les réglages de durabilité : {actual}",
+            f"database {path} refuses the durability settings: {actual}",
+            code="DB_PRAGMAS",
+        )
+    return conn
+
+
+def read_pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
+    return {
+        "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower(),
+        "synchronous": int(conn.execute("PRAGMA synchronous").fetchone()[0]),
+        "foreign_keys": int(conn.execute("PRAGMA foreign_keys").fetchone()[0]),
+    }
+
+
+class Store:
+    """The typed entry point to the database; every write goes through ``write()``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        if not data_dir.is_dir():
+            raise ConfigError(
+                f"dossier de données absent : {data_dir}",
+                f"data directory missing: {data_dir}",
+                code="DATA_DIR",
+            )
+        self.path = data_dir / DB_NAME
+        self.conn = connect(self.path)
+        self.db = Database(self.conn, execute_plugins=False)
+        with self.write():
+            migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Database]:
+        """A write transaction taken with BEGIN IMMEDIATE (nested calls become savepoints)."""
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def pragmas(self) -> dict[str, Any]:
+        return read_pragmas(self.conn)
+
+    def applied_migrations(self) -> list[str]:
+        return [m.name for m in migrations.applied(self.db)]
+
+    def meta_get(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )

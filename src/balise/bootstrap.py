@@ -1,0 +1,75 @@
+"""Wiring: opens the data dir, the KEK, the store, the journal and the vault for one process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from balise.adapters.clock import SystemClock
+from balise.adapters.journal import SqliteJournal
+from balise.adapters.kek import Kek, load_kek
+from balise.adapters.store import Store
+from balise.adapters.vault import SqliteVault
+from balise.domain.errors import ConfigError
+from balise.ports import Clock
+from balise.services.params import ParameterService
+
+
+def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if env is None else env
+    raw = arg or environ.get("BALISE_HOME")
+    if not raw:
+        raise ConfigError(
+            "dossier de données inconnu : --data-dir ou BALISE_HOME",
+            "data directory unknown: --data-dir or BALISE_HOME",
+            code="DATA_DIR",
+        )
+    return Path(raw).expanduser().resolve()
+
+
+@dataclass
+class Context:
+    """Everything one process needs, opened in a safe order (KEK first: nothing starts without it)."""
+
+    data_dir: Path
+    kek: Kek
+    store: Store
+    journal: SqliteJournal
+    vault: SqliteVault
+    params: ParameterService
+    clock: Clock
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_context(
+    data_dir: Path,
+    *,
+    actor: str,
+    env: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+    create: bool = True,
+) -> Context:
+    kek = load_kek(env)
+    if not data_dir.exists():
+        if not create:
+            raise ConfigError(
+                f"dossier de données absent : {data_dir}",
+                f"data directory missing: {data_dir}",
+                code="DATA_DIR",
+            )
+        data_dir.mkdir(mode=0o700, parents=True)
+    the_clock = clock or SystemClock()
+    store = Store(data_dir)
+    try:
+        vault = SqliteVault(store, kek)
+        vault.check_key()
+    except BaseException:
+        store.close()
+        raise
+    journal = SqliteJournal(store, the_clock, actor)
+    params = ParameterService(vault, journal, the_clock)
+    return Context(data_dir, kek, store, journal, vault, params, the_clock)

@@ -1,0 +1,295 @@
+"""The `balise` command: parameters, journal, doctor, demo (and later kiosk, import, purge)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from balise.bootstrap import Context, open_context, resolve_data_dir
+from balise.domain.errors import BaliseError, ValidationError
+from balise.domain.params import spec_for
+
+EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
+MAX_STDIN = 1024 * 1024
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _context(args: argparse.Namespace) -> Context:
+    return open_context(resolve_data_dir(args.data_dir), actor="cli")
+
+
+def _read_stdin(secret: bool) -> str:
+    if sys.stdin.isatty():
+        if secret:
+            first = getpass.getpass("Valeur secrète : ")
+            if getpass.getpass("Confirmez : ") != first:
+                raise ValidationError("les deux saisies diffèrent", "the two entries differ")
+            return first
+        _out("Valeur (terminez par Ctrl+D) :")
+    data = sys.stdin.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise ValidationError("valeur trop longue (1 Mio au plus)", "value too long (1 MiB max)")
+    return data.rstrip("\r\n") if secret else data
+
+
+def cmd_params_set(args: argparse.Namespace) -> int:
+    spec = spec_for(args.name, profile=args.profile, organism=args.organism)
+    if spec.secret and args.value is not None:
+        raise ValidationError(
+            "un secret ne se passe jamais en argument : utilisez --secret, la valeur est lue "
+            "sur l'entrée standard",
+            "a secret is never given as an argument: use --secret, the value is read from stdin",
+            code="PARAM_SECRET_ARGV",
+        )
+    if spec.secret and not args.secret:
+        raise ValidationError(
+            f"{spec.name} est secret : utilisez --secret (valeur lue sur l'entrée standard)",
+            f"{spec.name} is secret: use --secret (value read from stdin)",
+            code="PARAM_SECRET_ARGV",
+        )
+    if args.secret and args.value is not None:
+        raise ValidationError(
+            "avec --secret, la valeur est lue sur l'entrée standard, jamais en argument",
+            "with --secret the value is read from stdin, never from the arguments",
+            code="PARAM_SECRET_ARGV",
+        )
+    raw = args.value if args.value is not None else _read_stdin(secret=spec.secret)
+    ctx = _context(args)
+    try:
+        ctx.params.set(args.name, raw, profile=args.profile, organism=args.organism)
+    finally:
+        ctx.close()
+    where = (
+        f" ({'profil ' + args.profile if args.profile else 'organisme ' + args.organism})"
+        if (args.profile or args.organism)
+        else ""
+    )
+    _out(f"{spec.name}{where} : enregistré (chiffré)")
+    return EXIT_OK
+
+
+def cmd_params_get(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        spec = spec_for(args.name, profile=args.profile, organism=args.organism)
+        value = ctx.params.get(args.name, profile=args.profile, organism=args.organism)
+    finally:
+        ctx.close()
+    if value is None:
+        _out("(non défini)")
+        return EXIT_PROBLEM
+    if isinstance(value, list):
+        _out("\n".join(value) if value else "(vide)")
+    else:
+        _out(str(value))
+    del spec
+    return EXIT_OK
+
+
+def cmd_params_list(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        rows = ctx.params.rows()
+    finally:
+        ctx.close()
+    if args.json:
+        _out(
+            json.dumps(
+                [
+                    {"scope": r.scope.value, "id": r.ident, "name": r.name, "value": r.shown}
+                    for r in rows
+                ],
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    if not rows:
+        _out("aucun paramètre défini")
+    for row in rows:
+        where = row.scope.value + (f":{row.ident}" if row.ident else "")
+        _out(f"{where:<24} {row.name:<28} {row.shown}")
+    return EXIT_OK
+
+
+def cmd_params_rotate(args: argparse.Namespace) -> int:
+    from balise.adapters.kek import KekSource, derive_kek
+
+    ctx = _context(args)
+    try:
+        new_kek = None
+        if args.new_kek_file:
+            path = Path(args.new_kek_file)
+            material = path.read_bytes()
+            new_kek = derive_kek(material, KekSource("key-file", path, "faible"))
+        with ctx.store.write():
+            count = ctx.vault.rotate(new_kek)
+            ctx.journal.append(
+                "vault.rotated",
+                "vault",
+                {"entries": count, "kek_fingerprint": ctx.vault.kek_fingerprint},
+            )
+    finally:
+        ctx.close()
+    _out(f"nouvelle clé de données : {count} paramètre(s) rechiffré(s)")
+    if args.new_kek_file:
+        _out(
+            "la nouvelle KEK est en service : remplacez l'ancienne (identifiant systemd ou fichier)"
+        )
+    return EXIT_OK
+
+
+def cmd_journal_verify(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        report = ctx.journal.verify()
+    finally:
+        ctx.close()
+    if report.ok:
+        _out(f"OK : {report.count} entrées ; tête {report.head_hash}")
+        return EXIT_OK
+    _err(f"ÉCHEC : {report.describe()}")
+    return EXIT_PROBLEM
+
+
+def cmd_journal_show(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        since_seq, since_time = 0, ""
+        if args.since:
+            if args.since.isdigit():
+                since_seq = int(args.since)
+            else:
+                since_time = args.since
+        for entry in ctx.journal.entries(since_seq):
+            if since_time and entry.time < since_time:
+                continue
+            _out(
+                f"{entry.seq:>6} {entry.time} {entry.actor:<8} {entry.kind:<20} {entry.subject} {entry.details}"
+            )
+    finally:
+        ctx.close()
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from balise.doctor import run_checks
+
+    checks = run_checks(resolve_data_dir(args.data_dir))
+    for check in checks:
+        _out(check.line())
+    return EXIT_PROBLEM if any(c.status == "problem" for c in checks) else EXIT_OK
+
+
+def cmd_kek_create(args: argparse.Namespace) -> int:
+    from balise.adapters.kek import create_key_file
+
+    try:
+        create_key_file(Path(args.path))
+    except FileExistsError as exc:
+        raise ValidationError(
+            f"{args.path} existe déjà : rien n'est écrasé",
+            f"{args.path} already exists: nothing overwritten",
+        ) from exc
+    _out(
+        f"clé créée : {args.path} (0600) — protection faible tant qu'elle reste sur le même disque"
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from balise.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="balise", description="Balise — boîtier de télétransmission"
+    )
+    parser.add_argument("--data-dir", help="dossier de données (sinon BALISE_HOME)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    params = sub.add_parser("params", help="paramètres chiffrés").add_subparsers(
+        dest="action", required=True
+    )
+    p_set = params.add_parser("set", help="définir un paramètre")
+    p_set.add_argument("name")
+    p_set.add_argument("value", nargs="?", help="valeur (sinon lue sur l'entrée standard)")
+    p_set.add_argument(
+        "--secret", action="store_true", help="valeur secrète lue sur l'entrée standard"
+    )
+    _scope_options(p_set)
+    p_set.set_defaults(func=cmd_params_set)
+    p_get = params.add_parser("get", help="lire un paramètre (secrets masqués)")
+    p_get.add_argument("name")
+    _scope_options(p_get)
+    p_get.set_defaults(func=cmd_params_get)
+    p_list = params.add_parser("list", help="tous les paramètres (secrets masqués)")
+    p_list.add_argument("--json", action="store_true")
+    p_list.set_defaults(func=cmd_params_list)
+    p_rot = params.add_parser(
+        "rotate-key", help="nouvelle clé de données (et, en option, nouvelle KEK)"
+    )
+    p_rot.add_argument("--new-kek-file", help="fichier de la nouvelle KEK")
+    p_rot.set_defaults(func=cmd_params_rotate)
+
+    journal = sub.add_parser("journal", help="journal chaîné").add_subparsers(
+        dest="action", required=True
+    )
+    j_verify = journal.add_parser("verify", help="vérifier la chaîne et afficher la tête")
+    j_verify.set_defaults(func=cmd_journal_verify)
+    j_show = journal.add_parser("show", help="afficher le journal")
+    j_show.add_argument("--since", help="numéro d'entrée ou date ISO (AAAA-MM-JJ)")
+    j_show.set_defaults(func=cmd_journal_show)
+
+    doctor = sub.add_parser("doctor", help="vérifications de l'installation")
+    doctor.set_defaults(func=cmd_doctor)
+
+    kek = sub.add_parser("kek", help="clé de chiffrement des paramètres").add_subparsers(
+        dest="action", required=True
+    )
+    k_create = kek.add_parser("create", help="créer un fichier de clé aléatoire (0600)")
+    k_create.add_argument("path")
+    k_create.set_defaults(func=cmd_kek_create)
+
+    demo = sub.add_parser("demo", help="démonstration sur les réglages embarqués")
+    demo.add_argument("--dir", help="dossier de démonstration (sinon un dossier temporaire)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _scope_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--profile", help="identifiant du profil praticien")
+    group.add_argument("--organism", help="identifiant de l'organisme")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except BaliseError as exc:
+        lang = "en" if os.environ.get("BALISE_LANG") == "en" else "fr"
+        _err(("error: " if lang == "en" else "erreur : ") + exc.message(lang) + f" [{exc.code}]")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""`balise doctor`: one line per check, OK / attention / problème, in words; problems exit non-zero."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from balise.adapters.clock import SystemClock
+from balise.adapters.kek import locate_kek
+from balise.adapters.pkcs11_modules import probe_modules
+from balise.adapters.store import DB_NAME
+from balise.bootstrap import Context, open_context
+from balise.domain.errors import BaliseError
+from balise.domain.params import SCHEMA, Scope
+from balise.ports import Clock
+
+Status = Literal["ok", "warn", "problem"]
+PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
+LABELS = {"ok": "OK", "warn": "ATTENTION", "problem": "PROBLÈME"}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    message: str
+
+    def line(self) -> str:
+        return f"{LABELS[self.status]:<10} {self.name:<22} {self.message}"
+
+
+def run_checks(
+    data_dir: Path, env: Mapping[str, str] | None = None, clock: Clock | None = None
+) -> list[Check]:
+    checks: list[Check] = []
+    the_clock = clock or SystemClock()
+    if data_dir.is_dir() and os.access(data_dir, os.W_OK):
+        perms = data_dir.stat().st_mode & 0o777
+        if perms & 0o077:
+            checks.append(
+                Check(
+                    "dossier de données",
+                    "warn",
+                    f"{data_dir} accessible à d'autres utilisateurs ({perms:o})",
+                )
+            )
+        else:
+            checks.append(Check("dossier de données", "ok", str(data_dir)))
+    elif data_dir.exists():
+        checks.append(
+            Check("dossier de données", "problem", f"{data_dir} n'est pas un dossier inscriptible")
+        )
+    else:
+        checks.append(Check("dossier de données", "warn", f"{data_dir} pas encore créé"))
+
+    ctx: Context | None = None
+    try:
+        source = locate_kek(env)
+        ctx = open_context(data_dir, actor="doctor", env=env, clock=the_clock, create=False)
+    except BaliseError as exc:
+        checks.append(Check("clé (KEK)", "problem", exc.fr))
+    mode = "test"
+    if ctx is not None:
+        try:
+            mode = str(ctx.params.get("mode"))
+            checks += _context_checks(ctx, mode, source.describe(), source.protection)
+        finally:
+            ctx.close()
+    checks += _device_checks(mode)
+    synced = the_clock.is_synchronized()
+    checks.append(
+        Check("horloge", "ok", "synchronisée")
+        if synced
+        else Check(
+            "horloge",
+            "warn",
+            "non synchronisée : la signature est bloquée jusqu'à la synchronisation NTP",
+        )
+    )
+    return checks
+
+
+def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) -> list[Check]:
+    checks: list[Check] = []
+    override = ctx.params.get("weak_key_override") == "oui"
+    if protection == "faible":
+        status: Status = "problem" if mode == "production" and not override else "warn"
+        extra = (
+            " — le mode production refuse de démarrer sans dérogation du technicien"
+            if status == "problem"
+            else ""
+        )
+        checks.append(Check("clé (KEK)", status, kek_words + extra))
+    else:
+        checks.append(Check("clé (KEK)", "ok", kek_words))
+    pragmas = ctx.store.pragmas()
+    if pragmas["journal_mode"] == "wal" and pragmas["synchronous"] == 2:
+        checks.append(
+            Check(
+                "base de données",
+                "ok",
+                f"{DB_NAME} : WAL, synchronous=FULL, {len(ctx.store.applied_migrations())} migration(s)",
+            )
+        )
+    else:
+        checks.append(
+            Check("base de données", "problem", f"réglages de durabilité incorrects : {pragmas}")
+        )
+    report = ctx.journal.verify()
+    checks.append(Check("journal", "ok" if report.ok else "problem", report.describe()))
+    corrupt = []
+    for scope_id, name in ctx.vault.names():
+        try:
+            ctx.vault.get(scope_id, name)
+        except BaliseError:
+            corrupt.append(f"{name} ({scope_id or 'global'})")
+    if corrupt:
+        checks.append(Check("paramètres", "problem", "entrées corrompues : " + ", ".join(corrupt)))
+    else:
+        profiles = ctx.params.ids(Scope.PROFILE)
+        organisms = ctx.params.ids(Scope.ORGANISM)
+        if not profiles:
+            checks.append(
+                Check(
+                    "paramètres", "warn", f"mode {mode} ; aucun praticien configuré pour l'instant"
+                )
+            )
+        else:
+            missing = [
+                f"{p}: {spec.name}"
+                for p in profiles
+                for (scope, _), spec in SCHEMA.items()
+                if scope is Scope.PROFILE
+                and spec.default is None
+                and ctx.params.get(spec.name, profile=p) is None
+            ]
+            words = f"mode {mode} ; {len(profiles)} praticien(s), {len(organisms)} organisme(s)"
+            if missing:
+                checks.append(
+                    Check(
+                        "paramètres",
+                        "warn",
+                        words
+                        + " ; à compléter : "
+                        + ", ".join(missing[:6])
+                        + (" …" if len(missing) > 6 else ""),
+                    )
+                )
+            else:
+                checks.append(Check("paramètres", "ok", words))
+    return checks
+
+
+def _device_checks(mode: str) -> list[Check]:
+    checks: list[Check] = []
+    modules = probe_modules(mode)
+    if modules:
+        checks.append(
+            Check("module PKCS#11", "ok", ", ".join(f"{m.kind} {m.path}" for m in modules))
+        )
+    else:
+        checks.append(
+            Check(
+                "module PKCS#11",
+                "warn",
+                "aucun module de carte CPS (CryptoLib CPS ou OpenSC) sur cette machine",
+            )
+        )
+    if PCSCD_SOCKET.exists():
+        checks.append(Check("service pcscd", "ok", f"socket {PCSCD_SOCKET}"))
+        checks.append(_readers_check())
+    else:
+        checks.append(
+            Check("service pcscd", "warn", "pcscd ne tourne pas : aucun lecteur de carte visible")
+        )
+        checks.append(Check("lecteurs", "warn", "non vérifiés (pcscd absent)"))
+    return checks
+
+
+def _readers_check() -> Check:
+    try:
+        from smartcard.System import readers
+
+        names = [str(r) for r in readers()]
+    except Exception as exc:  # noqa: BLE001 — any PC/SC failure is reported in words
+        return Check("lecteurs", "warn", f"liste des lecteurs impossible : {type(exc).__name__}")
+    if not names:
+        return Check("lecteurs", "warn", "aucun lecteur de carte branché")
+    return Check("lecteurs", "ok", ", ".join(names))
