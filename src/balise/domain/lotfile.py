@@ -794,7 +794,7 @@ def _parse(records: list[str], data_sha: str, size: int, sink: _Sink, part: _Par
 
         lines: list[ServiceLine] = []
         n_lines = 0  # counts unreadable lines too, unlike `lines`
-        amounts_known = True
+        amount_sum: int | None = 0  # None once an amount is unreadable
         while records[i][0] == "3":
             rec = _Rec(records[i], i + 1, sink)
             line_invoice = rec.digits("invoice", 2, 10)
@@ -810,7 +810,7 @@ def _parse(records: list[str], data_sha: str, size: int, sink: _Sink, part: _Par
                 lines.append(ServiceLine(act, coefficient, amount))
             else:
                 complete = False
-            amounts_known = amounts_known and amount is not None
+            amount_sum = None if amount is None or amount_sum is None else amount_sum + amount
             n_lines += 1
             i += 1
 
@@ -827,16 +827,14 @@ def _parse(records: list[str], data_sha: str, size: int, sink: _Sink, part: _Par
             sink.add(
                 LotFault.INVOICE_LINE_COUNT, i, invoice=shown, declared=line_count, actual=n_lines
             )
-        if total is not None and amounts_known:
-            actual = sum(line.amount for line in lines)
-            if actual != total:
-                sink.add(
-                    LotFault.INVOICE_TOTAL,
-                    i,
-                    invoice=shown,
-                    declared_cents=total,
-                    actual_cents=actual,
-                )
+        if total is not None and amount_sum is not None and amount_sum != total:
+            sink.add(
+                LotFault.INVOICE_TOTAL,
+                i,
+                invoice=shown,
+                declared_cents=total,
+                actual_cents=amount_sum,
+            )
         if (
             number is not None
             and care_date is not None
