@@ -20,7 +20,7 @@ from pyhanko_certvalidator.errors import InvalidCertificateError
 
 from balise.sim.pki import Issued, TestPKI, build_pki
 from balise.sim.softhsm import INTERMEDIATE_ID, SoftHSM, TokenInfo
-from tests.support.pki_fixtures import TEST_PIN, TEST_SO_PIN, reload_softhsm_tokens
+from tests.support.pki_fixtures import TEST_PIN, TEST_SO_PIN, MakeToken, reload_softhsm_tokens
 
 DATA = b"LOT 001 - contenu a signer\r\n" * 20
 
@@ -174,11 +174,17 @@ def test_wrong_pin_is_refused(token: tuple[SoftHSM, TokenInfo]) -> None:
 def test_token_created_during_a_test_is_visible_after_reload(
     token: tuple[SoftHSM, TokenInfo], pki: TestPKI
 ) -> None:
-    softhsm, _ = token
+    """A token made by softhsm2-util after the library was loaded (here by the ``token``
+    fixture) is invisible until the library is reloaded."""
+    softhsm, first = token
+    with open_token(softhsm, first).open():
+        pass  # the library is loaded and initialised now
     other = pki.issue_practitioner("10009876543", "Dr Paul REMPLACANT")
     label = "CPS REMPLACANT"
     info = softhsm.create_token(label, other, pin="9876", so_pin=TEST_SO_PIN)
     try:
+        with pytest.raises(pkcs11.NoSuchToken):
+            open_token(softhsm, info)
         reload_softhsm_tokens(softhsm)
         with open_token(softhsm, info).open() as session:
             certs = token_certificates(session)
@@ -187,6 +193,20 @@ def test_token_created_during_a_test_is_visible_after_reload(
     finally:
         softhsm.delete_token(label)
         reload_softhsm_tokens(softhsm)
+
+
+@pytest.mark.softhsm
+def test_make_token_gives_each_practitioner_a_token_with_its_own_pin(
+    make_token: MakeToken, softhsm: SoftHSM, pki: TestPKI
+) -> None:
+    locum = pki.issue_practitioner("10005555555", "Dr Lucie REMPLACANTE")
+    titular = make_token()
+    second = make_token(locum, pin="2468")
+    assert titular.label != second.label
+    with open_token(softhsm, second).open(user_pin="2468") as session:
+        assert token_certificates(session)[second.signature_id] == locum.signature.cert
+    with pytest.raises(pkcs11.PinIncorrect):
+        open_token(softhsm, second).open(user_pin=TEST_PIN).close()
 
 
 @pytest.mark.softhsm

@@ -8,10 +8,11 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from typing import Protocol
 
 import pytest
 
-from balise.sim.pki import TestPKI, build_pki
+from balise.sim.pki import Practitioner, TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM, TokenInfo
 
 TEST_PIN = "1234"
@@ -56,19 +57,45 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
             os.environ["SOFTHSM2_CONF"] = previous
 
 
+class MakeToken(Protocol):
+    def __call__(
+        self, practitioner: Practitioner | None = None, *, pin: str = TEST_PIN
+    ) -> TokenInfo: ...
+
+
 @pytest.fixture
-def token(softhsm: SoftHSM, pki: TestPKI) -> Iterator[tuple[SoftHSM, TokenInfo]]:
-    """A fresh token for ``pki.practitioner`` (auth id 01, signature id 02, intermediate id 10),
-    PIN ``TEST_PIN``, deleted after the test; the in-process library is reloaded around it."""
-    label = f"CPS TEST {next(_token_numbers):04d}"
-    info = softhsm.create_token(
-        label, pki.practitioner, pin=TEST_PIN, so_pin=TEST_SO_PIN, intermediate=pki.intermediate
-    )
-    reload_softhsm_tokens(softhsm)
-    try:
-        yield softhsm, info
-    finally:
-        # Deleting keeps the token directory small: every softhsm2-util/pkcs11-tool run loads all
-        # tokens, so token creation slows down linearly with the number left behind.
-        softhsm.delete_token(label)
+def make_token(softhsm: SoftHSM, pki: TestPKI) -> Iterator[MakeToken]:
+    """Factory: ``make_token(practitioner=None, pin=TEST_PIN)`` creates a token with a unique
+    label (default: ``pki.practitioner``, with the intermediate CA certificate), reloads the
+    in-process library so it is visible, and deletes every token it made after the test."""
+    labels: list[str] = []
+
+    def create(practitioner: Practitioner | None = None, *, pin: str = TEST_PIN) -> TokenInfo:
+        label = f"CPS TEST {next(_token_numbers):04d}"
+        info = softhsm.create_token(
+            label,
+            practitioner if practitioner is not None else pki.practitioner,
+            pin=pin,
+            so_pin=TEST_SO_PIN,
+            intermediate=pki.intermediate,
+        )
+        labels.append(label)
         reload_softhsm_tokens(softhsm)
+        return info
+
+    try:
+        yield create
+    finally:
+        if labels:
+            # Deleting keeps the token directory small: every softhsm2-util/pkcs11-tool run loads
+            # all tokens, so token creation slows down linearly with the number left behind.
+            for label in labels:
+                softhsm.delete_token(label)
+            reload_softhsm_tokens(softhsm)
+
+
+@pytest.fixture
+def token(softhsm: SoftHSM, make_token: MakeToken) -> tuple[SoftHSM, TokenInfo]:
+    """A fresh token for ``pki.practitioner`` (auth id 01, signature id 02, intermediate id 10),
+    PIN ``TEST_PIN``, deleted after the test."""
+    return softhsm, make_token()

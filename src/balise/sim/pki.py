@@ -115,11 +115,13 @@ def _key_usage(
     )
 
 
-def _write(directory: Path, name: str, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> Issued:
+def _write(
+    directory: Path, name: str, stem: str, key: rsa.RSAPrivateKey, cert: x509.Certificate
+) -> Issued:
     """Write key and certificate under a file stem not used yet, so that a second certificate
     issued with the same name (an expired variant, say) never overwrites the first one's files."""
     directory.mkdir(parents=True, exist_ok=True)
-    base = _slug(name)
+    base = _slug(stem)
     for n in range(1, _MAX_SAME_NAME):
         stem = base if n == 1 else f"{base}-{n}"
         key_pem = directory / f"{stem}.key.pem"
@@ -153,8 +155,10 @@ def _issue(
     extensions: Sequence[tuple[x509.ExtensionType, bool]],
     not_before: datetime,
     not_after: datetime,
+    stem: str | None = None,
 ) -> Issued:
-    """Sign a new certificate; ``issuer=None`` makes it self-signed."""
+    """Sign a new certificate; ``issuer=None`` makes it self-signed. Files are named after
+    ``stem`` (default: the name)."""
     key = _new_key()
     signing_key = key if issuer is None else issuer.key
     issuer_name = subject if issuer is None else issuer.cert.subject
@@ -177,7 +181,7 @@ def _issue(
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     cert = builder.sign(signing_key, hashes.SHA256())
-    return _write(directory, name, key, cert)
+    return _write(directory, name, stem if stem is not None else name, key, cert)
 
 
 def _leaf_validity(
@@ -370,7 +374,7 @@ def build_pki(directory: Path) -> TestPKI:
     ca_start, ca_end = now - _CA_BACKDATE, now + _CA_LIFETIME
     root = _issue(
         directory,
-        "root",
+        ROOT_NAME,
         _ca_name(ROOT_NAME),
         issuer=None,
         extensions=[
@@ -379,10 +383,11 @@ def build_pki(directory: Path) -> TestPKI:
         ],
         not_before=ca_start,
         not_after=ca_end,
+        stem="root",
     )
     intermediate = _issue(
         directory,
-        "intermediate",
+        INTERMEDIATE_NAME,
         _ca_name(INTERMEDIATE_NAME),
         issuer=root,
         extensions=[
@@ -391,6 +396,7 @@ def build_pki(directory: Path) -> TestPKI:
         ],
         not_before=ca_start,
         not_after=ca_end,
+        stem="intermediate",
     )
     chain_pem = directory / "chain.pem"
     chain_pem.write_bytes(
