@@ -139,7 +139,7 @@ def cmd_params_rotate(args: argparse.Namespace) -> int:
             ctx.journal.append(
                 "vault.rotated",
                 "vault",
-                {"entries": count, "kek_fingerprint": ctx.vault.kek_fingerprint},
+                {"entries": count, "wrapping_key_id": ctx.vault.kek_fingerprint},
             )
     finally:
         ctx.close()

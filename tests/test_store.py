@@ -1,0 +1,68 @@
+"""The store: durability pragmas on every connection, schema through migrations only."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from balise.adapters.store import Store, connect
+from tests.support.balise_env import BaliseEnv
+
+
+def test_every_connection_has_wal_and_full_sync(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context()
+    try:
+        assert ctx.store.pragmas() == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
+        assert ctx.store.applied_migrations() == ["0001_journal_vault_meta"]
+    finally:
+        ctx.close()
+    # A second connection opened later gets the same settings (synchronous is per connection).
+    conn = connect(balise_env.home / "balise.db")
+    try:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_migrations_run_once(balise_env: BaliseEnv) -> None:
+    balise_env.context().close()
+    store = Store(balise_env.home)
+    try:
+        rows = store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
+        assert rows[0] == 1
+    finally:
+        store.close()
+
+
+def test_write_transactions_roll_back_on_error(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context()
+    try:
+        try:
+            with ctx.store.write():
+                ctx.store.conn.execute("INSERT INTO meta(key, value) VALUES ('a', '1')")
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        assert ctx.store.meta_get("a") is None
+        ctx.store.meta_set("a", "2")
+        assert ctx.store.meta_get("a") == "2"
+    finally:
+        ctx.close()
+
+
+def test_write_takes_the_lock_immediately(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context()
+    other = connect(balise_env.home / "balise.db")
+    other.execute("PRAGMA busy_timeout=50")
+    blocked = threading.Event()
+    try:
+        with ctx.store.write():
+            try:
+                other.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                blocked.set()
+        assert blocked.is_set()
+    finally:
+        other.close()
+        ctx.close()
