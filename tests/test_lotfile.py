@@ -376,3 +376,24 @@ def test_builder_validator_round_trip(
     assert [inv.total for inv in lot.lot.invoices] == [inv.total for inv in invoices]
     assert lot.lot.total == lot.trailer.total == sum(inv.total for inv in invoices)
     assert [len(inv.lines) for inv in lot.lot.invoices] == [len(inv.lines) for inv in invoices]
+
+
+@pytest.mark.parametrize(
+    ("records", "where"),
+    [
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 14], 15),  # trailer twice
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1, 14], 14),  # header inside
+        ([1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14], 4),  # invoice without lines
+        ([1, 2, 13, 14], 3),  # lot without invoices
+        ([1, 14], 2),  # no lot at all
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14], 13),  # lot never closed
+    ],
+)
+def test_records_out_of_order_are_refused_at_the_first_disorder(
+    records: list[int], where: int
+) -> None:
+    base = valid_lot()
+    data = b"".join(base[(r - 1) * 128 : r * 128] for r in records)
+    result = validate_lot(data, corpus_context())
+    assert result.faults == (LotFault.BAD_NESTING,)
+    assert result.problems[0].record == where

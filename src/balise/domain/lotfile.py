@@ -635,8 +635,7 @@ def _split(data: bytes, sink: _Sink) -> list[str] | None:
     # translate() deletes every printable byte in one C-level pass: anything left is forbidden.
     if data.translate(None, _PRINTABLE):
         match = _NON_PRINTABLE.search(data)
-        assert match is not None
-        offset = match.start()
+        offset = match.start() if match is not None else 0
         sink.add(
             LotFault.NON_PRINTABLE,
             offset // RECORD_LEN + 1,
@@ -667,6 +666,7 @@ _GRAMMAR: Final[Mapping[str, Mapping[str, str]]] = {
     "lines": {"3": "lines", "5": "invoice_end"},
     "invoice_end": {"2": "invoice", "6": "lot_end"},
     "lot_end": {"1": "lot", "999": "end"},
+    "end": {},
 }
 
 
