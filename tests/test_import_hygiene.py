@@ -10,7 +10,16 @@ import pytest
 
 import balise
 
-FORBIDDEN = ("textual", "rich", "pyudev", "pkcs11", "smartcard", "aiosmtplib", "poplib", "sqlite_utils")
+FORBIDDEN = (
+    "textual",
+    "rich",
+    "pyudev",
+    "pkcs11",
+    "smartcard",
+    "aiosmtplib",
+    "poplib",
+    "sqlite_utils",
+)
 CORE = ("balise.domain", "balise.cms", "balise.services", "balise.ports")
 
 

@@ -70,7 +70,10 @@ def test_secret_is_refused_on_the_command_line(balise_env: BaliseEnv) -> None:
 
 
 def test_setting_a_profile_parameter_creates_the_profile(balise_env: BaliseEnv) -> None:
-    assert balise_env.run("params", "set", "display_name", "Dr Test", "--profile", "cab-1").returncode == 0
+    assert (
+        balise_env.run("params", "set", "display_name", "Dr Test", "--profile", "cab-1").returncode
+        == 0
+    )
     ctx = balise_env.context()
     try:
         from balise.domain.params import Scope
@@ -91,7 +94,9 @@ def test_no_kek_means_nothing_starts(balise_env: BaliseEnv) -> None:
     assert not balise_env.home.exists()
 
 
-def test_wrong_kek_is_refused_before_anything_is_written(balise_env: BaliseEnv, tmp_path: Path) -> None:
+def test_wrong_kek_is_refused_before_anything_is_written(
+    balise_env: BaliseEnv, tmp_path: Path
+) -> None:
     assert balise_env.run("params", "set", "mode", "demo").returncode == 0
     before = _snapshot(balise_env)
     other = tmp_path / "other.kek"
@@ -158,7 +163,10 @@ def test_value_moved_to_another_profile_is_refused(balise_env: BaliseEnv) -> Non
         (["params", "set", "smtp.port", "70000", "--profile", "p1"], "entre 1 et 65535"),
         (["params", "set", "smtp.port", "-3", "--profile", "p1"], "entre 1 et 65535"),
         (["params", "set", "bal_address", "cabinet", "--profile", "p1"], "adresse électronique"),
-        (["params", "set", "bal_address", "x@localhost", "--profile", "p1"], "adresse électronique"),
+        (
+            ["params", "set", "bal_address", "x@localhost", "--profile", "p1"],
+            "adresse électronique",
+        ),
         (["params", "set", "emitter_number", "12AB", "--profile", "p1"], "14 chiffres"),
         (["params", "set", "smtp.tls", "none", "--profile", "p1"], "implicit, starttls"),
         (["params", "set", "smtp.host", "smtp.example.net"], "--profile"),
