@@ -397,3 +397,39 @@ def test_records_out_of_order_are_refused_at_the_first_disorder(
     result = validate_lot(data, corpus_context())
     assert result.faults == (LotFault.BAD_NESTING,)
     assert result.problems[0].record == where
+
+
+_RECORD_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["drop", "dup", "swap", "retype"]),
+        st.integers(0, 15),
+        st.sampled_from(["000", "999", "1", "2", "3", "5", "6", "4", "0", "9"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=_RECORD_OPS)
+def test_random_record_edits_give_problems_never_exceptions(
+    ops: list[tuple[str, int, str]],
+) -> None:
+    # Byte flips rarely forge a record type; these local edits (one index each, so hypothesis
+    # reaches every neighbourhood) hit the record grammar directly.
+    records = [_BASE[i : i + 128] for i in range(0, len(_BASE), 128)]
+    for op, at, kind in ops:
+        if not records:
+            break
+        a = at % len(records)
+        if op == "drop":
+            del records[a]
+        elif op == "dup":
+            records.insert(a + 1, records[a])
+        elif op == "swap" and a + 1 < len(records):
+            records[a], records[a + 1] = records[a + 1], records[a]
+        elif op == "retype":
+            records[a] = kind.encode() + records[a][len(kind) :]
+    result = validate_lot(b"".join(records), corpus_context())
+    for problem in result.problems:
+        assert problem.message("fr") and problem.message("en")
