@@ -74,7 +74,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscdRunner]:
                     pytest.fail(f"pcscd lock {LOCK_PATH} held for more than {LOCK_WAIT_S} s")
                 time.sleep(0.2)
         try:
-            runner = PcscdRunner(tmp_path_factory.mktemp("pcscd"))
+            runner = PcscdRunner(tmp_path_factory.mktemp("pcscd"), die_with_parent=True)
             runner.start()
             try:
                 yield runner

@@ -7,7 +7,6 @@ private network namespace so that nothing it opens is reachable from outside the
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import signal
 import subprocess
@@ -58,7 +57,9 @@ def running_pcscd_pids() -> list[int]:
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == "pcscd":
+            # /proc/<pid>/stat is "pid (comm) state ..."; a zombie (Z) is dead, only unreaped.
+            comm, _, rest = (entry / "stat").read_text().partition("(")[2].rpartition(")")
+            if comm == "pcscd" and not rest.strip().startswith("Z"):
                 pids.append(int(entry.name))
     return sorted(pids)
 
@@ -85,10 +86,21 @@ class PcscdRunner:
     "connect out" form, ``DEVICENAME 127.0.0.1:<port>``, would avoid listening, but vsmartcard
     3.3's vpcd aborts pcscd — ``FD_SET(-1)`` — as soon as such a connection closes, i.e. at the
     first card removal.) Needs root, like any pcscd.
+
+    With ``die_with_parent`` pcscd gets SIGTERM if the thread that started it dies (a crashed or
+    killed test run then leaves no pcscd behind); only for a start from a long-lived thread.
     """
 
-    def __init__(self, directory: Path, port: int = VPCD_PORT, *, pcscd: str = "pcscd") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int = VPCD_PORT,
+        *,
+        pcscd: str = "pcscd",
+        die_with_parent: bool = False,
+    ) -> None:
         self.directory = directory
+        self.die_with_parent = die_with_parent
         self.port = port
         self.pcscd = pcscd
         self.config_dir = directory / "reader.conf.d"
@@ -145,6 +157,8 @@ class PcscdRunner:
         pcscd_cmd = shlex.join([self.pcscd, "-f", "-i", "-c", str(self.config_dir)])
         # unshare execs sh which execs pcscd: the child's PID is pcscd's own, for signals.
         command = ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec {pcscd_cmd}"]
+        if self.die_with_parent:
+            command = ["setpriv", "--pdeathsig", "TERM", *command]
         with self.log_path.open("ab") as log:
             # Logs to a file, never a pipe: an undrained pipe would block pcscd.
             self._process = subprocess.Popen(
@@ -203,7 +217,3 @@ class PcscdRunner:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0
