@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balise.adapters.clock import SystemClock
+from balise.adapters.exchange import ExchangeFolders
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
+from balise.adapters.lots import SqliteLotStore
 from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
 from balise.domain.errors import ConfigError
 from balise.ports import Clock
+from balise.services.intake import IntakeService
+from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
 
 
@@ -43,6 +47,22 @@ class Context:
 
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def lots(self) -> SqliteLotStore:
+        return SqliteLotStore(self.store)
+
+    def exchange(self, env: Mapping[str, str] | None = None) -> ExchangeFolders:
+        """The exchange account's root: BALISE_EXCHANGE, else <data dir>/echange."""
+        environ = os.environ if env is None else env
+        root = environ.get("BALISE_EXCHANGE") or str(self.data_dir / "echange")
+        return ExchangeFolders(Path(root))
+
+    def intake(self, env: Mapping[str, str] | None = None) -> IntakeService:
+        return IntakeService(self.lots, self.params, self.journal, self.clock, self.exchange(env))
+
+    def transitions(self) -> LotTransitions:
+        return LotTransitions(self.lots, self.journal, self.clock)
 
 
 def open_context(

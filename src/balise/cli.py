@@ -12,6 +12,7 @@ from pathlib import Path
 
 from balise.bootstrap import Context, open_context, resolve_data_dir
 from balise.domain.errors import BaliseError, ValidationError
+from balise.domain.lotrecord import LotRecord
 from balise.domain.params import spec_for
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
@@ -184,6 +185,174 @@ def cmd_journal_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _euros(cents: int) -> str:
+    return f"{cents / 100:,.2f} €".replace(",", " ").replace(".", ",")
+
+
+def _lot_line(lot: LotRecord) -> str:
+    from balise.domain.lotstate import LABELS_FR
+
+    day = f"{lot.lot_date[4:6]}/{lot.lot_date[2:4]}/20{lot.lot_date[0:2]}"
+    return (
+        f"{lot.id:>5}  {LABELS_FR[lot.state]:<26} {lot.profile:<10} lot {lot.lot_number} du {day}  "
+        f"{lot.invoices:>4} facture(s) {_euros(lot.total):>14}  → {lot.organism}"
+    )
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from balise.domain.lotfile import MAX_FILE_SIZE
+
+    ctx = _context(args)
+    worst = EXIT_OK
+    try:
+        intake = ctx.intake()
+        for name in args.files:
+            path = Path(name)
+            try:
+                with path.open("rb") as handle:
+                    data = handle.read(MAX_FILE_SIZE + 1)
+                    size = os.fstat(handle.fileno()).st_size
+            except OSError as exc:
+                _err(f"ILLISIBLE {name} : {exc.strerror}")
+                worst = EXIT_ERROR
+                continue
+            outcome = intake.import_bytes(path.name, data, f"import:{path.resolve()}", size=size)
+            if outcome.accepted and outcome.lot_id is not None:
+                lot = ctx.lots.get(outcome.lot_id)
+                assert lot is not None
+                prefix = "DÉJÀ IMPORTÉ" if outcome.already else "ACCEPTÉ"
+                _out(f"{prefix} {outcome.name} : lot n° {lot.id}, {_lot_line(lot).strip()}")
+            else:
+                worst = max(worst, EXIT_PROBLEM)
+                _out(f"REFUSÉ {outcome.name} (quarantaine n° {outcome.quarantine_id}) :")
+                for problem in outcome.problems:
+                    _out(f"    [{problem.code}] {problem.fr}")
+    finally:
+        ctx.close()
+    return worst
+
+
+def cmd_intake(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        count = 0
+        for outcome in ctx.intake().scan_depot():
+            count += 1
+            state = "ACCEPTÉ" if outcome.accepted else "REFUSÉ"
+            _out(
+                f"{state} {outcome.name}"
+                + (f" : lot n° {outcome.lot_id}" if outcome.lot_id else "")
+            )
+        if not count:
+            _out("aucun fichier déposé")
+    finally:
+        ctx.close()
+    return EXIT_OK
+
+
+def cmd_lots_list(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        lots = ctx.lots.lots()
+        quarantined = ctx.lots.quarantined()
+    finally:
+        ctx.close()
+    if args.json:
+        _out(
+            json.dumps(
+                {
+                    "lots": [
+                        {
+                            "id": lot.id,
+                            "state": lot.state.value,
+                            "profile": lot.profile,
+                            "emitter": lot.emitter,
+                            "lot_number": lot.lot_number,
+                            "lot_date": lot.lot_date,
+                            "organism": lot.organism,
+                            "invoices": lot.invoices,
+                            "total_cents": lot.total,
+                            "sha256": lot.sha256,
+                            "received": lot.received,
+                            "message_id": lot.message_id,
+                            "reasons": list(lot.reasons),
+                        }
+                        for lot in lots
+                    ],
+                    "quarantine": [
+                        {
+                            "id": q.id,
+                            "name": q.name,
+                            "sha256": q.sha256,
+                            "size": q.size,
+                            "received": q.received,
+                            "problems": [
+                                {"code": p.code, "fr": p.fr, "en": p.en} for p in q.problems
+                            ],
+                        }
+                        for q in quarantined
+                    ],
+                },
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    if not lots and not quarantined:
+        _out("aucun lot")
+    for lot in lots:
+        _out(_lot_line(lot))
+    for q in quarantined:
+        codes = ", ".join(sorted({p.code for p in q.problems}))
+        _out(f"    -  en quarantaine (n° {q.id})        {q.name} : {codes}")
+    return EXIT_OK
+
+
+def cmd_lots_show(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        lot = ctx.lots.get(args.id)
+        if lot is None:
+            raise ValidationError(
+                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
+            )
+        history = [e for e in ctx.journal.entries() if e.subject == f"lot:{lot.id}"]
+    finally:
+        ctx.close()
+    _out(_lot_line(lot))
+    _out(
+        f"  émetteur {lot.emitter}, destinataire {lot.addressee} ({lot.organism}), flux {lot.flow}"
+    )
+    _out(f"  reçu le {lot.received} ({lot.source.split(':', 1)[0]}), SHA-256 {lot.sha256}")
+    if lot.signer:
+        _out(f"  signé par {lot.signer}")
+    if lot.message_id:
+        _out(f"  Message-ID {lot.message_id}")
+    for reason in lot.reasons:
+        _out(f"  motif : {reason}")
+    _out("  historique :")
+    for entry in history:
+        _out(f"    {entry.time}  {entry.actor:<8} {entry.details}")
+    return EXIT_OK
+
+
+def cmd_lots_cancel(args: argparse.Namespace) -> int:
+    from balise.domain.lotstate import LotState
+
+    ctx = _context(args)
+    try:
+        lot = ctx.lots.get(args.id)
+        if lot is None:
+            raise ValidationError(
+                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
+            )
+        ctx.transitions().move(lot.id, lot.state, LotState.CANCELLED, note=args.reason or "")
+    finally:
+        ctx.close()
+    _out(f"lot n° {args.id} annulé")
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from balise.doctor import run_checks
 
@@ -254,6 +423,25 @@ def build_parser() -> argparse.ArgumentParser:
     j_show = journal.add_parser("show", help="afficher le journal")
     j_show.add_argument("--since", help="numéro d'entrée ou date ISO (AAAA-MM-JJ)")
     j_show.set_defaults(func=cmd_journal_show)
+
+    imp = sub.add_parser("import", help="importer des fichiers de lots")
+    imp.add_argument("files", nargs="+")
+    imp.set_defaults(func=cmd_import)
+    intake = sub.add_parser("intake", help="prendre les lots déposés dans depot/new")
+    intake.add_argument("--once", action="store_true", help="un seul passage (défaut)")
+    intake.set_defaults(func=cmd_intake)
+
+    lots = sub.add_parser("lots", help="lots").add_subparsers(dest="action", required=True)
+    l_list = lots.add_parser("list", help="tous les lots et les fichiers en quarantaine")
+    l_list.add_argument("--json", action="store_true")
+    l_list.set_defaults(func=cmd_lots_list)
+    l_show = lots.add_parser("show", help="un lot et son historique")
+    l_show.add_argument("id", type=int)
+    l_show.set_defaults(func=cmd_lots_show)
+    l_cancel = lots.add_parser("cancel", help="retirer un lot prêt ou signé")
+    l_cancel.add_argument("id", type=int)
+    l_cancel.add_argument("--reason", help="motif (journalisé)")
+    l_cancel.set_defaults(func=cmd_lots_cancel)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)

@@ -148,3 +148,55 @@ class Store:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+@migrations(name="0002_lots_quarantine")
+def _m0002(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE lots (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            emitter TEXT NOT NULL,
+            lot_number TEXT NOT NULL,
+            lot_date TEXT NOT NULL,
+            addressee TEXT NOT NULL,
+            organism TEXT NOT NULL,
+            flow TEXT NOT NULL,
+            application TEXT NOT NULL,
+            invoices INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            sha256 TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL,
+            state TEXT NOT NULL,
+            received TEXT NOT NULL,
+            source TEXT NOT NULL,
+            state_changed TEXT NOT NULL,
+            signer TEXT,
+            signed_at TEXT,
+            signed_cms BLOB,
+            envelope BLOB,
+            compostage TEXT,
+            message_id TEXT UNIQUE,
+            subject TEXT,
+            sent_at TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT,
+            reasons TEXT NOT NULL DEFAULT '[]',
+            UNIQUE (emitter, lot_number, lot_date)
+        )"""
+    )
+    db.execute("CREATE INDEX lots_state ON lots(state, profile)")
+    db.execute(
+        """CREATE TABLE quarantine_files (
+            id INTEGER PRIMARY KEY,
+            received TEXT NOT NULL,
+            source TEXT NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL,
+            problems TEXT NOT NULL,
+            UNIQUE (sha256, name)
+        )"""
+    )

@@ -1,0 +1,227 @@
+"""Lots and refused files in SQLite; every state change is a compare-and-set in a transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from balise.adapters.store import Store
+from balise.domain.errors import StateError, ValidationError
+from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
+from balise.domain.lotstate import LotState
+
+_LOT_COLUMNS = (
+    "id, profile, emitter, lot_number, lot_date, addressee, organism, flow, application, "
+    "invoices, total, sha256, size, state, received, source, state_changed, signer, "
+    "compostage, message_id, reasons"
+)
+# Columns a state change may also set (never the lot's identity or its bytes).
+_SETTABLE = frozenset(
+    {
+        "signer",
+        "signed_at",
+        "signed_cms",
+        "envelope",
+        "compostage",
+        "message_id",
+        "subject",
+        "sent_at",
+        "attempts",
+        "next_attempt",
+        "reasons",
+    }
+)
+_BLOBS = frozenset({"signed_cms", "envelope", "content"})
+
+
+def _lot(row: sqlite3.Row | tuple[Any, ...]) -> LotRecord:
+    return LotRecord(
+        id=int(row[0]),
+        profile=row[1],
+        emitter=row[2],
+        lot_number=row[3],
+        lot_date=row[4],
+        addressee=row[5],
+        organism=row[6],
+        flow=row[7],
+        application=row[8],
+        invoices=int(row[9]),
+        total=int(row[10]),
+        sha256=row[11],
+        size=int(row[12]),
+        state=LotState(row[13]),
+        received=row[14],
+        source=row[15],
+        state_changed=row[16],
+        signer=row[17],
+        compostage=row[18],
+        message_id=row[19],
+        reasons=tuple(json.loads(row[20] or "[]")),
+    )
+
+
+def _quarantine(row: tuple[Any, ...]) -> QuarantineRecord:
+    problems = tuple(
+        QuarantineProblem(p["code"], p["record"], p["fr"], p["en"]) for p in json.loads(row[6])
+    )
+    return QuarantineRecord(int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), problems)
+
+
+class SqliteLotStore:
+    """The LotStore port on the shared store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._store.write():
+            yield
+
+    def accepted_keys(self) -> frozenset[tuple[str, str, str]]:
+        rows = self._conn.execute("SELECT emitter, lot_number, lot_date FROM lots")
+        return frozenset((str(a), str(b), str(c)) for a, b, c in rows)
+
+    def accepted_hashes(self) -> frozenset[str]:
+        return frozenset(str(r[0]) for r in self._conn.execute("SELECT sha256 FROM lots"))
+
+    def find_by_hash(self, sha256: str) -> LotRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_LOT_COLUMNS} FROM lots WHERE sha256 = ?",  # noqa: S608
+            (sha256,),
+        ).fetchone()
+        return None if row is None else _lot(row)
+
+    def find_quarantine(self, sha256: str, name: str) -> QuarantineRecord | None:
+        row = self._conn.execute(
+            "SELECT id, received, source, name, sha256, size, problems FROM quarantine_files "
+            "WHERE sha256 = ? AND name = ?",
+            (sha256, name),
+        ).fetchone()
+        return None if row is None else _quarantine(row)
+
+    def add_lot(self, record: LotRecord, content: bytes) -> int:
+        with self._store.write():
+            cur = self._conn.execute(
+                "INSERT INTO lots(profile, emitter, lot_number, lot_date, addressee, organism, "
+                "flow, application, invoices, total, sha256, size, content, state, received, "
+                "source, state_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.profile,
+                    record.emitter,
+                    record.lot_number,
+                    record.lot_date,
+                    record.addressee,
+                    record.organism,
+                    record.flow,
+                    record.application,
+                    record.invoices,
+                    record.total,
+                    record.sha256,
+                    record.size,
+                    content,
+                    record.state.value,
+                    record.received,
+                    record.source,
+                    record.state_changed,
+                ),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def add_quarantine(self, record: QuarantineRecord, content: bytes) -> int:
+        problems = json.dumps(
+            [{"code": p.code, "record": p.record, "fr": p.fr, "en": p.en} for p in record.problems],
+            ensure_ascii=False,
+        )
+        with self._store.write():
+            cur = self._conn.execute(
+                "INSERT INTO quarantine_files(received, source, name, sha256, size, content, "
+                "problems) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.received,
+                    record.source,
+                    record.name,
+                    record.sha256,
+                    record.size,
+                    content,
+                    problems,
+                ),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def get(self, lot_id: int) -> LotRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_LOT_COLUMNS} FROM lots WHERE id = ?",  # noqa: S608
+            (lot_id,),
+        ).fetchone()
+        return None if row is None else _lot(row)
+
+    def content(self, lot_id: int) -> bytes:
+        data = self.blob(lot_id, "content")
+        if data is None:
+            raise ValidationError(
+                f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
+            )
+        return data
+
+    def blob(self, lot_id: int, name: str) -> bytes | None:
+        if name not in _BLOBS:
+            raise ValueError(name)
+        row = self._conn.execute(
+            f"SELECT {name} FROM lots WHERE id = ?",  # noqa: S608 — name from a fixed set
+            (lot_id,),
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def lots(
+        self, states: frozenset[LotState] | None = None, profile: str | None = None
+    ) -> list[LotRecord]:
+        sql = f"SELECT {_LOT_COLUMNS} FROM lots WHERE 1 = 1"  # noqa: S608
+        args: list[str] = []
+        if states is not None:
+            sql += f" AND state IN ({', '.join('?' for _ in states)})"
+            args += sorted(s.value for s in states)
+        if profile is not None:
+            sql += " AND profile = ?"
+            args.append(profile)
+        return [_lot(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+
+    def quarantined(self) -> list[QuarantineRecord]:
+        rows = self._conn.execute(
+            "SELECT id, received, source, name, sha256, size, problems FROM quarantine_files "
+            "ORDER BY id"
+        )
+        return [_quarantine(r) for r in rows]
+
+    def set_state(
+        self, lot_id: int, expected: LotState, target: LotState, when: str, **fields: object
+    ) -> None:
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not settable: {sorted(unknown)}")
+        values: list[object] = []
+        assignments = ["state = ?", "state_changed = ?"]
+        values += [target.value, when]
+        for name, value in fields.items():
+            assignments.append(f"{name} = ?")
+            values.append(json.dumps(value, ensure_ascii=False) if name == "reasons" else value)
+        with self._store.write():
+            cur = self._conn.execute(
+                f"UPDATE lots SET {', '.join(assignments)} WHERE id = ? AND state = ?",  # noqa: S608
+                (*values, lot_id, expected.value),
+            )
+            if cur.rowcount != 1:
+                current = self.get(lot_id)
+                raise StateError(
+                    f"lot {lot_id} : état attendu « {expected} », trouvé "
+                    f"« {current.state if current else 'absent'} »",
+                    f"lot {lot_id}: expected state '{expected}', found "
+                    f"'{current.state if current else 'missing'}'",
+                    code="LOT_STATE_CHANGED",
+                )

@@ -1,0 +1,67 @@
+"""The lot lifecycle: states and exactly the transition table of ARCHITECTURE.md (pure)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from balise.domain.errors import StateError
+
+
+class LotState(StrEnum):
+    READY = "ready"
+    SIGNED = "signed"
+    SENDING = "sending"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+S = LotState
+# (from, to) -> when. A file that fails validation never becomes a lot (quarantine instead).
+TRANSITIONS: dict[tuple[LotState, LotState], str] = {
+    (S.READY, S.SIGNED): "signé par la carte dans un lot confirmé",
+    (S.SIGNED, S.SENDING): "enveloppé (compostage figé) et remis au serveur SMTP",
+    (S.SENDING, S.SENT): "accepté par le serveur (250) et enregistré",
+    (S.SENDING, S.SIGNED): "refusé ou hors ligne avant le 250 : nouvel essai plus tard",
+    (S.SENDING, S.ACKNOWLEDGED): "ARL positif reçu alors que l'envoi n'avait pas été enregistré",
+    (S.SENDING, S.REJECTED): "ARL négatif reçu alors que l'envoi n'avait pas été enregistré",
+    (S.SENT, S.ACKNOWLEDGED): "ARL positif",
+    (S.SENT, S.REJECTED): "ARL négatif",
+    (S.SENT, S.SENDING): "renvoi explicite d'un lot en retard, mêmes octets, même Message-ID",
+    (S.READY, S.CANCELLED): "retiré par le praticien ou le technicien",
+    (S.SIGNED, S.CANCELLED): "retiré par le praticien ou le technicien",
+}
+
+TERMINAL = frozenset({S.ACKNOWLEDGED, S.REJECTED, S.CANCELLED})
+
+LABELS_FR = {
+    S.READY: "prêt à signer",
+    S.SIGNED: "signé",
+    S.SENDING: "en cours d'envoi",
+    S.SENT: "envoyé",
+    S.ACKNOWLEDGED: "accusé reçu (ARL positif)",
+    S.REJECTED: "rejeté (ARL négatif)",
+    S.CANCELLED: "annulé",
+}
+LABELS_EN = {
+    S.READY: "ready to sign",
+    S.SIGNED: "signed",
+    S.SENDING: "sending",
+    S.SENT: "sent",
+    S.ACKNOWLEDGED: "acknowledged (positive ARL)",
+    S.REJECTED: "rejected (negative ARL)",
+    S.CANCELLED: "cancelled",
+}
+
+
+def check_transition(current: LotState, target: LotState) -> str:
+    """The reason words of an allowed transition; a StateError for anything else."""
+    reason = TRANSITIONS.get((current, target))
+    if reason is None:
+        raise StateError(
+            f"le lot ne peut pas passer de « {LABELS_FR[current]} » à « {LABELS_FR[target]} »",
+            f"the lot cannot go from '{LABELS_EN[current]}' to '{LABELS_EN[target]}'",
+            code="LOT_TRANSITION",
+        )
+    return reason
