@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from balise.domain.card import CardIdentity, PinState
 from balise.domain.journal import JournalEntry, JsonValue
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
@@ -96,3 +97,27 @@ class Exchange(Protocol):
     def remove(self, name: str) -> None: ...
 
     def publish(self, relpath: str, data: bytes) -> None: ...
+
+
+class TokenSession(Protocol):
+    """A logged-in session on the card; closed after the batch, never reused."""
+
+    def sign(self, data: bytes) -> bytes:
+        """sha256WithRSAEncryption over ``data`` (the card hashes); a context-specific login per
+        call where the key demands it (CKA_ALWAYS_AUTHENTICATE)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TokenSigner(Protocol):
+    """The card's PKCS#11 side: identity without PIN, fresh PIN state, exactly one login per PIN."""
+
+    def identify(self) -> CardIdentity: ...
+
+    def pin_state(self) -> PinState: ...
+
+    def login(self, pin: bytearray | None) -> TokenSession:
+        """One C_Login with ``pin`` (None on a protected authentication path); WrongPin,
+        PinLocked (no attempt at all) or CardRemoved; never retried."""
+        ...
