@@ -207,6 +207,9 @@ class SmtpServer:
             controller.start()
         except Exception as exc:
             controller.stop(no_assert=True)
+            # When binding fails aiosmtpd's thread returns without closing its loop.
+            if not controller.loop.is_closed():
+                controller.loop.close()
             raise SmtpServerError(
                 "Le serveur SMTP de test n'a pas démarré.",
                 f"The test SMTP server on {self.host}:{self.port} did not start: {exc}",
