@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from asn1crypto import x509 as asn1_x509  # type: ignore[import-untyped]
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -41,12 +41,16 @@ class RsaCertificate:
 def load_rsa_certificate(der: bytes, role_fr: str, role_en: str) -> RsaCertificate:
     """Parse a DER certificate and insist on an RSA key (what CPS cards and organisms use)."""
     try:
-        crypto = x509.load_der_x509_certificate(der)
         asn1 = asn1_x509.Certificate.load(der, strict=True)
         # Force a full parse now, so that a broken certificate fails here and not mid-build.
-        _ = asn1.issuer.native, asn1.serial_number
+        _ = asn1.issuer.native
+        # RFC 5280 §4.1.2.2; cryptography only warns today (an error under -W error) and
+        # will refuse such certificates later: refuse them first, the same way every time.
+        if asn1.serial_number <= 0:
+            raise ValueError("serial number not positive")
+        crypto = x509.load_der_x509_certificate(der)
         public_key = crypto.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise CmsError(
             CmsErrorCode.BAD_CERTIFICATE,
             f"Certificat {role_fr} illisible.",

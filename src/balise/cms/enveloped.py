@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
-from asn1crypto import algos, cms, core  # type: ignore[import-untyped]
+from asn1crypto import algos, cms, core
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa

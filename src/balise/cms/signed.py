@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from asn1crypto import algos, cms, core  # type: ignore[import-untyped]
+from asn1crypto import algos, cms, core
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -304,7 +304,7 @@ def _check_signature(
         if len(signature) != modulus_bytes:
             raise InvalidSignature
         signer.public_key.verify(signature, to_be_signed, pad, hash_alg)
-    except InvalidSignature as exc:
+    except (InvalidSignature, ValueError) as exc:
         raise CmsError(
             CmsErrorCode.BAD_SIGNATURE,
             "La signature ne correspond pas au certificat du signataire.",
@@ -415,7 +415,10 @@ def _walk_signed_data(der: bytes) -> _ParsedSignedData:
             raise _unsupported(
                 f"PSS avec {hash_name}/{mgf_hash}", f"PSS with {hash_name}/{mgf_hash}"
             )
-        pss_params = _PssParams(hash_name, mgf_hash, int(params["salt_length"].native))
+        salt_length = int(params["salt_length"].native)
+        if not 0 <= salt_length <= 512:
+            raise _malformed("longueur de sel PSS invalide", "invalid PSS salt length")
+        pss_params = _PssParams(hash_name, mgf_hash, salt_length)
     else:
         raise _unsupported(f"signature {algo_name}", f"signature {algo_name}")
 
@@ -452,7 +455,8 @@ def _check_validity(cert: x509.Certificate, when: datetime) -> None:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        # Extensions are parsed lazily; a broken one makes the certificate unusable as a CA.
         return False
     return bc.ca
 
@@ -460,7 +464,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -473,7 +477,7 @@ def _check_chain(
 ) -> None:
     try:
         roots = [x509.load_der_x509_certificate(r) for r in trusted_roots_der]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CmsError(
             CmsErrorCode.BAD_CERTIFICATE,
             "Certificat racine de confiance illisible.",
@@ -484,6 +488,8 @@ def _check_chain(
         usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
+    except (x509.DuplicateExtension, ValueError) as exc:
+        raise _untrusted("extensions du certificat illisibles", "unreadable extensions") from exc
     if usage is not None and not (usage.digital_signature or usage.content_commitment):
         raise _untrusted("certificat non prévu pour signer", "certificate not meant for signing")
 
