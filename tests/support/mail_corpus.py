@@ -283,6 +283,18 @@ def many_parts_mail(parts: int = 30) -> bytes:
     return _envelope(top, sender=ORGANISM_ADDRESS, subject="IRIS", message_id="<many@x>")
 
 
+def part_flood_mail(parts: int = 5000) -> bytes:
+    """Thousands of empty parts in one multipart, written by hand (cheap to send, costly to parse)."""
+    return (
+        (
+            f"From: {ORGANISM_ADDRESS}\r\nSubject: flood\r\nMessage-ID: <flood@x>\r\n"
+            'Content-Type: multipart/mixed; boundary="F"\r\n\r\n'
+        ).encode()
+        + b"--F\r\n\r\nx\r\n" * parts
+        + b"--F--\r\n"
+    )
+
+
 def oversize_mail(size: int = 3 * 1024 * 1024) -> bytes:
     head = f"From: {ORGANISM_ADDRESS}\r\nSubject: big\r\nMessage-ID: <big@x>\r\n\r\n".encode()
     return head + b"A" * (size - len(head))
@@ -323,6 +335,7 @@ def hostile_corpus(*, test_mode: bool = True, with_bomb: bool = True) -> list[Ho
         HostileMail("deep_mime_50", deep_mime_mail(50), r.TOO_DEEP),
         HostileMail("deep_mime_3000", deep_mime_mail(3000), r.MIME_TOO_COMPLEX),
         HostileMail("many_parts", many_parts_mail(), r.TOO_MANY_PARTS),
+        HostileMail("part_flood", part_flood_mail(), r.MIME_TOO_COMPLEX),
         HostileMail("two_edi_parts", two_edi_parts_mail(), r.SEVERAL_EDI_PARTS),
         HostileMail("edi_part_too_deep", nested_edi_mail(), r.EDI_PART_MISPLACED),
         HostileMail(

@@ -73,8 +73,8 @@ _REASON_WORDS: dict[UnknownReason, tuple[str, str]] = {
         "sender missing, unreadable or not on the organism allow-list",
     ),
     UnknownReason.MIME_TOO_COMPLEX: (
-        "structure MIME trop complexe (trop de conteneurs déclarés)",
-        "MIME structure too complex (too many containers declared)",
+        "structure MIME trop complexe pour être analysée",
+        "MIME structure too complex to be parsed",
     ),
     UnknownReason.MALFORMED: ("message illisible", "unreadable message"),
     UnknownReason.TOO_DEEP: ("parties MIME trop imbriquées", "MIME parts nested too deeply"),
@@ -358,6 +358,17 @@ def _walk(root: Message, policy: ClassifyPolicy) -> list[_Edi] | UnknownReason:
     return found
 
 
+def _too_complex(raw: bytes, policy: ClassifyPolicy) -> bool:
+    """Cheap upper bounds checked before the standard parser builds the tree: container
+    declarations (its recursion) and lines starting with ``--`` (every part needs one)."""
+    for mentions, _ in enumerate(_CONTAINER_RE.finditer(raw), start=1):
+        if mentions > _MAX_CONTAINER_MENTIONS:
+            return True
+    # The parser also splits lines on a lone CR, so count both line ends.
+    dash_lines = raw.startswith(b"--") + raw.count(b"\n--") + raw.count(b"\r--")
+    return dash_lines > max(8 * policy.max_parts, 200)
+
+
 def _description(values: list[str], test_mode: bool) -> tuple[_ReturnKind, bool] | UnknownReason:
     """(kind, compressed) for a known Content-Description."""
     if len(values) != 1:
@@ -403,9 +414,8 @@ def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
         return _unknown(UnknownReason.SENDER_NOT_ALLOWED, raw, meta)
 
     # 3. Exactly one EDI part, at the top or directly under a top-level multipart/mixed.
-    for mentions, _ in enumerate(_CONTAINER_RE.finditer(raw), start=1):
-        if mentions > _MAX_CONTAINER_MENTIONS:
-            return _unknown(UnknownReason.MIME_TOO_COMPLEX, raw, meta)
+    if _too_complex(raw, policy):
+        return _unknown(UnknownReason.MIME_TOO_COMPLEX, raw, meta)
     try:
         root = BytesParser(policy=email_policy.compat32).parsebytes(raw)
     except (email.errors.MessageError, ValueError, LookupError, TypeError, RecursionError):
