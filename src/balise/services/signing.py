@@ -1,0 +1,289 @@
+"""Batch signing: one practitioner's confirmed lots signed by the card, each enveloped for its
+organism, with per-lot progress; CMS work on the other lots overlaps the card's signature."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from cryptography import x509
+
+from balise.cms import (
+    PreparedSignature,
+    build_entity,
+    build_enveloped_data,
+    gzip_payload,
+    prepare_signature,
+)
+from balise.domain.card import CardError, CardIdentity
+from balise.domain.errors import StateError
+from balise.domain.lotrecord import LotRecord
+from balise.domain.lotstate import LotState
+from balise.domain.params import Scope
+from balise.ports import Clock, Journal, LotStore, TokenSession
+from balise.services.lots import LotTransitions
+from balise.services.params import ParameterService
+
+EventKind = Literal["started", "signing", "signed", "skipped", "stopped", "finished"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvent:
+    kind: EventKind
+    done: int
+    total: int
+    lot_id: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    signed: tuple[int, ...]
+    not_signed: tuple[int, ...]
+    stopped_fr: str | None = None
+    stopped_en: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    lot: LotRecord
+    prepared: PreparedSignature
+    recipients: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    lot: LotRecord
+    signed_cms: bytes
+    envelope: bytes
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def _pem_to_der(pem: str) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(Encoding.DER)
+
+
+class SigningService:
+    """Who may sign, which lots are ready, and the batch itself (the PIN never comes here)."""
+
+    def __init__(
+        self,
+        lots: LotStore,
+        transitions: LotTransitions,
+        journal: Journal,
+        clock: Clock,
+        params: ParameterService,
+    ) -> None:
+        self._lots = lots
+        self._transitions = transitions
+        self._journal = journal
+        self._clock = clock
+        self._params = params
+
+    def profiles_for(self, identity: CardIdentity) -> list[tuple[str, str]]:
+        """(profile, role) pairs whose allowed signers include this card's certificate."""
+        target = fingerprint(identity.signature_cert_der)
+        found: list[tuple[str, str]] = []
+        for profile in self._params.ids(Scope.PROFILE):
+            for name, role in (("signers.titular", "titulaire"), ("signers.locums", "remplaçant")):
+                value = self._params.get(name, profile=profile)
+                pems = value if isinstance(value, list) else []
+                if any(fingerprint(_pem_to_der(pem)) == target for pem in pems):
+                    found.append((profile, role))
+        return found
+
+    def ready_lots(self, profile: str) -> list[LotRecord]:
+        return self._lots.lots(frozenset({LotState.READY}), profile)
+
+    def check_can_sign(self, identity: CardIdentity) -> None:
+        """Clock synchronized (not checked in demo mode) and the card's certificate in date."""
+        now = self._clock.now()
+        if self._params.get("mode") != "demo" and not self._clock.is_synchronized():
+            raise CardError(
+                "Horloge non synchronisée : la signature attend la synchronisation NTP "
+                "(un Raspberry Pi n'a pas d'horloge sauvegardée).",
+                "Clock not synchronized: signing waits for NTP synchronization "
+                "(a Raspberry Pi has no real-time clock).",
+                code="CLOCK_UNSYNC",
+            )
+        if not identity.not_before <= now <= identity.not_after:
+            raise CardError(
+                f"Le certificat de signature de la carte n'est pas valide aujourd'hui "
+                f"(valide du {identity.not_before:%d/%m/%Y} au {identity.not_after:%d/%m/%Y}).",
+                f"The card's signature certificate is not valid today "
+                f"(valid {identity.not_before:%Y-%m-%d} to {identity.not_after:%Y-%m-%d}).",
+                code="CARD_CERT_DATES",
+            )
+
+    def _recipients(self, lot: LotRecord, now: datetime) -> tuple[bytes, ...]:
+        value = self._params.get("recipient_certs", organism=lot.organism)
+        pems = value if isinstance(value, list) else []
+        ders = []
+        for pem in pems:
+            cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise StateError(
+                    f"certificat de chiffrement de {lot.organism} hors de sa validité "
+                    f"(jusqu'au {cert.not_valid_after_utc:%d/%m/%Y}) : le lot reste prêt",
+                    f"recipient certificate of {lot.organism} outside its validity: the lot stays ready",
+                    code="RECIPIENT_CERT_EXPIRED",
+                )
+            ders.append(_pem_to_der(pem))
+        if not ders:
+            raise StateError(
+                f"aucun certificat de chiffrement pour {lot.organism} : le lot reste prêt",
+                f"no recipient certificate for {lot.organism}: the lot stays ready",
+                code="RECIPIENT_CERT_MISSING",
+            )
+        return tuple(ders)
+
+    def sign_batch(
+        self,
+        session: TokenSession,
+        identity: CardIdentity,
+        profile: str,
+        lot_ids: Sequence[int],
+        *,
+        progress: Callable[[BatchEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> BatchResult:
+        """Sign the confirmed lots in order; stop cleanly at the first card error or on cancel.
+
+        Lots already signed stay signed (each committed as soon as it is done); the lot in flight
+        stays ready. While the card signs lot k, a worker finishes lot k-1 (SignedData, gzip,
+        MIME entity, EnvelopedData) and prepares lot k+1's signed attributes.
+        """
+        emit = progress or (lambda _event: None)
+        if not any(p == profile for p, _ in self.profiles_for(identity)):
+            raise CardError(
+                "Cette carte n'est pas autorisée à signer pour ce praticien.",
+                "This card is not allowed to sign for this practitioner.",
+                code="SIGNER_NOT_ALLOWED",
+            )
+        self.check_can_sign(identity)
+        now = self._clock.now()
+        queue: list[LotRecord] = []
+        skipped: list[int] = []
+        for lot_id in lot_ids:
+            lot = self._lots.get(lot_id)
+            if lot is None or lot.state is not LotState.READY or lot.profile != profile:
+                skipped.append(lot_id)
+                continue
+            queue.append(lot)
+        total = len(queue)
+        self._journal.append(
+            "batch.started",
+            f"profile:{profile}",
+            {"lots": [lot.id for lot in queue], "holder_rpps": identity.rpps},
+        )
+        emit(BatchEvent("started", 0, total))
+        signed: list[int] = []
+        stop_fr: str | None = None
+        stop_en: str | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cms") as pool:
+            prepared: dict[int, Future[_Work]] = {}
+
+            def prepare(index: int) -> None:
+                if index < total:
+                    lot = queue[index]
+                    content = self._lots.content(lot.id)
+                    prepared[index] = pool.submit(self._prepare, lot, content, identity, now)
+
+            prepare(0)
+            prepare(1)
+            in_flight: Future[_Done] | None = None
+            for index in range(total):
+                lot = queue[index]
+                if cancel is not None and cancel.is_set():
+                    stop_fr, stop_en = (
+                        "Signature interrompue à votre demande.",
+                        "Signing cancelled.",
+                    )
+                    break
+                try:
+                    work = prepared.pop(index).result()
+                except StateError as exc:
+                    skipped.append(lot.id)
+                    self._journal.append(
+                        "lot.alert", f"lot:{lot.id}", {"code": exc.code, "words": exc.fr}
+                    )
+                    emit(BatchEvent("skipped", len(signed), total, lot.id, exc.fr))
+                    prepare(index + 2)
+                    continue
+                emit(BatchEvent("signing", len(signed), total, lot.id))
+                try:
+                    signature = session.sign(work.prepared.to_be_signed)
+                except CardError as exc:
+                    stop_fr, stop_en = exc.fr, exc.en
+                    break
+                finished = pool.submit(self._finish, work, signature)
+                prepare(index + 2)
+                if in_flight is not None:
+                    signed.append(self._commit(in_flight.result(), identity))
+                    emit(BatchEvent("signed", len(signed), total, signed[-1]))
+                in_flight = finished
+            if in_flight is not None:
+                signed.append(self._commit(in_flight.result(), identity))
+                emit(BatchEvent("signed", len(signed), total, signed[-1]))
+            for future in prepared.values():
+                future.cancel()
+        not_signed = tuple(lot.id for lot in queue if lot.id not in signed) + tuple(
+            i for i in skipped if i not in {lot.id for lot in queue}
+        )
+        self._journal.append(
+            "batch.finished",
+            f"profile:{profile}",
+            {"signed": len(signed), "not_signed": len(not_signed), "stopped": stop_fr},
+        )
+        emit(
+            BatchEvent(
+                "stopped" if stop_fr else "finished", len(signed), total, None, stop_fr or ""
+            )
+        )
+        return BatchResult(tuple(signed), not_signed, stop_fr, stop_en)
+
+    def _prepare(
+        self, lot: LotRecord, content: bytes, identity: CardIdentity, now: datetime
+    ) -> _Work:
+        recipients = self._recipients(lot, now)
+        prepared = prepare_signature(
+            content,
+            identity.signature_cert_der,
+            signing_time=now,
+            extra_certs_der=identity.extra_certs_der,
+        )
+        return _Work(lot, prepared, recipients)
+
+    @staticmethod
+    def _finish(work: _Work, signature: bytes) -> _Done:
+        signed_cms = work.prepared.finish(signature)
+        entity = build_entity(
+            gzip_payload(signed_cms),
+            emitter=work.lot.emitter,
+            lot_number=work.lot.lot_number,
+            test_flow=work.lot.flow in ("T", "D"),
+        )
+        return _Done(work.lot, signed_cms, build_enveloped_data(entity, work.recipients))
+
+    def _commit(self, done: _Done, identity: CardIdentity) -> int:
+        self._transitions.move(
+            done.lot.id,
+            LotState.READY,
+            LotState.SIGNED,
+            details={"signer_rpps": identity.rpps},
+            signer=f"{identity.holder_name} ({identity.rpps})",
+            signed_at=self._clock.now().isoformat(timespec="seconds"),
+            signed_cms=done.signed_cms,
+            envelope=done.envelope,
+        )
+        return done.lot.id
