@@ -423,3 +423,22 @@ def test_parse_entity_bounds(entity: bytes, code: CmsErrorCode) -> None:
     with pytest.raises(CmsError) as err:
         parse_entity(entity)
     assert err.value.code == code
+
+
+# --- hostile input -----------------------------------------------------------------------------
+
+
+def test_garbage_never_escapes_as_a_library_error(pki: TestPKI, lot: bytes) -> None:
+    """Whatever arrives (truncated, bit-flipped, wrong type), the simulator only meets CmsError."""
+    signed = sign_lot(pki, lot)
+    enveloped = build_enveloped_data(lot, [pki.amo.cert_der.read_bytes()])
+    roots = [pki.root.cert_der.read_bytes()]
+    flipped = bytearray(signed)
+    flipped[len(lot) + 400] ^= 0x40  # inside the embedded certificates
+    inputs = [b"", b"\x30\x00", b"\x00" * 64, signed[: len(signed) // 2], bytes(flipped), enveloped]
+    for data in inputs:
+        with pytest.raises(CmsError):
+            verify_signed_data(data, roots)
+    for data in [b"", b"\x30\x00", enveloped[: len(enveloped) // 2], signed]:
+        with pytest.raises(CmsError):
+            open_enveloped_data(data, pki.amo.key, pki.amo.cert_der.read_bytes())
