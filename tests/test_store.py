@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from balise.adapters.store import Store, connect
+from balise.adapters.store import Store, connect, migrations
 from tests.support.balise_env import BaliseEnv
 
 
@@ -13,7 +13,8 @@ def test_every_connection_has_wal_and_full_sync(balise_env: BaliseEnv) -> None:
     ctx = balise_env.context()
     try:
         assert ctx.store.pragmas() == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
-        assert ctx.store.applied_migrations() == ["0001_journal_vault_meta"]
+        assert ctx.store.applied_migrations() == [m.name for m in migrations._migrations]
+        assert ctx.store.applied_migrations()[0] == "0001_journal_vault_meta"
     finally:
         ctx.close()
     # A second connection opened later gets the same settings (synchronous is per connection).
