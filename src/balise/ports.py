@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
 from balise.domain.card import CardIdentity, PinState
+from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.domain.journal import JournalEntry, JsonValue
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
@@ -120,4 +121,34 @@ class TokenSigner(Protocol):
     def login(self, pin: bytearray | None) -> TokenSession:
         """One C_Login with ``pin`` (None on a protected authentication path); WrongPin,
         PinLocked (no attempt at all) or CardRemoved; never retried."""
+        ...
+
+
+class ReaderWatcher(Protocol):
+    """USB smart-card readers plugged in and out (udev); bursts arrive coalesced."""
+
+    def start(self, callback: Callable[[ReaderEvent], None]) -> None:
+        """Begin watching; readers already present are reported as "added" first. ``callback``
+        runs on the watcher's own thread."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def present(self) -> list[UsbReader]: ...
+
+
+class CardWatcher(Protocol):
+    """Cards inserted and removed in the PC/SC readers, with the ATR and its kind."""
+
+    def start(self, callback: Callable[[CardEvent], None]) -> None:
+        """Begin watching; cards already in a reader are reported as "inserted" first.
+        ``callback`` runs on the watcher's own thread."""
+        ...
+
+    def stop(self) -> None:
+        """Returns within about a second (never pyscard's 60 s monitor wait)."""
+        ...
+
+    def present(self) -> list[CardEvent]:
+        """The cards in the readers now, as "inserted" events."""
         ...
