@@ -11,6 +11,7 @@ import pytest
 from balise.adapters.pcsc import PcscCardWatcher, list_readers
 from balise.domain.atr import CardKind, can_sign
 from balise.domain.devices import CardEvent
+from balise.sim.pcscd import PcscdRunner
 from balise.sim.vcard import (
     ATR_CPS3,
     ATR_CPS3_CONTACTLESS,
@@ -18,6 +19,7 @@ from balise.sim.vcard import (
     ATR_CPS4_T0,
     ATR_CPS4_VARIANT,
     ATR_UNKNOWN,
+    VirtualCard,
 )
 from tests.support.pcsc_fixtures import VirtualCardSlot
 
@@ -189,3 +191,32 @@ def test_stop_is_fast(virtual_card: VirtualCardSlot, with_card: bool) -> None:
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"stop took {elapsed:.2f} s"
     assert not any(t.name == "pcsc-card-watcher" for t in threading.enumerate())
+
+
+def test_pcscd_restart_removes_the_card_then_watching_resumes(
+    pcscd: PcscdRunner, virtual_card: VirtualCardSlot
+) -> None:
+    recorder = Recorder()
+    card_watcher = PcscCardWatcher(retry_delay=0.2)
+    card_watcher.start(recorder)
+    link = None
+    try:
+        virtual_card.insert(ATR_CPS4, wait=False)
+        recorder.wait_for("inserted", virtual_card.reader_name)
+        pcscd.stop()
+        removed = recorder.wait_for("removed", virtual_card.reader_name, timeout=3.0)
+        assert removed.kind is CardKind.CPS4
+        assert card_watcher.present() == []
+        recorder.take()
+
+        pcscd.start()
+        link = pcscd.link()  # vpcd now listens in the new pcscd's namespace
+        link.insert(VirtualCard(ATR_CPS3))
+        inserted = recorder.wait_for("inserted", virtual_card.reader_name, timeout=5.0)
+        assert inserted.kind is CardKind.CPS3
+    finally:
+        card_watcher.stop()
+        if link is not None:
+            link.remove()
+        if pcscd.pid is None:  # leave the session's pcscd running for the next tests
+            pcscd.start()

@@ -153,8 +153,12 @@ class UsbTestbed:
             directory,
             directory / "testbed.stderr",
         )
-        self.root: str = self.helper.next_with("root")
         self.children: list[JsonChild] = []
+        try:
+            self.root: str = self.helper.next_with("root")
+        except BaseException:
+            self.helper.stop()  # the fixture never got the object: reap the helper here
+            raise
 
     def _do(self, command: dict[str, Any]) -> None:
         self.helper.send(command)
