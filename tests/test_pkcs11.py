@@ -26,6 +26,7 @@ from balise.adapters.pkcs11 import (
 )
 from balise.domain.card import CardIdentity, CardRemoved, PinLocked, WrongPin
 from balise.domain.errors import StateError, ValidationError
+from balise.ports import TokenSigner
 from balise.sim.pki import DEFAULT_DISPLAY_NAME, DEFAULT_RPPS, TestPKI
 from balise.sim.softhsm import SIGNATURE_ID, SIGNATURE_LABEL, SoftHSM, TokenInfo
 from tests.support.fake_token import (
@@ -93,6 +94,18 @@ def openssl_verifies(cert_der: bytes, signature: bytes, data: bytes, tmp_path: P
 @pytest.fixture
 def sentinel_token(make_token: MakeToken, softhsm: SoftHSM) -> tuple[SoftHSM, TokenInfo]:
     return softhsm, make_token(pin=SENTINEL_PIN)
+
+
+def test_every_signer_here_fits_the_token_signer_port(token: tuple[SoftHSM, TokenInfo]) -> None:
+    softhsm, info = token
+    real: TokenSigner = make_signer(softhsm, info)  # checked by mypy as much as by this test
+    signers: list[TokenSigner] = [
+        real,
+        RemovableSigner(real),
+        FakeToken(identity=_fake_identity(), pin="1234"),
+        locking_signer(softhsm, info),
+    ]
+    assert all(s.pin_state().tries_left == 3 for s in signers)
 
 
 # --- identity without PIN -----------------------------------------------------------------------

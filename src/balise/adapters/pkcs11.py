@@ -705,6 +705,12 @@ class Pkcs11Session:
                 return signature
             except _REMOVED_ERRORS as exc:
                 raise CardRemoved() from exc
+            except pkcs11.PKCS11Error as exc:
+                raise CardError(
+                    f"La carte a refusé la signature ({type(exc).__name__}).",
+                    f"The card refused to sign ({type(exc).__name__}).",
+                    code="CARD_FAILURE",
+                ) from exc
 
     def _sign_with_context_login(self, session: pkcs11.Session, data: bytes) -> bytes:
         cryptoki = self._signer.cryptoki
