@@ -19,6 +19,7 @@ from balise.ports import Clock
 from balise.services.intake import IntakeService
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+from balise.services.transmission import TransmissionService
 
 
 def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -63,6 +64,27 @@ class Context:
 
     def transitions(self) -> LotTransitions:
         return LotTransitions(self.lots, self.journal, self.clock)
+
+    def transmission(self, *, timeout: float | None = None) -> TransmissionService:
+        """Lot mails sent over aiosmtplib; Message-IDs name this box's host."""
+        import socket
+
+        from balise.adapters.outbox import SqliteOutbox
+        from balise.adapters.smtp import DEFAULT_TIMEOUT_S, SmtpSender
+        from balise.domain.lotmail import box_hostname
+
+        host = box_hostname(socket.gethostname())
+        sender = SmtpSender(local_hostname=host, timeout=timeout or DEFAULT_TIMEOUT_S)
+        return TransmissionService(
+            self.lots,
+            self.transitions(),
+            self.journal,
+            self.clock,
+            self.params,
+            sender,
+            SqliteOutbox(self.store),
+            host,
+        )
 
 
 def open_context(

@@ -9,11 +9,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from balise.bootstrap import Context, open_context, resolve_data_dir
 from balise.domain.errors import BaliseError, ValidationError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.params import spec_for
+
+if TYPE_CHECKING:
+    from balise.services.transmission import SendOutcome
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
 MAX_STDIN = 1024 * 1024
@@ -353,6 +357,69 @@ def cmd_lots_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_outcome(outcome: SendOutcome) -> int:
+    if outcome.sent:
+        _out(f"{outcome.profile} : {len(outcome.sent)} lot(s) envoyé(s) ({_ids(outcome.sent)})")
+    if outcome.waiting:
+        when = f"{outcome.next_attempt:%d/%m/%Y %H:%M:%S} UTC" if outcome.next_attempt else "?"
+        _out(
+            f"{outcome.profile} : {len(outcome.waiting)} lot(s) en attente ({_ids(outcome.waiting)})"
+            f" — {outcome.error_fr} [{outcome.error_code}] ; prochain essai le {when}"
+        )
+        return EXIT_PROBLEM
+    if not outcome.sent:
+        _out(f"{outcome.profile} : rien à envoyer")
+    return EXIT_OK
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(f"n° {i}" for i in ids)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from balise.domain.params import Scope
+
+    ctx = _context(args)
+    worst = EXIT_OK
+    try:
+        service = ctx.transmission()
+        profiles = [args.profile] if args.profile else ctx.params.ids(Scope.PROFILE)
+        for profile in profiles:
+            try:
+                outcome = asyncio.run(service.send_pending(profile))
+            except BaliseError as exc:
+                if args.profile:
+                    raise
+                _err(f"{profile} : {exc.fr} [{exc.code}]")
+                worst = EXIT_ERROR
+                continue
+            worst = max(worst, _print_outcome(outcome))
+    finally:
+        ctx.close()
+    return worst
+
+
+def cmd_lots_resend(args: argparse.Namespace) -> int:
+    import asyncio
+
+    ctx = _context(args)
+    try:
+        lot = ctx.lots.get(args.id)
+        if lot is None:
+            raise ValidationError(
+                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
+            )
+        service = ctx.transmission()
+        service.resend(lot.id)
+        _out(f"lot n° {lot.id} : renvoi demandé (mêmes octets, Message-ID {lot.message_id})")
+        code = _print_outcome(asyncio.run(service.send_pending(lot.profile)))
+    finally:
+        ctx.close()
+    return code
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from balise.doctor import run_checks
 
@@ -442,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     l_cancel.add_argument("id", type=int)
     l_cancel.add_argument("--reason", help="motif (journalisé)")
     l_cancel.set_defaults(func=cmd_lots_cancel)
+    l_resend = lots.add_parser("resend", help="renvoyer un lot envoyé en retard (mêmes octets)")
+    l_resend.add_argument("id", type=int)
+    l_resend.set_defaults(func=cmd_lots_resend)
+    send = sub.add_parser("send", help="envoyer les lots signés dus (une session par BAL)")
+    send.add_argument("--profile", help="un seul profil praticien")
+    send.set_defaults(func=cmd_send)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import ssl
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from balise.domain.card import CardIdentity, PinState
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.domain.journal import JournalEntry, JsonValue
+from balise.domain.lotmail import Delivery, SendReport
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Value
@@ -152,3 +154,45 @@ class CardWatcher(Protocol):
     def present(self) -> list[CardEvent]:
         """The cards in the readers now, as "inserted" events."""
         ...
+
+
+SmtpTls = Literal["implicit", "starttls"]
+
+
+class MailSender(Protocol):
+    """SMTP submission: ONE TLS session for a list of messages, AUTH only after TLS."""
+
+    async def send_batch(
+        self,
+        host: str,
+        port: int,
+        tls: SmtpTls,
+        user: str,
+        password: str,
+        context: ssl.SSLContext,
+        messages: Sequence[tuple[str, str, bytes]],
+        on_accepted: Callable[[int], None],
+    ) -> SendReport:
+        """Send ``(mail_from, rcpt, data)`` in order; ``on_accepted(index)`` runs right after each
+        250. A message refused by the server is reported and the session goes on; anything that
+        breaks the session raises a TransmissionError (the rest is not sent)."""
+        ...
+
+
+class Outbox(Protocol):
+    """The sending side of the lots: frozen mails and the compostage counter, written inside the
+    caller's lot transaction (LotStore.transaction)."""
+
+    def take_counter(self, name: str) -> int:
+        """The counter's current value, and store the next one (wrapping at 99999)."""
+        ...
+
+    def store_mail(self, lot_id: int, mail: bytes) -> None: ...
+
+    def delivery(self, lot_id: int) -> Delivery | None: ...
+
+    def set_status(self, profile: str, status: Mapping[str, str] | None) -> None:
+        """The last sending outcome of a profile's mailbox (None: it went through)."""
+        ...
+
+    def status(self, profile: str) -> dict[str, str] | None: ...

@@ -200,3 +200,11 @@ def _m0002(db: Database) -> None:
             UNIQUE (sha256, name)
         )"""
     )
+
+
+@migrations(name="0003_transmission")
+def _m0003(db: Database) -> None:
+    # The lot mail frozen at enveloping (resent byte for byte), and the box's named counters
+    # (the compostage counter), both written in the same transaction as the lot's state change.
+    db.execute("ALTER TABLE lots ADD COLUMN mail BLOB")
+    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")

@@ -1,0 +1,222 @@
+"""SMTP submission with aiosmtplib: ONE verified TLS session (implicit or required STARTTLS) per
+mailbox, AUTH only inside TLS, library errors turned into TransmissionErrors with words."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Final, NoReturn
+
+import aiosmtplib
+
+from balise.domain.errors import ConfigError
+from balise.domain.lotmail import (
+    CertificateUnverified,
+    CredentialsRefused,
+    MessageRefused,
+    NetworkDown,
+    SendReport,
+    StartTlsMissing,
+    TlsTooOld,
+    TransmissionError,
+)
+from balise.ports import SmtpTls
+
+DEFAULT_TIMEOUT_S: Final = 30.0
+# OpenSSL reasons that mean "no TLS version in common" (a server stuck below TLS 1.2).
+_VERSION_REASONS: Final = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "WRONG_SSL_VERSION",
+    }
+)
+
+
+def check_client_context(context: ssl.SSLContext) -> None:
+    """Refuse a context that would not verify the server or would accept TLS below 1.2."""
+    if (
+        context.verify_mode != ssl.CERT_REQUIRED
+        or not context.check_hostname
+        or context.minimum_version < ssl.TLSVersion.TLSv1_2
+    ):
+        raise ConfigError(
+            "contexte TLS non sûr : vérification du certificat et TLS 1.2 au moins sont exigés",
+            "unsafe TLS context: certificate verification and TLS 1.2 or later are required",
+            code="SMTP_TLS_CONTEXT",
+        )
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _where(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def translate(exc: BaseException, host: str, port: int) -> TransmissionError:
+    """Words for an aiosmtplib/ssl/socket failure (never the library text: no server echo, no
+    secret can leak through it)."""
+    where = _where(host, port)
+    cause = _ssl_cause(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return CertificateUnverified(
+            f"certificat du serveur non vérifié ({where}) : rien n'a été envoyé",
+            f"server certificate not verified ({where}): nothing was sent ({cause.verify_message})",
+        )
+    if cause is not None and (getattr(cause, "reason", None) or "") in _VERSION_REASONS:
+        return TlsTooOld(
+            f"TLS trop ancien ou refusé par le serveur ({where}) : TLS 1.2 au moins est exigé",
+            f"TLS too old or refused by the server ({where}): TLS 1.2 or later is required",
+        )
+    if cause is not None:
+        return NetworkDown(
+            f"échec de la négociation TLS avec {where} : en attente de réseau",
+            f"TLS handshake with {where} failed ({cause.reason}): waiting for the network",
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return CredentialsRefused(
+            f"identifiants refusés par le serveur {where} (code {exc.code}) : vérifiez "
+            "l'identifiant et le mot de passe SMTP",
+            f"credentials refused by {where} (code {exc.code}): check the SMTP user and password",
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return NetworkDown(
+            f"le serveur {where} a répondu {exc.code} : en attente de réseau",
+            f"server {where} answered {exc.code}: waiting for the network",
+        )
+    return NetworkDown(
+        f"serveur {where} injoignable ou connexion coupée : en attente de réseau",
+        f"server {where} unreachable or connection lost ({type(exc).__name__}): "
+        "waiting for the network",
+    )
+
+
+def _refused(exc: aiosmtplib.SMTPException, index: int) -> MessageRefused:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = ", ".join(str(r.code) for r in exc.recipients)
+    elif isinstance(exc, aiosmtplib.SMTPResponseException):
+        codes = str(exc.code)
+    else:
+        codes = "?"
+    return MessageRefused(
+        f"message n° {index + 1} refusé par le serveur (code {codes})",
+        f"message {index + 1} refused by the server (code {codes})",
+    )
+
+
+class _CallbackFailed(Exception):
+    """Carries an exception raised by ``on_accepted`` past the library-error translation."""
+
+
+class SmtpSender:
+    """The MailSender port on aiosmtplib (≥ 5.1.2; the TLS mode is always explicit)."""
+
+    def __init__(self, *, local_hostname: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        # An explicit EHLO name: aiosmtplib's default calls socket.getfqdn(), which may hang on DNS.
+        self._local_hostname = local_hostname
+        self._timeout = timeout
+
+    async def send_batch(
+        self,
+        host: str,
+        port: int,
+        tls: SmtpTls,
+        user: str,
+        password: str,
+        context: ssl.SSLContext,
+        messages: Sequence[tuple[str, str, bytes]],
+        on_accepted: Callable[[int], None],
+    ) -> SendReport:
+        check_client_context(context)
+        if tls not in ("implicit", "starttls"):
+            raise ConfigError(f"mode TLS inconnu : {tls}", f"unknown TLS mode: {tls}")
+        # use_tls / start_tls are both explicit: with neither, aiosmtplib would log in over a
+        # clear connection to a server that hides STARTTLS (TESTING.md, "SMTP").
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            local_hostname=self._local_hostname,
+            timeout=self._timeout,
+            use_tls=tls == "implicit",
+            start_tls=tls == "starttls",
+            validate_certs=True,
+            tls_context=context,
+        )
+        accepted: list[int] = []
+        refused: list[tuple[int, MessageRefused]] = []
+        try:
+            await self._open(client, host, port, tls, user, password)
+            for index, (mail_from, rcpt, data) in enumerate(messages):
+                try:
+                    await client.sendmail(mail_from, [rcpt], data)
+                except (
+                    aiosmtplib.SMTPRecipientsRefused,
+                    aiosmtplib.SMTPSenderRefused,
+                    aiosmtplib.SMTPDataError,
+                ) as exc:
+                    refused.append((index, _refused(exc, index)))
+                    if not client.is_connected:
+                        raise
+                    continue
+                accepted.append(index)
+                try:
+                    on_accepted(index)
+                except BaseException as exc:
+                    # Failing to record a 250 is not a send failure: it must reach the caller
+                    # as itself, never be translated into "network down".
+                    raise _CallbackFailed from exc
+            await self._quit(client)
+        except _CallbackFailed as wrapper:
+            original = wrapper.__cause__
+            assert original is not None
+            raise original from original.__cause__
+        except TransmissionError:
+            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._raise(exc, host, port)
+        finally:
+            client.close()
+        return SendReport(tuple(accepted), tuple(refused))
+
+    async def _open(
+        self, client: aiosmtplib.SMTP, host: str, port: int, tls: SmtpTls, user: str, password: str
+    ) -> None:
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPException as exc:
+            if tls == "starttls" and "STARTTLS extension not supported" in str(exc):
+                raise StartTlsMissing(
+                    f"le serveur {_where(host, port)} ne propose pas STARTTLS alors qu'il est "
+                    "exigé : connexion refusée, aucun identifiant envoyé",
+                    f"server {_where(host, port)} does not offer the required STARTTLS: "
+                    "refused, no credentials sent",
+                ) from exc
+            raise
+        # Belt and braces: never AUTH on a connection that is not (yet) TLS.
+        if client.get_transport_info("sslcontext") is None:
+            raise StartTlsMissing(
+                f"la connexion à {_where(host, port)} n'est pas chiffrée : aucun identifiant envoyé",
+                f"the connection to {_where(host, port)} is not encrypted: no credentials sent",
+            )
+        await client.login(user, password)
+
+    @staticmethod
+    async def _quit(client: aiosmtplib.SMTP) -> None:
+        # Every message already has its 250: a failed QUIT changes nothing we recorded.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await client.quit()
+
+    @staticmethod
+    def _raise(exc: BaseException, host: str, port: int) -> NoReturn:
+        raise translate(exc, host, port) from exc
