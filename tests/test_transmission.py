@@ -457,3 +457,36 @@ async def test_cli_send_and_resend_of_an_overdue_lot(
     finally:
         again.close()
     assert env.run("send").stdout.strip() == "p1 : rien à envoyer"
+
+
+async def test_one_refused_message_does_not_stop_the_session(
+    sending_box: SendingBox, tls_ca: TlsCA
+) -> None:
+    seen: list[int] = []
+
+    def refuse_second(_message: object) -> None:
+        seen.append(1)
+        if len(seen) == 2:
+            raise RuntimeError("organism mailbox full")
+
+    server = SmtpServer(
+        host="127.0.0.1",
+        port=free_tcp_port(),
+        cert_pem=tls_ca.cert_pem,
+        key_pem=tls_ca.key_pem,
+        users={SMTP_USER: SMTP_PASSWORD},
+        tls="implicit",
+        handler_hook=refuse_second,
+    )
+    server.start()
+    try:
+        ctx = sending_box.ctx
+        configure_smtp(ctx, server, tls_ca)
+        ids = sign_lots(ctx, sending_box.pki, [1, 2, 3])
+        outcome = await service(ctx).send_pending("p1")
+    finally:
+        server.stop()
+    assert outcome.sent == (ids[0], ids[2]) and outcome.waiting == (ids[1],)
+    assert outcome.error_code == "SMTP_REFUSED" and "451" in (outcome.error_fr or "")
+    assert ehlo_count(server) == 1
+    assert [state(ctx, i) for i in ids] == [LotState.SENT, LotState.SIGNED, LotState.SENT]
