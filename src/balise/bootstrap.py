@@ -7,18 +7,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.clock import SystemClock
 from balise.adapters.exchange import ExchangeFolders
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
 from balise.adapters.lots import SqliteLotStore
+from balise.adapters.pop3 import Pop3Mailbox
+from balise.adapters.returns_store import SqliteReturnsStore
 from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
 from balise.domain.errors import ConfigError
-from balise.ports import Clock
+from balise.ports import Clock, MessageClassifier
+from balise.services.classifier import ClassifierService
 from balise.services.intake import IntakeService
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+from balise.services.purge import CrashPoint, PurgeService
+from balise.services.tracking import TrackingService
 from balise.services.transmission import TransmissionService
 
 
@@ -64,6 +70,40 @@ class Context:
 
     def transitions(self) -> LotTransitions:
         return LotTransitions(self.lots, self.journal, self.clock)
+
+    @property
+    def returns_store(self) -> SqliteReturnsStore:
+        return SqliteReturnsStore(self.store, self.vault, self.data_dir / "locks")
+
+    def tracking(self, env: Mapping[str, str] | None = None) -> TrackingService:
+        return TrackingService(
+            self.returns_store,
+            self.lots,
+            self.transitions(),
+            self.journal,
+            self.clock,
+            self.exchange(env),
+        )
+
+    def purge(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        classifier: MessageClassifier | None = None,
+        crash_at: CrashPoint | None = None,
+    ) -> PurgeService:
+        """The purge service; call its ``close()`` when done (it owns a worker process)."""
+        worker = classifier if classifier is not None else WorkerClassifier()
+        return PurgeService(
+            self.params,
+            self.returns_store,
+            self.tracking(env),
+            ClassifierService(worker),
+            Pop3Mailbox(),
+            self.journal,
+            self.clock,
+            crash_at=crash_at,
+        )
 
     def transmission(self, *, timeout: float | None = None) -> TransmissionService:
         """Lot mails sent over aiosmtplib; Message-IDs name this box's host."""

@@ -451,6 +451,131 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    purge = ctx.purge()
+    worst = EXIT_OK
+    try:
+        profiles = [args.profile] if args.profile else purge.profiles()
+        if not profiles:
+            _out("aucune BAL configurée (pop3.host)")
+        for profile in profiles:
+            report = purge.run_once(
+                profile,
+                lambda p: _out(f"  {p.profile} : message {p.done}/{p.total} ({p.outcome})"),
+            )
+            _out(report.words())
+            if report.stopped or report.alert_id is not None:
+                worst = EXIT_PROBLEM
+    finally:
+        purge.close()
+        ctx.close()
+    return worst
+
+
+def cmd_returns_list(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        tracking = ctx.tracking()
+        returns = tracking.returns()
+        payments = tracking.payments()
+    finally:
+        ctx.close()
+    if args.json:
+        _out(
+            json.dumps(
+                {
+                    "returns": [
+                        {
+                            "id": r.id,
+                            "profile": r.profile,
+                            "kind": r.kind,
+                            "status": r.status,
+                            "emitter": r.emitter,
+                            "lot_number": r.lot_number,
+                            "lot_date": r.lot_date,
+                            "lot_id": r.lot_id,
+                            "positive": r.positive,
+                            "fr": r.words_fr,
+                            "en": r.words_en,
+                            "received": r.received,
+                            "detail": r.detail,
+                        }
+                        for r in returns
+                    ],
+                    "payments": [
+                        {
+                            "return_id": p.return_id,
+                            "lot_id": p.lot_id,
+                            "lot_number": p.lot_number,
+                            "lot_date": p.lot_date,
+                            "invoice": p.invoice_number,
+                            "amo": {"asked": p.amo_asked, "state": p.amo_state, "paid": p.amo_paid},
+                            "amc": None
+                            if p.amc_state is None
+                            else {"asked": p.amc_asked, "state": p.amc_state, "paid": p.amc_paid},
+                            "reasons": list(p.reasons),
+                        }
+                        for p in payments
+                    ],
+                },
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    if not returns:
+        _out("aucun retour")
+    for r in returns:
+        lot = f"lot n° {r.lot_id}" if r.lot_id is not None else "aucun lot"
+        _out(f"{r.id:>5}  {r.kind:<7} {r.status:<10} {r.profile:<10} {lot:<12} {r.words_fr}")
+    return EXIT_OK
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        alerts = ctx.tracking().alerts(include_acknowledged=args.all)
+    finally:
+        ctx.close()
+    if args.json:
+        _out(
+            json.dumps(
+                [
+                    {
+                        "id": a.id,
+                        "kind": a.kind,
+                        "subject": a.subject,
+                        "fr": a.fr,
+                        "en": a.en,
+                        "details": a.details,
+                        "created": a.created,
+                        "acknowledged": a.acknowledged,
+                    }
+                    for a in alerts
+                ],
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    if not alerts:
+        _out("aucune alerte")
+    for a in alerts:
+        _out(f"{a.id:>5}  {a.created}  {a.kind:<18} {a.fr}")
+    return EXIT_OK
+
+
+def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        done = ctx.tracking().acknowledge(args.id, "cli")
+    finally:
+        ctx.close()
+    _out("alerte acquittée" if done else "alerte inconnue ou déjà acquittée")
+    return EXIT_OK if done else EXIT_PROBLEM
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="balise", description="Balise — boîtier de télétransmission"
@@ -515,6 +640,25 @@ def build_parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="envoyer les lots signés dus (une session par BAL)")
     send.add_argument("--profile", help="un seul profil praticien")
     send.set_defaults(func=cmd_send)
+
+    purge = sub.add_parser("purge", help="relever et vider les BAL (retours, courrier inconnu)")
+    purge.add_argument("--once", action="store_true", help="un seul passage (défaut)")
+    purge.add_argument("--profile", help="une seule BAL : ce profil praticien")
+    purge.set_defaults(func=cmd_purge)
+    returns = sub.add_parser("returns", help="retours reçus").add_subparsers(
+        dest="action", required=True
+    )
+    r_list = returns.add_parser("list", help="ARL et NOEMIE reçus, et paiements")
+    r_list.add_argument("--json", action="store_true")
+    r_list.set_defaults(func=cmd_returns_list)
+    alerts = sub.add_parser("alerts", help="alertes").add_subparsers(dest="action", required=True)
+    a_list = alerts.add_parser("list", help="alertes non acquittées")
+    a_list.add_argument("--json", action="store_true")
+    a_list.add_argument("--all", action="store_true", help="y compris les alertes acquittées")
+    a_list.set_defaults(func=cmd_alerts_list)
+    a_ack = alerts.add_parser("ack", help="acquitter une alerte")
+    a_ack.add_argument("id", type=int)
+    a_ack.set_defaults(func=cmd_alerts_ack)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
 from balise.domain.card import CardIdentity, PinState
+from balise.domain.classify import Classification, ClassifyPolicy
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
+from balise.domain.errors import BaliseError
 from balise.domain.journal import JournalEntry, JsonValue
 from balise.domain.lotmail import Delivery, SendReport
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
@@ -196,3 +199,232 @@ class Outbox(Protocol):
         ...
 
     def status(self, profile: str) -> dict[str, str] | None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Mail returns: the practitioner's mailbox (POP3) and the out-of-process classifier
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Settings:
+    """How to reach one practitioner's mailbox; the password never appears in a repr."""
+
+    host: str
+    port: int
+    tls: Literal["implicit", "stls"]
+    user: str
+    password: str = field(repr=False)
+    ca_pem: tuple[str, ...] = ()  # trusted CAs; empty = the system's trust store
+    timeout: float = 30.0
+
+
+class MailboxSession(Protocol):
+    """One logged-in POP3 session over verified TLS. DELE takes effect only at ``quit``."""
+
+    @property
+    def bytes_received(self) -> int: ...
+
+    def uidl(self) -> dict[int, str]: ...
+
+    def sizes(self) -> dict[int, int]: ...
+
+    def retr(self, number: int, limit: int) -> bytes: ...
+
+    def top_headers(self, number: int, limit: int) -> bytes: ...
+
+    def dele(self, number: int) -> None: ...
+
+    def quit(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Mailbox(Protocol):
+    """Opens sessions: TLS verified before any credential is sent."""
+
+    def open(self, settings: Pop3Settings) -> MailboxSession: ...
+
+
+class AnalysisFailed(BaliseError):
+    """The classifier worker overran its time or memory limit, or died, on one message."""
+
+    code = "ANALYSIS_FAILED"
+
+    def __init__(self, fr: str, en: str, *, code: str, exhausted: bool = False) -> None:
+        super().__init__(fr, en, code=code)
+        self.exhausted = exhausted  # restarts used up: the purge must stop, not guess
+
+
+class MessageClassifier(Protocol):
+    """Classifies one raw mail out of process, under CPU-time, memory and wall-clock limits."""
+
+    def classify(self, raw: bytes, policy: ClassifyPolicy) -> Classification: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRecord:
+    """A recognised (or damaged) return as stored; the raw mail and payload stay encrypted."""
+
+    id: int
+    profile: str
+    uidl: str
+    sha256: str
+    kind: str  # arl, noemie, damaged
+    status: str  # applied, unmatched, conflict, duplicate, damaged, partial
+    emitter: str | None
+    organism_number: str | None
+    lot_number: str | None
+    lot_date: str | None
+    lot_id: int | None
+    positive: bool | None
+    words_fr: str
+    words_en: str
+    detail: Mapping[str, JsonValue]
+    received: str
+    size: int
+    published: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One invoice of a NOEMIE return: AMO and AMC shares in cents, state P/R/D."""
+
+    id: int
+    return_id: int
+    profile: str
+    emitter: str
+    lot_number: str
+    lot_date: str
+    lot_id: int | None
+    invoice_number: int
+    invoice_type: str
+    amo_asked: int
+    amo_state: str
+    amo_paid: int
+    amc_asked: int | None
+    amc_state: str | None
+    amc_paid: int | None
+    reasons: tuple[str, ...]
+    accounting_date: str | None
+    transfer_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailQuarantineRecord:
+    """An unknown mail: facts in clear, its metadata and copy only encrypted (never shown raw)."""
+
+    id: int
+    profile: str
+    uidl: str
+    sha256: str
+    digest_scope: str
+    size: int
+    reason_code: str
+    reason_fr: str
+    reason_en: str
+    received: str
+    copy_size: int
+    has_copy: bool
+    copy_dropped: str | None
+    alerted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    id: int
+    kind: str
+    subject: str
+    fr: str
+    en: str
+    details: Mapping[str, JsonValue]
+    created: str
+    acknowledged: str | None
+    acknowledged_by: str | None
+
+
+class ReturnsStore(Protocol):
+    """Returns, payments, unknown mail, the purge's dedup rows and alerts, in the shared store.
+    Blobs (raw mails, payloads, unknown metadata and copies) are encrypted at rest."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def lock(self, profile: str) -> AbstractContextManager[None]: ...
+
+    def seen(self, profile: str, uidl: str) -> list[tuple[str, str]]: ...
+
+    def mark_seen(
+        self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str
+    ) -> None: ...
+
+    def add_return(
+        self,
+        *,
+        profile: str,
+        uidl: str,
+        sha256: str,
+        kind: str,
+        status: str,
+        header: Mapping[str, str | None],
+        lot_id: int | None,
+        positive: bool | None,
+        words: tuple[str, str],
+        detail: Mapping[str, JsonValue],
+        size: int,
+        raw: bytes,
+        payload: bytes | None,
+        when: str,
+    ) -> int: ...
+
+    def add_payment(self, record: PaymentRecord) -> int: ...
+
+    def returns(self, profile: str | None = None) -> list[ReturnRecord]: ...
+
+    def returns_for_lot(self, lot_id: int) -> list[ReturnRecord]: ...
+
+    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]: ...
+
+    def payload(self, return_id: int) -> bytes | None: ...
+
+    def mark_published(self, return_id: int) -> None: ...
+
+    def add_unknown(
+        self,
+        *,
+        profile: str,
+        uidl: str,
+        sha256: str,
+        digest_scope: str,
+        size: int,
+        reason: tuple[str, str, str],
+        meta: Mapping[str, str | None],
+        copy: bytes | None,
+        when: str,
+    ) -> int: ...
+
+    def mail_quarantine(self, *, unalerted: bool = False) -> list[MailQuarantineRecord]: ...
+
+    def quarantine_meta(self, record_id: int) -> dict[str, str | None]: ...
+
+    def quarantine_copy(self, record_id: int) -> bytes | None: ...
+
+    def mark_alerted(self, ids: list[int]) -> None: ...
+
+    def enforce_quarantine(self, retention_days: int, quota_bytes: int, now: datetime) -> int: ...
+
+    def add_alert(
+        self,
+        kind: str,
+        subject: str,
+        words: tuple[str, str],
+        details: Mapping[str, JsonValue],
+        when: str,
+    ) -> int: ...
+
+    def open_alert(self, kind: str, subject: str) -> AlertRecord | None: ...
+
+    def alerts(self, *, include_acknowledged: bool = False) -> list[AlertRecord]: ...
+
+    def acknowledge(self, alert_id: int, actor: str, when: str) -> bool: ...

@@ -208,3 +208,104 @@ def _m0003(db: Database) -> None:
     # (the compostage counter), both written in the same transaction as the lot's state change.
     db.execute("ALTER TABLE lots ADD COLUMN mail BLOB")
     db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+
+
+@migrations(name="0004_returns_purge")
+def _m0004(db: Database) -> None:
+    # Dedup of the purge loop: one row per message outcome, committed before its DELE.
+    db.execute(
+        """CREATE TABLE mail_seen (
+            profile TEXT NOT NULL,
+            uidl TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            ref_id INTEGER,
+            processed TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            PRIMARY KEY (profile, uidl, sha256)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE returns (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            uidl TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            emitter TEXT,
+            organism_type TEXT,
+            organism_number TEXT,
+            lot_number TEXT,
+            lot_date TEXT,
+            lot_id INTEGER REFERENCES lots(id),
+            positive INTEGER,
+            words_fr TEXT NOT NULL,
+            words_en TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            received TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            raw_enc BLOB NOT NULL,
+            payload_enc BLOB,
+            published INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute("CREATE INDEX returns_lot ON returns(lot_id)")
+    db.execute(
+        """CREATE TABLE payments (
+            id INTEGER PRIMARY KEY,
+            return_id INTEGER NOT NULL REFERENCES returns(id),
+            profile TEXT NOT NULL,
+            emitter TEXT NOT NULL,
+            lot_number TEXT NOT NULL,
+            lot_date TEXT NOT NULL,
+            lot_id INTEGER REFERENCES lots(id),
+            invoice_number INTEGER NOT NULL,
+            invoice_type TEXT NOT NULL,
+            amo_asked INTEGER NOT NULL,
+            amo_state TEXT NOT NULL,
+            amo_paid INTEGER NOT NULL,
+            amc_asked INTEGER,
+            amc_state TEXT,
+            amc_paid INTEGER,
+            reasons TEXT NOT NULL,
+            accounting_date TEXT,
+            transfer_reference TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX payments_lot ON payments(lot_id)")
+    # Unknown mail: only non-identifying facts in clear; From/Subject/Message-ID and the copy are
+    # encrypted (nothing of an unknown message is ever written in clear).
+    db.execute(
+        """CREATE TABLE mail_quarantine (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            uidl TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            digest_scope TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            reason_code TEXT NOT NULL,
+            reason_fr TEXT NOT NULL,
+            reason_en TEXT NOT NULL,
+            received TEXT NOT NULL,
+            meta_enc BLOB NOT NULL,
+            copy_enc BLOB,
+            copy_size INTEGER NOT NULL DEFAULT 0,
+            copy_dropped TEXT,
+            alerted INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            fr TEXT NOT NULL,
+            en TEXT NOT NULL,
+            details TEXT NOT NULL,
+            created TEXT NOT NULL,
+            acknowledged TEXT,
+            acknowledged_by TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX alerts_open ON alerts(acknowledged, kind, subject)")

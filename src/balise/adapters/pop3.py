@@ -1,0 +1,245 @@
+"""POP3 over verified TLS (poplib): implicit TLS or required STLS, never a credential in clear.
+
+Blocking calls: the purge service runs them in its own worker thread or process, never on a UI loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import poplib
+import socket
+import ssl
+from typing import Any, Final
+
+from balise.domain.errors import BaliseError
+from balise.ports import Pop3Settings
+
+# poplib refuses lines over 2,048 bytes, which would break a session on a legal but long line;
+# ours is bounded by the response budget instead (a whole message is never larger than its cap).
+_LINE_LIMIT: Final = 8 * 1024 * 1024
+_CRLF: Final = b"\r\n"
+
+
+class Pop3Error(BaliseError):
+    """The mailbox could not be reached or used."""
+
+    code = "POP3"
+
+
+class Pop3TlsError(Pop3Error):
+    """TLS could not be set up or the server certificate is not trusted: nothing was sent."""
+
+    code = "POP3_TLS"
+
+
+class Pop3AuthError(Pop3Error):
+    """The server refused the user name or the password."""
+
+    code = "POP3_AUTH"
+
+
+class Pop3ProtocolError(Pop3Error):
+    """The server answered something unexpected, or more than allowed."""
+
+    code = "POP3_PROTOCOL"
+
+
+def tls_context(ca_pem: tuple[str, ...]) -> ssl.SSLContext:
+    """A verifying client context (hostname checked, TLS >= 1.2) trusting ``ca_pem`` or, when
+    empty, the system's store. poplib without a context does NOT verify certificates."""
+    if ca_pem:
+        context = ssl.create_default_context(cadata="".join(ca_pem))
+    else:
+        context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class _Counting:
+    """Mixin over poplib's line reader: counts bytes received and bounds one response."""
+
+    file: Any
+    received: int
+    budget: int | None
+
+    def _getline(self) -> tuple[bytes, int]:
+        line: bytes = self.file.readline(_LINE_LIMIT + 1)
+        self.received += len(line)
+        if self.budget is not None:
+            self.budget -= len(line)
+            if self.budget < 0:
+                raise poplib.error_proto("-ERR response larger than announced")
+        if len(line) > _LINE_LIMIT:
+            raise poplib.error_proto("-ERR line too long")
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        octets = len(line)
+        if line[-2:] == _CRLF:
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
+
+
+class _Pop3(_Counting, poplib.POP3):
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.received = 0
+        self.budget = None
+        super().__init__(host, port, timeout=timeout)
+
+
+class _Pop3Ssl(_Counting, poplib.POP3_SSL):
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+        self.received = 0
+        self.budget = None
+        super().__init__(host, port, timeout=timeout, context=context)
+
+
+def _words(settings: Pop3Settings) -> str:
+    return f"{settings.host}:{settings.port}"
+
+
+class Pop3Session:
+    """A MailboxSession on poplib; every library error becomes a Pop3Error without any secret."""
+
+    def __init__(self, client: _Pop3 | _Pop3Ssl, where: str) -> None:
+        self._client = client
+        self._where = where
+
+    @property
+    def bytes_received(self) -> int:
+        return self._client.received
+
+    def _call(self, what: str, budget: int | None, func: object, *args: object) -> object:
+        self._client.budget = budget
+        try:
+            return func(*args)  # type: ignore[operator]
+        except poplib.error_proto as exc:
+            raise Pop3ProtocolError(
+                f"le serveur {self._where} a refusé {what}",
+                f"server {self._where} refused {what}",
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise Pop3Error(
+                f"connexion perdue avec {self._where} pendant {what}",
+                f"connection to {self._where} lost during {what}",
+            ) from exc
+        finally:
+            self._client.budget = None
+
+    def uidl(self) -> dict[int, str]:
+        resp = self._call("UIDL", None, self._client.uidl)
+        out: dict[int, str] = {}
+        for line in resp[1]:  # type: ignore[index]
+            number, _, uid = bytes(line).decode("ascii", "replace").partition(" ")
+            out[int(number)] = uid.strip()
+        return out
+
+    def sizes(self) -> dict[int, int]:
+        resp = self._call("LIST", None, self._client.list)
+        out: dict[int, int] = {}
+        for line in resp[1]:  # type: ignore[index]
+            number, _, size = bytes(line).decode("ascii", "replace").partition(" ")
+            out[int(number)] = int(size.split()[0])
+        return out
+
+    def retr(self, number: int, limit: int) -> bytes:
+        # Lines are counted with their CRLF and dot-stuffing: allow a margin over the size.
+        resp = self._call("RETR", limit + limit // 8 + 4096, self._client.retr, number)
+        return _join(resp[1])  # type: ignore[index]
+
+    def top_headers(self, number: int, limit: int) -> bytes:
+        resp = self._call("TOP", limit, self._client.top, number, 0)
+        return _join(resp[1])  # type: ignore[index]
+
+    def dele(self, number: int) -> None:
+        self._call("DELE", None, self._client.dele, number)
+
+    def quit(self) -> None:
+        self._call("QUIT", None, self._client.quit)
+
+    def close(self) -> None:
+        """Drop the connection without QUIT (the server then deletes nothing)."""
+        # After a failed handshake poplib's close() raises on the dead socket.
+        with contextlib.suppress(OSError):
+            self._client.close()
+
+
+def _join(lines: list[bytes]) -> bytes:
+    return b"".join(bytes(line) + _CRLF for line in lines)
+
+
+class Pop3Mailbox:
+    """The Mailbox port: connect, verify the certificate, then (and only then) USER/PASS."""
+
+    def open(self, settings: Pop3Settings) -> Pop3Session:
+        where = _words(settings)
+        context = tls_context(settings.ca_pem)
+        client: _Pop3 | _Pop3Ssl | None = None
+        try:
+            if settings.tls == "implicit":
+                client = _Pop3Ssl(settings.host, settings.port, settings.timeout, context)
+            else:
+                client = _Pop3(settings.host, settings.port, settings.timeout)
+                try:
+                    caps = client.capa()
+                except poplib.error_proto:
+                    caps = {}
+                if "STLS" not in caps:
+                    raise Pop3TlsError(
+                        f"le serveur {where} ne propose pas STLS : connexion refusée, "
+                        "aucun identifiant envoyé",
+                        f"server {where} does not offer STLS: refused, no credential sent",
+                        code="POP3_NO_STLS",
+                    )
+                client.stls(context)
+            session = Pop3Session(client, where)
+            try:
+                client.user(settings.user)
+                client.pass_(settings.password)
+            except poplib.error_proto as exc:
+                raise Pop3AuthError(
+                    f"le serveur {where} a refusé l'identifiant ou le mot de passe POP3",
+                    f"server {where} refused the POP3 user name or password",
+                ) from exc
+            return session
+        except ssl.SSLCertVerificationError as exc:
+            _close(client)
+            raise Pop3TlsError(
+                f"certificat du serveur {where} non reconnu ({exc.verify_message}) : "
+                "connexion refusée, aucun identifiant envoyé",
+                f"certificate of server {where} not trusted ({exc.verify_message}): "
+                "refused, no credential sent",
+                code="POP3_CERT",
+            ) from exc
+        except ssl.SSLError as exc:
+            _close(client)
+            raise Pop3TlsError(
+                f"échec de la négociation TLS avec {where} : aucun identifiant envoyé",
+                f"TLS negotiation with {where} failed: no credential sent",
+            ) from exc
+        except Pop3Error:
+            _close(client)
+            raise
+        except poplib.error_proto as exc:
+            _close(client)
+            raise Pop3ProtocolError(
+                f"réponse inattendue du serveur {where}", f"unexpected answer from {where}"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            _close(client)
+            reason = "délai dépassé" if isinstance(exc, socket.timeout) else "injoignable"
+            raise Pop3Error(
+                f"serveur POP3 {where} {reason}",
+                f"POP3 server {where} {'timed out' if reason != 'injoignable' else 'unreachable'}",
+                code="POP3_UNREACHABLE",
+            ) from exc
+
+
+def _close(client: _Pop3 | _Pop3Ssl | None) -> None:
+    if client is None:
+        return
+    with contextlib.suppress(OSError):
+        client.close()

@@ -1,0 +1,87 @@
+"""Mail classification for the purge: the box's policy from its parameters, and one verdict per
+message from the out-of-process worker (a worker overrun makes the message unknown, in words)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from balise.domain.classify import Classification, ClassifyPolicy, classify_headers_only
+from balise.domain.params import Scope
+from balise.ports import AnalysisFailed, MessageClassifier
+from balise.services.params import ParameterService
+
+DEFAULT_SIZE_CAP = 2 * 1024 * 1024
+VerdictKind = Literal["arl", "noemie", "damaged", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the purge does with one message: a return to track, or unknown with its reason."""
+
+    kind: VerdictKind
+    reason_code: str | None
+    reason_fr: str
+    reason_en: str
+    classification: Classification | None  # None when the analysis itself failed
+
+    @property
+    def metadata(self) -> dict[str, str | None]:
+        c = self.classification
+        if c is None:
+            return {}
+        return {
+            "message_id": c.message_id,
+            "from": c.sender,
+            "subject": c.subject,
+            "description": c.description,
+        }
+
+
+def box_policy(params: ParameterService, *, size_cap: int = DEFAULT_SIZE_CAP) -> ClassifyPolicy:
+    """Every practitioner configured on this box, the mode, and the organism allow-list."""
+    emitters: set[str] = set()
+    for profile in params.ids(Scope.PROFILE):
+        number = params.get("emitter_number", profile=profile)
+        if isinstance(number, str):
+            emitters.add(number)
+    oct_domains = params.get("oct_domains")
+    extra = tuple(oct_domains) if isinstance(oct_domains, list) else ()
+    return ClassifyPolicy(
+        configured_emitters=frozenset(emitters),
+        test_mode=params.get("mode") != "production",
+        size_cap=size_cap,
+        allowed_domains=("*.rss.fr", *extra),
+    )
+
+
+class ClassifierService:
+    """Turns worker results and failures into verdicts; the worker stays the only parser."""
+
+    def __init__(self, worker: MessageClassifier) -> None:
+        self._worker = worker
+
+    def judge(self, raw: bytes, policy: ClassifyPolicy) -> Verdict:
+        """Classify a whole message. Raises AnalysisFailed only when restarts are exhausted."""
+        try:
+            c = self._worker.classify(raw, policy)
+        except AnalysisFailed as failure:
+            if failure.exhausted:
+                raise
+            return Verdict("unknown", failure.code, failure.fr, failure.en, None)
+        return _verdict(c)
+
+    def judge_headers(self, size: int, header_bytes: bytes, policy: ClassifyPolicy) -> Verdict:
+        """A message over the size cap, seen only through ``TOP n 0`` (bounded header parse)."""
+        return _verdict(classify_headers_only(size, header_bytes, policy))
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+def _verdict(c: Classification) -> Verdict:
+    if c.kind == "unknown" and c.reason is not None:
+        return Verdict("unknown", c.reason.value, c.reason.words("fr"), c.reason.words("en"), c)
+    if c.kind == "damaged":
+        return Verdict("damaged", None, c.words("fr"), c.words("en"), c)
+    return Verdict(c.kind, None, c.words("fr"), c.words("en"), c)

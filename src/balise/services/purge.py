@@ -1,0 +1,363 @@
+"""The zero-click purge of a practitioner's mailbox (ARCHITECTURE.md): every message classified out
+of process, its outcome committed durably, then DELE; QUIT only after every commit.
+
+A crash anywhere leaves the messages on the server; the next run finds their (UIDL, SHA-256) in
+the dedup table and deletes them without processing them again: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from balise.domain.classify import ClassifyPolicy
+from balise.domain.errors import ConfigError
+from balise.domain.journal import JsonValue
+from balise.domain.params import Scope
+from balise.ports import (
+    AnalysisFailed,
+    Clock,
+    Journal,
+    Mailbox,
+    MailboxSession,
+    Pop3Settings,
+    ReturnsStore,
+)
+from balise.services.classifier import DEFAULT_SIZE_CAP, ClassifierService, Verdict, box_policy
+from balise.services.params import ParameterService
+from balise.services.tracking import TrackingService
+
+CrashPoint = Literal["after_retr", "after_commit", "after_dele"]
+CRASH_POINTS: tuple[CrashPoint, ...] = ("after_retr", "after_commit", "after_dele")
+# Headers of an over-cap message (TOP n 0): bounded, a header block larger than this is refused.
+HEADER_LIMIT = 256 * 1024
+CRASH_EXIT_CODE = 70
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeProgress:
+    """One message handled: ``done`` of ``total`` for ``profile`` (for "n/N" on screen)."""
+
+    profile: str
+    done: int
+    total: int
+    outcome: str  # return, unknown, duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    profile: str
+    total: int = 0
+    returns: int = 0
+    unknown: int = 0
+    duplicates: int = 0
+    deleted: int = 0
+    alert_id: int | None = None
+    bytes_received: int = 0
+    stopped: str | None = None  # words when the loop stopped on purpose (inconsistent state...)
+
+    def words(self, lang: str = "fr") -> str:
+        if lang == "en":
+            text = (
+                f"{self.profile}: {self.total} message(s), {self.returns} return(s), "
+                f"{self.unknown} unknown, {self.duplicates} already processed, "
+                f"{self.deleted} deleted"
+            )
+            return text + (f" — STOPPED: {self.stopped}" if self.stopped else "")
+        text = (
+            f"{self.profile} : {self.total} message(s), {self.returns} retour(s), "
+            f"{self.unknown} inconnu(s), {self.duplicates} déjà traité(s), "
+            f"{self.deleted} supprimé(s)"
+        )
+        return text + (f" — ARRÊT : {self.stopped}" if self.stopped else "")
+
+
+def _size_words(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} Mio".replace(".", ",")
+    return f"{max(size // 1024, 1)} kio"
+
+
+class PurgeService:
+    """Runs the purge loop for one mailbox at a time (a lock per mailbox)."""
+
+    def __init__(
+        self,
+        params: ParameterService,
+        repo: ReturnsStore,
+        tracking: TrackingService,
+        classifier: ClassifierService,
+        mailbox: Mailbox,
+        journal: Journal,
+        clock: Clock,
+        *,
+        size_cap: int = DEFAULT_SIZE_CAP,
+        crash_at: CrashPoint | None = None,
+    ) -> None:
+        self._params = params
+        self._repo = repo
+        self._tracking = tracking
+        self._classifier = classifier
+        self._mailbox = mailbox
+        self._journal = journal
+        self._clock = clock
+        self._size_cap = size_cap
+        self.crash_at = crash_at
+
+    def close(self) -> None:
+        """Stop the classifier worker process."""
+        self._classifier.close()
+
+    def _crash(self, point: CrashPoint) -> None:
+        # Test hook: die like a SIGKILL (no cleanup, no QUIT) at a named point of the loop.
+        if self.crash_at == point:
+            os._exit(CRASH_EXIT_CODE)
+
+    def profiles(self) -> list[str]:
+        """Profiles whose mailbox is configured (pop3.host set)."""
+        return [
+            p
+            for p in self._params.ids(Scope.PROFILE)
+            if isinstance(self._params.get("pop3.host", profile=p), str)
+        ]
+
+    def settings(self, profile: str) -> Pop3Settings:
+        p = self._params
+        host = p.get("pop3.host", profile=profile)
+        user = p.get("pop3.user", profile=profile)
+        password = p.value("pop3.password", profile=profile)
+        if not isinstance(host, str) or not isinstance(user, str) or not isinstance(password, str):
+            raise ConfigError(
+                f"BAL du profil {profile} incomplète : pop3.host, pop3.user et pop3.password "
+                "sont nécessaires",
+                f"profile {profile}'s mailbox incomplete: pop3.host, pop3.user and pop3.password "
+                "are needed",
+                code="POP3_CONFIG",
+            )
+        port = p.get("pop3.port", profile=profile)
+        tls = p.get("pop3.tls", profile=profile)
+        cas = p.get("ca_bundle")
+        return Pop3Settings(
+            host=host,
+            port=int(port) if isinstance(port, int | str) else 995,
+            tls="stls" if tls == "stls" else "implicit",
+            user=user,
+            password=password,
+            ca_pem=tuple(cas) if isinstance(cas, list) else (),
+        )
+
+    def run_all(self, progress: Callable[[PurgeProgress], None] | None = None) -> list[PurgeReport]:
+        return [self.run_once(p, progress) for p in self.profiles()]
+
+    def run_once(
+        self, profile: str, progress: Callable[[PurgeProgress], None] | None = None
+    ) -> PurgeReport:
+        settings = self.settings(profile)
+        own = self._params.get("emitter_number", profile=profile)
+        own_emitter = own if isinstance(own, str) else None
+        policy = box_policy(self._params, size_cap=self._size_cap)
+        run_id = uuid.uuid4().hex
+        with self._repo.lock(profile):
+            self._tracking.publish_pending()  # anything a crash left unpublished
+            session = self._mailbox.open(settings)
+            counts = {"return": 0, "unknown": 0, "duplicate": 0}
+            deleted = 0
+            stopped: str | None = None
+            try:
+                uidls = session.uidl()
+                sizes = session.sizes()
+                numbers = sorted(sizes)
+                if set(uidls) != set(sizes):
+                    stopped = "UIDL et LIST ne décrivent pas les mêmes messages"
+                for done, number in enumerate(numbers if stopped is None else [], start=1):
+                    outcome = self._one(
+                        session, profile, own_emitter, policy, run_id, number, uidls, sizes
+                    )
+                    if outcome.startswith("stop:"):
+                        stopped = outcome[5:]
+                        break
+                    counts[outcome] += 1
+                    session.dele(number)
+                    deleted += 1
+                    if progress is not None:
+                        progress(PurgeProgress(profile, done, len(numbers), outcome))
+                self._crash("after_dele")
+                alert_id = self._close_run(profile, stopped)
+                session.quit()
+            except BaseException:
+                session.close()  # no QUIT: the server deletes nothing not yet committed
+                raise
+            report = PurgeReport(
+                profile=profile,
+                total=len(numbers),
+                returns=counts["return"],
+                unknown=counts["unknown"],
+                duplicates=counts["duplicate"],
+                deleted=deleted,
+                alert_id=alert_id,
+                bytes_received=session.bytes_received,
+                stopped=stopped,
+            )
+            self._journal.append(
+                "purge.run",
+                f"profile:{profile}",
+                {
+                    "total": report.total,
+                    "returns": report.returns,
+                    "unknown": report.unknown,
+                    "duplicates": report.duplicates,
+                    "deleted": report.deleted,
+                    "stopped": stopped,
+                },
+            )
+            self._tracking.publish_pending()
+            return report
+
+    def _one(
+        self,
+        sess: MailboxSession,
+        profile: str,
+        own_emitter: str | None,
+        policy: ClassifyPolicy,
+        run_id: str,
+        number: int,
+        uidls: dict[int, str],
+        sizes: dict[int, int],
+    ) -> str:
+        uidl, size = uidls[number], sizes[number]
+        over_cap = size > self._size_cap
+        data = sess.top_headers(number, HEADER_LIMIT) if over_cap else sess.retr(number, size)
+        sha = hashlib.sha256(data).hexdigest()
+        self._crash("after_retr")
+        prior = self._repo.seen(profile, uidl)
+        if any(s == sha for s, _ in prior):
+            return "duplicate"
+        if prior:
+            # Same UIDL, other content: the server or our table is not what we think. Never
+            # delete blindly: stop here (earlier messages are committed and may go).
+            self._tracking.alert(
+                "purge_inconsistent",
+                f"profile:{profile}",
+                f"Relève de la BAL du profil {profile} arrêtée : le message {uidl} ne correspond "
+                "pas à ce qui a déjà été traité sous ce même identifiant ; rien n'a été supprimé "
+                "à sa place",
+                f"Purge of profile {profile}'s mailbox stopped: message {uidl} differs from what "
+                "was already processed under the same identifier; nothing deleted in its place",
+                {"uidl": uidl},
+            )
+            return f"stop:message {uidl} incohérent avec l'état local"
+        try:
+            verdict = (
+                self._classifier.judge_headers(size, data, policy)
+                if over_cap
+                else self._classifier.judge(data, policy)
+            )
+        except AnalysisFailed as failure:  # restarts exhausted
+            self._tracking.alert(
+                "purge_stopped",
+                f"profile:{profile}",
+                f"Relève de la BAL du profil {profile} arrêtée : {failure.fr}",
+                f"Purge of profile {profile}'s mailbox stopped: {failure.en}",
+                {"uidl": uidl},
+            )
+            return f"stop:{failure.fr}"
+        with self._repo.transaction():
+            outcome, ref = self._store(profile, own_emitter, uidl, sha, size, data, verdict)
+            self._repo.mark_seen(profile, uidl, sha, outcome, ref, run_id)
+        self._crash("after_commit")
+        if outcome == "return":
+            self._tracking.publish_pending()
+        return outcome
+
+    def _store(
+        self,
+        profile: str,
+        own_emitter: str | None,
+        uidl: str,
+        sha: str,
+        size: int,
+        data: bytes,
+        verdict: Verdict,
+    ) -> tuple[str, int]:
+        c = verdict.classification
+        if verdict.kind != "unknown" and c is not None and c.parsed is not None:
+            outcome = self._tracking.record(
+                profile=profile,
+                own_emitter=own_emitter,
+                uidl=uidl,
+                sha256=sha,
+                kind=verdict.kind,
+                parsed=c.parsed,
+                words=(verdict.reason_fr, verdict.reason_en),
+                raw=data,
+                payload=c.payload,
+            )
+            return "return", outcome.return_id
+        retention = self._params.get("quarantine_retention_days")
+        keep = not (isinstance(retention, int) and retention == 0)
+        ref = self._repo.add_unknown(
+            profile=profile,
+            uidl=uidl,
+            sha256=sha,
+            digest_scope="headers" if size > self._size_cap else "message",
+            size=size,
+            reason=(verdict.reason_code or "UNKNOWN", verdict.reason_fr, verdict.reason_en),
+            meta=verdict.metadata,
+            copy=data if keep else None,
+            when=self._clock.now().isoformat(timespec="seconds"),
+        )
+        return "unknown", ref
+
+    def _close_run(self, profile: str, stopped: str | None) -> int | None:
+        """Quarantine retention and quota, then ONE grouped alert for the unknown mail not yet
+        alerted (also those of a run that crashed before its alert)."""
+        retention = self._params.get("quarantine_retention_days")
+        quota = self._params.get("quarantine_quota_mib")
+        days = self._params.get("arl_overdue_days")
+        alert_id: int | None = None
+        with self._repo.transaction():
+            self._repo.enforce_quarantine(
+                retention if isinstance(retention, int) else 30,
+                (quota if isinstance(quota, int) else 64) * 1024 * 1024,
+                self._clock.now(),
+            )
+            pending = [
+                r for r in self._repo.mail_quarantine(unalerted=True) if r.profile == profile
+            ]
+            if pending:
+                fr_items = "; ".join(
+                    f"n° {r.id} ({_size_words(r.size)}, {r.reason_fr})" for r in pending
+                )
+                en_items = "; ".join(
+                    f"#{r.id} ({_size_words(r.size)}, {r.reason_en})" for r in pending
+                )
+                details: dict[str, JsonValue] = {
+                    "profile": profile,
+                    "messages": [
+                        {
+                            "id": r.id,
+                            "uidl": r.uidl,
+                            "size": r.size,
+                            "reason": r.reason_code,
+                            "sha256": r.sha256,
+                        }
+                        for r in pending
+                    ],
+                }
+                alert_id = self._tracking.alert(
+                    "mail_unknown",
+                    f"profile:{profile}",
+                    f"{len(pending)} message(s) inconnu(s) retiré(s) de la BAL du profil "
+                    f"{profile} et mis en quarantaine chiffrée, jamais ouverts : {fr_items}",
+                    f"{len(pending)} unknown message(s) removed from profile {profile}'s mailbox "
+                    f"into encrypted quarantine, never opened: {en_items}",
+                    details,
+                )
+                self._repo.mark_alerted([r.id for r in pending])
+            self._tracking.check_overdue(days if isinstance(days, int) else 3)
+        del stopped
+        return alert_id

@@ -1,0 +1,445 @@
+"""Returns tracking (PROFILE.md §4): ARL and NOEMIE applied only to lots this box sent for the
+mailbox's own practitioner, conflicts and damage alerted, overdue lots flagged, retours/ published.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from balise.domain.journal import JsonValue
+from balise.domain.lotrecord import LotRecord
+from balise.domain.lotstate import LotState
+from balise.domain.returns import Arl, Noemie, ParsedReturn, Share
+from balise.ports import (
+    AlertRecord,
+    Clock,
+    Exchange,
+    Journal,
+    LotStore,
+    PaymentRecord,
+    ReturnRecord,
+    ReturnsStore,
+)
+from balise.services.lots import LotTransitions
+
+S = LotState
+# "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
+_SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
+_STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
+# store(status, lot_id, positive) -> return id, bound to one message in TrackingService.record.
+_Store = Callable[[str, int | None, bool | None], int]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackOutcome:
+    """What one return did: its stored id, its status, and the lots it touched."""
+
+    return_id: int
+    status: str
+    lot_ids: tuple[int, ...]
+    alert_ids: tuple[int, ...]
+
+
+def _aammjj(value: object) -> str:
+    return value.strftime("%y%m%d")  # type: ignore[attr-defined, no-any-return]
+
+
+def _share_json(share: Share | None) -> JsonValue:
+    if share is None:
+        return None
+    return {"asked": share.asked, "state": share.state.value, "paid": share.paid}
+
+
+def _arl_reasons(arl: Arl) -> list[str]:
+    return [r.words("fr") for r in arl.reasons] + [line.words("fr") for line in arl.reject_lines]
+
+
+class TrackingService:
+    """Applies returns to lots and keeps the alerts; every lot change goes through LotTransitions."""
+
+    def __init__(
+        self,
+        repo: ReturnsStore,
+        lots: LotStore,
+        transitions: LotTransitions,
+        journal: Journal,
+        clock: Clock,
+        exchange: Exchange | None = None,
+    ) -> None:
+        self._repo = repo
+        self._lots = lots
+        self._transitions = transitions
+        self._journal = journal
+        self._clock = clock
+        self._exchange = exchange
+
+    def _now(self) -> str:
+        return self._clock.now().isoformat(timespec="seconds")
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def alert(
+        self,
+        kind: str,
+        subject: str,
+        fr: str,
+        en: str,
+        details: dict[str, JsonValue] | None = None,
+    ) -> int:
+        alert_id = self._repo.add_alert(kind, subject, (fr, en), details or {}, self._now())
+        self._journal.append("alert.raised", subject, {"kind": kind, "alert": alert_id})
+        return alert_id
+
+    def alerts(self, *, include_acknowledged: bool = False) -> list[AlertRecord]:
+        return self._repo.alerts(include_acknowledged=include_acknowledged)
+
+    def acknowledge(self, alert_id: int, actor: str) -> bool:
+        with self._repo.transaction():
+            done = self._repo.acknowledge(alert_id, actor, self._now())
+            if done:
+                self._journal.append("alert.acknowledged", f"alert:{alert_id}", {"by": actor})
+        return done
+
+    def returns(self, profile: str | None = None) -> list[ReturnRecord]:
+        return self._repo.returns(profile)
+
+    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]:
+        return self._repo.payments(lot_id)
+
+    # -- matching -----------------------------------------------------------------------------
+
+    def _find_lot(self, profile: str, emitter: str, number: int, day: str) -> LotRecord | None:
+        wanted = (emitter, f"{number:03d}", day)
+        for lot in self._lots.lots(profile=profile):
+            if (lot.emitter, lot.lot_number, lot.lot_date) == wanted:
+                return lot
+        return None
+
+    def record(
+        self,
+        *,
+        profile: str,
+        own_emitter: str | None,
+        uidl: str,
+        sha256: str,
+        kind: str,
+        parsed: ParsedReturn,
+        words: tuple[str, str],
+        raw: bytes,
+        payload: bytes | None,
+    ) -> TrackOutcome:
+        """Store one recognised or damaged return and apply it where the trust rules allow.
+        Call inside a transaction (the purge commits it with the message's dedup row)."""
+        header = parsed.header
+        assert header is not None  # the classifier only hands over returns with a valid header
+        when = self._now()
+        base = {
+            "emitter": header.emitter,
+            "organism_type": header.organism_type,
+            "organism_number": header.organism_number,
+            "lot_number": None,
+            "lot_date": None,
+        }
+        detail: dict[str, JsonValue] = {
+            "file_id": header.file_id,
+            "created": _aammjj(header.created),
+            "flow_type": header.flow_type,
+            "unknown_entities": parsed.unknown_entities,
+        }
+        alerts: list[int] = []
+
+        def store(status: str, lot_id: int | None, positive: bool | None) -> int:
+            return self._repo.add_return(
+                profile=profile,
+                uidl=uidl,
+                sha256=sha256,
+                kind=kind,
+                status=status,
+                header=base,
+                lot_id=lot_id,
+                positive=positive,
+                words=words,
+                detail=detail,
+                size=len(raw),
+                raw=raw,
+                payload=payload,
+                when=when,
+            )
+
+        if kind == "damaged" or (parsed.arl is None and parsed.noemie is None):
+            detail["problem"] = parsed.problem.value if parsed.problem else None
+            detail["where"] = parsed.detail
+            rid = store("damaged", None, None)
+            alerts.append(
+                self.alert(
+                    "return_damaged",
+                    f"return:{rid}",
+                    f"Retour endommagé reçu dans la BAL du profil {profile} : {words[0]} "
+                    "(conservé comme preuve, non appliqué)",
+                    f"Damaged return received in profile {profile}'s mailbox: {words[1]} "
+                    "(kept as evidence, not applied)",
+                    {"return": rid},
+                )
+            )
+            return TrackOutcome(rid, "damaged", (), tuple(alerts))
+
+        if header.emitter != own_emitter:
+            # Addressed to another practitioner of this box but found in this mailbox: never
+            # applied (a return only changes lots of the mailbox's own practitioner).
+            rid = store("unmatched", None, parsed.arl.positive if parsed.arl else None)
+            alerts.append(
+                self.alert(
+                    "return_foreign",
+                    f"return:{rid}",
+                    f"Retour adressé à l'émetteur {header.emitter} trouvé dans la BAL du profil "
+                    f"{profile} : non appliqué",
+                    f"Return addressed to emitter {header.emitter} found in profile {profile}'s "
+                    "mailbox: not applied",
+                    {"return": rid},
+                )
+            )
+            return TrackOutcome(rid, "unmatched", (), tuple(alerts))
+
+        if parsed.arl is not None:
+            return self._record_arl(profile, header.emitter, parsed.arl, base, detail, store)
+        assert parsed.noemie is not None
+        return self._record_noemie(
+            profile, header.emitter, parsed.noemie, base, detail, store, words
+        )
+
+    def _record_arl(
+        self,
+        profile: str,
+        emitter: str,
+        arl: Arl,
+        base: dict[str, str | None],
+        detail: dict[str, JsonValue],
+        store: _Store,
+    ) -> TrackOutcome:
+        day = _aammjj(arl.lot_date)
+        base["lot_number"], base["lot_date"] = f"{arl.lot_number:03d}", day
+        reasons = _arl_reasons(arl)
+        detail.update(
+            {
+                "positive": arl.positive,
+                "invoices_received": arl.invoices_received,
+                "arl_date": _aammjj(arl.arl_date),
+                "reasons": list(reasons),
+            }
+        )
+        lot = self._find_lot(profile, emitter, arl.lot_number, day)
+        if lot is None or lot.state not in _SENT_STATES:
+            rid = store("unmatched", None, arl.positive)
+            return TrackOutcome(rid, "unmatched", (), ())
+        if lot.state in (S.ACKNOWLEDGED, S.REJECTED):
+            same = (lot.state is S.ACKNOWLEDGED) == arl.positive
+            if same:
+                rid = store("duplicate", lot.id, arl.positive)
+                return TrackOutcome(rid, "duplicate", (lot.id,), ())
+            rid = store("conflict", lot.id, arl.positive)
+            alert = self.alert(
+                "return_conflict",
+                f"lot:{lot.id}",
+                f"Lot {lot.lot_number} du {_day(lot.lot_date)} : un second ARL contredit le "
+                f"premier ({'positif' if arl.positive else 'négatif'} après "
+                f"« {'accusé reçu' if lot.state is S.ACKNOWLEDGED else 'rejeté'} ») ; "
+                "le premier est conservé",
+                f"Lot {lot.lot_number} of {lot.lot_date}: a second ARL contradicts the first "
+                f"({'positive' if arl.positive else 'negative'} after '{lot.state}'); "
+                "the first one is kept",
+                {"lot": lot.id, "return": rid},
+            )
+            return TrackOutcome(rid, "conflict", (lot.id,), (alert,))
+        rid = store("applied", lot.id, arl.positive)
+        target = S.ACKNOWLEDGED if arl.positive else S.REJECTED
+        fields: dict[str, object] = {} if arl.positive else {"reasons": reasons}
+        self._transitions.move(
+            lot.id,
+            lot.state,
+            target,
+            note="ARL positif" if arl.positive else "ARL négatif",
+            details={"return": rid},
+            **fields,
+        )
+        return TrackOutcome(rid, "applied", (lot.id,), ())
+
+    def _record_noemie(
+        self,
+        profile: str,
+        emitter: str,
+        noemie: Noemie,
+        base: dict[str, str | None],
+        detail: dict[str, JsonValue],
+        store: _Store,
+        words: tuple[str, str],
+    ) -> TrackOutcome:
+        del words
+        matched: dict[tuple[int, str], int] = {}
+        for nlot in noemie.lots:
+            day = _aammjj(nlot.lot_date)
+            lot = self._find_lot(profile, emitter, nlot.lot_number, day)
+            if lot is not None and lot.state in _SENT_STATES:
+                matched[(nlot.lot_number, day)] = lot.id
+        if len(noemie.lots) == 1:
+            only = noemie.lots[0]
+            base["lot_number"], base["lot_date"] = f"{only.lot_number:03d}", _aammjj(only.lot_date)
+        status = (
+            "applied"
+            if len(matched) == len(noemie.lots)
+            else "unmatched"
+            if not matched
+            else "partial"
+        )
+        detail["lots"] = [
+            {"lot_number": f"{n.lot_number:03d}", "lot_date": _aammjj(n.lot_date)}
+            for n in noemie.lots
+        ]
+        detail["total_paid"] = noemie.total_paid
+        single = next(iter(matched.values())) if len(matched) == 1 else None
+        rid = store(status, single, None)
+        accounting = _aammjj(noemie.accounting_date) if noemie.accounting_date else None
+        for nlot in noemie.lots:
+            day = _aammjj(nlot.lot_date)
+            lot_id = matched.get((nlot.lot_number, day))
+            for inv in nlot.invoices:
+                reasons = [r.words("fr") for r in inv.reasons] + [
+                    line.words("fr") for line in inv.reject_lines
+                ]
+                self._repo.add_payment(
+                    PaymentRecord(
+                        id=0,
+                        return_id=rid,
+                        profile=profile,
+                        emitter=emitter,
+                        lot_number=f"{nlot.lot_number:03d}",
+                        lot_date=day,
+                        lot_id=lot_id,
+                        invoice_number=inv.invoice_number,
+                        invoice_type=inv.invoice_type,
+                        amo_asked=inv.amo.asked,
+                        amo_state=inv.amo.state.value,
+                        amo_paid=inv.amo.paid,
+                        amc_asked=inv.amc.asked if inv.amc else None,
+                        amc_state=inv.amc.state.value if inv.amc else None,
+                        amc_paid=inv.amc.paid if inv.amc else None,
+                        reasons=tuple(reasons),
+                        accounting_date=accounting,
+                        transfer_reference=noemie.transfer_reference,
+                    )
+                )
+        return TrackOutcome(rid, status, tuple(sorted(set(matched.values()))), ())
+
+    # -- overdue ------------------------------------------------------------------------------
+
+    def check_overdue(self, days: int) -> list[int]:
+        """Alert once per lot SENT for more than ``days`` without an ARL (a flag, not a state)."""
+        now = self._clock.now()
+        raised: list[int] = []
+        for lot in self._lots.lots(states=frozenset({S.SENT})):
+            since = _parse_time(lot.state_changed)
+            if since is None or now - since < timedelta(days=days):
+                continue
+            subject = f"lot:{lot.id}"
+            if self._repo.open_alert("lot_overdue", subject) is not None:
+                continue
+            raised.append(
+                self.alert(
+                    "lot_overdue",
+                    subject,
+                    f"Lot {lot.lot_number} du {_day(lot.lot_date)} (profil {lot.profile}) envoyé "
+                    f"depuis plus de {days} jours sans ARL",
+                    f"Lot {lot.lot_number} of {lot.lot_date} (profile {lot.profile}) sent more "
+                    f"than {days} days ago without an ARL",
+                    {"lot": lot.id},
+                )
+            )
+        return raised
+
+    # -- publication --------------------------------------------------------------------------
+
+    def publish_pending(self) -> int:
+        """Write every not yet published return to retours/ (payload and lot status files);
+        idempotent, so a crash between commit and publication only delays it."""
+        if self._exchange is None:
+            return 0
+        count = 0
+        for ret in self._repo.returns():
+            if ret.published:
+                continue
+            folder = ret.emitter or "inconnu"
+            if ret.kind in ("arl", "noemie"):
+                payload = self._repo.payload(ret.id)
+                if payload is not None:
+                    stem = (
+                        f"arl-{ret.lot_date}-{ret.lot_number}"
+                        if ret.kind == "arl"
+                        else f"noemie-{ret.detail.get('created')}"
+                    )
+                    self._exchange.publish(f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload)
+            lot_ids: set[int | None] = {ret.lot_id}
+            lot_ids |= {p.lot_id for p in self._repo.payments() if p.return_id == ret.id}
+            for lot_id in sorted(i for i in lot_ids if i is not None):
+                self._publish_status(lot_id)
+            self._repo.mark_published(ret.id)
+            count += 1
+        return count
+
+    def lot_status(self, lot_id: int) -> dict[str, JsonValue]:
+        lot = self._lots.get(lot_id)
+        assert lot is not None
+        payments: list[JsonValue] = [
+            {
+                "facture": p.invoice_number,
+                "type": p.invoice_type,
+                "amo": {"demande": p.amo_asked, "etat": p.amo_state, "paye": p.amo_paid},
+                "amc": None
+                if p.amc_state is None
+                else {"demande": p.amc_asked, "etat": p.amc_state, "paye": p.amc_paid},
+                "etat": _STATE_WORDS.get(p.amo_state, p.amo_state),
+                "motifs": list(p.reasons),
+                "date_comptable": p.accounting_date,
+                "reference_virement": p.transfer_reference,
+            }
+            for p in self._repo.payments(lot_id)
+        ]
+        returns: list[JsonValue] = [
+            {"type": r.kind, "statut": r.status, "texte": r.words_fr, "recu": r.received}
+            for r in self._repo.returns_for_lot(lot_id)
+        ]
+        return {
+            "lot": lot.lot_number,
+            "date_lot": lot.lot_date,
+            "emetteur": lot.emitter,
+            "etat": lot.state.value,
+            "motifs": list(lot.reasons),
+            "retours": returns,
+            "paiements": payments,
+        }
+
+    def _publish_status(self, lot_id: int) -> None:
+        assert self._exchange is not None
+        status = self.lot_status(lot_id)
+        name = f"{status['emetteur']}/lot-{status['date_lot']}-{status['lot']}.statut.json"
+        data = json.dumps(status, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+        self._exchange.publish(name, data)
+
+
+def _day(aammjj: str) -> str:
+    return f"{aammjj[4:6]}/{aammjj[2:4]}/20{aammjj[0:2]}"
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value
