@@ -343,7 +343,11 @@ class TrackingService:
             if since is None or now - since < timedelta(days=days):
                 continue
             subject = f"lot:{lot.id}"
-            if self._repo.open_alert("lot_overdue", subject) is not None:
+            # Once per sending: an acknowledged alert is not raised again until the lot is resent.
+            if any(
+                a.kind == "lot_overdue" and a.subject == subject and a.created >= lot.state_changed
+                for a in self._repo.alerts(include_acknowledged=True)
+            ):
                 continue
             raised.append(
                 self.alert(
