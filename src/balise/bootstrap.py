@@ -7,16 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from balise.adapters.certcheck import check_card
 from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.clock import SystemClock
 from balise.adapters.exchange import ExchangeFolders
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
 from balise.adapters.lots import SqliteLotStore
+from balise.adapters.pkcs11 import Pkcs11Signer, open_module
 from balise.adapters.pop3 import Pop3Mailbox
 from balise.adapters.returns_store import SqliteReturnsStore
 from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
+from balise.domain.card import CardIdentity
 from balise.domain.errors import ConfigError
 from balise.ports import Clock, MessageClassifier
 from balise.services.classifier import ClassifierService
@@ -24,6 +27,7 @@ from balise.services.intake import IntakeService
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
 from balise.services.purge import CrashPoint, PurgeService
+from balise.services.signing import CertChecker, CertVerdict, SigningService
 from balise.services.tracking import TrackingService
 from balise.services.transmission import TransmissionService
 
@@ -70,6 +74,39 @@ class Context:
 
     def transitions(self) -> LotTransitions:
         return LotTransitions(self.lots, self.journal, self.clock)
+
+    def signing(self) -> SigningService:
+        return SigningService(self.lots, self.transitions(), self.journal, self.clock, self.params)
+
+    def card_signer(self, token_label: str | None = None) -> Pkcs11Signer:
+        """The card through the configured PKCS#11 module, else the first one found."""
+        configured = self.params.get("pkcs11_module")
+        lib, _candidate = open_module(
+            str(self.params.get("mode")), configured if isinstance(configured, str) else None
+        )
+        return Pkcs11Signer(lib, token_label=token_label)
+
+    def cert_checker(self) -> CertChecker:
+        """Chain to the configured IGC-Santé roots; without roots, only production refuses."""
+        roots = self.params.get("igc_roots")
+        intermediates = self.params.get("igc_intermediates")
+        production = self.params.get("mode") == "production"
+
+        def check(identity: CardIdentity) -> CertVerdict:
+            if not isinstance(roots, list) or not roots:
+                words = "racines IGC-Santé non configurées : chaîne du certificat non vérifiée"
+                return CertVerdict(
+                    not production, words, "IGC-Santé roots not configured: chain not checked"
+                )
+            result = check_card(
+                identity,
+                self.clock,
+                roots=roots,
+                intermediates=intermediates if isinstance(intermediates, list) else (),
+            )
+            return CertVerdict(result.ok, result.words, result.words_en)
+
+        return check
 
     @property
     def returns_store(self) -> SqliteReturnsStore:

@@ -420,6 +420,76 @@ def cmd_lots_resend(args: argparse.Namespace) -> int:
     return code
 
 
+def _read_pin() -> bytearray:
+    """The PIN as a mutable buffer (overwritten after use); from the terminal without echo, or
+    one line of standard input (tests, scripted use)."""
+    if sys.stdin.isatty():
+        text = getpass.getpass("Code de la carte (PIN) : ")
+    else:
+        text = sys.stdin.readline().rstrip("\r\n")
+    buffer = bytearray(text.encode("ascii", errors="replace"))
+    del text
+    if not buffer.isdigit() or not 4 <= len(buffer) <= 8:
+        buffer[:] = b"\0" * len(buffer)
+        raise ValidationError(
+            "le code doit faire 4 à 8 chiffres", "the PIN must be 4 to 8 digits", code="PIN_FORMAT"
+        )
+    return buffer
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from balise.hardening import protect_process
+    from balise.services.signing import BatchEvent, examine_card, sign_with_card
+
+    protect_process()
+    ctx = _context(args)
+    try:
+        service = ctx.signing()
+        signer = ctx.card_signer(args.token)
+        report = examine_card(service, signer, ctx.cert_checker())
+        who = report.identity
+        _out(f"Carte de {who.holder_name} (RPPS {who.rpps}) — {report.cert.words_fr}")
+        if report.refusal_fr:
+            _err(f"Signature impossible : {report.refusal_fr}")
+            return EXIT_PROBLEM
+        profiles = [p for p, _ in report.profiles]
+        profile = args.profile or (profiles[0] if len(profiles) == 1 else None)
+        if profile is None or profile not in profiles:
+            raise ValidationError(
+                "précisez --profile parmi : " + ", ".join(profiles),
+                "give --profile among: " + ", ".join(profiles),
+                code="PROFILE_CHOICE",
+            )
+        ready = service.ready_lots(profile)
+        lot_ids = args.lot or [lot.id for lot in ready]
+        if not lot_ids:
+            _out("aucun lot prêt à signer")
+            return EXIT_OK
+        _out(f"{len(lot_ids)} lot(s) à signer pour {profile}")
+        if report.pin.protected_path:
+            _out("Tapez votre code sur le lecteur.")
+            pin = None
+        else:
+            tries = report.pin.tries_left
+            _out(f"Essais restants : {tries}" + (" — DERNIER ESSAI" if tries == 1 else ""))
+            pin = _read_pin()
+
+        def show(event: BatchEvent) -> None:
+            if event.kind == "signed":
+                _out(f"  signé {event.done}/{event.total} (lot n° {event.lot_id})")
+            elif event.kind == "skipped":
+                _out(f"  lot n° {event.lot_id} laissé prêt : {event.message}")
+
+        result = sign_with_card(service, signer, pin, who, profile, lot_ids, progress=show)
+        _out(f"{len(result.signed)} lot(s) signé(s), {len(result.not_signed)} non signé(s)")
+        if result.stopped_fr:
+            _err(f"Arrêt : {result.stopped_fr}")
+            return EXIT_PROBLEM
+        return EXIT_OK
+    finally:
+        ctx.close()
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from balise.doctor import run_checks
 
@@ -659,6 +729,14 @@ def build_parser() -> argparse.ArgumentParser:
     a_ack = alerts.add_parser("ack", help="acquitter une alerte")
     a_ack.add_argument("id", type=int)
     a_ack.set_defaults(func=cmd_alerts_ack)
+
+    sign = sub.add_parser("sign", help="signer les lots prêts avec la carte CPS")
+    sign.add_argument("--profile", help="praticien (si la carte peut signer pour plusieurs)")
+    sign.add_argument(
+        "--lot", type=int, action="append", help="lot à signer (sinon tous les prêts)"
+    )
+    sign.add_argument("--token", help="étiquette du jeton PKCS#11 (plusieurs cartes)")
+    sign.set_defaults(func=cmd_sign)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)

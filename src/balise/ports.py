@@ -123,9 +123,13 @@ class TokenSigner(Protocol):
 
     def pin_state(self) -> PinState: ...
 
-    def login(self, pin: bytearray | None) -> TokenSession:
+    def login(
+        self, pin: bytearray | None, *, allowed_signatures: int | None = None
+    ) -> TokenSession:
         """One C_Login with ``pin`` (None on a protected authentication path); WrongPin,
-        PinLocked (no attempt at all) or CardRemoved; never retried."""
+        PinLocked (no attempt at all) or CardRemoved; never retried. ``allowed_signatures`` is
+        the size of the confirmed batch: no signature beyond it (one context-specific login per
+        signature where the key demands it)."""
         ...
 
 

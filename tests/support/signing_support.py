@@ -31,15 +31,41 @@ def openssl_open_lot(envelope: bytes, pki: TestPKI, workdir: Path, recipient: st
     p7m = workdir / "part.p7m"
     p7m.write_bytes(envelope)
     entity = subprocess.run(
-        ["openssl", "cms", "-decrypt", "-inform", "DER", "-in", str(p7m),
-         "-recip", str(party.cert_pem), "-inkey", str(party.key_pem)],
-        capture_output=True, check=True, timeout=30,
+        [
+            "openssl",
+            "cms",
+            "-decrypt",
+            "-inform",
+            "DER",
+            "-in",
+            str(p7m),
+            "-recip",
+            str(party.cert_pem),
+            "-inkey",
+            str(party.key_pem),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
     ).stdout
     body = entity.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1]
     signed = workdir / "signed.der"
     signed.write_bytes(gzip.decompress(base64.b64decode(body)))
     return subprocess.run(
-        ["openssl", "cms", "-verify", "-inform", "DER", "-in", str(signed),
-         "-CAfile", str(pki.root_pem), "-purpose", "any"],
-        capture_output=True, check=True, timeout=30,
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            str(signed),
+            "-CAfile",
+            str(pki.root_pem),
+            "-purpose",
+            "any",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
     ).stdout

@@ -3,6 +3,7 @@ by cryptography."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,13 @@ class RsaCertificate:
 
 def load_rsa_certificate(der: bytes, role_fr: str, role_en: str) -> RsaCertificate:
     """Parse a DER certificate and insist on an RSA key (what CPS cards and organisms use)."""
+    return _load(bytes(der), role_fr, role_en)
+
+
+# A batch meets the same few certificates (card, intermediate, organisms) for every lot: parsing
+# each once per process keeps CMS work per lot small. Failures are never cached.
+@functools.lru_cache(maxsize=128)
+def _load(der: bytes, role_fr: str, role_en: str) -> RsaCertificate:
     try:
         asn1 = asn1_x509.Certificate.load(der, strict=True)
         # Force a full parse now, so that a broken certificate fails here and not mid-build.

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -20,14 +21,16 @@ from balise.cms import (
     gzip_payload,
     prepare_signature,
 )
-from balise.domain.card import CardError, CardIdentity
+from balise.domain.card import CardError, CardIdentity, PinLocked, PinState
 from balise.domain.errors import StateError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
-from balise.ports import Clock, Journal, LotStore, TokenSession
+from balise.ports import Clock, Journal, LotStore, TokenSession, TokenSigner
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+
+COMMIT_EVERY_S = 0.5
 
 EventKind = Literal["started", "signing", "signed", "skipped", "stopped", "finished"]
 
@@ -160,8 +163,8 @@ class SigningService:
         """Sign the confirmed lots in order; stop cleanly at the first card error or on cancel.
 
         Lots already signed stay signed (each committed as soon as it is done); the lot in flight
-        stays ready. While the card signs lot k, a worker finishes lot k-1 (SignedData, gzip,
-        MIME entity, EnvelopedData) and prepares lot k+1's signed attributes.
+        stays ready. While the card signs lot k (in its own thread), this thread finishes lot k-1
+        (SignedData, gzip, MIME entity, EnvelopedData), commits it and prepares lot k+1.
         """
         emit = progress or (lambda _event: None)
         if not any(p == profile for p, _ in self.profiles_for(identity)):
@@ -190,18 +193,37 @@ class SigningService:
         signed: list[int] = []
         stop_fr: str | None = None
         stop_en: str | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cms") as pool:
-            prepared: dict[int, Future[_Work]] = {}
+        # The card thread signs lot k while this thread finishes and commits lot k-1 and
+        # prepares lot k+1: the card never waits for Balise, Balise only waits for the card.
+        prepared: dict[int, _Work | StateError] = {}
 
-            def prepare(index: int) -> None:
-                if index < total:
-                    lot = queue[index]
-                    content = self._lots.content(lot.id)
-                    prepared[index] = pool.submit(self._prepare, lot, content, identity, now)
+        def prepare(index: int) -> None:
+            if index < total and index not in prepared:
+                lot = queue[index]
+                try:
+                    prepared[index] = self._prepare(lot, self._lots.content(lot.id), identity, now)
+                except StateError as exc:
+                    prepared[index] = exc
 
+        pending: tuple[_Work, bytes] | None = None
+        # Signed lots are committed in groups (one fsync each): a crash before the commit only
+        # leaves them ready, to be signed again — nothing was sent. A card pulled or a cancel
+        # still commits every signature already made.
+        finished: list[_Done] = []
+        last_commit = time.monotonic()
+        signatures = 0
+
+        def flush() -> None:
+            nonlocal last_commit
+            if finished:
+                with self._lots.transaction():
+                    for done in finished:
+                        signed.append(self._commit(done, identity))
+                finished.clear()
+            last_commit = time.monotonic()
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="card") as card:
             prepare(0)
-            prepare(1)
-            in_flight: Future[_Done] | None = None
             for index in range(total):
                 lot = queue[index]
                 if cancel is not None and cancel.is_set():
@@ -210,33 +232,33 @@ class SigningService:
                         "Signing cancelled.",
                     )
                     break
-                try:
-                    work = prepared.pop(index).result()
-                except StateError as exc:
+                prepare(index)
+                work = prepared.pop(index)
+                if isinstance(work, StateError):
                     skipped.append(lot.id)
                     self._journal.append(
-                        "lot.alert", f"lot:{lot.id}", {"code": exc.code, "words": exc.fr}
+                        "lot.alert", f"lot:{lot.id}", {"code": work.code, "words": work.fr}
                     )
-                    emit(BatchEvent("skipped", len(signed), total, lot.id, exc.fr))
-                    prepare(index + 2)
+                    emit(BatchEvent("skipped", len(signed), total, lot.id, work.fr))
                     continue
                 emit(BatchEvent("signing", len(signed), total, lot.id))
+                future = card.submit(session.sign, work.prepared.to_be_signed)
+                if pending is not None:
+                    finished.append(self._finish(*pending))
+                    pending = None
+                    if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                        flush()
+                prepare(index + 1)
                 try:
-                    signature = session.sign(work.prepared.to_be_signed)
+                    pending = (work, future.result())
                 except CardError as exc:
                     stop_fr, stop_en = exc.fr, exc.en
                     break
-                finished = pool.submit(self._finish, work, signature)
-                prepare(index + 2)
-                if in_flight is not None:
-                    signed.append(self._commit(in_flight.result(), identity))
-                    emit(BatchEvent("signed", len(signed), total, signed[-1]))
-                in_flight = finished
-            if in_flight is not None:
-                signed.append(self._commit(in_flight.result(), identity))
-                emit(BatchEvent("signed", len(signed), total, signed[-1]))
-            for future in prepared.values():
-                future.cancel()
+                signatures += 1
+                emit(BatchEvent("signed", signatures, total, lot.id))
+            if pending is not None:
+                finished.append(self._finish(*pending))
+            flush()
         not_signed = tuple(lot.id for lot in queue if lot.id not in signed) + tuple(
             i for i in skipped if i not in {lot.id for lot in queue}
         )
@@ -287,3 +309,92 @@ class SigningService:
             envelope=done.envelope,
         )
         return done.lot.id
+
+
+@dataclass(frozen=True, slots=True)
+class CertVerdict:
+    """The card certificate check, in words (done by an adapter: chain, dates, CRL)."""
+
+    ok: bool
+    words_fr: str
+    words_en: str
+
+
+CertChecker = Callable[[CardIdentity], CertVerdict]
+
+
+@dataclass(frozen=True, slots=True)
+class CardReport:
+    """Everything shown before the PIN prompt: who, for which practitioner, tries left, and why
+    signing is refused when it is."""
+
+    identity: CardIdentity
+    profiles: tuple[tuple[str, str], ...]
+    pin: PinState
+    cert: CertVerdict
+    refusal_fr: str | None = None
+    refusal_en: str | None = None
+
+    @property
+    def can_prompt(self) -> bool:
+        return self.refusal_fr is None
+
+
+def examine_card(
+    service: SigningService, signer: TokenSigner, check_cert: CertChecker
+) -> CardReport:
+    """Identity without PIN, allowed profiles, certificate verdict, PIN state read fresh."""
+    identity = signer.identify()
+    profiles = tuple(service.profiles_for(identity))
+    cert = check_cert(identity)
+    pin = signer.pin_state()
+    refusal: tuple[str, str] | None = None
+    if not cert.ok:
+        refusal = (cert.words_fr, cert.words_en)
+    elif not profiles:
+        refusal = (
+            f"{identity.holder_name} n'est autorisé(e) à signer pour aucun praticien de ce boîtier.",
+            f"{identity.holder_name} is not allowed to sign for any practitioner of this box.",
+        )
+    elif pin.locked:
+        locked = PinLocked()
+        refusal = (locked.fr, locked.en)
+    else:
+        try:
+            service.check_can_sign(identity)
+        except CardError as exc:
+            refusal = (exc.fr, exc.en)
+    return CardReport(
+        identity,
+        profiles,
+        pin,
+        cert,
+        refusal[0] if refusal else None,
+        refusal[1] if refusal else None,
+    )
+
+
+def sign_with_card(
+    service: SigningService,
+    signer: TokenSigner,
+    pin: bytearray | None,
+    identity: CardIdentity,
+    profile: str,
+    lot_ids: Sequence[int],
+    *,
+    progress: Callable[[BatchEvent], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> BatchResult:
+    """One login for the confirmed batch, the batch, then the session closed and the PIN buffer
+    overwritten — whatever happens (a wrong PIN raises WrongPin after exactly one attempt)."""
+    try:
+        session = signer.login(pin, allowed_signatures=len(lot_ids))
+    finally:
+        if pin is not None:
+            pin[:] = b"\0" * len(pin)
+    try:
+        return service.sign_batch(
+            session, identity, profile, lot_ids, progress=progress, cancel=cancel
+        )
+    finally:
+        session.close()
