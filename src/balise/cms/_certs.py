@@ -25,7 +25,10 @@ class RsaCertificate:
 
     def issuer_and_serial(self) -> dict[str, Any]:
         """The value of an asn1crypto IssuerAndSerialNumber naming this certificate."""
-        return {"issuer": self.asn1.issuer, "serial_number": self.asn1.serial_number}
+        # A fresh, unparsed copy of the issuer's exact bytes: asn1crypto writes it out as is
+        # instead of walking the parsed name for every lot of a batch.
+        issuer = asn1_x509.Name.load(self.asn1["tbs_certificate"]["issuer"].dump())
+        return {"issuer": issuer, "serial_number": self.asn1.serial_number}
 
     def matches_issuer_and_serial(self, ias: Any) -> bool:
         """True when ``ias`` (asn1crypto IssuerAndSerialNumber) names this certificate."""

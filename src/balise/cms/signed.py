@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -85,10 +86,18 @@ class PreparedSignature:
                 "signature": signature,
             }
         )
-        certificates = [cms.CertificateChoices(name="certificate", value=signer.asn1)]
+        # Embed freshly loaded (unparsed) copies: asn1crypto then writes their bytes as they are
+        # instead of walking a parsed tree for every lot of a batch.
+        certificates = [
+            cms.CertificateChoices(name="certificate", value=asn1_x509.Certificate.load(signer.der))
+        ]
         for der in self.extra_certs_der:
             extra = load_rsa_certificate(der, "intermédiaire", "intermediate")
-            certificates.append(cms.CertificateChoices(name="certificate", value=extra.asn1))
+            certificates.append(
+                cms.CertificateChoices(
+                    name="certificate", value=asn1_x509.Certificate.load(extra.der)
+                )
+            )
         signed_data = cms.SignedData(
             {
                 # v1: issuerAndSerialNumber sid, id-data content, no attribute certificates.

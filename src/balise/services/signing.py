@@ -3,6 +3,7 @@ organism, with per-lot progress; CMS work on the other lots overlaps the card's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from balise.cms import (
     PreparedSignature,
@@ -70,10 +72,14 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _pem_to_der(pem: str) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
+@functools.lru_cache(maxsize=64)
+def _pem_cert(pem: str) -> tuple[x509.Certificate, bytes]:
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    return cert, cert.public_bytes(Encoding.DER)
 
-    return x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(Encoding.DER)
+
+def _pem_to_der(pem: str) -> bytes:
+    return _pem_cert(pem)[1]
 
 
 class SigningService:
@@ -133,7 +139,7 @@ class SigningService:
         pems = value if isinstance(value, list) else []
         ders = []
         for pem in pems:
-            cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+            cert, der = _pem_cert(pem)
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise StateError(
                     f"certificat de chiffrement de {lot.organism} hors de sa validité "
@@ -141,7 +147,7 @@ class SigningService:
                     f"recipient certificate of {lot.organism} outside its validity: the lot stays ready",
                     code="RECIPIENT_CERT_EXPIRED",
                 )
-            ders.append(_pem_to_der(pem))
+            ders.append(der)
         if not ders:
             raise StateError(
                 f"aucun certificat de chiffrement pour {lot.organism} : le lot reste prêt",
