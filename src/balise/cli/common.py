@@ -1,0 +1,76 @@
+"""Shared pieces of the `balise` command: output, exit codes, context, reading secrets."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+
+from balise.bootstrap import Context, open_context, resolve_data_dir
+from balise.domain.errors import ValidationError
+from balise.domain.lotrecord import LotRecord
+
+EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
+MAX_STDIN = 1024 * 1024
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _context(args: argparse.Namespace) -> Context:
+    return open_context(resolve_data_dir(args.data_dir), actor="cli")
+
+
+def _read_stdin(secret: bool) -> str:
+    if sys.stdin.isatty():
+        if secret:
+            first = getpass.getpass("Valeur secrète : ")
+            if getpass.getpass("Confirmez : ") != first:
+                raise ValidationError("les deux saisies diffèrent", "the two entries differ")
+            return first
+        _out("Valeur (terminez par Ctrl+D) :")
+    data = sys.stdin.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise ValidationError("valeur trop longue (1 Mio au plus)", "value too long (1 MiB max)")
+    return data.rstrip("\r\n") if secret else data
+
+
+def _euros(cents: int) -> str:
+    return f"{cents / 100:,.2f} €".replace(",", " ").replace(".", ",")
+
+
+def _lot_line(lot: LotRecord) -> str:
+    from balise.domain.lotstate import LABELS_FR
+
+    day = f"{lot.lot_date[4:6]}/{lot.lot_date[2:4]}/20{lot.lot_date[0:2]}"
+    return (
+        f"{lot.id:>5}  {LABELS_FR[lot.state]:<26} {lot.profile:<10} lot {lot.lot_number} du {day}  "
+        f"{lot.invoices:>4} facture(s) {_euros(lot.total):>14}  → {lot.organism}"
+    )
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(f"n° {i}" for i in ids)
+
+
+def _read_pin() -> bytearray:
+    """The PIN as a mutable buffer (overwritten after use); from the terminal without echo, or
+    one line of standard input (tests, scripted use)."""
+    if sys.stdin.isatty():
+        text = getpass.getpass("Code de la carte (PIN) : ")
+    else:
+        text = sys.stdin.readline().rstrip("\r\n")
+    buffer = bytearray(text.encode("ascii", errors="replace"))
+    del text
+    if not buffer.isdigit() or not 4 <= len(buffer) <= 8:
+        buffer[:] = b"\0" * len(buffer)
+        raise ValidationError(
+            "le code doit faire 4 à 8 chiffres", "the PIN must be 4 to 8 digits", code="PIN_FORMAT"
+        )
+    return buffer
