@@ -18,6 +18,7 @@ from balise.cli.admin import (
     cmd_params_set,
 )
 from balise.cli.common import EXIT_ERROR, _err
+from balise.cli.egress import cmd_egress_list
 from balise.cli.lots import (
     cmd_import,
     cmd_intake,
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--token", help="étiquette du jeton PKCS#11 (plusieurs cartes)")
     sign.set_defaults(func=cmd_sign)
+
+    egress = sub.add_parser("egress", help="hôtes joignables (pare-feu)").add_subparsers(
+        dest="action", required=True
+    )
+    e_list = egress.add_parser("list", help="la liste unique des destinations autorisées")
+    e_list.add_argument("--json", action="store_true")
+    e_list.add_argument("--output", help="écrire la liste dans ce fichier (remplacement atomique)")
+    e_list.set_defaults(func=cmd_egress_list)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)
