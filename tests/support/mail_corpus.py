@@ -11,7 +11,6 @@ import zlib
 from dataclasses import dataclass
 from datetime import date
 from email.message import Message
-from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
@@ -20,6 +19,10 @@ import pytest
 
 from balise.domain.classify import ClassifyPolicy, UnknownReason
 from balise.domain.returns import Reason, RejectLine, build_arl
+
+# The builders live in balise.sim.returnmail (the OCT simulator uses them too).
+from balise.sim.returnmail import edi_part, phishing_mail, return_mail, spam_mail
+from balise.sim.returnmail import envelope as _envelope
 
 EMITTER = "00000012345678"
 ORGANISM_NUMBER = "00000001422000"
@@ -97,62 +100,6 @@ def corpus_policy(*, test_mode: bool = True, **overrides: object) -> ClassifyPol
     )
 
 
-def edi_part(
-    payload: bytes,
-    description: str = "IRISTEST/ARL/Z",
-    *,
-    gzip_mtime: int = 0,
-    compressed_body: bytes | None = None,
-) -> MIMEApplication:
-    """An ``application/EDI-consent`` part, gzip when the description ends in ``/Z``."""
-    if compressed_body is not None:
-        body = compressed_body
-    elif description.upper().endswith("/Z"):
-        body = gzip.compress(payload, mtime=gzip_mtime)
-    else:
-        body = payload
-    part = MIMEApplication(body, "EDI-consent")
-    part["Content-Description"] = description
-    return part
-
-
-def _envelope(
-    top: MIMEMultipart | MIMEApplication | MIMEText,
-    *,
-    sender: str,
-    subject: str,
-    message_id: str,
-    to: str = BAL_ADDRESS,
-) -> bytes:
-    top["From"] = sender
-    top["To"] = to
-    top["Subject"] = subject
-    top["Date"] = SAMPLE_DATE
-    top["Message-ID"] = message_id
-    return top.as_bytes()
-
-
-def return_mail(
-    payload: bytes,
-    description: str = "IRISTEST/ARL/Z",
-    *,
-    sender: str = ORGANISM_ADDRESS,
-    subject: str = "IRIS",
-    message_id: str = "<test@422.01.rss.fr>",
-    boundary: str | None = None,
-    gzip_mtime: int = 0,
-    bare: bool = False,
-) -> bytes:
-    """A return mail as an organism sends it (the golden samples are built exactly this way):
-    a top-level multipart/mixed with the EDI part as its single child, or the bare part."""
-    part = edi_part(payload, description, gzip_mtime=gzip_mtime)
-    if bare:
-        return _envelope(part, sender=sender, subject=subject, message_id=message_id)
-    top = MIMEMultipart("mixed", boundary=boundary)
-    top.attach(part)
-    return _envelope(top, sender=sender, subject=subject, message_id=message_id)
-
-
 def arl_payload(emitter: str = EMITTER, *, positive: bool = True, flow_type: str = "T") -> bytes:
     """An ARL for lot 007 of the samples, to any emitter."""
     reasons = () if positive else (Reason("SIGN-INV", "LOT INVERIFIABLE"),)
@@ -175,27 +122,6 @@ def arl_payload(emitter: str = EMITTER, *, positive: bool = True, flow_type: str
 # --------------------------------------------------------------------------------------------
 # Hostile mails
 # --------------------------------------------------------------------------------------------
-
-
-def spam_mail() -> bytes:
-    body = MIMEText("Gagnez un iPhone ! Cliquez ici : http://promo.example/win\n", "plain", "utf-8")
-    return _envelope(
-        body, sender='"Promo" <deals4you@gmail.com>', subject="Vous avez gagné", message_id="<s@g>"
-    )
-
-
-def phishing_mail(
-    sender: str = '"Assurance Maladie" <remboursement@ameli-rss.fr.evil.com>',
-) -> bytes:
-    """HTML with links, made to look like an organism."""
-    top = MIMEMultipart("alternative")
-    top.attach(MIMEText("Votre remboursement est en attente : http://evil.example/ameli\n"))
-    html = (
-        '<html><body><p>Remboursement en attente</p><a href="http://evil.example/ameli">'
-        'Cliquez</a><img src="http://evil.example/pixel.gif"></body></html>'
-    )
-    top.attach(MIMEText(html, "html"))
-    return _envelope(top, sender=sender, subject="Remboursement", message_id="<p@evil>")
 
 
 def raw_part_mail(
