@@ -309,3 +309,50 @@ def _m0004(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX alerts_open ON alerts(acknowledged, kind, subject)")
+
+
+@migrations(name="0005_technician_gate")
+def _m0005(db: Database) -> None:
+    # One row: the technician passphrase failures survive a restart of the kiosk.
+    db.execute(
+        """CREATE TABLE technician_gate (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            failures INTEGER NOT NULL,
+            last_failure TEXT,
+            locked_until TEXT
+        )"""
+    )
+
+
+@migrations(name="0006_backup_retention")
+def _m0006(db: Database) -> None:
+    # Journal retention: the append-only triggers stay, but DELETE is let through for the
+    # entries up to the bound written in journal_retention — a row only the retention code
+    # writes and removes inside its one transaction. The last removed entry becomes the anchor
+    # the chain is verified from.
+    db.execute(
+        """CREATE TABLE journal_retention (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            upto INTEGER NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE journal_anchor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            removed INTEGER NOT NULL
+        )"""
+    )
+    db.execute("DROP TRIGGER journal_no_delete")
+    db.execute(
+        """CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+           WHEN OLD.seq > coalesce((SELECT upto FROM journal_retention WHERE id = 1), 0)
+           BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END"""
+    )
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(
+            f"""CREATE TRIGGER journal_anchor_guard_{event.lower()} BEFORE {event}
+               ON journal_anchor WHEN NOT EXISTS (SELECT 1 FROM journal_retention)
+               BEGIN SELECT RAISE(ABORT, 'journal anchor moves only during retention'); END"""
+        )

@@ -19,6 +19,7 @@ from balise.cli.admin import (
 )
 from balise.cli.common import EXIT_ERROR, _err
 from balise.cli.egress import cmd_egress_list
+from balise.cli.kiosk import add_kiosk_parser
 from balise.cli.lots import (
     cmd_import,
     cmd_intake,
@@ -150,7 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="démonstration sur les réglages embarqués")
     demo.add_argument("--dir", help="dossier de démonstration (sinon un dossier temporaire)")
+    demo.add_argument("--keep", action="store_true", help="garder le dossier à la sortie")
+    demo.add_argument(
+        "--no-kiosk", action="store_true", help="sans borne : les services et l'agent seuls"
+    )
+    demo.add_argument(
+        "--once", action="store_true", help="un seul passage de l'agent, puis tout s'arrête"
+    )
     demo.set_defaults(func=cmd_demo)
+    add_kiosk_parser(sub)
     return parser
 
 

@@ -1,0 +1,32 @@
+"""`balise kiosk`: the Textual kiosk on the box's data (udev readers, PC/SC cards, the CPS)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from balise.bootstrap import open_context, resolve_data_dir
+from balise.cli.common import EXIT_OK
+
+
+def cmd_kiosk(args: argparse.Namespace) -> int:
+    from balise.kiosk_wiring import build_backend
+    from balise.ui.app import run_kiosk
+
+    ctx = open_context(resolve_data_dir(args.data_dir), actor="kiosk")
+    backend = build_backend(ctx, env=os.environ)
+    try:
+        run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang)
+    finally:
+        backend.stop_watches()
+        ctx.close()
+    return EXIT_OK
+
+
+def add_kiosk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kiosk = sub.add_parser("kiosk", help="la borne (écran et clavier du boîtier)")
+    kiosk.add_argument("--lang", choices=("fr", "en"), default="fr", help="langue de l'écran")
+    kiosk.add_argument(
+        "--no-kiosk", action="store_true", help="Ctrl+Q quitte (maintenance, jamais sur tty1)"
+    )
+    kiosk.set_defaults(func=cmd_kiosk)

@@ -1,0 +1,539 @@
+"""Composition root of the kiosk: the real services, card and reader watchers and the store
+behind the ``KioskBackend`` the screens call (the UI never sees an adapter)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from balise.adapters.kek import locate_kek
+from balise.bootstrap import Context
+from balise.domain.atr import can_sign
+from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
+from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
+from balise.domain.errors import BaliseError, StateError, ValidationError
+from balise.domain.lotrecord import LotRecord, QuarantineRecord
+from balise.domain.lotstate import LotState
+from balise.domain.params import SCHEMA, Scope
+from balise.ports import (
+    AlertRecord,
+    CardWatcher,
+    PaymentRecord,
+    ReaderWatcher,
+    ReturnRecord,
+    TokenSession,
+    TokenSigner,
+)
+from balise.services.signing import (
+    BatchEvent,
+    BatchResult,
+    CardReport,
+    examine_card,
+    sign_with_card,
+)
+from balise.services.technician import Attempt, GateRecord, GateStatus, TechnicianGate
+from balise.ui.backend import (
+    CardStatus,
+    DoctorLine,
+    HomeSummary,
+    Hygiene,
+    JournalCheck,
+    KioskBackend,
+    LotDetail,
+    ParamLine,
+    ProfileParams,
+    ProfileSummary,
+    SendReport,
+    SendStep,
+)
+from balise.ui.demo_hooks import DemoHooks
+
+CONSUMER_MAIL = (
+    "gmail.",
+    "googlemail.",
+    "hotmail.",
+    "outlook.",
+    "live.",
+    "yahoo.",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "sfr.fr",
+    "wanadoo.fr",
+    "icloud.com",
+    "gmx.",
+)
+
+
+class SqliteGateStore:
+    """The technician gate's failure counter in its own one-row table (migration 0005)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._store = ctx.store
+
+    def load(self) -> GateRecord:
+        row = self._store.conn.execute(
+            "SELECT failures, last_failure, locked_until FROM technician_gate WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return GateRecord()
+        return GateRecord(
+            int(row[0]),
+            datetime.fromisoformat(row[1]) if row[1] else None,
+            datetime.fromisoformat(row[2]) if row[2] else None,
+        )
+
+    def save(self, record: GateRecord) -> None:
+        with self._store.write():
+            self._store.conn.execute(
+                "INSERT INTO technician_gate(id, failures, last_failure, locked_until) "
+                "VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET failures = excluded.failures, "
+                "last_failure = excluded.last_failure, locked_until = excluded.locked_until",
+                (
+                    record.failures,
+                    record.last_failure.isoformat() if record.last_failure else None,
+                    record.locked_until.isoformat() if record.locked_until else None,
+                ),
+            )
+
+
+class _GuardedSigner:
+    """The card as examined: its sessions fail with CardRemoved as soon as the watchers saw the
+    card pulled or the reader unplugged (before the PKCS#11 module notices, if it ever does)."""
+
+    def __init__(self, inner: TokenSigner, removed: threading.Event) -> None:
+        self._inner = inner
+        self._removed = removed
+
+    def identify(self) -> CardIdentity:
+        return self._inner.identify()
+
+    def pin_state(self) -> PinState:
+        return self._inner.pin_state()
+
+    def login(
+        self, pin: bytearray | None, *, allowed_signatures: int | None = None
+    ) -> TokenSession:
+        if self._removed.is_set():
+            raise CardRemoved()
+        return _GuardedSession(
+            self._inner.login(pin, allowed_signatures=allowed_signatures), self._removed
+        )
+
+
+class _GuardedSession:
+    def __init__(self, inner: TokenSession, removed: threading.Event) -> None:
+        self._inner = inner
+        self._removed = removed
+
+    def sign(self, data: bytes) -> bytes:
+        if self._removed.is_set():
+            raise CardRemoved()
+        return self._inner.sign(data)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def hygiene(ctx: Context) -> dict[str, list[Hygiene]]:
+    """ARCHITECTURE.md mailbox hygiene: consumer webmail refused, nominative local part warned,
+    one BAL shared by two practitioners refused, two BALs for one practitioner warned."""
+    found: dict[str, list[Hygiene]] = {}
+    owners: dict[str, list[str]] = {}
+    by_rpps: dict[str, list[str]] = {}
+    for profile in ctx.params.ids(Scope.PROFILE):
+        out = found.setdefault(profile, [])
+        address = ctx.params.get("bal_address", profile=profile)
+        shown = ctx.params.get("display_name", profile=profile)
+        name = shown if isinstance(shown, str) else ""
+        rpps = ctx.params.get("rpps", profile=profile)
+        if isinstance(rpps, str):
+            by_rpps.setdefault(rpps, []).append(profile)
+        if not isinstance(address, str) or "@" not in address:
+            continue
+        owners.setdefault(address.lower(), []).append(profile)
+        local, _, domain = address.lower().partition("@")
+        if any(domain.startswith(c) or domain == c for c in CONSUMER_MAIL):
+            out.append(
+                Hygiene(
+                    "refuse",
+                    f"{address} : messagerie grand public, pas une BAL de messagerie sécurisée",
+                    f"{address}: consumer webmail, not a secure BAL",
+                )
+            )
+        words = [w for w in name.lower().replace("dr ", " ").split() if len(w) > 2]
+        if any(w in local for w in words):
+            out.append(
+                Hygiene(
+                    "warn",
+                    f"{address} : l'adresse porte le nom du praticien",
+                    f"{address}: the address carries the practitioner's name",
+                )
+            )
+    for address, profiles in owners.items():
+        if len(profiles) > 1:
+            for profile in profiles:
+                found[profile].append(
+                    Hygiene(
+                        "refuse",
+                        f"{address} partagée par {', '.join(profiles)} : une BAL par praticien",
+                        f"{address} shared by {', '.join(profiles)}: one BAL per practitioner",
+                    )
+                )
+    for rpps, profiles in by_rpps.items():
+        if len(profiles) > 1:
+            for profile in profiles:
+                found[profile].append(
+                    Hygiene(
+                        "warn",
+                        f"RPPS {rpps} : deux BAL ({', '.join(profiles)}) pour un praticien",
+                        f"RPPS {rpps}: two BALs ({', '.join(profiles)}) for one practitioner",
+                    )
+                )
+    return found
+
+
+class WiredBackend:
+    """Implements :class:`balise.ui.backend.KioskBackend` over one open Context. One lock
+    serializes the database work of the worker threads (one SQLite connection)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        env: Mapping[str, str] | None,
+        demo: DemoHooks | None,
+        reader_watcher: ReaderWatcher,
+        card_watcher: CardWatcher,
+        signer_factory: Callable[[], TokenSigner],
+    ) -> None:
+        self.ctx = ctx
+        self.env = env
+        self.demo = demo
+        self._readers = reader_watcher
+        self._cards = card_watcher
+        self._signer_factory = signer_factory
+        self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._present: dict[str, CardEvent] = {}
+        self._removed = threading.Event()
+        self._signer: _GuardedSigner | None = None
+        self._identity: CardIdentity | None = None
+        self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx), ctx.journal, ctx.clock)
+        self._watching: list[str] = []
+
+    # -- events ----------------------------------------------------------------------------
+
+    def start_reader_watch(self, callback: Callable[[ReaderEvent], None]) -> None:
+        def on_event(event: ReaderEvent) -> None:
+            if event.action == "removed":
+                self._removed.set()  # a batch in flight stops at its next signature
+            callback(event)
+
+        self._readers.start(on_event)
+        self._watching.append("readers")
+
+    def start_card_watch(self, callback: Callable[[CardEvent], None]) -> None:
+        def on_event(event: CardEvent) -> None:
+            with self._state_lock:
+                if event.action == "inserted":
+                    self._present[event.reader] = event
+                    self._removed = threading.Event()
+                else:
+                    self._present.pop(event.reader, None)
+                    self._removed.set()
+                    self._signer = None
+                    self._identity = None
+            callback(event)
+
+        self._cards.start(on_event)
+        self._watching.append("cards")
+
+    def stop_watches(self) -> None:
+        if "readers" in self._watching:
+            self._readers.stop()
+        if "cards" in self._watching:
+            self._cards.stop()
+        self._watching.clear()
+
+    def card_status(self) -> CardStatus:
+        with self._state_lock:
+            cards = list(self._present.values())
+        if not cards:
+            return CardStatus(False)
+        card = cards[0]
+        if card.atr is None or card.kind is None:
+            return CardStatus(
+                True,
+                None,
+                False,
+                "carte muette ou mal insérée",
+                "card mute or inserted the wrong way",
+            )
+        ok, fr, en = can_sign(card.kind, "configured")
+        return CardStatus(True, card.kind, ok, fr, en)
+
+    def clock_synchronized(self) -> bool:
+        """The demo runs on machines without NTP: like the signing service, it is exempt."""
+        with self._lock:
+            return self.ctx.params.get("mode") == "demo" or self.ctx.clock.is_synchronized()
+
+    # -- Accueil -----------------------------------------------------------------------------
+
+    def home(self) -> HomeSummary:
+        with self._lock:
+            transmission = self.ctx.transmission()
+            profiles = []
+            for profile in self.ctx.params.ids(Scope.PROFILE):
+                counts: dict[LotState, int] = {}
+                for lot in self.ctx.lots.lots(None, profile):
+                    counts[lot.state] = counts.get(lot.state, 0) + 1
+                name = self.ctx.params.get("display_name", profile=profile)
+                net: tuple[Literal["ok", "waiting", "idle", "unknown"], str, str]
+                try:
+                    status = transmission.status(profile)
+                    net = (status.state, status.fr, status.en)
+                except BaliseError as exc:
+                    net = ("unknown", exc.fr, exc.en)
+                profiles.append(
+                    ProfileSummary(profile, str(name or profile), counts, net[0], net[1], net[2])
+                )
+            last, nxt = self._purge_times()
+            alerts = len(self.ctx.tracking(self.env).alerts())
+            synced = self.clock_synchronized()
+        try:
+            weak = locate_kek(self.env).protection == "faible"
+        except BaliseError:
+            weak = True
+        readers = tuple(r.name for r in self._safe_readers())
+        return HomeSummary(
+            readers, self.card_status(), tuple(profiles), last, nxt, alerts, synced, weak
+        )
+
+    def _safe_readers(self) -> list[UsbReader]:
+        try:
+            return list(self._readers.present()) if "readers" in self._watching else []
+        except Exception:  # noqa: BLE001 — a watcher problem only hides the reader names
+            return []
+
+    def _purge_times(self) -> tuple[str | None, str | None]:
+        row = self.ctx.store.conn.execute(
+            "SELECT time FROM journal WHERE kind = 'purge.run' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None, None
+        last = datetime.fromisoformat(str(row[0]))
+        intervals = [
+            v
+            for p in self.ctx.params.ids(Scope.PROFILE)
+            if isinstance(v := self.ctx.params.get("pop3.interval", profile=p), int)
+        ]
+        nxt = last + timedelta(seconds=min(intervals)) if intervals else None
+        fmt = "%d/%m/%Y %H:%M"
+        return last.astimezone().strftime(fmt), nxt.astimezone().strftime(fmt) if nxt else None
+
+    # -- the signing flow --------------------------------------------------------------------
+
+    def examine_card(self) -> CardReport:
+        with self._lock:
+            removed = self._removed
+            signer = _GuardedSigner(self._signer_factory(), removed)
+            report = examine_card(self.ctx.signing(), signer, self.ctx.cert_checker())
+            with self._state_lock:
+                self._signer, self._identity = signer, report.identity
+            return report
+
+    def ready_lots(self, profile: str) -> list[LotRecord]:
+        with self._lock:
+            return self.ctx.signing().ready_lots(profile)
+
+    def sign(
+        self,
+        pin: bytearray | None,
+        profile: str,
+        lot_ids: Sequence[int],
+        progress: Callable[[BatchEvent], None],
+        cancel: threading.Event,
+    ) -> BatchResult:
+        try:
+            with self._state_lock:
+                signer, identity = self._signer, self._identity
+            if signer is None or identity is None:
+                raise CardRemoved()
+            with self._lock:
+                return sign_with_card(
+                    self.ctx.signing(),
+                    signer,
+                    pin,
+                    identity,
+                    profile,
+                    lot_ids,
+                    progress=progress,
+                    cancel=cancel,
+                )
+        finally:
+            if pin is not None:
+                pin[:] = bytes(len(pin))
+
+    def send_now(self, profile: str, progress: Callable[[SendStep], None]) -> SendReport:
+        with self._lock:
+            progress(SendStep(profile, "connecting"))
+            service = self.ctx.transmission(timeout=15)
+            try:
+                outcome = asyncio.run(service.send_pending(profile))
+            except BaliseError as exc:
+                waiting = len(self.ctx.lots.lots(frozenset({LotState.SIGNED}), profile))
+                return SendReport(0, waiting, exc.fr, exc.en)
+            progress(
+                SendStep(
+                    profile, "done", len(outcome.sent), len(outcome.sent) + len(outcome.waiting)
+                )
+            )
+            return SendReport(
+                len(outcome.sent), len(outcome.waiting), outcome.error_fr, outcome.error_en
+            )
+
+    # -- Lots, Retours, Alertes ----------------------------------------------------------
+
+    def lots(self) -> list[LotRecord]:
+        with self._lock:
+            return self.ctx.lots.lots()
+
+    def quarantined(self) -> list[QuarantineRecord]:
+        with self._lock:
+            return self.ctx.lots.quarantined()
+
+    def lot_detail(self, lot_id: int) -> LotDetail:
+        with self._lock:
+            lot = self.ctx.lots.get(lot_id)
+            if lot is None:
+                raise ValidationError(
+                    f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
+                )
+            history = []
+            for when, details in self.ctx.store.conn.execute(
+                "SELECT time, details FROM journal WHERE kind = 'lot.state' AND subject = ? ORDER BY seq",
+                (f"lot:{lot_id}",),
+            ):
+                entry = json.loads(details)
+                history.append((str(when), str(entry.get("from", "")), str(entry.get("to", ""))))
+            tracking = self.ctx.tracking(self.env)
+            returns = tuple(r for r in tracking.returns() if r.lot_id == lot_id)
+            return LotDetail(lot, tuple(history), returns, tuple(tracking.payments(lot_id)))
+
+    def returns(self) -> list[ReturnRecord]:
+        with self._lock:
+            return self.ctx.tracking(self.env).returns()
+
+    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]:
+        with self._lock:
+            return self.ctx.tracking(self.env).payments(lot_id)
+
+    def alerts(self) -> list[AlertRecord]:
+        with self._lock:
+            return self.ctx.tracking(self.env).alerts()
+
+    def acknowledge_alert(self, alert_id: int) -> bool:
+        with self._lock:
+            return self.ctx.tracking(self.env).acknowledge(alert_id, "kiosk")
+
+    # -- technician ------------------------------------------------------------------------
+
+    def has_passphrase(self) -> bool:
+        with self._lock:
+            return self._gate.has_passphrase()
+
+    def set_passphrase(self, text: str) -> None:
+        with self._lock:
+            self._gate.set_passphrase(text)
+
+    def check_passphrase(self, text: str) -> bool:
+        return self.passphrase_attempt(text).verdict == "ok"
+
+    def passphrase_attempt(self, text: str) -> Attempt:
+        with self._lock:
+            return self._gate.attempt(text)
+
+    def passphrase_status(self) -> GateStatus:
+        with self._lock:
+            return self._gate.status()
+
+    def technician_left(self) -> None:
+        with self._lock:
+            self.ctx.journal.append("technician.logout", "technician", {})
+
+    def cancel_lot(self, lot_id: int) -> None:
+        with self._lock:
+            lot = self.ctx.lots.get(lot_id)
+            if lot is None:
+                raise ValidationError(
+                    f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
+                )
+            self.ctx.transitions().move(
+                lot_id, lot.state, LotState.CANCELLED, note="borne, mode technicien"
+            )
+
+    def resend_lot(self, lot_id: int) -> None:
+        with self._lock:
+            self.ctx.transmission().resend(lot_id)
+
+    def doctor(self) -> list[DoctorLine]:
+        from balise.doctor import run_checks
+
+        checks = run_checks(self.ctx.data_dir, env=self.env, clock=self.ctx.clock)
+        return [DoctorLine(c.name, c.status, c.message) for c in checks]
+
+    def verify_journal(self) -> JournalCheck:
+        with self._lock:
+            report = self.ctx.journal.verify()
+        return JournalCheck(report.ok, report.count, report.head_hash, report.describe())
+
+    def parameters(self) -> list[ProfileParams]:
+        with self._lock:
+            rows = self.ctx.params.rows()
+            findings = hygiene(self.ctx)
+            out = []
+            for profile in self.ctx.params.ids(Scope.PROFILE):
+                lines = []
+                for row in rows:
+                    if row.scope is Scope.PROFILE and row.ident == profile:
+                        spec = SCHEMA[(Scope.PROFILE, row.name)]
+                        lines.append(ParamLine(row.name, spec.label_fr, spec.label_en, row.shown))
+                out.append(ProfileParams(profile, tuple(lines), tuple(findings.get(profile, ()))))
+            return out
+
+
+def build_backend(
+    ctx: Context,
+    *,
+    env: Mapping[str, str] | None = None,
+    demo: DemoHooks | None = None,
+    reader_watcher: ReaderWatcher | None = None,
+    card_watcher: CardWatcher | None = None,
+    signer_factory: Callable[[], TokenSigner] | None = None,
+) -> KioskBackend:
+    """The kiosk's backend on ``ctx``: udev and PC/SC watchers and the configured PKCS#11 module
+    unless given (tests and the demo pass their own where the machine has no udev events)."""
+    if reader_watcher is None:
+        from balise.adapters.udev import UdevReaderWatcher
+
+        reader_watcher = UdevReaderWatcher()
+    if card_watcher is None:
+        from balise.adapters.pcsc import PcscCardWatcher
+
+        card_watcher = PcscCardWatcher()
+    return WiredBackend(
+        ctx,
+        env=env,
+        demo=demo,
+        reader_watcher=reader_watcher,
+        card_watcher=card_watcher,
+        signer_factory=signer_factory or ctx.card_signer,
+    )
+
+
+__all__ = ["CardError", "SqliteGateStore", "StateError", "WiredBackend", "build_backend", "hygiene"]

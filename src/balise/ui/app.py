@@ -1,0 +1,159 @@
+"""The Balise kiosk: a keyboard-only Textual app with two modes, operate and technician."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.events import Event, Key
+
+from balise.domain.devices import CardEvent, ReaderEvent
+from balise.ui import i18n
+from balise.ui.backend import CardStatus, KioskBackend
+from balise.ui.demo_hooks import DemoHooks
+from balise.ui.i18n import t
+from balise.ui.messages import CardChanged, DevicesChanged, ReadersChanged
+from balise.ui.screens.base import KioskDialog, KioskScreen
+from balise.ui.screens.home import HomeScreen
+from balise.ui.screens.technician import TechnicianScreen
+
+STYLES = Path(__file__).with_name("styles")
+
+
+class BaliseApp(App[None]):
+    """Screens only present; the backend does the work, always from thread workers."""
+
+    CSS_PATH = STYLES / "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    MODES: ClassVar[dict[str, type[KioskScreen]]] = {  # type: ignore[assignment]
+        "operate": HomeScreen,
+        "technician": TechnicianScreen,
+    }
+    DEFAULT_MODE = "operate"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # A kiosk has no shell behind it: the quit keys only say so.
+        Binding("ctrl+q", "quit_key", show=False, priority=True, id="quit-q"),
+        Binding("ctrl+c", "quit_key", show=False, priority=True, id="quit-c"),
+    ]
+
+    def __init__(
+        self,
+        backend: KioskBackend,
+        *,
+        kiosk: bool = True,
+        lang: Literal["fr", "en"] = "fr",
+        demo: DemoHooks | None = None,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        i18n.set_language(lang)
+        super().__init__()
+        self.backend = backend
+        self.kiosk = kiosk
+        self.demo = demo
+        self.idle_timeout = idle_timeout
+        self.readers: tuple[str, ...] = ()
+        self.card = CardStatus(False)
+        self._last_input = time.monotonic()
+        self.title = t("app.title")
+
+    # -- devices -------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.set_interval(min(1.0, self.idle_timeout / 4), self._check_idle, name="idle")
+        self.run_worker(self._start_watches, thread=True, exit_on_error=False, group="watch")
+
+    def _start_watches(self) -> None:
+        self.backend.start_reader_watch(self._reader_event)
+        self.backend.start_card_watch(self._card_event)
+
+    def _reader_event(self, event: ReaderEvent) -> None:
+        # Watcher thread: post_message is thread-safe; a burst collapses in the queue.
+        self.post_message(ReadersChanged(tuple(r.name for r in event.readers)))
+
+    def _card_event(self, event: CardEvent) -> None:
+        self.post_message(CardChanged(event, self.backend.card_status()))
+
+    def on_readers_changed(self, message: ReadersChanged) -> None:
+        removed = len(message.readers) < len(self.readers)
+        self.readers = message.readers
+        self._tell_screens(DevicesChanged(reader_removed=removed))
+
+    def on_card_changed(self, message: CardChanged) -> None:
+        self.card = message.status
+        self._tell_screens(DevicesChanged(card_removed=message.event.action == "removed"))
+
+    def _tell_screens(self, message: DevicesChanged) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(
+                DevicesChanged(
+                    card_removed=message.card_removed, reader_removed=message.reader_removed
+                )
+            )
+
+    def on_unmount(self) -> None:
+        self.backend.stop_watches()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, Key):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
+
+    def action_quit_key(self) -> None:
+        if self.kiosk:
+            self.notify(t("kiosk.no_quit"), timeout=3)
+        else:
+            self.exit()
+
+    # -- idle timeout ----------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if time.monotonic() - self._last_input < self.idle_timeout:
+            return
+        self._last_input = time.monotonic()
+        if self.current_mode == "operate" and len(self.screen_stack) == 1:
+            return
+        self.run_worker(self.reset_to_home(), exclusive=True, group="reset")
+
+    async def reset_to_home(self) -> None:
+        """Forget everything typed, stop the flows, back to Accueil in operate mode."""
+        for stack in list(self._screen_stacks.values()):
+            for screen in stack:
+                if isinstance(screen, KioskScreen | KioskDialog):
+                    screen.forget()
+                self.workers.cancel_node(screen)
+        if self.current_mode != "operate":
+            await self.leave_technician()
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
+        self.notify(t("kiosk.idle"), timeout=4)
+        home = self.screen
+        if isinstance(home, HomeScreen):
+            home.refresh_summary()
+
+    async def leave_technician(self) -> None:
+        await self.switch_mode("operate")
+        await self.remove_mode("technician")
+        self.add_mode("technician", TechnicianScreen)
+        self.run_worker(self.backend.technician_left, thread=True, exit_on_error=False)
+
+    async def enter_technician(self) -> None:
+        await self.switch_mode("technician")
+
+
+def run_kiosk(
+    backend: KioskBackend,
+    *,
+    kiosk: bool = True,
+    demo: DemoHooks | None = None,
+    lang: Literal["fr", "en"] = "fr",
+) -> None:
+    """The kiosk process: not dumpable, no core file (a PIN passes through its memory)."""
+    from balise.hardening import protect_process
+
+    protect_process()
+    BaliseApp(backend, kiosk=kiosk, lang=lang, demo=demo).run()

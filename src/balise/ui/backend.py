@@ -1,0 +1,214 @@
+"""What the kiosk screens need from the box, as one Protocol of plain calls returning typed data;
+the composition root (balise.kiosk_wiring) implements it with the real services and adapters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from balise.domain.atr import CardKind
+from balise.domain.devices import CardEvent, ReaderEvent
+from balise.domain.lotrecord import LotRecord, QuarantineRecord
+from balise.domain.lotstate import LotState
+from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+from balise.services.signing import BatchEvent, BatchResult, CardReport
+from balise.services.technician import Attempt, GateStatus
+
+__all__ = [
+    "Attempt",
+    "BatchEvent",
+    "BatchResult",
+    "CardReport",
+    "CardStatus",
+    "DoctorLine",
+    "GateStatus",
+    "HomeSummary",
+    "Hygiene",
+    "JournalCheck",
+    "KioskBackend",
+    "LotDetail",
+    "ParamLine",
+    "ProfileParams",
+    "ProfileSummary",
+    "SendReport",
+    "SendStep",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CardStatus:
+    """The card in the reader, in words (kind from its ATR; no PIN involved)."""
+
+    present: bool
+    kind: CardKind | None = None
+    can_sign: bool = False
+    fr: str = "aucune carte"
+    en: str = "no card"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSummary:
+    profile: str
+    name: str
+    counts: Mapping[LotState, int]
+    network_state: Literal["ok", "waiting", "idle", "unknown"]
+    network_fr: str
+    network_en: str
+
+
+@dataclass(frozen=True, slots=True)
+class HomeSummary:
+    readers: tuple[str, ...]
+    card: CardStatus
+    profiles: tuple[ProfileSummary, ...]
+    last_purge: str | None  # "JJ/MM/AAAA HH:MM" or None
+    next_purge: str | None
+    alerts: int
+    clock_synchronized: bool
+    protection_weak: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SendStep:
+    """Progress of the sending after a batch: which profile, what is happening."""
+
+    profile: str
+    kind: Literal["connecting", "done"]
+    sent: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """The sending after a batch: sent now, left waiting for the network (retried by the agent)."""
+
+    sent: int
+    waiting: int
+    error_fr: str | None = None
+    error_en: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LotDetail:
+    lot: LotRecord
+    history: tuple[tuple[str, str, str], ...]  # (when, from state, to state), oldest first
+    returns: tuple[ReturnRecord, ...] = ()
+    payments: tuple[PaymentRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorLine:
+    name: str
+    status: Literal["ok", "warn", "problem"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalCheck:
+    ok: bool
+    count: int
+    head_hash: str
+    fr: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParamLine:
+    name: str
+    label_fr: str
+    label_en: str
+    shown: str  # secrets masked
+
+
+@dataclass(frozen=True, slots=True)
+class Hygiene:
+    level: Literal["warn", "refuse"]
+    fr: str
+    en: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileParams:
+    profile: str
+    lines: tuple[ParamLine, ...]
+    findings: tuple[Hygiene, ...] = field(default=())
+
+
+class KioskBackend(Protocol):
+    """Every call may block (database, card, network): screens call them from thread workers."""
+
+    # -- Accueil and events --------------------------------------------------------------
+    def home(self) -> HomeSummary: ...
+
+    def start_reader_watch(self, callback: Callable[[ReaderEvent], None]) -> None:
+        """Reader plugged/unplugged events, delivered on a watcher thread."""
+        ...
+
+    def start_card_watch(self, callback: Callable[[CardEvent], None]) -> None:
+        """Card inserted/removed events, delivered on a watcher thread."""
+        ...
+
+    def stop_watches(self) -> None: ...
+
+    def card_status(self) -> CardStatus: ...
+
+    def clock_synchronized(self) -> bool: ...
+
+    # -- the signing flow ------------------------------------------------------------------
+    def examine_card(self) -> CardReport: ...
+
+    def ready_lots(self, profile: str) -> list[LotRecord]: ...
+
+    def sign(
+        self,
+        pin: bytearray | None,
+        profile: str,
+        lot_ids: Sequence[int],
+        progress: Callable[[BatchEvent], None],
+        cancel: threading.Event,
+    ) -> BatchResult:
+        """One login, the batch, the PIN buffer overwritten whatever happens."""
+        ...
+
+    def send_now(self, profile: str, progress: Callable[[SendStep], None]) -> SendReport: ...
+
+    # -- Lots, Retours, Alertes ----------------------------------------------------------
+    def lots(self) -> list[LotRecord]: ...
+
+    def quarantined(self) -> list[QuarantineRecord]: ...
+
+    def lot_detail(self, lot_id: int) -> LotDetail: ...
+
+    def returns(self) -> list[ReturnRecord]: ...
+
+    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]: ...
+
+    def alerts(self) -> list[AlertRecord]: ...
+
+    def acknowledge_alert(self, alert_id: int) -> bool: ...
+
+    # -- technician ------------------------------------------------------------------------
+    def has_passphrase(self) -> bool: ...
+
+    def set_passphrase(self, text: str) -> None: ...
+
+    def check_passphrase(self, text: str) -> bool: ...
+
+    def passphrase_attempt(self, text: str) -> Attempt: ...
+
+    def passphrase_status(self) -> GateStatus: ...
+
+    def cancel_lot(self, lot_id: int) -> None: ...
+
+    def resend_lot(self, lot_id: int) -> None: ...
+
+    def doctor(self) -> list[DoctorLine]: ...
+
+    def verify_journal(self) -> JournalCheck: ...
+
+    def parameters(self) -> list[ProfileParams]: ...
+
+    def technician_left(self) -> None:
+        """Journal that technician mode was left (idle or by the key)."""
+        ...

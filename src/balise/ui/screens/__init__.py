@@ -1,0 +1,1 @@
+"""Kiosk screens: each one presents what one backend call returns."""

@@ -1,0 +1,146 @@
+"""Accueil: reader, card, lots by state, mailbox polling, alerts, network — refreshed on events."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Footer, Header, Static
+
+from balise.domain.lotstate import LotState
+from balise.ui.backend import HomeSummary
+from balise.ui.i18n import pick, t
+from balise.ui.messages import DevicesChanged
+from balise.ui.screens.base import KioskScreen
+
+
+class HomeScreen(KioskScreen):
+    CSS_PATH = "../styles/home.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "sign", "key.sign", id="home-sign"),
+        Binding("l", "lots", "key.lots", id="home-lots"),
+        Binding("r", "returns", "key.returns", id="home-returns"),
+        Binding("a", "alerts", "key.alerts", id="home-alerts"),
+        Binding("t", "technician", "key.technician", id="home-technician"),
+        Binding("c", "demo_card", "key.card_demo", id="home-demo-card"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Vertical(id="home"):
+            yield Static(t("home.loading"), id="reader")
+            yield Static("", id="card")
+            yield Static("", id="lots")
+            yield Static("", id="network")
+            yield Static("", id="purge")
+            yield Static("", id="alerts")
+            yield Static("", id="warnings")
+            yield Static(t("home.hint"), id="hint")
+            yield Static("", id="demo")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = t("home.title")
+        demo = self.kiosk.demo
+        if demo is not None:
+            self.query_one("#demo", Static).update(pick(demo.help_fr, demo.help_en))
+        self.refresh_summary()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_summary()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "demo_card":
+            return self.kiosk.demo is not None
+        return True
+
+    def on_devices_changed(self, _message: DevicesChanged) -> None:
+        self.refresh_summary()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="home")
+    def refresh_summary(self) -> None:
+        summary = self.backend.home()
+        self.app.call_from_thread(self._show, summary)
+
+    def _show(self, s: HomeSummary) -> None:
+        readers = self.kiosk.readers or s.readers
+        self.query_one("#reader", Static).update(
+            t("home.reader.some", names=", ".join(readers)) if readers else t("home.reader.none")
+        )
+        self.query_one("#card", Static).update(t("home.card", words=pick(s.card.fr, s.card.en)))
+        lines = [
+            t(
+                "home.profile",
+                name=p.name,
+                ready=p.counts.get(LotState.READY, 0),
+                signed=p.counts.get(LotState.SIGNED, 0) + p.counts.get(LotState.SENDING, 0),
+                sent=p.counts.get(LotState.SENT, 0),
+                done=p.counts.get(LotState.ACKNOWLEDGED, 0),
+                rejected=p.counts.get(LotState.REJECTED, 0),
+            )
+            for p in s.profiles
+        ]
+        self.query_one("#lots", Static).update("\n".join(lines) or t("home.no_profile"))
+        self.query_one("#network", Static).update(
+            "\n".join(
+                t("home.network", name=p.name, words=pick(p.network_fr, p.network_en))
+                for p in s.profiles
+            )
+        )
+        self.query_one("#purge", Static).update(
+            t(
+                "home.purge",
+                last=s.last_purge or t("home.never"),
+                next=s.next_purge or t("home.unknown"),
+            )
+        )
+        alerts = self.query_one("#alerts", Static)
+        alerts.update(t("home.alerts.some", n=s.alerts) if s.alerts else t("home.alerts.none"))
+        alerts.set_class(s.alerts > 0, "attention")
+        warnings = []
+        if not s.clock_synchronized:
+            warnings.append(t("home.clock_unsync"))
+        if s.protection_weak:
+            warnings.append(t("home.protection_weak"))
+        self.query_one("#warnings", Static).update("\n".join(warnings))
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def action_sign(self) -> None:
+        from balise.ui.screens.sign import SignScreen
+
+        self.app.push_screen(SignScreen())
+
+    def action_lots(self) -> None:
+        from balise.ui.screens.lots import LotsScreen
+
+        self.app.push_screen(LotsScreen())
+
+    def action_returns(self) -> None:
+        from balise.ui.screens.returns import ReturnsScreen
+
+        self.app.push_screen(ReturnsScreen())
+
+    def action_alerts(self) -> None:
+        from balise.ui.screens.alerts import AlertsScreen
+
+        self.app.push_screen(AlertsScreen())
+
+    def action_technician(self) -> None:
+        from balise.ui.screens.passphrase import PassphraseScreen
+
+        def entered(ok: bool | None) -> None:
+            if ok:
+                self.run_worker(self.kiosk.enter_technician(), group="mode")
+
+        self.app.push_screen(PassphraseScreen(), entered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="demo")
+    def action_demo_card(self) -> None:
+        demo = self.kiosk.demo
+        if demo is not None:
+            words = demo.toggle_card()
+            self.app.call_from_thread(self.notify, words, timeout=3)

@@ -1,0 +1,145 @@
+"""Lots: the list by state, a lot's detail with its history and returns, refused files in words."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+
+from balise.domain.lotrecord import LotRecord, QuarantineRecord
+from balise.ui.backend import LotDetail
+from balise.ui.i18n import euros, lot_date, pick, t
+from balise.ui.screens.base import KioskScreen
+
+
+def lot_columns(table: DataTable[str]) -> None:
+    for key in ("id", "state", "profile", "lot", "date", "invoices", "total", "organism"):
+        table.add_column(t(f"lots.col.{key}"), key=key)
+
+
+def lot_row(lot: LotRecord) -> tuple[str, ...]:
+    return (
+        str(lot.id),
+        t(f"state.{lot.state.value}"),
+        lot.profile,
+        lot.lot_number,
+        lot_date(lot.lot_date),
+        str(lot.invoices),
+        euros(lot.total),
+        lot.organism,
+    )
+
+
+class LotsScreen(KioskScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "detail", "key.detail", id="lots-detail"),
+        Binding("escape", "back", "key.back", id="lots-back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Vertical(id="lots-screen"):
+            yield DataTable[str](id="lots", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="quarantine")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = t("lots.title")
+        lot_columns(self.query_one("#lots", DataTable))
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def load(self) -> None:
+        lots = self.backend.lots()
+        refused = self.backend.quarantined()
+        self.app.call_from_thread(self._show, lots, refused)
+
+    def _show(self, lots: list[LotRecord], refused: list[QuarantineRecord]) -> None:
+        table = self.query_one("#lots", DataTable)
+        table.clear()
+        for lot in lots:
+            table.add_row(*lot_row(lot), key=str(lot.id))
+        table.focus()
+        lines = [t("lots.quarantine", n=len(refused))] if refused else []
+        for record in refused[:20]:
+            reasons = "; ".join(pick(p.fr, p.en) for p in record.problems)
+            lines.append(
+                t("lots.refused", name=record.name, date=record.received[:10], reasons=reasons)
+            )
+        if not lots:
+            lines.insert(0, t("lots.empty"))
+        self.query_one("#quarantine", Static).update("\n".join(lines))
+
+    def action_detail(self) -> None:
+        table = self.query_one("#lots", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key is not None:
+                self.app.push_screen(LotDetailScreen(int(key)))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+class LotDetailScreen(KioskScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "key.back", id="lot-back"),
+    ]
+
+    def __init__(self, lot_id: int) -> None:
+        super().__init__()
+        self.lot_id = lot_id
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with VerticalScroll(id="lot-detail"):
+            yield Static(t("home.loading"), id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = t("lot.title", id=self.lot_id)
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def load(self) -> None:
+        detail = self.backend.lot_detail(self.lot_id)
+        self.app.call_from_thread(self._show, detail)
+
+    def _show(self, d: LotDetail) -> None:
+        lot = d.lot
+        lines = [
+            t("lot.title", id=lot.id),
+            t(
+                "lot.line",
+                number=lot.lot_number,
+                date=lot_date(lot.lot_date),
+                invoices=lot.invoices,
+                total=euros(lot.total),
+                organism=lot.organism,
+            ),
+            t("lot.state", state=t(f"state.{lot.state.value}")),
+        ]
+        if lot.signer:
+            lines.append(t("lot.signer", signer=lot.signer))
+        lines += ["", t("lot.history")]
+        lines += [
+            f"{when[:16].replace('T', ' ')} : {t('state.' + a)} → {t('state.' + b)}"
+            for when, a, b in d.history
+        ]
+        if d.returns:
+            lines += ["", t("lot.returns"), *(pick(r.words_fr, r.words_en) for r in d.returns)]
+        if d.payments:
+            lines += ["", t("lot.payments")]
+            lines += [
+                f"{p.invoice_number} : AMO {euros(p.amo_paid)}/{euros(p.amo_asked)} "
+                f"{t('payment.state.' + p.amo_state) if p.amo_state in 'PRD' else p.amo_state}"
+                for p in d.payments
+            ]
+        self.query_one("#detail", Static).update("\n".join(lines))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,168 @@
+"""Technician mode: parameters per practitioner with the mailbox hygiene findings, the doctor's
+checks (protection level said plainly), journal verification with its head, cancel or resend a
+lot after a confirmation."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+
+from balise.domain.errors import BaliseError
+from balise.domain.lotrecord import LotRecord
+from balise.domain.lotstate import LotState
+from balise.ui.backend import DoctorLine, JournalCheck, ProfileParams
+from balise.ui.i18n import language, pick, t
+from balise.ui.screens.base import KioskScreen
+from balise.ui.screens.dialogs import ConfirmDialog
+from balise.ui.screens.lots import lot_columns, lot_row
+
+View = Literal["intro", "params", "doctor", "journal", "lots"]
+
+
+class TechnicianScreen(KioskScreen):
+    CSS_PATH = "../styles/technician.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "view('params')", "key.params", id="tech-params"),
+        Binding("d", "view('doctor')", "key.doctor", id="tech-doctor"),
+        Binding("j", "view('journal')", "key.journal", id="tech-journal"),
+        Binding("l", "view('lots')", "key.lots", id="tech-lots"),
+        Binding("x", "cancel_lot", "key.cancel_lot", id="tech-cancel-lot"),
+        Binding("e", "resend_lot", "key.resend", id="tech-resend-lot"),
+        Binding("escape", "leave", "key.leave", id="tech-leave"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: View = "intro"
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Vertical(id="technician"):
+            with VerticalScroll(id="tech-scroll"):
+                yield Static(t("tech.intro"), id="tech-content")
+            yield DataTable[str](id="tech-lots", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = t("tech.title")
+        lot_columns(self.query_one("#tech-lots", DataTable))
+        self.query_one("#tech-lots", DataTable).display = False
+
+    @property
+    def content_text(self) -> str:
+        return str(self.query_one("#tech-content", Static).render())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("cancel_lot", "resend_lot"):
+            return self.view == "lots"
+        return True
+
+    def action_view(self, view: View) -> None:
+        self.view = view
+        self.refresh_bindings()
+        self.query_one("#tech-lots", DataTable).display = view == "lots"
+        self.query_one("#tech-content", Static).update(t("home.loading"))
+        self.load(view)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tech")
+    def load(self, view: View) -> None:
+        if view == "params":
+            params = self.backend.parameters()
+            self.app.call_from_thread(self._params, params)
+        elif view == "doctor":
+            checks = self.backend.doctor()
+            self.app.call_from_thread(self._doctor, checks)
+        elif view == "journal":
+            report = self.backend.verify_journal()
+            self.app.call_from_thread(self._journal, report)
+        elif view == "lots":
+            lots = self.backend.lots()
+            self.app.call_from_thread(self._lots, lots)
+
+    def _say(self, lines: list[str]) -> None:
+        self.query_one("#tech-content", Static).update("\n".join(lines))
+
+    def _params(self, profiles: list[ProfileParams]) -> None:
+        lines: list[str] = []
+        english = language() == "en"
+        for p in profiles:
+            lines.append(t("tech.params.profile", profile=p.profile))
+            for finding in p.findings:
+                key = "tech.hygiene.refuse" if finding.level == "refuse" else "tech.hygiene.warn"
+                lines.append("  " + t(key, words=pick(finding.fr, finding.en)))
+            for line in p.lines:
+                label = line.label_en if english else line.label_fr
+                lines.append(f"  {label} : {line.shown}")
+            lines.append("")
+        self._say(lines or [t("tech.params.none")])
+
+    def _doctor(self, checks: list[DoctorLine]) -> None:
+        self._say([f"{t('tech.doctor.' + c.status):<10} {c.name:<22} {c.message}" for c in checks])
+
+    def _journal(self, report: JournalCheck) -> None:
+        first = (
+            t("tech.journal.ok", count=report.count)
+            if report.ok
+            else t("tech.journal.broken", words=report.fr)
+        )
+        self._say([first, t("tech.journal.head", hash=report.head_hash)])
+
+    def _lots(self, lots: list[LotRecord]) -> None:
+        self._say([t("tech.lots.help")])
+        table = self.query_one("#tech-lots", DataTable)
+        table.clear()
+        for lot in lots:
+            table.add_row(*lot_row(lot), key=str(lot.id))
+        table.focus()
+
+    def _chosen(self) -> int | None:
+        table = self.query_one("#tech-lots", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None else int(key)
+
+    def action_cancel_lot(self) -> None:
+        lot_id = self._chosen()
+        if lot_id is not None:
+            self._confirm_then(lot_id, "cancel")
+
+    def action_resend_lot(self) -> None:
+        lot_id = self._chosen()
+        if lot_id is not None:
+            self._confirm_then(lot_id, "resend")
+
+    def _confirm_then(self, lot_id: int, what: Literal["cancel", "resend"]) -> None:
+        key = "tech.confirm_cancel" if what == "cancel" else "tech.confirm_resend"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.apply(lot_id, what)
+
+        self.app.push_screen(ConfirmDialog(t(key, id=lot_id)), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tech-apply")
+    def apply(self, lot_id: int, what: Literal["cancel", "resend"]) -> None:
+        try:
+            if what == "cancel":
+                self.backend.cancel_lot(lot_id)
+                words = t("tech.cancelled", id=lot_id)
+            else:
+                self.backend.resend_lot(lot_id)
+                words = t("tech.resent", id=lot_id)
+        except BaliseError as exc:
+            words = t("kiosk.error", why=exc.message(language()))
+        self.app.call_from_thread(self.notify, words, timeout=4)
+        lots = self.backend.lots()
+        self.app.call_from_thread(self._lots, lots)
+
+    def action_leave(self) -> None:
+        self.run_worker(self.kiosk.leave_technician(), group="mode")
+
+
+__all__ = ["LotState", "TechnicianScreen"]

@@ -1,0 +1,34 @@
+"""Accueil and the kiosk-wide keys, on a real configured box (store, journal, SoftHSM2 card)."""
+
+from __future__ import annotations
+
+import pytest
+
+from balise.ui.app import BaliseApp
+from balise.ui.screens.home import HomeScreen
+from tests.support.kiosk_support import Kiosk
+
+pytestmark = pytest.mark.softhsm
+
+
+def _text(app: BaliseApp, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+async def test_home_shows_reader_card_counts_and_alerts(kiosk: Kiosk) -> None:
+    kiosk.box.ctx.tracking().alert("anomaly", "test", "Courrier inconnu supprimé", "Unknown mail")
+    app = kiosk.app()
+    async with app.run_test(size=(100, 35)) as pilot:
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, HomeScreen)
+        assert "Lecteur CCID de test" in _text(app, "#reader")
+        assert "aucune carte" in _text(app, "#card")
+        assert "3 prêt(s) à signer" in _text(app, "#lots")
+        assert "1 à lire" in _text(app, "#alerts")
+        assert "jamais" in _text(app, "#purge")
+        kiosk.cards.insert("cps3")
+        await pilot.pause(0.3)
+        assert "CPS3" in _text(app, "#card")
+        kiosk.readers.unplug()
+        await pilot.pause(0.3)
+        assert "aucun lecteur" in _text(app, "#reader")
