@@ -21,6 +21,7 @@ from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
 from balise.domain.card import CardIdentity
 from balise.domain.errors import ConfigError
+from balise.domain.hygiene import refuse_new_refusals
 from balise.ports import Clock, MessageClassifier
 from balise.services.classifier import ClassifierService
 from balise.services.intake import IntakeService
@@ -190,5 +191,6 @@ def open_context(
         store.close()
         raise
     journal = SqliteJournal(store, the_clock, actor)
-    params = ParameterService(vault, journal, the_clock)
+    # Mailbox hygiene: a change that would create a refusal is refused, nothing written.
+    params = ParameterService(vault, journal, the_clock, validators=(refuse_new_refusals,))
     return Context(data_dir, kek, store, journal, vault, params, the_clock)

@@ -14,6 +14,7 @@ from balise.adapters.pkcs11_modules import probe_modules
 from balise.adapters.store import DB_NAME
 from balise.bootstrap import Context, open_context
 from balise.domain.errors import BaliseError
+from balise.domain.hygiene import findings_for
 from balise.domain.params import SCHEMA, Scope
 from balise.ports import Clock
 
@@ -151,7 +152,19 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
                 )
             else:
                 checks.append(Check("paramètres", "ok", words))
+            checks += _hygiene_checks(ctx)
     return checks
+
+
+def _hygiene_checks(ctx: Context) -> list[Check]:
+    """Every mailbox hygiene finding, one line each (a refusal is a problem)."""
+    findings = findings_for(ctx.params.view())
+    if not findings:
+        return [Check("hygiène des BAL", "ok", "aucune remarque")]
+    return [
+        Check("hygiène des BAL", "problem" if f.refused else "warn", f"{f.fr} [{f.code}]")
+        for f in findings
+    ]
 
 
 def _device_checks(mode: str) -> list[Check]:

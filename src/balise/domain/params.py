@@ -242,6 +242,14 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             _choice("non", "oui"),
             default="non",
         ),
+        ParamSpec(
+            "webmail_override",
+            _S.GLOBAL,
+            "Dérogation messagerie grand public",
+            "Consumer webmail override",
+            _choice("non", "oui"),
+            default="non",
+        ),
         # per practitioner profile
         ParamSpec("display_name", _S.PROFILE, "Nom affiché", "Display name", _text(80)),
         ParamSpec(
@@ -252,6 +260,14 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             _digits(14),
         ),
         ParamSpec("rpps", _S.PROFILE, "RPPS", "RPPS", _digits(11)),
+        ParamSpec(
+            "code6",
+            _S.PROFILE,
+            "Code application (objet IR<code6>)",
+            "Application code (IR<code6> subject)",
+            _digits(6),
+            default="100500",  # PROFILE.md §2: the value seen in public code
+        ),
         ParamSpec("bal_address", _S.PROFILE, "Adresse de la BAL", "BAL address", parse_email),
         ParamSpec("smtp.host", _S.PROFILE, "Serveur SMTP", "SMTP host", parse_host),
         ParamSpec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -58,13 +59,57 @@ class ParamRow:
     shown: str
 
 
+class ParamView:
+    """A read-only view of the parameters, optionally with one change applied (the would-be state
+    a validator judges before anything is written)."""
+
+    def __init__(
+        self, vault: Vault, change: tuple[str, str, Value] | None = None, *, created: str = ""
+    ) -> None:
+        self._vault = vault
+        self._change = change  # (scope key, name, value)
+        self._created = created  # a profile id the change creates
+
+    def value(
+        self, name: str, *, profile: str | None = None, organism: str | None = None
+    ) -> Value | None:
+        spec = spec_for(name, profile=profile, organism=organism)
+        key = scope_key(spec.scope, check_scope_id(spec.scope, profile or organism))
+        if self._change is not None and self._change[:2] == (key, spec.name):
+            return self._change[2]
+        value = self._vault.get(key, spec.name)
+        return spec.default if value is None else value
+
+    def profile_ids(self) -> list[str]:
+        prefix = f"{Scope.PROFILE.value}:"
+        ids = {s[len(prefix) :] for s, _ in self._vault.names() if s.startswith(prefix)}
+        if self._created:
+            ids.add(self._created)
+        return sorted(ids)
+
+
+# Called with (parameter name, state before, would-be state after); raises a BaliseError to refuse.
+ParamValidator = Callable[[str, ParamView, ParamView], None]
+
+
 class ParameterService:
     """The only way parameters are read and written; every change is journaled, never a secret."""
 
-    def __init__(self, vault: Vault, journal: Journal, clock: Clock) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        journal: Journal,
+        clock: Clock,
+        validators: Sequence[ParamValidator] = (),
+    ) -> None:
         self._vault = vault
         self._journal = journal
         self._clock = clock
+        self._validators = tuple(validators)
+
+    def view(self) -> ParamView:
+        """The current parameters, secrets included (for checks such as mailbox hygiene)."""
+        return ParamView(self._vault)
 
     def set(
         self, name: str, raw: str, *, profile: str | None = None, organism: str | None = None
@@ -81,6 +126,14 @@ class ParameterService:
             created = spec.scope is not Scope.GLOBAL and not any(
                 s == key for s, _ in self._vault.names()
             )
+            if self._validators:
+                new = ParamView(
+                    self._vault,
+                    (key, spec.name, stored),
+                    created=ident if spec.scope is Scope.PROFILE else "",
+                )
+                for validator in self._validators:
+                    validator(spec.name, ParamView(self._vault), new)
             self._vault.put(key, spec.name, stored)
             details: dict[str, str | bool | int | None] = {
                 "name": spec.name,

@@ -154,7 +154,7 @@ class TransmissionService:
         with self._lots.transaction():
             comp = compostage(now, self._outbox.take_counter(COUNTER_NAME))
             mid = message_id(comp, lot.lot_number, lot.emitter, self._hostname)
-            subj = subject(self._code6, lot.emitter, comp, lot.invoices)
+            subj = subject(self._profile_code6(lot.profile), lot.emitter, comp, lot.invoices)
             mail = build_lot_mail(
                 from_addr=from_addr,
                 to_addr=to_addr,
@@ -403,6 +403,11 @@ class TransmissionService:
                 code="PARAM_MISSING",
             )
         return value
+
+    def _profile_code6(self, profile: str) -> str:
+        """The profile's ``code6`` parameter; the constructor's value if the schema has none."""
+        value = self._params.value("code6", profile=profile)
+        return value if isinstance(value, str) and value else self._code6
 
     def _list(self, name: str) -> list[str] | None:
         value = self._params.value(name)
