@@ -1,33 +1,559 @@
-"""`balise demo`: the embedded defaults (for now: a demo data dir and KEK, then the doctor)."""
+"""`balise demo`: the whole box on embedded defaults — test PKI, SoftHSM2 card, pcscd with a virtual
+reader, Dovecot, the OCT simulator, demo lots and a spam — then the kiosk; everything stopped at exit.
+
+Composition root for the demo only: it may import the simulators (balise.sim) and the adapters.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from types import FrameType
+from typing import Final
 
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import open_context
-from balise.doctor import run_checks
+from balise.bootstrap import Context, open_context
+from balise.domain.errors import BaliseError
+from balise.domain.lotbuild import build_lot, make_invoices, patch_record
+from balise.domain.params import Scope
+from balise.sim.box import BAL, CPAM, EMITTER, configure_box
+from balise.sim.dovecot import DovecotServer
+from balise.sim.netutil import free_tcp_port
+from balise.sim.oct import OctSimulator, OrganismKey
+from balise.sim.pcscd import PcscdRunner, find_vpcd_driver, running_pcscd_pids
+from balise.sim.pki import Issued, TestPKI, build_pki
+from balise.sim.softhsm import SoftHSM
+from balise.sim.vcard import ATR_CPS3, VirtualCard, VirtualReaderLink
+
+__all__ = [
+    "DEMO_PIN",
+    "DEMO_TECHNICIAN_PASSPHRASE",
+    "DemoBox",
+    "DemoError",
+    "run_demo",
+    "start_demo",
+]
+
+DEMO_PIN: Final = "1234"
+DEMO_SO_PIN: Final = "12345678"
+DEMO_TOKEN_LABEL: Final = "CPS DEMO"  # noqa: S105 - a token label, not a secret
+DEMO_TECHNICIAN_PASSPHRASE: Final = "technicien-demo"  # noqa: S105 - shown on the demo screen
+DEMO_LOT_COUNT: Final = 5
+INVALID_LOT_NAME: Final = "demo-lot-invalide.lot"
+LOOPBACK: Final = "127.0.0.1"
+# The shortest poll interval the parameters allow: the ARLs show up within half a minute.
+POP3_INTERVAL_S: Final = 30
+# The demo agent wakes this often for intake and sending retries; purge follows pop3.interval.
+AGENT_TICK_S: Final = 2.0
+_MARKER: Final = ".balise-demo"
+_AGENT_JOIN_S: Final = 30.0
+_MAX_DOVECOT_DIR: Final = 70  # + "/r/" + Dovecot's longest socket name stays under 107 bytes
+
+Say = Callable[[str], None]
+
+
+class DemoError(BaliseError):
+    """A component of the demo could not start (the words say which and what to do)."""
+
+    code = "DEMO"
+
+
+# -- the running demo ---------------------------------------------------------------------------
+
+
+@dataclass
+class DemoBox:
+    """Everything `balise demo` started, for the kiosk hooks, the agent and the tests."""
+
+    base: Path
+    data_dir: Path
+    env: dict[str, str]
+    pki: TestPKI
+    tls: Issued
+    softhsm: SoftHSM
+    pcscd: PcscdRunner
+    link: VirtualReaderLink
+    dovecot: DovecotServer
+    oct: OctSimulator
+    pop3_user: str
+
+    def open_context(self, actor: str) -> Context:
+        return open_context(self.data_dir, actor=actor, env=self.env)
+
+    def toggle_card(self) -> str:
+        """The demo key: insert the virtual CPS3 card, or remove it; returns the words to show."""
+        if self.link.card is None:
+            self.link.insert(VirtualCard(ATR_CPS3))
+            return f"Carte CPS de démonstration insérée (code {DEMO_PIN})."
+        self.link.remove()
+        return "Carte CPS de démonstration retirée."
+
+    def bal_count(self) -> int:
+        """Messages waiting in the demo BAL right now."""
+        return self.dovecot.maildir_count(self.pop3_user)
+
+
+def help_line_fr() -> str:
+    return (
+        f"Démo : touche C = insérer/retirer la carte CPS (code {DEMO_PIN}) · "
+        f"technicien : « {DEMO_TECHNICIAN_PASSPHRASE} » · Ctrl+Q quitte la démo "
+        "(pas une borne) et arrête tout."
+    )
+
+
+def help_line_en() -> str:
+    return (
+        f"Demo: key C = insert/remove the CPS card (PIN {DEMO_PIN}) · "
+        f"technician: “{DEMO_TECHNICIAN_PASSPHRASE}” · Ctrl+Q quits the demo "
+        "(not a kiosk) and stops everything."
+    )
+
+
+# -- starting the components -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _step(say: Say, what_fr: str, what_en: str) -> Iterator[None]:
+    """Say what starts; turn any failure into a DemoError naming the component."""
+    say(f"  … {what_fr}")
+    try:
+        yield
+    except DemoError:
+        raise
+    except BaliseError as exc:
+        raise DemoError(
+            f"{what_fr} : impossible — {exc.fr}", f"{what_en}: failed — {exc.en}"
+        ) from exc
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise DemoError(
+            f"{what_fr} : impossible — {type(exc).__name__}: {exc}",
+            f"{what_en}: failed — {type(exc).__name__}: {exc}",
+        ) from exc
+
+
+def _process_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip() or "?"
+
+
+def _check_pcscd_free() -> None:
+    if os.geteuid() != 0:
+        raise DemoError(
+            "La démonstration doit être lancée en root : elle démarre son propre pcscd "
+            "(/run/pcscd) et son propre Dovecot.",
+            "The demo must run as root: it starts its own pcscd (/run/pcscd) and Dovecot.",
+        )
+    if find_vpcd_driver() is None:
+        raise DemoError(
+            "Lecteur virtuel absent : installez le paquet vsmartcard-vpcd (make deps).",
+            "Virtual reader missing: install the vsmartcard-vpcd package (make deps).",
+        )
+    others = running_pcscd_pids()
+    if others:
+        listed = "; ".join(f"pid {pid} : {_process_line(pid)}" for pid in others)
+        raise DemoError(
+            f"Un autre pcscd tourne déjà ({listed}). La démonstration a besoin du sien (un seul "
+            "pcscd par machine). Arrêtez-le puis relancez : « systemctl stop pcscd.socket "
+            f"pcscd » s'il vient de systemd, sinon « kill {' '.join(map(str, others))} ».",
+            f"Another pcscd is already running ({listed}). The demo needs its own (one pcscd per "
+            "machine). Stop it and start again: `systemctl stop pcscd.socket pcscd` if systemd "
+            f"started it, else `kill {' '.join(map(str, others))}`.",
+        )
+
+
+def _prepare_base(directory: str | None) -> tuple[Path, bool]:
+    """The demo folder and whether we created it. A given folder must be empty, absent, or left
+    by an earlier demo (then it is reset)."""
+    if not directory:
+        return Path(tempfile.mkdtemp(prefix="balise-demo-")), True
+    base = Path(directory).expanduser().absolute()
+    if base.exists():
+        entries = list(base.iterdir())
+        if entries and not (base / _MARKER).exists():
+            raise DemoError(
+                f"Le dossier {base} n'est pas vide et ne vient pas d'une démonstration : "
+                "choisissez un dossier vide.",
+                f"{base} is not empty and is not a demo folder: choose an empty folder.",
+            )
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return base, False
+    base.mkdir(mode=0o700, parents=True)
+    return base, True
+
+
+def _remove_tree(base: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(base, ignore_errors=True)
+        return
+    for entry in list(base.iterdir()) if base.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def demo_lots(today: date) -> list[tuple[str, bytes]]:
+    """Five valid demo lots (flow D, dated yesterday) and one invalid file (wrong lot total)."""
+    yesterday = today - timedelta(days=1)
+    addressee = "000000" + CPAM[2] + CPAM[3] + CPAM[4]
+    lots: list[tuple[str, bytes]] = []
+    for number in range(1, DEMO_LOT_COUNT + 1):
+        invoices = make_invoices(
+            2 + number % 3, seed=number, care_date=yesterday, first_number=100000 + 100 * number
+        )
+        data = build_lot(
+            EMITTER, addressee, number, yesterday, invoices, flow="D", file_id=f"D{number:05d}"
+        )
+        lots.append((f"demo-lot-{number:03d}.lot", data))
+    broken = build_lot(
+        EMITTER,
+        addressee,
+        DEMO_LOT_COUNT + 1,
+        yesterday,
+        make_invoices(2, seed=99, care_date=yesterday, first_number=200000),
+        flow="D",
+        file_id="D00099",
+    )
+    # The lot-end record ("6", record 2 + invoices' records): its total no longer matches.
+    records = len(broken) // 128
+    lots.append((INVALID_LOT_NAME, patch_record(broken, records - 1, 10, "0000000001")))
+    return lots
+
+
+def drop_lots(exchange_root: Path, lots: list[tuple[str, bytes]]) -> None:
+    """As the practice software does: write in depot/tmp, then rename into depot/new."""
+    tmp, new = exchange_root / "depot" / "tmp", exchange_root / "depot" / "new"
+    tmp.mkdir(parents=True, exist_ok=True)
+    new.mkdir(parents=True, exist_ok=True)
+    for name, data in lots:
+        (tmp / name).write_bytes(data)
+        os.rename(tmp / name, new / name)
+
+
+def start_demo(
+    stack: contextlib.ExitStack, base: Path, *, say: Say, env: Mapping[str, str] | None = None
+) -> DemoBox:
+    """Start every component under ``base`` (from the main thread: pcscd follows it); each one's
+    stop is pushed on ``stack`` as soon as it runs."""
+    _check_pcscd_free()
+    (base / _MARKER).write_text("Dossier de démonstration Balise\n")
+    environ = dict(os.environ if env is None else env)
+
+    with _step(say, "clé de démonstration (KEK)", "demo KEK"):
+        kek_file = base / "demo.kek"
+        create_key_file(kek_file)
+    data_dir = base / "data"
+    environ.update(
+        BALISE_KEK_FILE=str(kek_file),
+        BALISE_HOME=str(data_dir),
+        BALISE_EXCHANGE=str(base / "echange"),
+    )
+
+    with _step(say, "autorités de test IGC-Santé et certificats", "test PKI"):
+        pki = build_pki(base / "pki")
+        tls = pki.issue_tls_server("demo loopback servers", [LOOPBACK, "localhost"])
+
+    with _step(say, "carte CPS de démonstration (SoftHSM2)", "demo CPS card (SoftHSM2)"):
+        softhsm = SoftHSM(base / "softhsm")
+        softhsm.create_token(
+            DEMO_TOKEN_LABEL,
+            pki.practitioner,
+            pin=DEMO_PIN,
+            so_pin=DEMO_SO_PIN,
+            intermediate=pki.intermediate,
+        )
+        environ.update(softhsm.env())
+
+    with _step(say, "pcscd et le lecteur virtuel", "pcscd and the virtual reader"):
+        pcscd = PcscdRunner(base / "pcscd", die_with_parent=True)
+        pcscd.start()
+        stack.callback(pcscd.stop)
+        link = pcscd.link()
+        stack.callback(link.remove)
+
+    pop3_user = BAL.split("@", 1)[0]
+    pop3_password = secrets.token_urlsafe(18)
+    dovecot_dir = base / "dovecot"
+    if len(str(dovecot_dir)) > _MAX_DOVECOT_DIR:
+        # Dovecot's unix sockets live under its directory (107 bytes at most): a short one.
+        dovecot_dir = Path(tempfile.mkdtemp(prefix="balise-demo-dovecot-"))
+        stack.callback(shutil.rmtree, dovecot_dir, True)
+        say(f"  (Dovecot dans {dovecot_dir} : le dossier de démonstration a un chemin trop long)")
+    with _step(say, "serveur POP3 Dovecot (127.0.0.1)", "Dovecot POP3 server (127.0.0.1)"):
+        dovecot = DovecotServer(
+            dovecot_dir,
+            cert_pem=tls.cert_pem,
+            key_pem=tls.key_pem,
+            users={pop3_user: pop3_password},
+            pop3_port=free_tcp_port((LOOPBACK,)),
+            pop3s_port=free_tcp_port((LOOPBACK,)),
+            listen=(LOOPBACK,),
+        )
+        dovecot.start()
+        stack.callback(dovecot.stop)
+
+    smtp_password = secrets.token_urlsafe(18)
+    with _step(say, "simulateur OCT (SMTP TLS, 127.0.0.1)", "OCT simulator (SMTP TLS, 127.0.0.1)"):
+        oct_sim = OctSimulator(
+            directory=base / "oct",
+            host=LOOPBACK,
+            port=free_tcp_port((LOOPBACK,)),
+            tls_cert_pem=tls.cert_pem,
+            tls_key_pem=tls.key_pem,
+            smtp_users={BAL: smtp_password},
+            dovecot=dovecot,
+            mailbox_for={BAL: pop3_user},
+            organisms=[OrganismKey(CPAM[5], pki.amo.key_pem, pki.amo.cert_pem)],
+            trusted_roots_der=[pki.root.cert_der.read_bytes()],
+        )
+        oct_sim.start()
+        stack.callback(oct_sim.stop)
+
+    with _step(say, "réglages du boîtier (mode démo)", "box settings (demo mode)"):
+        ctx = open_context(data_dir, actor="demo", env=environ)
+        try:
+            configure_box(ctx, pki, mode="demo")
+            p = ctx.params
+            root_pem = pki.root.cert_pem.read_text()
+            p.set("ca_bundle", root_pem)
+            p.set("igc_roots", root_pem)
+            p.set("igc_intermediates", pki.intermediate.cert_pem.read_text())
+            p.set("pkcs11_module", str(softhsm.module))
+            p.set("technician_passphrase", DEMO_TECHNICIAN_PASSPHRASE)
+            for name, value in (
+                ("smtp.host", LOOPBACK),
+                ("smtp.port", str(oct_sim.port)),
+                ("smtp.tls", "implicit"),
+                ("smtp.user", BAL),
+                ("smtp.password", smtp_password),
+                ("pop3.host", LOOPBACK),
+                ("pop3.port", str(dovecot.pop3s_port)),
+                ("pop3.tls", "implicit"),
+                ("pop3.user", pop3_user),
+                ("pop3.password", pop3_password),
+                ("pop3.interval", str(POP3_INTERVAL_S)),
+            ):
+                p.set(name, value, profile="p1")
+            exchange = ctx.exchange(environ)
+        finally:
+            ctx.close()
+
+    with _step(say, "lots de démonstration et un courrier indésirable", "demo lots and a spam"):
+        drop_lots(exchange.root, demo_lots(date.today()))
+        oct_sim.drop_spam(BAL)
+
+    return DemoBox(
+        base=base,
+        data_dir=data_dir,
+        env=environ,
+        pki=pki,
+        tls=tls,
+        softhsm=softhsm,
+        pcscd=pcscd,
+        link=link,
+        dovecot=dovecot,
+        oct=oct_sim,
+        pop3_user=pop3_user,
+    )
+
+
+# -- the agent -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CycleReport:
+    """What one agent cycle did (shown by `balise demo --once`)."""
+
+    accepted: int = 0
+    refused: int = 0
+    sent: int = 0
+    purged: int = 0
+    alerts: int = 0
+
+
+def agent_cycle(ctx: Context, env: Mapping[str, str], *, purge: bool) -> CycleReport:
+    """One pass of the agent's work: intake of depot/new, sending of due lots, and (when due)
+    the purge of every BAL."""
+    report = CycleReport()
+    for outcome in ctx.intake(env).scan_depot():
+        if outcome.accepted:
+            report.accepted += 1
+        elif not outcome.already:
+            report.refused += 1
+    transmission = ctx.transmission()
+    for profile in ctx.params.ids(Scope.PROFILE):
+        with contextlib.suppress(BaliseError):
+            report.sent += len(asyncio.run(transmission.send_pending(profile)).sent)
+    if purge:
+        service = ctx.purge(env=env)
+        try:
+            for purged in service.run_all():
+                report.purged += purged.deleted
+                report.alerts += purged.alert_id is not None
+        finally:
+            service.close()
+    return report
+
+
+class DemoAgent:
+    """The agent of the demo, in a thread of its own with its own store connection: intake and
+    sending every ``tick`` seconds, the purge every ``pop3.interval`` seconds (first one at once)."""
+
+    def __init__(self, box: DemoBox, *, tick: float = AGENT_TICK_S) -> None:
+        self._box = box
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="balise-demo-agent", daemon=True)
+        self.errors: list[str] = []
+        self.cycles = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(_AGENT_JOIN_S)
+
+    def _run(self) -> None:
+        ctx = self._box.open_context("agent")
+        try:
+            next_purge = 0.0
+            while not self._stop.is_set():
+                now = time.monotonic()
+                due = now >= next_purge
+                try:
+                    agent_cycle(ctx, self._box.env, purge=due)
+                except BaliseError as exc:
+                    self.errors.append(f"[{exc.code}] {exc.fr}")
+                except Exception as exc:  # noqa: BLE001 - keep the demo alive, show it at exit
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                if due:
+                    interval = ctx.params.get("pop3.interval", profile="p1")
+                    seconds = int(interval) if isinstance(interval, int | str) else POP3_INTERVAL_S
+                    next_purge = time.monotonic() + seconds
+                self.cycles += 1
+                self._stop.wait(self._tick)
+        finally:
+            ctx.close()
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl+C so that every component is stopped."""
+
+
+def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="balise-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
-    kek_file = base / "demo.kek"
-    if not kek_file.exists():
-        create_key_file(kek_file)
-    env = dict(os.environ, BALISE_KEK_FILE=str(kek_file))
-    data_dir = base / "data"
-    ctx = open_context(data_dir, actor="demo", env=env)
+    """`balise demo [--dir D] [--keep] [--no-kiosk] [--once]`."""
+    keep = bool(getattr(args, "keep", False))
+    kiosk = not bool(getattr(args, "no_kiosk", False))
+    once = bool(getattr(args, "once", False))
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        if ctx.params.get("mode") != "demo" or ctx.vault.get("", "mode") is None:
-            ctx.params.set("mode", "demo")
+        base, created = _prepare_base(getattr(args, "dir", None))
+        with contextlib.ExitStack() as stack:
+            if not keep:
+                stack.callback(_remove_tree, base, created)
+            _say(f"Démonstration Balise dans {base} — démarrage :")
+            box = start_demo(stack, base, say=_say)
+            # PKCS#11 reads SOFTHSM2_CONF once, when the kiosk loads the module in this process.
+            saved = {k: os.environ.get(k) for k in box.env if k.startswith(("BALISE_", "SOFTHSM"))}
+            os.environ.update({k: box.env[k] for k in saved})
+            stack.callback(_restore_environ, saved)
+            _say("Tout est démarré.")
+            if once:
+                return _run_once(box)
+            agent = DemoAgent(box)
+            agent.start()
+            stack.callback(_report_agent, agent)
+            stack.callback(agent.stop)
+            if kiosk:
+                _run_kiosk(box)
+            else:
+                _wait_forever(box)
+        return 0
+    except (KeyboardInterrupt, _Stopped):
+        _say("Démonstration arrêtée : tout ce qu'elle avait démarré est arrêté.")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _restore_environ(saved: Mapping[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _report_agent(agent: DemoAgent) -> None:
+    for line in agent.errors[-5:]:
+        sys.stderr.write(f"agent de démonstration : {line}\n")
+
+
+def _run_once(box: DemoBox) -> int:
+    before = box.bal_count()
+    ctx = box.open_context("agent")
+    try:
+        report = agent_cycle(ctx, box.env, purge=True)
     finally:
         ctx.close()
-    print(f"Démonstration Balise : données dans {data_dir}, clé de démonstration {kek_file}")
-    checks = run_checks(data_dir, env=env)
-    for check in checks:
-        print(check.line())
-    return 1 if any(c.status == "problem" for c in checks) else 0
+    _say(f"Lots acceptés : {report.accepted} · fichiers refusés : {report.refused}")
+    _say(f"BAL : {before} message(s) avant la relève, {box.bal_count()} après")
+    _say(f"Messages supprimés de la BAL : {report.purged} · alertes : {report.alerts}")
+    return 0
+
+
+def _wait_forever(box: DemoBox) -> None:
+    _say(help_line_fr().replace("Ctrl+Q", "Ctrl+C"))
+    _say(f"Données : BALISE_HOME={box.data_dir} BALISE_KEK_FILE={box.env['BALISE_KEK_FILE']}")
+    while True:  # until Ctrl+C, SIGTERM or SIGHUP
+        time.sleep(3600)
+
+
+def _run_kiosk(box: DemoBox) -> None:
+    from balise.kiosk_wiring import build_backend
+    from balise.ui.app import run_kiosk
+    from balise.ui.demo_hooks import DemoHooks
+
+    hooks = DemoHooks(toggle_card=box.toggle_card, help_fr=help_line_fr(), help_en=help_line_en())
+    ctx = box.open_context("kiosk")
+    try:
+        backend = build_backend(ctx, env=box.env, demo=hooks)
+        run_kiosk(backend, kiosk=False, demo=hooks)
+    finally:
+        ctx.close()
