@@ -147,6 +147,7 @@ class Context:
         """Lot mails sent over aiosmtplib; Message-IDs name this box's host."""
         import socket
 
+        from balise.adapters.locks import send_lock
         from balise.adapters.outbox import SqliteOutbox
         from balise.adapters.smtp import DEFAULT_TIMEOUT_S, SmtpSender
         from balise.domain.lotmail import box_hostname
@@ -162,6 +163,7 @@ class Context:
             sender,
             SqliteOutbox(self.store),
             host,
+            send_lock=send_lock(self.data_dir / "locks"),
         )
 
 

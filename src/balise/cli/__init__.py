@@ -17,6 +17,7 @@ from balise.cli.admin import (
     cmd_params_rotate,
     cmd_params_set,
 )
+from balise.cli.agent import cmd_agent
 from balise.cli.common import EXIT_ERROR, _err
 from balise.cli.egress import cmd_egress_list
 from balise.cli.kiosk import add_kiosk_parser
@@ -138,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     e_list.add_argument("--json", action="store_true")
     e_list.add_argument("--output", help="écrire la liste dans ce fichier (remplacement atomique)")
     e_list.set_defaults(func=cmd_egress_list)
+
+    agent = sub.add_parser(
+        "agent", help="service de fond : dépôt, envois, relève des BAL, ARL en retard"
+    )
+    agent.add_argument("--once", action="store_true", help="un seul cycle puis arrêt")
+    agent.add_argument("--max-cycles", type=int, help="arrêt après N cycles")
+    agent.add_argument(
+        "--interval-scale", type=float, default=1.0, help="facteur des délais (essais : 0,01)"
+    )
+    agent.set_defaults(func=cmd_agent)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
     doctor.set_defaults(func=cmd_doctor)

@@ -5,14 +5,15 @@ Crash safety: the mail (Subject, Message-ID, Date, envelope) is frozen and store
 transaction that moves the lot to "sending", so every later attempt sends the same bytes. A crash
 between the server's 250 and the local commit leaves the lot "sending": the next run sends it
 again, identical, with the same Message-ID (the organism sees a duplicate it can recognise, never
-a different lot). Two processes must not run ``send_pending`` for one profile at the same time:
-the agent is the only sender, the CLI's ``balise send`` is for the technician.
+a different lot). Two processes never run ``send_pending`` for one profile at the same time: a
+per-profile lock (cross-process where the composition root gives one) makes the second skip.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, cast
@@ -107,6 +108,7 @@ class TransmissionService:
         hostname: str,
         *,
         code6: str = DEFAULT_CODE6,
+        send_lock: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._lots = lots
         self._transitions = transitions
@@ -117,6 +119,8 @@ class TransmissionService:
         self._outbox = counter_store
         self._hostname = hostname
         self._code6 = code6
+        # Cross-process, per profile (raises SEND_LOCKED when held): see the module docstring.
+        self._send_lock = send_lock or (lambda _profile: nullcontext())
 
     # -- freezing -------------------------------------------------------------------------
 
@@ -190,7 +194,13 @@ class TransmissionService:
         return out
 
     async def send_pending(self, profile: str) -> SendOutcome:
-        """Send every due lot of ``profile`` over ONE session to its mailbox."""
+        """Send every due lot of ``profile`` over ONE session to its mailbox; a second caller
+        while one is sending gets StateError SEND_LOCKED ("envoi déjà en cours") and sends
+        nothing."""
+        with self._send_lock(profile):
+            return await self._send_pending(profile)
+
+    async def _send_pending(self, profile: str) -> SendOutcome:
         settings = self.smtp_settings(profile)  # before any lot moves: a config error moves none
         context = tls_client_context(self._list("ca_bundle"))
         for lot in self.due(profile):

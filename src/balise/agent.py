@@ -1,0 +1,384 @@
+"""The agent (composition root): the background loop that takes deposited lots, sends what is due,
+purges every mailbox each ``pop3.interval``, checks overdue ARLs and publishes returns — no person.
+
+Every step is guarded: a failure is journaled (and alerted once per streak) in words, the step
+backs off exponentially and the loop goes on. SIGTERM (``stop()``) lets the current step finish.
+A small JSON status file (``agent-status.json`` in the data dir) tells the kiosk the last and next
+purge per profile and the network state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from balise.bootstrap import Context
+from balise.domain.errors import BaliseError
+from balise.domain.params import Scope
+from balise.services.purge import PurgeService
+from balise.services.transmission import TransmissionService
+
+STATUS_FILE = "agent-status.json"
+STATUS_VERSION = 1
+TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
+OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
+MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
+DEFAULT_POP3_INTERVAL_S = 300
+# Failures that mean "no network": shown as such, alerted only when they last.
+NETWORK_CODES = frozenset({"SMTP_NETWORK", "POP3_UNREACHABLE"})
+NETWORK_ALERT_AFTER = 3
+# Another process holds the job: not a failure, the next cycle tries again.
+BUSY_CODES = frozenset({"PURGE_LOCKED", "SEND_LOCKED"})
+WAITING_FR = "en attente de réseau"
+WAITING_EN = "waiting for the network"
+
+Network = Literal["ok", "waiting", "unknown"]
+
+
+@dataclass
+class StepHealth:
+    """Consecutive failures of one step and when it may run again (monotonic seconds)."""
+
+    failures: int = 0
+    retry_at: float = 0.0
+    code: str | None = None
+    fr: str | None = None
+    en: str | None = None
+
+
+@dataclass
+class ProfileStatus:
+    last_purge: str | None = None
+    next_purge: str | None = None
+    purge_fr: str | None = None
+    purge_en: str | None = None
+    send_fr: str | None = None
+    send_en: str | None = None
+    network: Network = "unknown"
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (for ``--once`` and the tests)."""
+
+    taken: int = 0
+    refused: int = 0
+    sent: int = 0
+    purged: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _words(exc: BaseException) -> tuple[str, str, str]:
+    if isinstance(exc, BaliseError):
+        return exc.code, exc.fr, exc.en
+    # A bug, not a person's error: only the type, a message could carry anything.
+    name = type(exc).__name__
+    return "INTERNAL", f"erreur interne ({name})", f"internal error ({name})"
+
+
+class Agent:
+    """One agent process over one context; ``run`` loops until ``stop()`` or ``max_cycles``."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        env: Mapping[str, str] | None = None,
+        interval_scale: float = 1.0,
+        status_path: Path | None = None,
+        log: Callable[[str], None] | None = None,
+        purge_factory: Callable[[], PurgeService] | None = None,
+        transmission: TransmissionService | None = None,
+    ) -> None:
+        if not interval_scale > 0:
+            raise ValueError("interval_scale must be > 0")
+        self._ctx = ctx
+        self._env = env
+        self._scale = interval_scale
+        self.status_path = status_path or ctx.data_dir / STATUS_FILE
+        self._log = log or (lambda _line: None)
+        self._purge_factory = purge_factory or (lambda: ctx.purge(env=env))
+        self._purge: PurgeService | None = None
+        self._transmission = transmission or ctx.transmission()
+        self._stop = threading.Event()
+        self._health: dict[str, StepHealth] = {}
+        self._profiles: dict[str, ProfileStatus] = {}
+        self._next_purge: dict[str, float] = {}
+        self._next_overdue = 0.0
+        self.cycles = 0
+
+    # -- control ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to end after the step in progress (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        if self._purge is not None:
+            self._purge.close()
+            self._purge = None
+
+    def run(self, *, max_cycles: int | None = None) -> list[CycleReport]:
+        """Cycle until stopped (or ``max_cycles`` done); returns the reports (last 10 kept)."""
+        reports: list[CycleReport] = []
+        self._ctx.journal.append("agent.started", "agent", {"pid": os.getpid()})
+        try:
+            while not self.stopping and (max_cycles is None or self.cycles < max_cycles):
+                reports = [*reports[-9:], self.cycle()]
+                if max_cycles is not None and self.cycles >= max_cycles:
+                    break
+                self._stop.wait(TICK_S * self._scale)
+        finally:
+            self.close()
+            self._write_status("arrêté")
+            self._ctx.journal.append("agent.stopped", "agent", {"cycles": self.cycles})
+        return reports
+
+    # -- one cycle --------------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        self.cycles += 1
+        self._guard("intake", report, partial(self._intake, report))
+        for profile in self._send_profiles():
+            if self.stopping:
+                break
+            self._guard(f"send:{profile}", report, partial(self._send, profile, report))
+        purge_profiles = self._purge_profiles()
+        for profile in purge_profiles:
+            if self.stopping:
+                break
+            if time.monotonic() >= self._next_purge.get(profile, 0.0):
+                self._guard(f"purge:{profile}", report, partial(self._purge_one, profile, report))
+        if not self.stopping and time.monotonic() >= self._next_overdue:
+            self._next_overdue = time.monotonic() + OVERDUE_PERIOD_S * self._scale
+            self._guard("overdue", report, self._overdue)
+        self._write_status("en marche")
+        return report
+
+    def _guard(self, step: str, report: CycleReport, action: Callable[[], None]) -> None:
+        health = self._health.setdefault(step, StepHealth())
+        now = time.monotonic()
+        if now < health.retry_at:
+            report.skipped.append(step)
+            return
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 — one step's failure never stops the loop
+            code, fr, en = _words(exc)
+            if code in BUSY_CODES:
+                report.skipped.append(step)
+                self._log(f"{step} : {fr}")
+                return
+            health.failures += 1
+            delay = min(TICK_S * self._scale * 2**health.failures, MAX_BACKOFF_S * self._scale)
+            health.retry_at = now + delay
+            health.code, health.fr, health.en = code, fr, en
+            report.failed.append(step)
+            self._failed(step, health, delay)
+            return
+        if health.failures:
+            self._ctx.journal.append(
+                "agent.step_recovered", f"agent:{step}", {"after_failures": health.failures}
+            )
+            self._log(f"{step} : rétabli après {health.failures} échec(s)")
+        self._health[step] = StepHealth()
+
+    def _failed(self, step: str, health: StepHealth, delay: float) -> None:
+        retry = self._ctx.clock.now() + timedelta(seconds=delay)
+        words = f"étape « {step} » en échec ({health.failures} fois de suite) : {health.fr}"
+        words_en = f"step '{step}' failed ({health.failures} times in a row): {health.en}"
+        self._log(f"{words} [{health.code}] ; nouvel essai à {retry:%H:%M:%S}")
+        self._ctx.journal.append(
+            "agent.step_failed",
+            f"agent:{step}",
+            {
+                "code": health.code,
+                "words": health.fr,
+                "failures": health.failures,
+                "retry_at": retry.isoformat(timespec="seconds"),
+            },
+        )
+        network = health.code in NETWORK_CODES
+        if (network and health.failures == NETWORK_ALERT_AFTER) or (
+            not network and health.failures == 1
+        ):
+            try:  # the alert store may be what fails: the journal line above stays
+                self._ctx.tracking(self._env).alert(
+                    "agent_step_failed",
+                    f"agent:{step}",
+                    f"Service de fond : {words}",
+                    f"Background service: {words_en}",
+                    {"step": step, "code": health.code},
+                )
+            except Exception as exc:  # noqa: BLE001
+                self._log(f"alerte impossible : {_words(exc)[1]}")
+        profile = step.split(":", 1)[1] if ":" in step else None
+        if network and profile is not None:
+            self._profile(profile).network = "waiting"
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _intake(self, report: CycleReport) -> None:
+        for outcome in self._ctx.intake(self._env).scan_depot():
+            if outcome.accepted:
+                report.taken += 1
+                self._log(f"dépôt : {outcome.name} pris (lot n° {outcome.lot_id})")
+            elif not outcome.already:
+                report.refused += 1
+                self._log(f"dépôt : {outcome.name} refusé")
+
+    def _send_profiles(self) -> list[str]:
+        params = self._ctx.params
+        return [
+            p
+            for p in params.ids(Scope.PROFILE)
+            if isinstance(params.get("smtp.host", profile=p), str)
+        ]
+
+    def _send(self, profile: str, report: CycleReport) -> None:
+        service = self._transmission
+        if not service.due(profile):
+            return  # nothing due: backoff times are the service's, nothing is retried early
+        outcome = asyncio.run(service.send_pending(profile))
+        report.sent += len(outcome.sent)
+        status = self._profile(profile)
+        if outcome.error_code is None:
+            status.send_fr = f"{len(outcome.sent)} lot(s) envoyé(s)"
+            status.send_en = f"{len(outcome.sent)} lot(s) sent"
+            status.network = "ok"
+        else:
+            status.send_fr, status.send_en = outcome.error_fr, outcome.error_en
+            if outcome.error_code in NETWORK_CODES:
+                status.network = "waiting"
+        if outcome.sent or outcome.waiting:
+            self._log(
+                f"envoi {profile} : {len(outcome.sent)} envoyé(s), {len(outcome.waiting)} en "
+                f"attente" + (f" ({outcome.error_fr})" if outcome.error_fr else "")
+            )
+
+    def _purge_profiles(self) -> list[str]:
+        params = self._ctx.params
+        return [
+            p
+            for p in params.ids(Scope.PROFILE)
+            if isinstance(params.get("pop3.host", profile=p), str)
+        ]
+
+    def _purge_one(self, profile: str, report: CycleReport) -> None:
+        interval = self._ctx.params.get("pop3.interval", profile=profile)
+        seconds = (interval if isinstance(interval, int) else DEFAULT_POP3_INTERVAL_S) * self._scale
+        status = self._profile(profile)
+        # The next purge is planned before this one runs: a failure waits for its turn too.
+        self._next_purge[profile] = time.monotonic() + seconds
+        status.next_purge = _iso(self._ctx.clock.now() + timedelta(seconds=seconds))
+        if self._purge is None:
+            self._purge = self._purge_factory()
+        try:
+            result = self._purge.run_once(profile)
+        except BaseException:
+            # A fresh worker next time: the failure may have been the classifier process.
+            self.close()
+            raise
+        report.purged += result.deleted
+        status.last_purge = _iso(self._ctx.clock.now())
+        status.purge_fr, status.purge_en = result.words("fr"), result.words("en")
+        status.network = "ok"
+        if result.total or result.stopped:
+            self._log(f"relève : {result.words()}")
+
+    def _overdue(self) -> None:
+        days = self._ctx.params.get("arl_overdue_days")
+        tracking = self._ctx.tracking(self._env)
+        raised = tracking.check_overdue(days if isinstance(days, int) else 3)
+        if raised:
+            self._log(f"{len(raised)} lot(s) sans ARL dans le délai : alerte")
+        tracking.publish_pending()
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _profile(self, profile: str) -> ProfileStatus:
+        return self._profiles.setdefault(profile, ProfileStatus())
+
+    def status(self, state: str = "en marche") -> dict[str, Any]:
+        """What the status file holds (also for tests)."""
+        profiles: dict[str, Any] = {}
+        for profile in sorted(set(self._send_profiles()) | set(self._purge_profiles())):
+            s = self._profile(profile)
+            waiting = s.network == "waiting"
+            profiles[profile] = {
+                "last_purge": s.last_purge,
+                "next_purge": s.next_purge,
+                "purge_fr": s.purge_fr,
+                "purge_en": s.purge_en,
+                "send_fr": s.send_fr,
+                "send_en": s.send_en,
+                "network": s.network,
+                "network_fr": WAITING_FR if waiting else "réseau joignable",
+                "network_en": WAITING_EN if waiting else "network reachable",
+            }
+            if s.network == "unknown":
+                profiles[profile]["network_fr"] = "réseau pas encore essayé"
+                profiles[profile]["network_en"] = "network not tried yet"
+        steps = {
+            name: {
+                "failures": h.failures,
+                "code": h.code,
+                "fr": h.fr,
+                "en": h.en,
+            }
+            for name, h in sorted(self._health.items())
+            if h.failures
+        }
+        return {
+            "version": STATUS_VERSION,
+            "pid": os.getpid(),
+            "state": state,
+            "updated": _iso(self._ctx.clock.now()),
+            "cycles": self.cycles,
+            "profiles": profiles,
+            "failing_steps": steps,
+        }
+
+    def _write_status(self, state: str) -> None:
+        try:
+            data = self.status(state)
+            write_status(self.status_path, data)
+        except Exception as exc:  # noqa: BLE001 — the status is a courtesy, never a reason to stop
+            self._log(f"fichier d'état non écrit : {_words(exc)[1]}")
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def write_status(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace the status file atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The agent's last status (for the kiosk's wiring), or None if there is none or it is torn."""
+    try:
+        value = json.loads((data_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
