@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from balise.domain.card import CardIdentity, PinState
 from balise.domain.classify import Classification, ClassifyPolicy
@@ -432,3 +433,52 @@ class ReturnsStore(Protocol):
     def alerts(self, *, include_acknowledged: bool = False) -> list[AlertRecord]: ...
 
     def acknowledge(self, alert_id: int, actor: str, when: str) -> bool: ...
+
+
+# -- backups and retention ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupOutcome:
+    """One archive published: its path, size in bytes and manifest."""
+
+    path: str
+    size: int
+    manifest: dict[str, Any]
+
+
+class BackupArchiver(Protocol):
+    """Snapshots the store into sealed archives in a destination folder, and prunes them."""
+
+    def create(
+        self,
+        dest_dir: Path,
+        when: datetime,
+        *,
+        chunk_size: int = ...,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> BackupOutcome: ...
+
+    def archives(self, dest_dir: Path) -> list[Path]: ...
+
+    def prune(self, dest_dir: Path, keep: int) -> list[str]: ...
+
+    def last_ok(self) -> dict[str, Any] | None: ...
+
+    def record_ok(self, info: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionOutcome:
+    """What one retention purge removed, and the checkpoint entry that records it."""
+
+    cutoff: str
+    removed: dict[str, int]
+    journal_removed: int
+    removed_sha256: str
+    checkpoint_seq: int
+    when: str
+
+
+class RetentionStore(Protocol):
+    def purge(self, cutoff: str, now: str) -> RetentionOutcome: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 
 from balise.adapters.store import Store
@@ -73,5 +74,35 @@ class SqliteJournal:
             return None
         return next(self.entries(int(row[0]) - 1), None)
 
+    def anchor(self) -> tuple[int, str]:
+        """Where the chain starts: genesis, or the last entry removed by retention."""
+        row = self._store.conn.execute(
+            "SELECT seq, hash FROM journal_anchor WHERE id = 1"
+        ).fetchone()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
     def verify(self) -> ChainReport:
-        return verify_chain(self.entries())
+        seq, digest = self.anchor()
+        report = verify_chain(self.entries(seq), anchor_hash=digest, anchor_seq=seq)
+        if report.ok and seq and not self._checkpoint_names(seq, digest):
+            # The anchor table is not itself chained: a retention checkpoint entry inside the
+            # chain must name it, or someone moved the starting point.
+            return ChainReport(
+                False,
+                report.count,
+                digest,
+                seq + 1,
+                "missing",
+                "ancre de rétention sans point de contrôle dans le journal",
+            )
+        return report
+
+    def _checkpoint_names(self, seq: int, digest: str) -> bool:
+        row = self._store.conn.execute(
+            "SELECT details FROM journal WHERE kind = 'journal.checkpoint' "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return False
+        details = json.loads(str(row[0]))
+        return bool(details.get("anchor_seq") == seq and details.get("anchor_hash") == digest)

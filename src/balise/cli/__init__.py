@@ -18,6 +18,7 @@ from balise.cli.admin import (
     cmd_params_set,
 )
 from balise.cli.agent import cmd_agent
+from balise.cli.backup import add_parsers as add_backup_parsers
 from balise.cli.common import EXIT_ERROR, _err
 from balise.cli.egress import cmd_egress_list
 from balise.cli.kiosk import add_kiosk_parser
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
     add_kiosk_parser(sub)
+    add_backup_parsers(sub)
     return parser
 
 

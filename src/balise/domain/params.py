@@ -242,6 +242,42 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             _choice("non", "oui"),
             default="non",
         ),
+        # Backups: only the Argon2id result of the recovery passphrase is kept (hashed=True),
+        # and that 32-byte result is the backup master key — the agent can back up without a
+        # person, and the passphrase itself is never stored.
+        ParamSpec(
+            "recovery_passphrase",
+            _S.GLOBAL,
+            "Phrase de passe de secours (sauvegardes)",
+            "Recovery passphrase (backups)",
+            _passphrase,
+            secret=True,
+            hashed=True,
+        ),
+        ParamSpec(
+            "backup_keep",
+            _S.GLOBAL,
+            "Sauvegardes conservées (par destination)",
+            "Backups kept (per destination)",
+            _int_range(1, 365),
+            default=7,
+        ),
+        ParamSpec(
+            "backup_max_age_hours",
+            _S.GLOBAL,
+            "Âge maximal de la dernière sauvegarde (heures)",
+            "Maximum age of the last backup (hours)",
+            _int_range(1, 24 * 90),
+            default=48,
+        ),
+        ParamSpec(
+            "retention_days",
+            _S.GLOBAL,
+            "Conservation des preuves (jours)",
+            "Evidence retention (days)",
+            _int_range(30, 36500),
+            default=3 * 365,
+        ),
         ParamSpec(
             "webmail_override",
             _S.GLOBAL,

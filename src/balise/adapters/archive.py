@@ -1,0 +1,326 @@
+"""The backup archive file format: Argon2id master key → HKDF per-archive keys → AES-256-GCM chunks.
+
+Layout (all integers big-endian)::
+
+    MAGIC (8) | header length (4) | header (canonical JSON) | SHA-256 of the three before (32)
+    | chunk 0 | chunk 1 | ... | final chunk
+
+The header carries the Argon2id parameters and salt, a random 32-byte archive nonce, a key-check
+value and the manifest. Every chunk is AES-256-GCM over ``chunk_size`` plaintext bytes (the final
+one shorter, possibly empty) with the nonce ``index (11 bytes) || final flag (1 byte)`` and the
+header's SHA-256 as associated data — the STREAM construction of age: reordering, truncation,
+extension or any edited byte fails authentication. The unkeyed header checksum tells a damaged
+header from a wrong passphrase (only the keyed check says "wrong passphrase").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from balise.domain.errors import ConfigError, IntegrityError, ValidationError
+
+MAGIC = b"BALSAV\x00\x01"
+FORMAT = 1
+DEFAULT_CHUNK = 1024 * 1024
+MAX_HEADER = 64 * 1024
+TAG = 16
+# Bounds on KDF parameters read from an untrusted header (a forged header must not make the box
+# allocate gigabytes or spin for hours before refusing).
+MAX_MEMORY_KIB = 1024 * 1024
+MAX_ITERATIONS = 32
+MAX_LANES = 16
+MIN_CHUNK, MAX_CHUNK = 1024, 16 * 1024 * 1024
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("base64 text expected")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """Argon2id parameters and salt (as stored in the vault's PHC string and the header)."""
+
+    memory_kib: int
+    iterations: int
+    lanes: int
+    salt: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alg": "argon2id",
+            "v": 19,
+            "m": self.memory_kib,
+            "t": self.iterations,
+            "p": self.lanes,
+            "salt": _b64(self.salt),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> KdfParams:
+        if not isinstance(data, dict) or data.get("alg") != "argon2id" or data.get("v") != 19:
+            raise ValueError("unknown KDF")
+        m, t, p = data.get("m"), data.get("t"), data.get("p")
+        if not (isinstance(m, int) and isinstance(t, int) and isinstance(p, int)):
+            raise ValueError("KDF parameters must be integers")
+        if not (8 * p <= m <= MAX_MEMORY_KIB and 1 <= t <= MAX_ITERATIONS and 1 <= p <= MAX_LANES):
+            raise ValueError("KDF parameters out of bounds")
+        salt = _unb64(data.get("salt"))
+        if not 8 <= len(salt) <= 64:
+            raise ValueError("bad salt")
+        return cls(m, t, p, salt)
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    """The Argon2id output of the recovery passphrase, with the parameters that made it."""
+
+    key: bytes
+    kdf: KdfParams
+
+    def __repr__(self) -> str:  # never show the key
+        return f"MasterKey(kdf={self.kdf!r})"
+
+
+def master_from_phc(encoded: str) -> MasterKey:
+    """The master key from the vault's ``$argon2id$v=19$m=..,t=..,p=..$salt$hash`` string."""
+    parts = encoded.split("$")
+    try:
+        if len(parts) != 6 or parts[1] != "argon2id" or parts[2] != "v=19":
+            raise ValueError("not an Argon2id PHC string")
+        fields = dict(item.split("=", 1) for item in parts[3].split(","))
+        kdf = KdfParams(int(fields["m"]), int(fields["t"]), int(fields["p"]), _unb64(parts[4]))
+        key = _unb64(parts[5])
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(
+            "phrase de passe de secours illisible dans le coffre",
+            "recovery passphrase unreadable in the vault",
+            code="BACKUP_PASSPHRASE_INVALID",
+        ) from exc
+    if len(key) != 32:
+        raise ConfigError(
+            "phrase de passe de secours : clé dérivée de longueur inattendue",
+            "recovery passphrase: derived key of unexpected length",
+            code="BACKUP_PASSPHRASE_INVALID",
+        )
+    return MasterKey(key, kdf)
+
+
+def derive_master(passphrase: str, kdf: KdfParams) -> MasterKey:
+    key = Argon2id(
+        salt=kdf.salt,
+        length=32,
+        iterations=kdf.iterations,
+        lanes=kdf.lanes,
+        memory_cost=kdf.memory_kib,
+    ).derive(passphrase.encode("utf-8"))
+    return MasterKey(key, kdf)
+
+
+def _hkdf(master: bytes, nonce: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=info).derive(master)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveKeys:
+    """The keys of one archive, all derived from the master key and the archive nonce."""
+
+    payload: bytes
+    check: bytes
+    vault_wrap: bytes
+
+    def __repr__(self) -> str:
+        return "ArchiveKeys(…)"
+
+    @classmethod
+    def derive(cls, master: MasterKey, nonce: bytes) -> ArchiveKeys:
+        return cls(
+            _hkdf(master.key, nonce, b"balise backup payload v1"),
+            _hkdf(master.key, nonce, b"balise backup check v1"),
+            _hkdf(master.key, nonce, b"balise backup vault wrap v1"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The parsed archive header; ``digest`` is the associated data of every chunk."""
+
+    kdf: KdfParams
+    nonce: bytes
+    check: bytes
+    chunk_size: int
+    manifest: dict[str, Any]
+    digest: bytes
+    payload_offset: int
+
+
+def _damaged(fr: str, en: str) -> IntegrityError:
+    return IntegrityError(
+        f"archive endommagée ou modifiée : {fr}",
+        f"archive damaged or modified: {en}",
+        code="BACKUP_DAMAGED",
+    )
+
+
+def _chunk_nonce(index: int, final: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+def write_archive(
+    out: BinaryIO,
+    source: BinaryIO,
+    master: MasterKey,
+    nonce: bytes,
+    manifest: dict[str, Any],
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Encrypt ``source`` into ``out``; returns the number of bytes written."""
+    keys = ArchiveKeys.derive(master, nonce)
+    header = {
+        "format": FORMAT,
+        "kdf": master.kdf.as_json(),
+        "nonce": _b64(nonce),
+        "check": _b64(keys.check),
+        "chunk_size": chunk_size,
+        "manifest": manifest,
+    }
+    body = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    if len(body) > MAX_HEADER:
+        raise ValidationError("manifeste trop grand", "manifest too large", code="BACKUP_HEADER")
+    prefix = MAGIC + len(body).to_bytes(4, "big") + body
+    digest = hashlib.sha256(prefix).digest()
+    out.write(prefix + digest)
+    written = len(prefix) + len(digest)
+    aead = AESGCM(keys.payload)
+    index = 0
+    pending = source.read(chunk_size)
+    while True:
+        following = source.read(chunk_size) if len(pending) == chunk_size else b""
+        final = len(pending) < chunk_size
+        sealed = aead.encrypt(_chunk_nonce(index, final), pending, digest)
+        out.write(sealed)
+        written += len(sealed)
+        if on_chunk is not None:
+            on_chunk(index)
+        if final:
+            return written
+        index += 1
+        # On a chunk boundary ``following`` is empty: an empty final chunk closes the stream.
+        pending = following
+
+
+def read_header(handle: BinaryIO) -> Header:
+    """Parse and checksum the header (no key needed); raises BACKUP_DAMAGED on any defect."""
+    magic = handle.read(len(MAGIC))
+    if magic != MAGIC:
+        raise _damaged("ce n'est pas une sauvegarde Balise", "not a Balise backup")
+    raw_len = handle.read(4)
+    if len(raw_len) != 4:
+        raise _damaged("en-tête tronqué", "truncated header")
+    length = int.from_bytes(raw_len, "big")
+    if not 2 <= length <= MAX_HEADER:
+        raise _damaged("longueur d'en-tête invalide", "invalid header length")
+    body = handle.read(length)
+    stored = handle.read(32)
+    prefix = magic + raw_len + body
+    digest = hashlib.sha256(prefix).digest()
+    if len(body) != length or not hmac.compare_digest(stored, digest):
+        raise _damaged("en-tête altéré (somme de contrôle)", "header altered (checksum)")
+    try:
+        data = json.loads(body)
+        if data.get("format") != FORMAT:
+            raise ValueError("unknown format")
+        kdf = KdfParams.from_json(data.get("kdf"))
+        nonce = _unb64(data.get("nonce"))
+        check = _unb64(data.get("check"))
+        chunk_size = data.get("chunk_size")
+        manifest = data.get("manifest")
+        if len(nonce) != 32 or len(check) != 32:
+            raise ValueError("bad nonce or check")
+        if not isinstance(chunk_size, int) or not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+            raise ValueError("bad chunk size")
+        if not isinstance(manifest, dict):
+            raise ValueError("bad manifest")
+    except (ValueError, AttributeError) as exc:
+        raise _damaged("en-tête illisible", "header unreadable") from exc
+    return Header(kdf, nonce, check, chunk_size, manifest, digest, len(prefix) + 32)
+
+
+def check_key(header: Header, master: MasterKey) -> ArchiveKeys:
+    """The archive keys if ``master`` opens this archive, else WRONG_PASSPHRASE."""
+    keys = ArchiveKeys.derive(master, header.nonce)
+    if not hmac.compare_digest(keys.check, header.check):
+        raise ValidationError(
+            "phrase de passe de secours incorrecte",
+            "wrong recovery passphrase",
+            code="BACKUP_WRONG_PASSPHRASE",
+        )
+    return keys
+
+
+def decrypt_chunks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Iterator[bytes]:
+    """Yield each authenticated plaintext chunk; any defect raises BACKUP_DAMAGED at once."""
+    handle.seek(header.payload_offset)
+    aead = AESGCM(keys.payload)
+    size = header.chunk_size + TAG
+    index = 0
+    block = handle.read(size)
+    while True:
+        following = handle.read(size) if len(block) == size else b""
+        final = not following
+        if len(block) < TAG:
+            raise _damaged("archive tronquée", "archive truncated")
+        try:
+            plain = aead.decrypt(_chunk_nonce(index, final), block, header.digest)
+        except InvalidTag as exc:
+            raise _damaged(
+                f"bloc {index} non authentifié", f"chunk {index} failed authentication"
+            ) from exc
+        if final and len(plain) == header.chunk_size:
+            raise _damaged("archive tronquée", "archive truncated")
+        yield plain
+        if final:
+            return
+        index += 1
+        block = following
+
+
+def open_archive(path: Path) -> tuple[BinaryIO, Header]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(
+            f"archive illisible : {path} ({exc.strerror})",
+            f"archive unreadable: {path} ({exc.strerror})",
+            code="BACKUP_UNREADABLE",
+        ) from exc
+    try:
+        return handle, read_header(handle)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def new_nonce() -> bytes:
+    return os.urandom(32)

@@ -1,0 +1,572 @@
+"""Backups and evidence retention on the SQLite store: online-backup snapshots sealed into archives,
+restore onto a fresh box (vault re-wrapped under its KEK), and the journal-checkpointing purge."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from balise.adapters.archive import (
+    DEFAULT_CHUNK,
+    ArchiveKeys,
+    Header,
+    MasterKey,
+    check_key,
+    decrypt_chunks,
+    master_from_phc,
+    new_nonce,
+    open_archive,
+    write_archive,
+)
+from balise.adapters.journal import SqliteJournal
+from balise.adapters.kek import Kek
+from balise.adapters.store import DB_NAME, Store
+from balise.domain.errors import ConfigError, IntegrityError, StateError
+from balise.domain.journal import GENESIS_HASH, JournalEntry, verify_chain
+from balise.domain.lotstate import TERMINAL
+from balise.ports import BackupOutcome, RetentionOutcome, Vault
+
+SUFFIX = ".sauvegarde"
+PARTIAL_PREFIX = ".partiel-"
+LAST_OK_META = "backup.last_ok"
+ARCHIVE_FINGERPRINT = "archive"
+# Tables whose rows are the practice's data: a box holding any of them is not "fresh".
+DATA_TABLES = ("lots", "returns", "payments", "quarantine_files", "mail_quarantine", "alerts")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, Any]:
+    """What a snapshot holds, for the manifest and the restore report."""
+    out: dict[str, Any] = {
+        table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+        for table in (*DATA_TABLES, "journal", "vault")
+    }
+    out["lots_by_state"] = {
+        str(state): int(n)
+        for state, n in conn.execute("SELECT state, count(*) FROM lots GROUP BY state ORDER BY 1")
+    }
+    return out
+
+
+def _anchor(conn: sqlite3.Connection) -> tuple[int, str]:
+    row = conn.execute("SELECT seq, hash FROM journal_anchor WHERE id = 1").fetchone()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+def _entries(conn: sqlite3.Connection, since: int) -> Iterator[JournalEntry]:
+    cursor = conn.execute(
+        "SELECT seq, time, kind, actor, subject, details, prev_hash, hash FROM journal "
+        "WHERE seq > ? ORDER BY seq",
+        (since,),
+    )
+    for row in cursor:
+        yield JournalEntry(*(int(row[0]), *(str(v) for v in row[1:])))  # type: ignore[arg-type]
+
+
+def _head(conn: sqlite3.Connection) -> tuple[int, str]:
+    row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    return _anchor(conn) if row is None else (int(row[0]), str(row[1]))
+
+
+def box_id(store: Store) -> str:
+    """This box's identity for archive names and manifests (created on first use)."""
+    value = store.meta_get("box_id")
+    if value is None:
+        with store.write():
+            value = store.meta_get("box_id")
+            if value is None:
+                value = uuid.uuid4().hex[:12]
+                store.meta_set("box_id", value)
+    return value
+
+
+@dataclass
+class SqliteBackupArchiver:
+    """Makes, lists and prunes archives of one box's store (the BackupArchiver port)."""
+
+    store: Store
+    vault: Vault
+    kek: Kek
+    data_dir: Path
+
+    def master_key(self) -> MasterKey:
+        encoded = self.vault.get("", "recovery_passphrase")
+        if not isinstance(encoded, str):
+            raise ConfigError(
+                "aucune phrase de passe de secours : `balise params set recovery_passphrase "
+                "--secret` (technicien, à la mise en service)",
+                "no recovery passphrase: `balise params set recovery_passphrase --secret` "
+                "(technician, at provisioning)",
+                code="BACKUP_NO_PASSPHRASE",
+            )
+        return master_from_phc(encoded)
+
+    def box_id(self) -> str:
+        return box_id(self.store)
+
+    def create(
+        self,
+        dest_dir: Path,
+        when: datetime,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> BackupOutcome:
+        """Snapshot, seal and publish one archive in ``dest_dir`` (write, fsync, then rename)."""
+        master = self.master_key()
+        ident = self.box_id()
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        self._clean_partials(dest_dir)
+        stamp = when.strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"balise-{ident}-{stamp}{SUFFIX}"
+        nonce = new_nonce()
+        keys = ArchiveKeys.derive(master, nonce)
+        work = Path(tempfile.mkdtemp(prefix=".sauvegarde-", dir=self.data_dir))
+        partial = dest_dir / f"{PARTIAL_PREFIX}{name}"
+        try:
+            snap = work / DB_NAME
+            facts = self._snapshot(snap, keys)
+            manifest = {
+                "box_id": ident,
+                "created": when.isoformat(timespec="seconds"),
+                "journal_head_seq": facts["head_seq"],
+                "journal_head_hash": facts["head_hash"],
+                "journal_anchor_seq": facts["anchor_seq"],
+                "counts": facts["counts"],
+                "payload_sha256": facts["sha256"],
+                "payload_size": facts["size"],
+            }
+            with snap.open("rb") as source, partial.open("xb") as out:
+                size = write_archive(
+                    out,
+                    source,
+                    master,
+                    nonce,
+                    manifest,
+                    chunk_size=chunk_size,
+                    on_chunk=on_chunk,
+                )
+                out.flush()
+                os.fsync(out.fileno())
+            final = dest_dir / name
+            os.replace(partial, final)
+            _fsync_dir(dest_dir)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return BackupOutcome(str(final), size, manifest)
+
+    def _snapshot(self, path: Path, keys: ArchiveKeys) -> dict[str, Any]:
+        dest = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            # The online backup API: one consistent read snapshot even while the agent writes.
+            self.store.conn.backup(dest)
+            dest.execute("PRAGMA journal_mode=DELETE")
+            dest.execute("PRAGMA secure_delete=ON")
+            dest.execute("BEGIN")
+            for key_id, wrapped in dest.execute("SELECT id, wrapped FROM vault_keys").fetchall():
+                # The data key travels wrapped by the archive's key; the KEK never leaves the box.
+                dek = aes_key_unwrap(self.kek.key, bytes(wrapped))
+                dest.execute(
+                    "UPDATE vault_keys SET wrapped = ?, kek_fingerprint = ? WHERE id = ?",
+                    (aes_key_wrap(keys.vault_wrap, dek), ARCHIVE_FINGERPRINT, key_id),
+                )
+            # Copies of unknown mail are a short-lived diagnostic aid, not evidence: only their
+            # metadata travels (no hostile bytes spread onto USB keys).
+            dest.execute(
+                "UPDATE mail_quarantine SET copy_enc = NULL, copy_dropped = 'sauvegarde' "
+                "WHERE copy_enc IS NOT NULL"
+            )
+            dest.execute("COMMIT")
+            dest.execute("VACUUM")
+            head_seq, head_hash = _head(dest)
+            anchor_seq, _ = _anchor(dest)
+            facts: dict[str, Any] = {
+                "head_seq": head_seq,
+                "head_hash": head_hash,
+                "anchor_seq": anchor_seq,
+                "counts": counts(dest),
+            }
+        finally:
+            dest.close()
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        facts["sha256"] = digest.hexdigest()
+        facts["size"] = path.stat().st_size
+        return facts
+
+    def _clean_partials(self, dest_dir: Path) -> None:
+        # A partial file is what a crash (power cut, SIGKILL) left behind: never an archive.
+        for stale in dest_dir.glob(f"{PARTIAL_PREFIX}*{SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        for stale in self.data_dir.glob(".sauvegarde-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def archives(self, dest_dir: Path) -> list[Path]:
+        """This box's archives in ``dest_dir``, oldest first (the time stamp is in the name)."""
+        pattern = f"balise-{self.box_id()}-*{SUFFIX}"
+        return sorted(dest_dir.glob(pattern)) if dest_dir.is_dir() else []
+
+    def prune(self, dest_dir: Path, keep: int) -> list[str]:
+        found = self.archives(dest_dir)
+        removed = found[: max(0, len(found) - keep)]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        if removed:
+            _fsync_dir(dest_dir)
+        return [p.name for p in removed]
+
+    def last_ok(self) -> dict[str, Any] | None:
+        raw = self.store.meta_get(LAST_OK_META)
+        return None if raw is None else dict(json.loads(raw))
+
+    def record_ok(self, info: dict[str, Any]) -> None:
+        self.store.meta_set(LAST_OK_META, json.dumps(info, sort_keys=True))
+
+
+# -- reading archives -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedArchive:
+    """An archive whose every chunk authenticated under the given key."""
+
+    header: Header
+    keys: ArchiveKeys
+
+
+def unlock(path: Path, master: MasterKey) -> VerifiedArchive:
+    """Check the header, the key and every chunk; nothing is written anywhere."""
+    handle, header = open_archive(path)
+    with handle:
+        keys = check_key(header, master)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in decrypt_chunks(handle, header, keys):
+            digest.update(chunk)
+            size += len(chunk)
+    manifest = header.manifest
+    if digest.hexdigest() != manifest.get("payload_sha256") or size != manifest.get("payload_size"):
+        raise IntegrityError(
+            "archive incohérente : le contenu ne correspond pas au manifeste",
+            "archive inconsistent: the content does not match the manifest",
+            code="BACKUP_DAMAGED",
+        )
+    return VerifiedArchive(header, keys)
+
+
+def _holds_data(db_path: Path) -> bool:
+    if not db_path.exists():
+        return False
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return any(
+            conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()  # noqa: S608
+            for t in DATA_TABLES
+            if t in tables
+        )
+    finally:
+        conn.close()
+
+
+def check_target(data_dir: Path, *, force: bool) -> None:
+    """Refuse to restore over a box that holds data, unless forced."""
+    if not force and _holds_data(data_dir / DB_NAME):
+        raise StateError(
+            "cette boîte contient déjà des données (lots, retours ou alertes) : restauration "
+            "refusée (--force pour remplacer ; l'ancienne base est gardée à côté)",
+            "this box already holds data (lots, returns or alerts): restore refused "
+            "(--force to replace; the old database is kept aside)",
+            code="RESTORE_NOT_EMPTY",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredFacts:
+    """What the restore put in place, for the journal entry and the report."""
+
+    head_seq: int
+    head_hash: str
+    counts: dict[str, Any]
+    replaced_head: str | None
+    kept_aside: str | None
+
+
+def install(
+    path: Path, verified: VerifiedArchive, data_dir: Path, kek: Kek, when: datetime
+) -> RestoredFacts:
+    """Decrypt into a private work dir, check the chain and the vault, re-wrap, then move in."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".restauration-", dir=data_dir))
+    try:
+        snap = work / DB_NAME
+        handle, header = open_archive(path)
+        with handle, snap.open("xb") as out:
+            if header.digest != verified.header.digest:
+                raise IntegrityError(
+                    "l'archive a changé pendant la restauration",
+                    "the archive changed during the restore",
+                    code="BACKUP_DAMAGED",
+                )
+            for chunk in decrypt_chunks(handle, header, verified.keys):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        head_seq, head_hash, facts = _check_and_rewrap(snap, header, verified.keys, kek)
+        replaced, aside = _move_in(snap, data_dir, when)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return RestoredFacts(head_seq, head_hash, facts, replaced, aside)
+
+
+def _check_and_rewrap(
+    snap: Path, header: Header, keys: ArchiveKeys, kek: Kek
+) -> tuple[int, str, dict[str, Any]]:
+    conn = sqlite3.connect(str(snap), isolation_level=None)
+    try:
+        anchor_seq, anchor_hash = _anchor(conn)
+        report = verify_chain(
+            _entries(conn, anchor_seq), anchor_hash=anchor_hash, anchor_seq=anchor_seq
+        )
+        head_seq, head_hash = _head(conn)
+        if not report.ok or head_hash != header.manifest.get("journal_head_hash"):
+            raise IntegrityError(
+                f"journal de l'archive rompu : {report.describe()}",
+                f"journal in the archive broken at entry {report.broken_seq}",
+                code="RESTORE_CHAIN",
+            )
+        conn.execute("BEGIN")
+        for key_id, wrapped in conn.execute("SELECT id, wrapped FROM vault_keys").fetchall():
+            try:
+                dek = aes_key_unwrap(keys.vault_wrap, bytes(wrapped))
+            except InvalidUnwrap as exc:
+                raise IntegrityError(
+                    "clé du coffre de l'archive illisible",
+                    "vault key in the archive unreadable",
+                    code="RESTORE_VAULT",
+                ) from exc
+            conn.execute(
+                "UPDATE vault_keys SET wrapped = ?, kek_fingerprint = ? WHERE id = ?",
+                (aes_key_wrap(kek.key, dek), kek.fingerprint, key_id),
+            )
+        conn.execute("COMMIT")
+        facts = counts(conn)
+    finally:
+        conn.close()
+    return head_seq, head_hash, facts
+
+
+def _move_in(snap: Path, data_dir: Path, when: datetime) -> tuple[str | None, str | None]:
+    target = data_dir / DB_NAME
+    replaced: str | None = None
+    aside: str | None = None
+    if target.exists():
+        old = sqlite3.connect(str(target), isolation_level=None)
+        try:
+            # Fold the old WAL into its file: a stale -wal next to the new file would be replayed
+            # onto it by SQLite.
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            head = old.execute("SELECT hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+            replaced = None if head is None else str(head[0])
+        finally:
+            old.close()
+        aside_path = data_dir / f"{DB_NAME}.avant-restauration-{when.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(target, aside_path)
+        aside = aside_path.name
+    for extra in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / f"{DB_NAME}{extra}").unlink()
+    os.replace(snap, target)
+    _fsync_dir(data_dir)
+    return replaced, aside
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+@dataclass
+class SqliteRetention:
+    """Removes evidence older than the cutoff and checkpoints the journal, in ONE transaction."""
+
+    store: Store
+    journal: SqliteJournal
+
+    def purge(self, cutoff: str, now: str) -> RetentionOutcome:
+        conn = self.store.conn
+        terminal = tuple(str(s) for s in TERMINAL)
+        marks = ",".join("?" * len(terminal))
+        with self.store.write():
+            # Lots: terminal, untouched since the cutoff, and with no newer return about them.
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _old_lots(id INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM _old_lots")
+            conn.execute(
+                f"INSERT INTO _old_lots SELECT id FROM lots WHERE state IN ({marks}) "  # noqa: S608
+                "AND state_changed < ? AND received < ? AND NOT EXISTS (SELECT 1 FROM returns r "
+                "WHERE r.lot_id = lots.id AND r.received >= ?)",
+                (*terminal, cutoff, cutoff, cutoff),
+            )
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _old_returns(id INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM _old_returns")
+            conn.execute(
+                "INSERT INTO _old_returns SELECT id FROM returns WHERE received < ? "
+                "OR lot_id IN (SELECT id FROM _old_lots)",
+                (cutoff,),
+            )
+            removed: dict[str, int] = {}
+            removed["payments"] = conn.execute(
+                "DELETE FROM payments WHERE return_id IN (SELECT id FROM _old_returns) "
+                "OR lot_id IN (SELECT id FROM _old_lots)"
+            ).rowcount
+            removed["returns"] = conn.execute(
+                "DELETE FROM returns WHERE id IN (SELECT id FROM _old_returns)"
+            ).rowcount
+            removed["lots"] = conn.execute(
+                "DELETE FROM lots WHERE id IN (SELECT id FROM _old_lots)"
+            ).rowcount
+            removed["quarantine_files"] = conn.execute(
+                "DELETE FROM quarantine_files WHERE received < ?", (cutoff,)
+            ).rowcount
+            removed["mail_quarantine"] = conn.execute(
+                "DELETE FROM mail_quarantine WHERE received < ?", (cutoff,)
+            ).rowcount
+            removed["mail_seen"] = conn.execute(
+                "DELETE FROM mail_seen WHERE processed < ?", (cutoff,)
+            ).rowcount
+            removed["alerts"] = conn.execute(
+                "DELETE FROM alerts WHERE acknowledged IS NOT NULL AND created < ?", (cutoff,)
+            ).rowcount
+            conn.execute("DROP TABLE _old_lots")
+            conn.execute("DROP TABLE _old_returns")
+            details: dict[str, Any] = {"cutoff": cutoff, "removed": removed}
+            details.update(self._cut_journal(cutoff))
+            entry = self.journal.append("journal.checkpoint", "retention", details)
+        return RetentionOutcome(
+            cutoff=cutoff,
+            removed=removed,
+            journal_removed=int(details["journal_removed"]),
+            removed_sha256=str(details["removed_sha256"]),
+            checkpoint_seq=entry.seq,
+            when=now,
+        )
+
+    def _cut_journal(self, cutoff: str) -> dict[str, Any]:
+        conn = self.store.conn
+        anchor_seq, anchor_hash = _anchor(conn)
+        row = conn.execute(
+            "SELECT max(seq) FROM journal WHERE time < ? AND seq > ?", (cutoff, anchor_seq)
+        ).fetchone()
+        upto = int(row[0]) if row is not None and row[0] is not None else anchor_seq
+        # Never remove the head: the next entry must still link to something stored or anchored.
+        head_seq, _ = _head(conn)
+        upto = min(upto, head_seq - 1) if head_seq > anchor_seq else anchor_seq
+        digest = hashlib.sha256()
+        count = 0
+        last_hash = anchor_hash
+        for (value,) in conn.execute(
+            "SELECT hash FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq", (anchor_seq, upto)
+        ):
+            digest.update(str(value).encode("ascii") + b"\n")
+            last_hash = str(value)
+            count += 1
+        if count:
+            conn.execute("INSERT INTO journal_retention(id, upto) VALUES (1, ?)", (upto,))
+            conn.execute("DELETE FROM journal WHERE seq <= ?", (upto,))
+            conn.execute(
+                "INSERT INTO journal_anchor(id, seq, hash, removed) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+                "removed = journal_anchor.removed + excluded.removed",
+                (upto, last_hash, count),
+            )
+            conn.execute("DELETE FROM journal_retention")
+        seq, digest_hex = (upto, last_hash) if count else (anchor_seq, anchor_hash)
+        return {
+            "journal_removed": count,
+            "journal_removed_from": anchor_seq + 1 if count else None,
+            "journal_removed_to": upto if count else None,
+            "removed_sha256": digest.hexdigest() if count else "",
+            "previous_anchor_hash": anchor_hash,
+            "anchor_seq": seq,
+            "anchor_hash": digest_hex,
+        }
+
+
+# -- wrong-passphrase throttle ----------------------------------------------------------------
+
+THROTTLE_FILE = "restauration-echecs.json"
+MAX_DELAY_S = 60.0
+
+
+def delay_for(failures: int) -> float:
+    """1, 2, 4 … seconds after the 1st, 2nd, 3rd … failure, capped."""
+    return 0.0 if failures <= 0 else min(2.0 ** (failures - 1), MAX_DELAY_S)
+
+
+@dataclass
+class PassphraseThrottle:
+    """Growing delays for wrong recovery passphrases, durable in a small file (a fresh box has
+    no store yet); a process killed during its penalty still owes it at the next start."""
+
+    directory: Path | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    failures: int = 0
+    last: float = 0.0
+
+    def __post_init__(self) -> None:
+        path = self._path()
+        if path is not None and path.exists():
+            try:
+                data = json.loads(path.read_text())
+                self.failures, self.last = int(data["failures"]), float(data["last"])
+            except (ValueError, KeyError, TypeError):
+                self.failures, self.last = 8, self.clock()  # a damaged counter counts as many
+
+    def _path(self) -> Path | None:
+        return None if self.directory is None else self.directory / THROTTLE_FILE
+
+    def wait(self) -> None:
+        remaining = self.last + delay_for(self.failures) - self.clock()
+        if remaining > 0:
+            self.sleep(min(remaining, MAX_DELAY_S))
+
+    def fail(self) -> None:
+        self.failures += 1
+        self.last = self.clock()
+        path = self._path()
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"failures": self.failures, "last": self.last}))
+            os.replace(tmp, path)
+        self.sleep(delay_for(self.failures))
+
+    def reset(self) -> None:
+        self.failures = 0
+        path = self._path()
+        if path is not None:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,162 @@
+"""Composition of the backup, restore and retention pieces for the CLI and the agent (the only
+place, with bootstrap, that knows both these services and their SQLite adapters)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from balise.adapters.archive import derive_master, open_archive
+from balise.adapters.backup_db import (
+    PassphraseThrottle,
+    SqliteBackupArchiver,
+    SqliteRetention,
+    VerifiedArchive,
+    check_target,
+    install,
+    unlock,
+)
+from balise.adapters.clock import SystemClock
+from balise.adapters.kek import load_kek
+from balise.bootstrap import Context, open_context
+from balise.domain.errors import ConfigError, ValidationError
+from balise.ports import Clock
+from balise.services.backup import BackupService
+from balise.services.retention import RetentionService
+
+
+def backup_service(ctx: Context) -> BackupService:
+    """``BackupService`` on this context's store; the agent calls ``run_daily(dests, keep)``."""
+    archiver = SqliteBackupArchiver(ctx.store, ctx.vault, ctx.kek, ctx.data_dir)
+    return BackupService(archiver, ctx.journal, ctx.clock, ctx.params, ctx.returns_store)
+
+
+def retention_service(ctx: Context) -> RetentionService:
+    """``RetentionService`` on this context's store; the agent calls ``run(clock.now())``."""
+    return RetentionService(SqliteRetention(ctx.store, ctx.journal), ctx.params)
+
+
+def default_destinations(ctx: Context, usb_mount: Path | None = None) -> list[Path]:
+    """The exchange account's ``sauvegardes/`` folder, plus the backup USB key when mounted."""
+    dests = [ctx.exchange().root / "sauvegardes"]
+    if usb_mount is not None and usb_mount.is_dir():
+        dests.append(usb_mount)
+    return dests
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """What a restore put in place."""
+
+    source_box: str
+    head_seq: int
+    head_hash: str
+    counts: dict[str, Any]
+    kept_aside: str | None
+    restore_seq: int
+
+
+def _throttle(directory: Path | None, sleep: Callable[[float], None]) -> PassphraseThrottle:
+    return PassphraseThrottle(directory, sleep, time.time)
+
+
+def unlock_with_passphrase(
+    archive: Path,
+    ask: Callable[[], str],
+    *,
+    throttle_dir: Path | None,
+    attempts: int = 1,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifiedArchive:
+    """Verify the whole archive under a passphrase asked up to ``attempts`` times, with growing
+    delays after each wrong one (durable in ``throttle_dir``). Writes nothing else."""
+    throttle = _throttle(throttle_dir, sleep)
+    handle, header = open_archive(archive)
+    handle.close()
+    for attempt in range(1, attempts + 1):
+        throttle.wait()
+        phrase = ask()
+        try:
+            master = derive_master(phrase, header.kdf)
+        finally:
+            del phrase
+        try:
+            verified = unlock(archive, master)
+        except ValidationError as exc:
+            if exc.code != "BACKUP_WRONG_PASSPHRASE":
+                raise
+            throttle.fail()
+            if attempt == attempts:
+                raise
+            continue
+        throttle.reset()
+        return verified
+    raise AssertionError("unreachable")
+
+
+def verify_with_box_key(archive: Path, ctx: Context) -> VerifiedArchive | None:
+    """Verify with this box's stored recovery key when it made the archive (no passphrase)."""
+    archiver = SqliteBackupArchiver(ctx.store, ctx.vault, ctx.kek, ctx.data_dir)
+    try:
+        master = archiver.master_key()
+    except ConfigError:
+        return None
+    handle, header = open_archive(archive)
+    handle.close()
+    if header.kdf != master.kdf:
+        return None
+    return unlock(archive, master)
+
+
+def restore_archive(
+    archive: Path,
+    data_dir: Path,
+    ask: Callable[[], str],
+    *,
+    force: bool = False,
+    env: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+    attempts: int = 1,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RestoreReport:
+    """Restore onto this box: header, target, passphrase, every chunk and the journal chain are
+    checked before the database is moved in; the vault is re-wrapped under this box's KEK."""
+    kek = load_kek(env)
+    handle, header = open_archive(archive)
+    handle.close()
+    check_target(data_dir, force=force)
+    verified = unlock_with_passphrase(
+        archive, ask, throttle_dir=data_dir, attempts=attempts, sleep=sleep
+    )
+    the_clock = clock or SystemClock()
+    facts = install(archive, verified, data_dir, kek, the_clock.now())
+    ctx = open_context(data_dir, actor="cli", env=env, clock=the_clock, create=False)
+    try:
+        manifest = header.manifest
+        entry = ctx.journal.append(
+            "backup.restored",
+            archive.name,
+            {
+                "source_box": str(manifest.get("box_id")),
+                "source_created": str(manifest.get("created")),
+                "old_head_seq": facts.head_seq,
+                "old_head_hash": facts.head_hash,
+                "replaced_head_hash": facts.replaced_head,
+                "kept_aside": facts.kept_aside,
+                "wrapping_key_id": kek.fingerprint,
+                "counts": facts.counts,
+            },
+        )
+    finally:
+        ctx.close()
+    return RestoreReport(
+        str(manifest.get("box_id")),
+        facts.head_seq,
+        facts.head_hash,
+        facts.counts,
+        facts.kept_aside,
+        entry.seq,
+    )

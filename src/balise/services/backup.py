@@ -1,0 +1,188 @@
+"""Backups as a use case: one archive now, the agent's daily round over its destinations (newest N
+kept, every outcome journaled), and the age of the last good backup for the kiosk and its alert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from balise.domain.errors import BaliseError
+from balise.domain.journal import JsonValue
+from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, ReturnsStore
+from balise.services.params import ParameterService
+
+DAILY = timedelta(hours=24)
+STALE_ALERT = "backup_stale"
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationResult:
+    """What happened at one destination of a round."""
+
+    dest: str
+    ok: bool
+    path: str | None = None
+    size: int = 0
+    pruned: tuple[str, ...] = ()
+    error_code: str | None = None
+    error_fr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupStatus:
+    """The age of the last good backup, as the kiosk shows it."""
+
+    last_ok: datetime | None
+    age: timedelta | None
+    max_age: timedelta
+    too_old: bool
+
+    def words(self) -> str:
+        if self.last_ok is None or self.age is None:
+            return "aucune sauvegarde réussie"
+        hours = int(self.age.total_seconds() // 3600)
+        when = "il y a moins d'une heure" if hours < 1 else f"il y a {hours} h"
+        if hours >= 48:
+            when = f"il y a {hours // 24} jours"
+        return f"dernière sauvegarde réussie {when}" + (" — TROP ANCIENNE" if self.too_old else "")
+
+
+class BackupService:
+    """Makes archives through the archiver port and keeps the journal and the alerts honest."""
+
+    def __init__(
+        self,
+        archiver: BackupArchiver,
+        journal: Journal,
+        clock: Clock,
+        params: ParameterService,
+        alerts: ReturnsStore,
+    ) -> None:
+        self._archiver = archiver
+        self._journal = journal
+        self._clock = clock
+        self._params = params
+        self._alerts = alerts
+
+    def backup(
+        self,
+        dest: Path,
+        *,
+        keep: int | None = None,
+        chunk_size: int | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> BackupOutcome:
+        """One archive in ``dest`` now (errors raised after being journaled)."""
+        result, outcome = self._one(dest, keep, chunk_size, on_chunk)
+        if outcome is None:
+            raise _last_error(result)
+        return outcome
+
+    def run_daily(
+        self,
+        dest_dirs: Sequence[Path],
+        keep: int | None = None,
+        *,
+        force: bool = False,
+    ) -> list[DestinationResult]:
+        """The agent's hook: back up to every destination if the last good backup is a day old
+        (or ``force``); prune to the newest ``keep``; then check the age alert. Never raises for
+        one destination's failure (it is journaled, and the others still get their archive)."""
+        results: list[DestinationResult] = []
+        status = self.status()
+        if force or status.age is None or status.age >= DAILY:
+            results = [self._one(dest, keep, None, None)[0] for dest in dest_dirs]
+        self.check_age()
+        return results
+
+    def status(self) -> BackupStatus:
+        max_age = timedelta(hours=int(self._int_param("backup_max_age_hours", 48)))
+        last = self._archiver.last_ok()
+        if last is None:
+            return BackupStatus(None, None, max_age, True)
+        when = datetime.fromisoformat(str(last["time"]))
+        age = max(self._clock.now() - when, timedelta(0))
+        return BackupStatus(when, age, max_age, age > max_age)
+
+    def check_age(self) -> int | None:
+        """Raise the "backup too old" alert once (until acknowledged); returns its id if new."""
+        status = self.status()
+        if not status.too_old or self._alerts.open_alert(STALE_ALERT, "backup") is not None:
+            return None
+        hours = status.max_age.total_seconds() // 3600
+        fr = (
+            f"Sauvegarde trop ancienne : {status.words()} (limite {hours:.0f} h). Branchez la clé "
+            "USB de sauvegarde ou prévenez le technicien."
+        )
+        en = (
+            f"Backup too old (limit {hours:.0f} h): plug the backup USB key or call the technician."
+        )
+        alert_id = self._alerts.add_alert(
+            STALE_ALERT, "backup", (fr, en), {}, self._clock.now().isoformat(timespec="seconds")
+        )
+        self._journal.append("alert.raised", "backup", {"kind": STALE_ALERT, "alert": alert_id})
+        return alert_id
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _int_param(self, name: str, default: int) -> int:
+        value = self._params.get(name)
+        return value if isinstance(value, int) else default
+
+    def _one(
+        self,
+        dest: Path,
+        keep: int | None,
+        chunk_size: int | None,
+        on_chunk: Callable[[int], None] | None,
+    ) -> tuple[DestinationResult, BackupOutcome | None]:
+        now = self._clock.now()
+        keep_n = keep if keep is not None else self._int_param("backup_keep", 7)
+        try:
+            if chunk_size is None:
+                outcome = self._archiver.create(dest, now, on_chunk=on_chunk)
+            else:
+                outcome = self._archiver.create(dest, now, chunk_size=chunk_size, on_chunk=on_chunk)
+            pruned = self._archiver.prune(dest, keep_n)
+        except BaliseError as exc:
+            return self._failed(dest, exc.code, exc.fr, exc.en), None
+        except OSError as exc:
+            words = exc.strerror or type(exc).__name__
+            return self._failed(dest, "BACKUP_IO", f"écriture impossible ({words})", words), None
+        manifest = outcome.manifest
+        pruned_names: list[JsonValue] = list(pruned)
+        self._journal.append(
+            "backup.created",
+            Path(outcome.path).name,
+            {
+                "dest": str(dest),
+                "size": outcome.size,
+                "journal_head_seq": manifest["journal_head_seq"],
+                "journal_head_hash": manifest["journal_head_hash"],
+                "counts": manifest["counts"],
+                "pruned": pruned_names,
+            },
+        )
+        self._archiver.record_ok(
+            {"time": now.isoformat(timespec="seconds"), "path": outcome.path, "dest": str(dest)}
+        )
+        done = DestinationResult(str(dest), True, outcome.path, outcome.size, tuple(pruned))
+        return done, outcome
+
+    def _failed(self, dest: Path, code: str, fr: str, en: str) -> DestinationResult:
+        self._journal.append("backup.failed", str(dest), {"code": code, "reason": en})
+        return DestinationResult(str(dest), False, error_code=code, error_fr=fr)
+
+
+class _BackupFailed(BaliseError):
+    code = "BACKUP_FAILED"
+
+
+def _last_error(result: DestinationResult) -> BaliseError:
+    return _BackupFailed(
+        f"sauvegarde impossible vers {result.dest} : {result.error_fr}",
+        f"backup to {result.dest} failed",
+        code=result.error_code or "BACKUP_FAILED",
+    )
