@@ -477,13 +477,14 @@ class SqliteRetention:
     def _cut_journal(self, cutoff: str) -> dict[str, Any]:
         conn = self.store.conn
         anchor_seq, anchor_hash = _anchor(conn)
-        row = conn.execute(
-            "SELECT max(seq) FROM journal WHERE time < ? AND seq > ?", (cutoff, anchor_seq)
-        ).fetchone()
-        upto = int(row[0]) if row is not None and row[0] is not None else anchor_seq
-        # Never remove the head: the next entry must still link to something stored or anchored.
+        # Only the oldest contiguous run of entries older than the cutoff goes (the chain must
+        # stay one piece), and never the head: the next entry must link to something stored.
         head_seq, _ = _head(conn)
-        upto = min(upto, head_seq - 1) if head_seq > anchor_seq else anchor_seq
+        row = conn.execute(
+            "SELECT min(seq) FROM journal WHERE time >= ? AND seq > ?", (cutoff, anchor_seq)
+        ).fetchone()
+        first_kept = int(row[0]) if row is not None and row[0] is not None else head_seq
+        upto = max(anchor_seq, min(first_kept, head_seq) - 1)
         digest = hashlib.sha256()
         count = 0
         last_hash = anchor_hash
