@@ -36,6 +36,22 @@ CRASH_POINTS: tuple[CrashPoint, ...] = ("after_retr", "after_commit", "after_del
 # Headers of an over-cap message (TOP n 0): bounded, a header block larger than this is refused.
 HEADER_LIMIT = 256 * 1024
 CRASH_EXIT_CODE = 70
+# Group commits: at most this many messages (or about this many bytes) per durable commit.
+BATCH_MAX = 64
+BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Judged:
+    """A fetched and judged message waiting for its batch's commit (verdict None: duplicate)."""
+
+    number: int
+    uidl: str
+    sha: str
+    size: int
+    data: bytes
+    verdict: Verdict | None
+    outcome: str = "duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +189,36 @@ class PurgeService:
                 numbers = sorted(sizes)
                 if set(uidls) != set(sizes):
                     stopped = "UIDL et LIST ne décrivent pas les mêmes messages"
-                for done, number in enumerate(numbers if stopped is None else [], start=1):
-                    outcome = self._one(
-                        session, profile, own_emitter, policy, run_id, number, uidls, sizes
-                    )
-                    if outcome.startswith("stop:"):
-                        stopped = outcome[5:]
+                batch: list[_Judged] = []
+                limit = 1
+                done = 0
+
+                def flush() -> None:
+                    # One durable commit for the whole batch, THEN its DELEs (QUIT comes later).
+                    nonlocal deleted, done
+                    self._commit(profile, own_emitter, run_id, batch)
+                    for item in batch:
+                        counts[item.outcome] += 1
+                        session.dele(item.number)
+                        deleted += 1
+                        done += 1
+                        if progress is not None:
+                            progress(PurgeProgress(profile, done, len(numbers), item.outcome))
+                    batch.clear()
+
+                for number in numbers if stopped is None else []:
+                    judged = self._one(session, profile, policy, number, uidls, sizes)
+                    if isinstance(judged, str):
+                        stopped = judged
                         break
-                    counts[outcome] += 1
-                    session.dele(number)
-                    deleted += 1
-                    if progress is not None:
-                        progress(PurgeProgress(profile, done, len(numbers), outcome))
+                    batch.append(judged)
+                    if len(batch) >= limit or sum(len(j.data) for j in batch) >= BATCH_BYTES:
+                        flush()
+                        # Batches grow (1, 2, 4, ...): the first outcome is stored at once, a
+                        # long mailbox pays one fsync per BATCH_MAX messages.
+                        limit = min(limit * 2, BATCH_MAX)
+                if batch:
+                    flush()  # also before a stop: what was judged is committed and may go
                 self._crash("after_dele")
                 alert_id = self._close_run(profile, stopped)
                 session.quit()
@@ -221,13 +255,12 @@ class PurgeService:
         self,
         sess: MailboxSession,
         profile: str,
-        own_emitter: str | None,
         policy: ClassifyPolicy,
-        run_id: str,
         number: int,
         uidls: dict[int, str],
         sizes: dict[int, int],
-    ) -> str:
+    ) -> _Judged | str:
+        """Fetch and judge one message (nothing stored yet); words when the loop must stop."""
         uidl, size = uidls[number], sizes[number]
         over_cap = size > self._size_cap
         data = sess.top_headers(number, HEADER_LIMIT) if over_cap else sess.retr(number, size)
@@ -235,7 +268,7 @@ class PurgeService:
         self._crash("after_retr")
         prior = self._repo.seen(profile, uidl)
         if any(s == sha for s, _ in prior):
-            return "duplicate"
+            return _Judged(number, uidl, sha, size, data, None)
         if prior:
             # Same UIDL, other content: the server or our table is not what we think. Never
             # delete blindly: stop here (earlier messages are committed and may go).
@@ -249,7 +282,7 @@ class PurgeService:
                 "was already processed under the same identifier; nothing deleted in its place",
                 {"uidl": uidl},
             )
-            return f"stop:message {uidl} incohérent avec l'état local"
+            return f"message {uidl} incohérent avec l'état local"
         try:
             verdict = (
                 self._classifier.judge_headers(size, data, policy)
@@ -264,14 +297,31 @@ class PurgeService:
                 f"Purge of profile {profile}'s mailbox stopped: {failure.en}",
                 {"uidl": uidl},
             )
-            return f"stop:{failure.fr}"
-        with self._repo.transaction():
-            outcome, ref = self._store(profile, own_emitter, uidl, sha, size, data, verdict)
-            self._repo.mark_seen(profile, uidl, sha, outcome, ref, run_id)
-        self._crash("after_commit")
-        if outcome == "return":
-            self._tracking.publish_pending()
-        return outcome
+            return failure.fr
+        return _Judged(number, uidl, sha, size, data, verdict)
+
+    def _commit(
+        self, profile: str, own_emitter: str | None, run_id: str, batch: list[_Judged]
+    ) -> None:
+        """Store the outcome of every judged message of ``batch`` in ONE durable transaction
+        (duplicates were stored by an earlier run and need nothing)."""
+        fresh = [item for item in batch if item.verdict is not None]
+        if fresh:
+            with self._repo.transaction():
+                for item in fresh:
+                    assert item.verdict is not None
+                    outcome, ref = self._store(
+                        profile,
+                        own_emitter,
+                        item.uidl,
+                        item.sha,
+                        item.size,
+                        item.data,
+                        item.verdict,
+                    )
+                    item.outcome = outcome
+                    self._repo.mark_seen(profile, item.uidl, item.sha, outcome, ref, run_id)
+            self._crash("after_commit")
 
     def _store(
         self,

@@ -1,0 +1,345 @@
+"""Purge cost: 1,000 return mails drained from one private Dovecot mailbox, refilled identically
+for each contender in the same run. Targets: Balise / bare poplib ≤ 3, Balise / getmail6 ≤ 0.5.
+
+Contenders:
+- bare: ``poplib.POP3_SSL`` with a verifying context, LIST then RETR+DELE per message, QUIT
+  (the protocol's floor: nothing classified, nothing stored);
+- getmail6 (PyPI ``getmail6``, pip-installed into a venv under the bench's temp dir, or the one
+  named by ``BALISE_BENCH_GETMAIL_VENV``), run as ``nobody`` through ``setpriv``, POP3 over SSL
+  with the CA file, retrieving into a Maildir and deleting;
+- Balise: ``PurgeService.run_once`` (worker process started inside the timing, classification
+  out of process, every outcome committed durably before QUIT, returns applied to the lots).
+
+The mix: ARLs (9 positive for 1 negative) for lots that exist as SENT, NOEMIE payment returns for
+some of those lots, and ARLs for lots this box never sent (stored as unmatched).
+Usage: .venv/bin/python bench/purge.py [N] [--profile]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import poplib
+import pstats
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import trustme
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
+
+from balise.adapters.kek import create_key_file
+from balise.bootstrap import Context, open_context
+from balise.domain.lotstate import LotState
+from balise.domain.returns import (
+    InvoicePayment,
+    NoemieLot,
+    PaymentState,
+    Reason,
+    Share,
+    build_arl,
+    build_noemie,
+)
+from balise.sim.box import configure_box
+from balise.sim.dovecot import DovecotServer
+from balise.sim.netutil import free_tcp_port
+from balise.sim.pki import build_pki
+from balise.sim.returnmail import return_mail
+from tests.support.lot_corpus import valid_lot
+from tests.support.mail_corpus import EMITTER, ORGANISM_NUMBER
+from tests.support.purge_support import make_sent
+
+USER = "bal1"
+PASSWORD = "bench-pop-secret"
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody (the project's interpreter may not be)
+
+
+class _Tls:
+    def __init__(self, directory: Path) -> None:
+        ca = trustme.CA(organization_name="Balise bench CA")
+        server = ca.issue_cert("localhost", "127.0.0.1")
+        self.ca_pem = directory / "ca.pem"
+        self.cert_pem = directory / "server.pem"
+        self.key_pem = directory / "server.key"
+        ca.cert_pem.write_to_path(str(self.ca_pem))
+        server.cert_chain_pems[0].write_to_path(str(self.cert_pem))
+        server.private_key_pem.write_to_path(str(self.key_pem))
+        for path in (self.ca_pem, self.cert_pem):
+            path.chmod(0o644)  # getmail (as nobody) reads the CA file
+
+
+def build_mails(n: int) -> tuple[list[bytes], int]:
+    """``n`` return mails and how many lot numbers (1..k) must exist as SENT for them."""
+    lot_date = date.today() - timedelta(days=1)
+    sent = max(1, n // 2)
+    noemie = n // 5
+    unmatched = n - sent - noemie
+    if sent + unmatched > 999:
+        raise SystemExit("at most ~1,200 messages: lot numbers have 3 digits")
+    mails: list[bytes] = []
+    for i in range(1, sent + 1):
+        positive = i % 10 != 0
+        payload = build_arl(
+            "CP",
+            ORGANISM_NUMBER,
+            EMITTER,
+            i,
+            lot_date,
+            positive,
+            3,
+            date.today(),
+            () if positive else (Reason("SIGN-INV", "LOT INVERIFIABLE"),),
+            file_id=f"A{i:05d}",
+            flow_type="T",
+        )
+        mails.append(return_mail(payload, "IRISTEST/ARL/Z", message_id=f"<arl{i}@422.01.rss.fr>"))
+    for i in range(1, noemie + 1):
+        invoices = tuple(
+            InvoicePayment(
+                number,
+                i,
+                lot_date,
+                "F",
+                Share(asked, PaymentState.PAID, asked),
+            )
+            for number, asked in ((100000, 4000), (100001, 3000), (100002, 2650))
+        )
+        payload = build_noemie(
+            "CP",
+            ORGANISM_NUMBER,
+            EMITTER,
+            date.today(),
+            (NoemieLot(i, lot_date, invoices),),
+            transfer_reference=f"VIR {i:06d}",
+            file_id=f"N{i:05d}",
+            flow_type="T",
+        )
+        mails.append(
+            return_mail(payload, "IRISTEST/NOEMIE/Z", message_id=f"<noe{i}@422.01.rss.fr>")
+        )
+    for j in range(unmatched):
+        number = sent + 1 + j  # never imported: the return is stored as unmatched
+        payload = build_arl(
+            "CP",
+            ORGANISM_NUMBER,
+            EMITTER,
+            number,
+            lot_date,
+            True,
+            3,
+            date.today(),
+            file_id=f"U{number:05d}",
+            flow_type="T",
+        )
+        mails.append(
+            return_mail(payload, "IRISTEST/ARL/Z", message_id=f"<unm{number}@422.01.rss.fr>")
+        )
+    return mails, sent
+
+
+def sent_lots(ctx: Context, count: int) -> None:
+    intake = ctx.intake()
+    for number in range(1, count + 1):
+        data = valid_lot(date.today(), lot_number=number)
+        outcome = intake.import_bytes(f"lot{number}.lot", data, f"bench:lot{number}")
+        assert outcome.accepted and outcome.lot_id is not None, outcome.problems
+        make_sent(ctx, outcome.lot_id)
+
+
+def fill(server: DovecotServer, mails: list[bytes]) -> None:
+    assert server.maildir_count(USER) == 0
+    for raw in mails:
+        server.deliver(USER, raw)
+
+
+def verifying_context(ca_pem: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_pem))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def bare_poplib(port: int, ca_pem: Path) -> int:
+    client = poplib.POP3_SSL("127.0.0.1", port, context=verifying_context(ca_pem), timeout=30)
+    client.user(USER)
+    client.pass_(PASSWORD)
+    numbers = [int(line.split()[0]) for line in client.list()[1]]
+    total = 0
+    for number in numbers:
+        total += sum(len(line) + 2 for line in client.retr(number)[1])
+        client.dele(number)
+    client.quit()
+    return total
+
+
+def getmail_venv(base: Path) -> Path:
+    """A venv with getmail6 (pip), readable and runnable by nobody."""
+    given = os.environ.get("BALISE_BENCH_GETMAIL_VENV")
+    if given:
+        return Path(given)
+    venv = base / "getmail-venv"
+    python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "getmail6"],
+        check=True,
+        timeout=600,
+    )
+    return venv
+
+
+def getmail_setup(base: Path, port: int, ca_pem: Path) -> tuple[Path, Path]:
+    """getmail's own dir (config, oldmail state) and destination Maildir, owned by nobody."""
+    home = base / "getmail"
+    maildir = home / "Maildir"
+    for sub in (home, maildir, maildir / "tmp", maildir / "new", maildir / "cur"):
+        sub.mkdir(mode=0o700, exist_ok=True)
+    rc = home / "getmailrc"
+    rc.write_text(
+        "[retriever]\n"
+        "type = SimplePOP3SSLRetriever\n"
+        "server = 127.0.0.1\n"
+        f"port = {port}\n"
+        f"username = {USER}\n"
+        f"password = {PASSWORD}\n"
+        f"ca_certs = {ca_pem}\n"
+        "\n[destination]\n"
+        "type = Maildir\n"
+        f"path = {maildir}/\n"
+        "\n[options]\n"
+        "verbose = 0\n"
+        "read_all = true\n"
+        "delete = true\n"
+        "received = false\n"
+        "delivered_to = false\n"
+    )
+    rc.chmod(0o600)
+    shutil.chown(rc, "nobody", "nogroup")
+    for sub in (home, maildir, maildir / "tmp", maildir / "new", maildir / "cur"):
+        shutil.chown(sub, "nobody", "nogroup")
+    return home, maildir
+
+
+def run_getmail(venv: Path, home: Path) -> None:
+    subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            str(venv / "bin" / "getmail"),
+            f"--getmaildir={home}",
+            "--rcfile=getmailrc",
+        ],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        cwd=home,
+        check=True,
+        timeout=600,
+    )
+
+
+def main(n: int, profile: bool) -> None:
+    base = Path(tempfile.mkdtemp(prefix="balise-bench-purge-"))
+    base.chmod(0o755)  # nobody (Dovecot's mail processes, getmail) walks through it
+    server: DovecotServer | None = None
+    ctx: Context | None = None
+    try:
+        tls = _Tls(base)
+        print("getmail6: venv and pip install (outside the timings)…", flush=True)
+        venv = getmail_venv(base)
+        server = DovecotServer(
+            base / "dove",
+            cert_pem=tls.cert_pem,
+            key_pem=tls.key_pem,
+            users={USER: PASSWORD},
+            pop3_port=free_tcp_port(),
+            pop3s_port=free_tcp_port(),
+            listen=("127.0.0.1",),
+        )
+        server.start()
+        mails, sent = build_mails(n)
+        kek = base / "kek"
+        create_key_file(kek)
+        env = {"BALISE_KEK_FILE": str(kek)}
+        ctx = open_context(base / "data", actor="bench", env=env)
+        configure_box(ctx, build_pki(base / "pki"))
+        p = ctx.params
+        p.set("ca_bundle", tls.ca_pem.read_text())
+        p.set("pop3.host", "127.0.0.1", profile="p1")
+        p.set("pop3.port", str(server.pop3s_port), profile="p1")
+        p.set("pop3.tls", "implicit", profile="p1")
+        p.set("pop3.user", USER, profile="p1")
+        p.set("pop3.password", PASSWORD, profile="p1")
+        print(f"{sent} lots SENT (intake + transitions, outside the timings)…", flush=True)
+        sent_lots(ctx, sent)
+
+        # bare poplib
+        fill(server, mails)
+        start = time.perf_counter()
+        received = bare_poplib(server.pop3s_port, tls.ca_pem)
+        bare_s = time.perf_counter() - start
+        assert server.maildir_count(USER) == 0 and received > 0
+
+        # getmail6, as nobody
+        home, maildir = getmail_setup(base, server.pop3s_port, tls.ca_pem)
+        fill(server, mails)
+        start = time.perf_counter()
+        run_getmail(venv, home)
+        getmail_s = time.perf_counter() - start
+        got = sum(1 for _ in (maildir / "new").iterdir())
+        assert got == n and server.maildir_count(USER) == 0, (got, server.maildir_count(USER))
+
+        # Balise
+        fill(server, mails)
+        profiler = cProfile.Profile() if profile else None
+        start = time.perf_counter()
+        purge = ctx.purge(env=env)
+        try:
+            if profiler is not None:
+                profiler.enable()
+            report = purge.run_once("p1")
+            if profiler is not None:
+                profiler.disable()
+            balise_s = time.perf_counter() - start
+        finally:
+            purge.close()
+        assert server.maildir_count(USER) == 0
+        assert (report.total, report.returns, report.deleted) == (n, n, n), report
+        states = {lot.state.value: 0 for lot in ctx.lots.lots()}
+        for lot in ctx.lots.lots():
+            states[lot.state.value] += 1
+        assert states.get(LotState.SENT.value, 0) == 0, states
+        statuses: dict[str, int] = {}
+        for ret in ctx.tracking().returns():
+            statuses[ret.status] = statuses.get(ret.status, 0) + 1
+    finally:
+        if server is not None:
+            server.stop()
+        if ctx is not None:
+            ctx.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(f"{n} messages: returns by status {statuses}; lots by state {states}")
+    print(f"bare poplib (RETR+DELE, verified TLS):          {bare_s * 1000:9.1f} ms")
+    print(f"getmail6 (as nobody, into a Maildir, delete):   {getmail_s * 1000:9.1f} ms")
+    print(f"Balise PurgeService.run_once:                   {balise_s * 1000:9.1f} ms")
+    r_bare = balise_s / bare_s
+    r_getmail = balise_s / getmail_s
+    print(f"ratio Balise / bare:     {r_bare:6.2f} (objectif ≤ 3)   {_ok(r_bare <= 3)}")
+    print(f"ratio Balise / getmail6: {r_getmail:6.2f} (objectif ≤ 0.5) {_ok(r_getmail <= 0.5)}")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+
+
+def _ok(ok: bool) -> str:
+    return "OK" if ok else "HORS OBJECTIF"
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(int(args[0]) if args else 1000, "--profile" in sys.argv[1:])
