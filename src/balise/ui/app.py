@@ -9,8 +9,10 @@ from typing import ClassVar, Literal
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.events import Event, Key
+from textual.worker import Worker, WorkerState
 
 from balise.domain.devices import CardEvent, ReaderEvent
+from balise.domain.errors import BaliseError
 from balise.ui import i18n
 from balise.ui.backend import CardStatus, KioskBackend
 from balise.ui.demo_hooks import DemoHooks
@@ -95,6 +97,14 @@ class BaliseApp(App[None]):
 
     def on_unmount(self) -> None:
         self.backend.stop_watches()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place where a failed worker becomes words on screen."""
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        why = error.message(i18n.language()) if isinstance(error, BaliseError) else repr(error)
+        self.notify(t("kiosk.error", why=why), severity="error", timeout=6)
 
     # -- keys ----------------------------------------------------------------------------
 

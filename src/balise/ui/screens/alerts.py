@@ -17,7 +17,7 @@ from balise.ui.screens.base import KioskScreen
 
 class AlertsScreen(KioskScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "acknowledge", "key.ack", id="alerts-ack"),
+        Binding("enter", "acknowledge", "key.ack", priority=True, id="alerts-ack"),
         Binding("escape", "back", "key.back", id="alerts-back"),
     ]
 

@@ -134,7 +134,7 @@ class HomeScreen(KioskScreen):
 
         def entered(ok: bool | None) -> None:
             if ok:
-                self.run_worker(self.kiosk.enter_technician(), group="mode")
+                self.app.run_worker(self.kiosk.enter_technician(), group="mode")
 
         self.app.push_screen(PassphraseScreen(), entered)
 

@@ -11,9 +11,14 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
+from balise.domain.lotstate import LotState
 from balise.ui.backend import LotDetail
 from balise.ui.i18n import euros, lot_date, pick, t
 from balise.ui.screens.base import KioskScreen
+
+
+def _state(value: str) -> str:
+    return t(f"state.{value}") if value in set(LotState) else "—"
 
 
 def lot_columns(table: DataTable[str]) -> None:
@@ -36,7 +41,7 @@ def lot_row(lot: LotRecord) -> tuple[str, ...]:
 
 class LotsScreen(KioskScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "detail", "key.detail", id="lots-detail"),
+        Binding("enter", "detail", "key.detail", priority=True, id="lots-detail"),
         Binding("escape", "back", "key.back", id="lots-back"),
     ]
 
@@ -127,8 +132,7 @@ class LotDetailScreen(KioskScreen):
             lines.append(t("lot.signer", signer=lot.signer))
         lines += ["", t("lot.history")]
         lines += [
-            f"{when[:16].replace('T', ' ')} : {t('state.' + a)} → {t('state.' + b)}"
-            for when, a, b in d.history
+            f"{when[:16].replace('T', ' ')} : {_state(a)} → {_state(b)}" for when, a, b in d.history
         ]
         if d.returns:
             lines += ["", t("lot.returns"), *(pick(r.words_fr, r.words_en) for r in d.returns)]

@@ -46,8 +46,9 @@ class PassphraseScreen(KioskDialog[bool]):
         self.app.call_from_thread(self._ready, has, status)
 
     def _ready(self, has: bool, status: GateStatus) -> None:
+        first_time = self.creating is None
         self.creating = not has
-        if self.creating:
+        if self.creating and first_time:
             self.query_one("#passphrase-help", Static).update(t("tech.create"))
         self._apply(status)
 
@@ -64,11 +65,12 @@ class PassphraseScreen(KioskDialog[bool]):
             field.disabled = True
             until = status.locked_until.astimezone().strftime("%H:%M")
             self._message(t("tech.locked", until=until))
-            self.set_timer(status.wait_s, self.load)
+            self.set_timer(min(status.wait_s, 5.0), self.load)
             return
         if status.wait_s > 0:
+            # The gate's clock decides, not this timer: ask it again shortly.
             field.disabled = True
-            self.set_timer(status.wait_s, self._enable)
+            self.set_timer(min(status.wait_s, 0.5), self.load)
             return
         self._enable()
 

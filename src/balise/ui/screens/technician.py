@@ -162,7 +162,7 @@ class TechnicianScreen(KioskScreen):
         self.app.call_from_thread(self._lots, lots)
 
     def action_leave(self) -> None:
-        self.run_worker(self.kiosk.leave_technician(), group="mode")
+        self.app.run_worker(self.kiosk.leave_technician(), group="mode")
 
 
 __all__ = ["LotState", "TechnicianScreen"]
