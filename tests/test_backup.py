@@ -205,6 +205,12 @@ def test_backup_without_recovery_passphrase_is_refused(box: Box, tmp_path: Path)
     assert made.returncode == 2 and "BACKUP_NO_PASSPHRASE" in made.stderr
     assert not list((tmp_path / "out").glob("*.sauvegarde"))
     assert box.ctx.journal.head().kind == "backup.failed"  # type: ignore[union-attr]
+    # the agent's round fails once, then waits before retrying (no journal line per cycle)
+    service = backup_service(box.ctx)
+    assert [r.error_code for r in service.run_daily([tmp_path / "out"])] == ["BACKUP_NO_PASSPHRASE"]
+    assert service.run_daily([tmp_path / "out"]) == []
+    kinds = [e.kind for e in box.ctx.journal.entries()]
+    assert kinds.count("backup.failed") == 2 and kinds.count("alert.raised") == 1
 
 
 SLOW_BACKUP = """

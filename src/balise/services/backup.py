@@ -14,6 +14,7 @@ from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, ReturnsS
 from balise.services.params import ParameterService
 
 DAILY = timedelta(hours=24)
+RETRY_AFTER_FAILURE = timedelta(hours=1)
 STALE_ALERT = "backup_stale"
 
 
@@ -65,6 +66,7 @@ class BackupService:
         self._clock = clock
         self._params = params
         self._alerts = alerts
+        self._failed_at: datetime | None = None
 
     def backup(
         self,
@@ -92,8 +94,13 @@ class BackupService:
         one destination's failure (it is journaled, and the others still get their archive)."""
         results: list[DestinationResult] = []
         status = self.status()
-        if force or status.age is None or status.age >= DAILY:
+        now = self._clock.now()
+        # After a failed round, wait before the next try: an agent calling every cycle must not
+        # fill the journal with one backup.failed per cycle.
+        retry_ok = self._failed_at is None or now - self._failed_at >= RETRY_AFTER_FAILURE
+        if force or ((status.age is None or status.age >= DAILY) and retry_ok):
             results = [self._one(dest, keep, None, None)[0] for dest in dest_dirs]
+            self._failed_at = None if all(r.ok for r in results) else now
         self.check_age()
         return results
 
