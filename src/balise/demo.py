@@ -7,7 +7,6 @@ Composition root for the demo only: it may import the simulators (balise.sim) an
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import secrets
@@ -26,15 +25,16 @@ from types import FrameType
 from typing import Final
 
 from balise.adapters.kek import create_key_file
+from balise.agent import Agent
 from balise.bootstrap import Context, open_context
+from balise.domain.devices import ReaderEvent, UsbReader
 from balise.domain.errors import BaliseError
 from balise.domain.lotbuild import build_lot, make_invoices, patch_record
-from balise.domain.params import Scope
 from balise.sim.box import BAL, CPAM, EMITTER, configure_box
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.oct import OctSimulator, OrganismKey
-from balise.sim.pcscd import PcscdRunner, find_vpcd_driver, running_pcscd_pids
+from balise.sim.pcscd import READER_NAME, PcscdRunner, find_vpcd_driver, running_pcscd_pids
 from balise.sim.pki import Issued, TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM
 from balise.sim.vcard import ATR_CPS3, VirtualCard, VirtualReaderLink
@@ -57,8 +57,9 @@ INVALID_LOT_NAME: Final = "demo-lot-invalide.lot"
 LOOPBACK: Final = "127.0.0.1"
 # The shortest poll interval the parameters allow: the ARLs show up within half a minute.
 POP3_INTERVAL_S: Final = 30
-# The demo agent wakes this often for intake and sending retries; purge follows pop3.interval.
-AGENT_TICK_S: Final = 2.0
+# The agent's delays (5 s between cycles, pop3.interval between purges) times this: a deposited
+# lot is taken within ~2 s and the BAL purged every 15 s.
+AGENT_SCALE: Final = 0.5
 _MARKER: Final = ".balise-demo"
 _AGENT_JOIN_S: Final = 30.0
 _MAX_DOVECOT_DIR: Final = 70  # + "/r/" + Dovecot's longest socket name stays under 107 bytes
@@ -378,85 +379,75 @@ def start_demo(
     )
 
 
+class DemoReaderWatcher:
+    """The virtual reader as the kiosk's reader watcher: it is no USB device, so udev never sees
+    it; it is always plugged in while the demo runs (pcscd serves it)."""
+
+    def __init__(self) -> None:
+        self._reader = UsbReader(
+            reader_id="vpcd:0", name=f"{READER_NAME} (lecteur virtuel de démonstration)"
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self, callback: Callable[[ReaderEvent], None]) -> None:
+        event = ReaderEvent("added", self._reader.reader_id, self._reader.name, (self._reader,))
+        # Reported from a thread of its own, as the udev watcher does.
+        self._thread = threading.Thread(target=callback, args=(event,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.join(_AGENT_JOIN_S)
+
+    def present(self) -> list[UsbReader]:
+        return [self._reader]
+
+
 # -- the agent -----------------------------------------------------------------------------------
 
 
-@dataclass
-class CycleReport:
-    """What one agent cycle did (shown by `balise demo --once`)."""
-
-    accepted: int = 0
-    refused: int = 0
-    sent: int = 0
-    purged: int = 0
-    alerts: int = 0
-
-
-def agent_cycle(ctx: Context, env: Mapping[str, str], *, purge: bool) -> CycleReport:
-    """One pass of the agent's work: intake of depot/new, sending of due lots, and (when due)
-    the purge of every BAL."""
-    report = CycleReport()
-    for outcome in ctx.intake(env).scan_depot():
-        if outcome.accepted:
-            report.accepted += 1
-        elif not outcome.already:
-            report.refused += 1
-    transmission = ctx.transmission()
-    for profile in ctx.params.ids(Scope.PROFILE):
-        with contextlib.suppress(BaliseError):
-            report.sent += len(asyncio.run(transmission.send_pending(profile)).sent)
-    if purge:
-        service = ctx.purge(env=env)
-        try:
-            for purged in service.run_all():
-                report.purged += purged.deleted
-                report.alerts += purged.alert_id is not None
-        finally:
-            service.close()
-    return report
-
-
 class DemoAgent:
-    """The agent of the demo, in a thread of its own with its own store connection: intake and
-    sending every ``tick`` seconds, the purge every ``pop3.interval`` seconds (first one at once)."""
+    """The real agent (balise.agent.Agent) in a thread of the demo with its own store connection,
+    its delays scaled down so that intake, sending retries and the purge come quickly."""
 
-    def __init__(self, box: DemoBox, *, tick: float = AGENT_TICK_S) -> None:
+    def __init__(self, box: DemoBox, *, log: Say, scale: float = AGENT_SCALE) -> None:
         self._box = box
-        self._tick = tick
-        self._stop = threading.Event()
+        self._log = log
+        self._scale = scale
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._agent: Agent | None = None
         self._thread = threading.Thread(target=self._run, name="balise-demo-agent", daemon=True)
         self.errors: list[str] = []
-        self.cycles = 0
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Let the step in progress finish, then wait (bounded) for the thread."""
+        with self._lock:
+            self._stopping = True
+            agent = self._agent
+        if agent is not None:
+            agent.stop()
         if self._thread.is_alive():
             self._thread.join(_AGENT_JOIN_S)
 
     def _run(self) -> None:
-        ctx = self._box.open_context("agent")
         try:
-            next_purge = 0.0
-            while not self._stop.is_set():
-                now = time.monotonic()
-                due = now >= next_purge
-                try:
-                    agent_cycle(ctx, self._box.env, purge=due)
-                except BaliseError as exc:
-                    self.errors.append(f"[{exc.code}] {exc.fr}")
-                except Exception as exc:  # noqa: BLE001 - keep the demo alive, show it at exit
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-                if due:
-                    interval = ctx.params.get("pop3.interval", profile="p1")
-                    seconds = int(interval) if isinstance(interval, int | str) else POP3_INTERVAL_S
-                    next_purge = time.monotonic() + seconds
-                self.cycles += 1
-                self._stop.wait(self._tick)
-        finally:
-            ctx.close()
+            ctx = self._box.open_context("agent")
+            try:
+                agent = Agent(ctx, env=self._box.env, interval_scale=self._scale, log=self._log)
+                with self._lock:
+                    self._agent = agent
+                    if self._stopping:
+                        agent.stop()
+                agent.run()
+            finally:
+                ctx.close()
+        except Exception as exc:  # noqa: BLE001 - reported when the demo ends
+            code = exc.code if isinstance(exc, BaliseError) else type(exc).__name__
+            self.errors.append(f"[{code}] {exc}")
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -495,7 +486,9 @@ def run_demo(args: argparse.Namespace) -> int:
             _say("Tout est démarré.")
             if once:
                 return _run_once(box)
-            agent = DemoAgent(box)
+            # The kiosk owns the terminal: the agent then writes its lines to a file.
+            log = _file_logger(stack, base / "agent.log") if kiosk else _agent_say
+            agent = DemoAgent(box, log=log)
             agent.start()
             stack.callback(_report_agent, agent)
             stack.callback(agent.stop)
@@ -525,16 +518,41 @@ def _report_agent(agent: DemoAgent) -> None:
         sys.stderr.write(f"agent de démonstration : {line}\n")
 
 
+def _agent_say(line: str) -> None:
+    _say(f"agent : {line}")
+
+
+def _file_logger(stack: contextlib.ExitStack, path: Path) -> Say:
+    out = stack.enter_context(path.open("a", encoding="utf-8", buffering=1))
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            if not out.closed:
+                out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    return log
+
+
 def _run_once(box: DemoBox) -> int:
+    """One agent cycle (intake, sending, purge), then a summary: for tests and a quick check."""
     before = box.bal_count()
     ctx = box.open_context("agent")
     try:
-        report = agent_cycle(ctx, box.env, purge=True)
+        agent = Agent(ctx, env=box.env, log=_agent_say)
+        try:
+            report = agent.cycle()
+        finally:
+            agent.close()
+        alerts = len(ctx.tracking(box.env).alerts())
     finally:
         ctx.close()
-    _say(f"Lots acceptés : {report.accepted} · fichiers refusés : {report.refused}")
+    _say(f"Lots acceptés : {report.taken} · fichiers refusés : {report.refused}")
     _say(f"BAL : {before} message(s) avant la relève, {box.bal_count()} après")
-    _say(f"Messages supprimés de la BAL : {report.purged} · alertes : {report.alerts}")
+    _say(f"Messages supprimés de la BAL : {report.purged} · alertes : {alerts}")
+    if report.failed:
+        _say("Étapes en échec : " + ", ".join(report.failed))
+        return 1
     return 0
 
 
@@ -553,7 +571,7 @@ def _run_kiosk(box: DemoBox) -> None:
     hooks = DemoHooks(toggle_card=box.toggle_card, help_fr=help_line_fr(), help_en=help_line_en())
     ctx = box.open_context("kiosk")
     try:
-        backend = build_backend(ctx, env=box.env, demo=hooks)
+        backend = build_backend(ctx, env=box.env, demo=hooks, reader_watcher=DemoReaderWatcher())
         run_kiosk(backend, kiosk=False, demo=hooks)
     finally:
         ctx.close()
