@@ -96,6 +96,14 @@ class SqliteLotStore:
         ).fetchone()
         return None if row is None else _lot(row)
 
+    def find_by_key(self, emitter: str, lot_number: str, lot_date: str) -> LotRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_LOT_COLUMNS} FROM lots "  # noqa: S608
+            "WHERE emitter = ? AND lot_number = ? AND lot_date = ?",
+            (emitter, lot_number, lot_date),
+        ).fetchone()
+        return None if row is None else _lot(row)
+
     def find_quarantine(self, sha256: str, name: str) -> QuarantineRecord | None:
         row = self._conn.execute(
             "SELECT id, received, source, name, sha256, size, problems FROM quarantine_files "

@@ -304,13 +304,24 @@ class SqliteReturnsStore:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def returns(self, profile: str | None = None) -> list[ReturnRecord]:
-        sql = f"SELECT {_RETURN_COLUMNS} FROM returns"  # noqa: S608
+    def returns(
+        self, profile: str | None = None, *, unpublished: bool = False
+    ) -> list[ReturnRecord]:
+        sql = f"SELECT {_RETURN_COLUMNS} FROM returns WHERE 1 = 1"  # noqa: S608
         args: tuple[str, ...] = ()
         if profile is not None:
-            sql += " WHERE profile = ?"
+            sql += " AND profile = ?"
             args = (profile,)
+        if unpublished:
+            sql += " AND published = 0"
         return [_return(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+
+    def payment_lot_ids(self, return_id: int) -> set[int]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT lot_id FROM payments WHERE return_id = ? AND lot_id IS NOT NULL",
+            (return_id,),
+        )
+        return {int(r[0]) for r in rows}
 
     def returns_for_lot(self, lot_id: int) -> list[ReturnRecord]:
         rows = self._conn.execute(

@@ -112,11 +112,8 @@ class TrackingService:
     # -- matching -----------------------------------------------------------------------------
 
     def _find_lot(self, profile: str, emitter: str, number: int, day: str) -> LotRecord | None:
-        wanted = (emitter, f"{number:03d}", day)
-        for lot in self._lots.lots(profile=profile):
-            if (lot.emitter, lot.lot_number, lot.lot_date) == wanted:
-                return lot
-        return None
+        lot = self._lots.find_by_key(emitter, f"{number:03d}", day)
+        return lot if lot is not None and lot.profile == profile else None
 
     def record(
         self,
@@ -370,25 +367,28 @@ class TrackingService:
         if self._exchange is None:
             return 0
         count = 0
-        for ret in self._repo.returns():
-            if ret.published:
-                continue
-            folder = ret.emitter or "inconnu"
-            if ret.kind in ("arl", "noemie"):
-                payload = self._repo.payload(ret.id)
-                if payload is not None:
-                    stem = (
-                        f"arl-{ret.lot_date}-{ret.lot_number}"
-                        if ret.kind == "arl"
-                        else f"noemie-{ret.detail.get('created')}"
-                    )
-                    self._exchange.publish(f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload)
-            lot_ids: set[int | None] = {ret.lot_id}
-            lot_ids |= {p.lot_id for p in self._repo.payments() if p.return_id == ret.id}
-            for lot_id in sorted(i for i in lot_ids if i is not None):
+        touched: set[int] = set()
+        # One transaction for the run's bookkeeping; files are written before it commits, so a
+        # crash only means they are written again (publication is idempotent).
+        with self._repo.transaction():
+            for ret in self._repo.returns(unpublished=True):
+                folder = ret.emitter or "inconnu"
+                if ret.kind in ("arl", "noemie"):
+                    payload = self._repo.payload(ret.id)
+                    if payload is not None:
+                        stem = (
+                            f"arl-{ret.lot_date}-{ret.lot_number}"
+                            if ret.kind == "arl"
+                            else f"noemie-{ret.detail.get('created')}"
+                        )
+                        self._exchange.publish(f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload)
+                if ret.lot_id is not None:
+                    touched.add(ret.lot_id)
+                touched |= self._repo.payment_lot_ids(ret.id)
+                self._repo.mark_published(ret.id)
+                count += 1
+            for lot_id in sorted(touched):
                 self._publish_status(lot_id)
-            self._repo.mark_published(ret.id)
-            count += 1
         return count
 
     def lot_status(self, lot_id: int) -> dict[str, JsonValue]:
