@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
 
@@ -37,8 +39,12 @@ class ExchangeFolders:
     def remove(self, name: str) -> None:
         self._inside(self.new, name).unlink(missing_ok=True)
 
-    def publish(self, relpath: str, data: bytes) -> None:
-        """Write under retours/ through a temporary name, fsync, then rename (never half a file)."""
+    def publish(self, relpath: str, data: bytes, *, durable: bool = True) -> None:
+        """Write under retours/ through a temporary name, then rename (never half a file).
+
+        ``durable``: fsync the file and its folder now; callers publishing many files pass False
+        and call :meth:`sync` once before they record the publication.
+        """
         target = self._inside(self.retours, relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
@@ -46,13 +52,24 @@ class ExchangeFolders:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
+        if durable:
+            _fsync_dir(target.parent)
+
+    def sync(self) -> None:
+        """Make every file published so far durable: one syncfs of the exchange file system."""
+        fd = os.open(self.retours, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
+            libc_name = ctypes.util.find_library("c")
+            synced = False
+            if libc_name is not None:
+                synced = ctypes.CDLL(libc_name, use_errno=True).syncfs(fd) == 0
+            if not synced:
+                os.sync()
         finally:
-            os.close(dir_fd)
+            os.close(fd)
 
     @staticmethod
     def _inside(base: Path, relpath: str) -> Path:
@@ -64,3 +81,11 @@ class ExchangeFolders:
                 code="EXCHANGE_PATH",
             )
         return candidate
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -381,14 +381,18 @@ class TrackingService:
                             if ret.kind == "arl"
                             else f"noemie-{ret.detail.get('created')}"
                         )
-                        self._exchange.publish(f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload)
+                        self._exchange.publish(
+                            f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload, durable=False
+                        )
                 if ret.lot_id is not None:
                     touched.add(ret.lot_id)
                 touched |= self._repo.payment_lot_ids(ret.id)
                 self._repo.mark_published(ret.id)
                 count += 1
             for lot_id in sorted(touched):
-                self._publish_status(lot_id)
+                self._publish_status(lot_id, durable=False)
+            if count:
+                self._exchange.sync()  # files durable before the run records them as published
         return count
 
     def lot_status(self, lot_id: int) -> dict[str, JsonValue]:
@@ -423,12 +427,12 @@ class TrackingService:
             "paiements": payments,
         }
 
-    def _publish_status(self, lot_id: int) -> None:
+    def _publish_status(self, lot_id: int, *, durable: bool = True) -> None:
         assert self._exchange is not None
         status = self.lot_status(lot_id)
         name = f"{status['emetteur']}/lot-{status['date_lot']}-{status['lot']}.statut.json"
         data = json.dumps(status, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        self._exchange.publish(name, data)
+        self._exchange.publish(name, data, durable=durable)
 
 
 def _day(aammjj: str) -> str:
