@@ -42,8 +42,13 @@ from balise.sim.vcard import ATR_CPS3, VirtualCard, VirtualReaderLink
 __all__ = [
     "DEMO_PIN",
     "DEMO_TECHNICIAN_PASSPHRASE",
+    "INVALID_LOT_NAME",
+    "DemoAgent",
     "DemoBox",
     "DemoError",
+    "DemoReaderWatcher",
+    "demo_lots",
+    "drop_lots",
     "run_demo",
     "start_demo",
 ]
