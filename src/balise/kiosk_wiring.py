@@ -8,10 +8,9 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from balise.adapters.kek import locate_kek
-from balise.bootstrap import Context
 from balise.domain.atr import can_sign
 from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
@@ -28,14 +27,7 @@ from balise.ports import (
     TokenSession,
     TokenSigner,
 )
-from balise.services.signing import (
-    BatchEvent,
-    BatchResult,
-    CardReport,
-    examine_card,
-    sign_with_card,
-)
-from balise.services.technician import Attempt, GateRecord, GateStatus, TechnicianGate
+from balise.services.technician import GateRecord
 from balise.ui.backend import (
     CardStatus,
     DoctorLine,
@@ -51,6 +43,11 @@ from balise.ui.backend import (
     SendStep,
 )
 from balise.ui.demo_hooks import DemoHooks
+
+if TYPE_CHECKING:
+    from balise.bootstrap import Context
+    from balise.services.signing import BatchEvent, BatchResult, CardReport
+    from balise.services.technician import Attempt, GateStatus
 
 CONSUMER_MAIL = (
     "gmail.",
@@ -223,6 +220,8 @@ class WiredBackend:
         self._removed = threading.Event()
         self._signer: _GuardedSigner | None = None
         self._identity: CardIdentity | None = None
+        from balise.services.technician import TechnicianGate
+
         self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx), ctx.journal, ctx.clock)
         self._watching: list[str] = []
 
@@ -339,6 +338,8 @@ class WiredBackend:
     # -- the signing flow --------------------------------------------------------------------
 
     def examine_card(self) -> CardReport:
+        from balise.services.signing import examine_card
+
         with self._lock:
             removed = self._removed
             signer = _GuardedSigner(self._signer_factory(), removed)
@@ -359,6 +360,8 @@ class WiredBackend:
         progress: Callable[[BatchEvent], None],
         cancel: threading.Event,
     ) -> BatchResult:
+        from balise.services.signing import sign_with_card
+
         try:
             with self._state_lock:
                 signer, identity = self._signer, self._identity
@@ -536,4 +539,11 @@ def build_backend(
     )
 
 
-__all__ = ["CardError", "SqliteGateStore", "StateError", "WiredBackend", "build_backend", "hygiene"]
+__all__ = [
+    "CardError",
+    "SqliteGateStore",
+    "StateError",
+    "WiredBackend",
+    "build_backend",
+    "hygiene",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pkcs11
 import pytest
@@ -135,11 +135,11 @@ class Kiosk:
         return BaliseApp(self.backend, **kwargs)  # type: ignore[arg-type]
 
 
-def import_lots(box: Box, count: int, first: int = 1) -> list[int]:
+def import_lots(box: Box, count: int, first: int = 1, today: date | None = None) -> list[int]:
     # Imported here: lot_corpus is registered as a plugin after this module.
     from tests.support.lot_corpus import valid_lot
 
-    today = datetime.now(UTC).date()
+    today = today or datetime.now(UTC).date()
     ids = []
     for n in range(first, first + count):
         outcome = box.ctx.intake().import_bytes(

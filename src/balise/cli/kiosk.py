@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from balise.bootstrap import open_context, resolve_data_dir
+from balise.bootstrap import resolve_data_dir
 from balise.cli.common import EXIT_OK
+
+if TYPE_CHECKING:
+    from balise.ui.backend import KioskBackend
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
-    from balise.kiosk_wiring import build_backend
+    from balise.bootstrap import Context
     from balise.ui.app import run_kiosk
+    from balise.ui.backend import deferred_backend
 
-    ctx = open_context(resolve_data_dir(args.data_dir), actor="kiosk")
-    backend = build_backend(ctx, env=os.environ)
+    data_dir = resolve_data_dir(args.data_dir)
+    opened: list[Context] = []
+
+    def build() -> KioskBackend:
+        # Opened by the first worker that needs it: the first screen is painted before.
+        from balise.bootstrap import open_context
+        from balise.kiosk_wiring import build_backend
+
+        ctx = open_context(data_dir, actor="kiosk")
+        opened.append(ctx)
+        return build_backend(ctx, env=os.environ)
+
+    backend = deferred_backend(build)
     try:
         run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang)
     finally:
         backend.stop_watches()
-        ctx.close()
+        for ctx in opened:
+            ctx.close()
     return EXIT_OK
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.events import Event, Key
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from balise.domain.devices import CardEvent, ReaderEvent
@@ -20,9 +22,15 @@ from balise.ui.i18n import t
 from balise.ui.messages import CardChanged, DevicesChanged, ReadersChanged
 from balise.ui.screens.base import KioskDialog, KioskScreen
 from balise.ui.screens.home import HomeScreen
-from balise.ui.screens.technician import TechnicianScreen
 
 STYLES = Path(__file__).with_name("styles")
+
+
+def _technician() -> Screen[Any]:
+    # Imported when first needed: the first screen paints sooner.
+    from balise.ui.screens.technician import TechnicianScreen
+
+    return TechnicianScreen()
 
 
 class BaliseApp(App[None]):
@@ -30,9 +38,9 @@ class BaliseApp(App[None]):
 
     CSS_PATH = STYLES / "app.tcss"
     ENABLE_COMMAND_PALETTE = False
-    MODES: ClassVar[dict[str, type[KioskScreen]]] = {  # type: ignore[assignment]
+    MODES: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {  # type: ignore[assignment]
         "operate": HomeScreen,
-        "technician": TechnicianScreen,
+        "technician": _technician,
     }
     DEFAULT_MODE = "operate"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -65,7 +73,10 @@ class BaliseApp(App[None]):
 
     def on_mount(self) -> None:
         self.set_interval(min(1.0, self.idle_timeout / 4), self._check_idle, name="idle")
-        self.run_worker(self._start_watches, thread=True, exit_on_error=False, group="watch")
+        # After the first paint: the backend may still have the box to open.
+        self.call_after_refresh(
+            self.run_worker, self._start_watches, thread=True, exit_on_error=False, group="watch"
+        )
 
     def _start_watches(self) -> None:
         self.backend.start_reader_watch(self._reader_event)
@@ -127,7 +138,10 @@ class BaliseApp(App[None]):
         self._last_input = time.monotonic()
         if self.current_mode == "operate" and len(self.screen_stack) == 1:
             return
-        self.run_worker(self.reset_to_home(), exclusive=True, group="reset")
+        if not self.workers or not any(
+            w.group == "reset" and not w.is_finished for w in self.workers
+        ):
+            self.run_worker(self.reset_to_home(), group="reset", exit_on_error=False)
 
     async def reset_to_home(self) -> None:
         """Forget everything typed, stop the flows, back to Accueil in operate mode."""
@@ -138,8 +152,13 @@ class BaliseApp(App[None]):
                 self.workers.cancel_node(screen)
         if self.current_mode != "operate":
             await self.leave_technician()
-        while len(self.screen_stack) > 1:
-            await self.pop_screen()
+        for _ in range(20):  # bounded: a kiosk stack is a few screens deep
+            if len(self.screen_stack) <= 1:
+                break
+            try:
+                await self.pop_screen()
+            except ScreenStackError:
+                break
         self.notify(t("kiosk.idle"), timeout=4)
         home = self.screen
         if isinstance(home, HomeScreen):
@@ -148,7 +167,7 @@ class BaliseApp(App[None]):
     async def leave_technician(self) -> None:
         await self.switch_mode("operate")
         await self.remove_mode("technician")
-        self.add_mode("technician", TechnicianScreen)
+        self.add_mode("technician", _technician)
         self.run_worker(self.backend.technician_left, thread=True, exit_on_error=False)
 
     async def enter_technician(self) -> None:

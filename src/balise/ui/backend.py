@@ -6,24 +6,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
-from balise.domain.atr import CardKind
-from balise.domain.devices import CardEvent, ReaderEvent
-from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
-from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
-from balise.services.signing import BatchEvent, BatchResult, CardReport
-from balise.services.technician import Attempt, GateStatus
+
+if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backend, not the screens
+    from balise.domain.atr import CardKind
+    from balise.domain.devices import CardEvent, ReaderEvent
+    from balise.domain.lotrecord import LotRecord, QuarantineRecord
+    from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+    from balise.services.signing import BatchEvent, BatchResult, CardReport
+    from balise.services.technician import Attempt, GateStatus
 
 __all__ = [
-    "Attempt",
-    "BatchEvent",
-    "BatchResult",
-    "CardReport",
     "CardStatus",
+    "DeferredBackend",
     "DoctorLine",
-    "GateStatus",
     "HomeSummary",
     "Hygiene",
     "JournalCheck",
@@ -34,6 +32,7 @@ __all__ = [
     "ProfileSummary",
     "SendReport",
     "SendStep",
+    "deferred_backend",
 ]
 
 
@@ -212,3 +211,32 @@ class KioskBackend(Protocol):
     def technician_left(self) -> None:
         """Journal that technician mode was left (idle or by the key)."""
         ...
+
+
+class DeferredBackend:
+    """A backend opened on first use: the kiosk paints its first screen at once and the box (key,
+    database, services) opens in the first worker thread that needs it."""
+
+    def __init__(self, build: Callable[[], KioskBackend]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._backend: KioskBackend | None = None
+
+    def _real(self) -> KioskBackend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._build()
+            return self._backend
+
+    def stop_watches(self) -> None:
+        with self._lock:
+            backend = self._backend
+        if backend is not None:
+            backend.stop_watches()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real(), name)
+
+
+def deferred_backend(build: Callable[[], KioskBackend]) -> KioskBackend:
+    return cast(KioskBackend, DeferredBackend(build))

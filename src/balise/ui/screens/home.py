@@ -47,7 +47,7 @@ class HomeScreen(KioskScreen):
         demo = self.kiosk.demo
         if demo is not None:
             self.query_one("#demo", Static).update(pick(demo.help_fr, demo.help_en))
-        self.refresh_summary()
+        self.call_after_refresh(self.refresh_summary)
 
     def on_screen_resume(self) -> None:
         self.refresh_summary()

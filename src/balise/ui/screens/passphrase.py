@@ -3,7 +3,7 @@ created here, typed twice, when provisioning did not set one."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -11,9 +11,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Footer, Input, Static
 
-from balise.ui.backend import Attempt, GateStatus
 from balise.ui.i18n import t
 from balise.ui.screens.base import KioskDialog
+
+if TYPE_CHECKING:
+    from balise.services.technician import Attempt, GateStatus
 
 MIN_LENGTH = 10
 

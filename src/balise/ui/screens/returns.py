@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -10,9 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from balise.ports import PaymentRecord, ReturnRecord
 from balise.ui.i18n import euros, lot_date, pick, t
 from balise.ui.screens.base import KioskScreen
+
+if TYPE_CHECKING:
+    from balise.ports import PaymentRecord, ReturnRecord
 
 
 def _state(code: str | None) -> str:

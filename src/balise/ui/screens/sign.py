@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from textual import work
 from textual.app import ComposeResult
@@ -15,11 +15,14 @@ from textual.containers import Vertical
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from balise.domain.errors import BaliseError
-from balise.ui.backend import BatchEvent, BatchResult, CardReport, SendReport, SendStep
+from balise.ui.backend import SendReport, SendStep
 from balise.ui.i18n import pick, t
 from balise.ui.messages import DevicesChanged
 from balise.ui.screens.base import KioskDialog, KioskScreen, in_thread
 from balise.ui.screens.dialogs import ChoiceDialog, ConfirmDialog, LotChoiceDialog, PinDialog
+
+if TYPE_CHECKING:
+    from balise.services.signing import BatchEvent, BatchResult, CardReport
 
 Phase = Literal["before", "signing", "sending", "done"]
 

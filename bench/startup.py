@@ -1,0 +1,127 @@
+"""Kiosk cold start: process start to the first screen painted, BaliseApp on a demo-like backend
+(a fresh data dir, scripted reader and card sources) against a bare Textual app, in the same run;
+prints the median times, their ratio (target ≤ 1.5) and the peak RSS of each child.
+
+    .venv/bin/python bench/startup.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BARE = """
+import sys, time
+from textual.app import App
+from textual.widgets import Footer, Header, Static
+
+class Bare(App[None]):
+    def compose(self):
+        yield Header()
+        yield Static("Bonjour")
+        yield Footer()
+
+    def on_mount(self):
+        self.call_after_refresh(self.done)
+
+    def done(self):
+        print(time.time(), flush=True)
+        self.exit()
+
+Bare().run(headless=True, size=(100, 35))
+"""
+
+BALISE = """
+import os, sys, time
+from pathlib import Path
+from balise.ui.app import BaliseApp
+from balise.ui.backend import deferred_backend
+
+class NoReaders:  # a demo box: no udev, no pcscd
+    def start(self, callback): pass
+    def stop(self): pass
+    def present(self): return []
+
+class Timed(BaliseApp):
+    def on_mount(self):
+        super().on_mount()
+        self.call_after_refresh(self.done)
+
+    def done(self):
+        print(time.time(), flush=True)
+        self.exit()
+
+opened = []
+
+def build():  # as `balise kiosk` does: the box opens in the first worker, after the first paint
+    from balise.bootstrap import open_context
+    from balise.kiosk_wiring import build_backend
+    opened.append(open_context(Path(sys.argv[1]), actor="kiosk"))
+    return build_backend(opened[0], env=os.environ, reader_watcher=NoReaders(),
+                         card_watcher=NoReaders())
+
+backend = deferred_backend(build)
+Timed(backend).run(headless=True, size=(100, 35))
+backend.stop_watches()
+for ctx in opened:
+    ctx.close()
+"""
+
+
+def one_run(code: str, args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Seconds from process start to first paint, and the child's peak RSS in KiB."""
+    start = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode().split()
+    if status != 0 or not out:
+        raise SystemExit(f"child failed (status {status})")
+    return float(out[-1]) - start, usage.ru_maxrss
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
+        from balise.adapters.kek import create_key_file
+
+        kek = Path(tmp) / "bench.kek"
+        create_key_file(kek)
+        env = dict(os.environ, BALISE_KEK_FILE=str(kek), PYTHONPATH=str(ROOT))
+        data = str(Path(tmp) / "data")
+        from balise.bootstrap import open_context
+
+        open_context(Path(data), actor="bench", env=env).close()  # data dir and migrations
+        bare, balise = [], []
+        for _ in range(options.runs):  # interleaved: both see the same machine load
+            bare.append(one_run(BARE, [], env))
+            balise.append(one_run(BALISE, [data], env))
+    t_bare = statistics.median(t for t, _ in bare)
+    t_balise = statistics.median(t for t, _ in balise)
+    ratio = t_balise / t_bare
+    print(
+        f"bare Textual app : {t_bare * 1000:7.0f} ms   peak RSS {max(r for _, r in bare) / 1024:6.1f} MiB"
+    )
+    print(
+        f"Balise kiosk     : {t_balise * 1000:7.0f} ms   peak RSS {max(r for _, r in balise) / 1024:6.1f} MiB"
+    )
+    print(
+        f"ratio            : {ratio:.2f} (target ≤ 1.5) {'OK' if ratio <= 1.5 else 'ABOVE TARGET'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
