@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps demo test lint typecheck imports pytest clean
+.PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64
 
 deps:
 	@scripts/ensure-deps
@@ -25,6 +25,19 @@ pytest: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test: deps lint typecheck imports pytest
+
+# The appliance tier (ansible-lint, roles in a chroot twice, disk image booted under qemu/TCG with
+# OVMF and a software TPM). Root and the Debian/PyPI registries needed; ~15 minutes on 2 cores.
+image-deps: deps
+	@scripts/ensure-image-deps
+
+test-image: image-deps
+	BALISE_IMAGE_TIER=1 $(BIN)/pytest -q -p no:cacheprovider -m image tests/image
+
+# The Raspberry Pi (arm64) rootfs, outside the CI tier: every initramfs under emulation is slow.
+image-arm64: deps
+	@scripts/ensure-image-deps --arm64
+	cd ansible && ansible-playbook build-image.yml -e image_arch=arm64
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
