@@ -21,15 +21,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from balise.backup_wiring import backup_service, default_destinations, retention_service
 from balise.bootstrap import Context
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
+from balise.services.backup import BackupService
+from balise.services.certwatch import expiring
 from balise.services.purge import PurgeService
 from balise.services.transmission import TransmissionService
 
 STATUS_FILE = "agent-status.json"
 STATUS_VERSION = 1
 TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
+USB_BACKUP_MOUNT = Path("/run/balise/usb-sauvegarde")  # where udev mounts the BALISE-SAUV key
 OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
 MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
 DEFAULT_POP3_INTERVAL_S = 300
@@ -115,6 +119,8 @@ class Agent:
         self._profiles: dict[str, ProfileStatus] = {}
         self._next_purge: dict[str, float] = {}
         self._next_overdue = 0.0
+        self._backup: BackupService | None = None
+        self._last_retention: datetime | None = None
         self.cycles = 0
 
     # -- control ----------------------------------------------------------------------------
@@ -167,6 +173,8 @@ class Agent:
         if not self.stopping and time.monotonic() >= self._next_overdue:
             self._next_overdue = time.monotonic() + OVERDUE_PERIOD_S * self._scale
             self._guard("overdue", report, self._overdue)
+            if not self.stopping:
+                self._guard("housekeeping", report, self._housekeeping)
         self._write_status("en marche")
         return report
 
@@ -307,7 +315,24 @@ class Agent:
         raised = tracking.check_overdue(days if isinstance(days, int) else 3)
         if raised:
             self._log(f"{len(raised)} lot(s) sans ARL dans le délai : alerte")
+        certs = tracking.check_certificates(expiring(self._ctx.params, self._ctx.clock.now()))
+        if certs:
+            self._log(f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte")
         tracking.publish_pending()
+
+    def _housekeeping(self) -> None:
+        """Daily encrypted backup (exchange sauvegardes/ and the backup USB key when mounted),
+        then evidence retention once a day."""
+        if self._backup is None:
+            self._backup = backup_service(self._ctx)
+        environ = os.environ if self._env is None else self._env
+        usb = Path(environ.get("BALISE_BACKUP_USB", str(USB_BACKUP_MOUNT)))
+        for result in self._backup.run_daily(default_destinations(self._ctx, usb)):
+            self._log(f"sauvegarde : {result}")
+        now = self._ctx.clock.now()
+        if self._last_retention is None or now - self._last_retention >= timedelta(days=1):
+            retention_service(self._ctx).run(now)
+            self._last_retention = now
 
     # -- status -----------------------------------------------------------------------------
 

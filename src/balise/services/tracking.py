@@ -5,7 +5,7 @@ mailbox's own practitioner, conflicts and damage alerted, overdue lots flagged, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +23,7 @@ from balise.ports import (
     ReturnRecord,
     ReturnsStore,
 )
+from balise.services.certwatch import Expiry
 from balise.services.lots import LotTransitions
 
 S = LotState
@@ -356,6 +357,21 @@ class TrackingService:
                     f"than {days} days ago without an ARL",
                     {"lot": lot.id},
                 )
+            )
+        return raised
+
+    def check_certificates(self, expiries: Sequence[Expiry]) -> list[int]:
+        """One alert per certificate and state (expiring, then expired); never repeated."""
+        raised: list[int] = []
+        known = {(a.kind, a.subject) for a in self._repo.alerts(include_acknowledged=True)}
+        for item in expiries:
+            kind = "cert_expired" if item.expired else "cert_expiring"
+            subject = f"cert:{item.fingerprint}"
+            if (kind, subject) in known:
+                continue
+            fr, en = item.words()
+            raised.append(
+                self.alert(kind, subject, fr, en, {"not_after": item.not_after.isoformat()})
             )
         return raised
 

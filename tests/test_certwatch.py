@@ -1,0 +1,56 @@
+"""Certificate expiry: expired and soon-expiring certificates become alerts (once each), and one
+agent cycle also makes the daily encrypted backup into the exchange account's sauvegardes/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from balise.agent import Agent
+from balise.services.certwatch import expiring
+from balise.sim.pki import TestPKI
+from tests.support.box import Box
+
+
+def test_expiring_and_expired_certificates_raise_one_alert_each(box: Box, pki: TestPKI) -> None:
+    now = datetime.now(UTC)
+    soon = pki.issue_organism("TEST CPAM BIENTOT", not_after=now + timedelta(days=10))
+    box.ctx.params.set("recipient_certs", soon.cert_pem.read_text(), organism="cpam422")
+    locum = pki.issue_practitioner(
+        "10007777777",
+        "Dr Ancien TEST",
+        not_before=now - timedelta(days=400),
+        not_after=now - timedelta(days=2),
+    )
+    box.ctx.params.set("signers.locums", locum.signature.cert_pem.read_text(), profile="p1")
+    found = expiring(box.ctx.params, now)
+    assert sorted((e.role, e.expired) for e in found) == [
+        ("carte de remplaçant", True),
+        ("certificat de chiffrement", False),
+    ]
+    tracking = box.ctx.tracking()
+    raised = tracking.check_certificates(found)
+    assert len(raised) == 2
+    alerts = {a.kind: a for a in tracking.alerts()}
+    assert "expire le" in alerts["cert_expiring"].fr
+    assert "expiré" in alerts["cert_expired"].fr
+    assert tracking.check_certificates(expiring(box.ctx.params, now)) == []  # once only
+
+
+def test_agent_cycle_makes_the_daily_backup(box: Box) -> None:
+    box.ctx.params.set("recovery_passphrase", "une phrase de secours assez longue")
+    agent = Agent(box.ctx, env=box.env.env, interval_scale=0.01)
+    try:
+        report = agent.cycle()
+    finally:
+        agent.close()
+    archives = list((box.env.home / "echange" / "sauvegardes").glob("*"))
+    assert len([a for a in archives if not a.name.startswith(".")]) == 1, report
+    kinds = [e.kind for e in box.ctx.journal.entries()]
+    assert "backup.created" in kinds
+    # A second cycle the same day makes no new archive.
+    agent = Agent(box.ctx, env=box.env.env, interval_scale=0.01)
+    try:
+        agent.cycle()
+    finally:
+        agent.close()
+    assert len(list((box.env.home / "echange" / "sauvegardes").glob("*"))) == len(archives)
