@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import jinja2
-import pytest
 
 from tests.support.balise_env import BaliseEnv
 

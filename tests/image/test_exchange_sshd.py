@@ -58,9 +58,14 @@ class Exchange:
         script.write_text(batch, encoding="utf-8")
         return subprocess.run(
             [
-                "sftp", *self.ssh_args("-o", "IdentitiesOnly=yes", "-i", str(self.key)),
-                "-P", str(self.port), "-b", str(script), f"{self.user}@127.0.0.1",
-            ],  # fmt: skip
+                "sftp",
+                *self.ssh_args("-o", "IdentitiesOnly=yes", "-i", str(self.key)),
+                "-P",
+                str(self.port),
+                "-b",
+                str(script),
+                f"{self.user}@127.0.0.1",
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -106,8 +111,12 @@ def exchange() -> Iterator[Exchange]:
         shutil.chown(chroot / "retours" / "statut-lot-1.txt", "root", user)
         keys = root / "keys"
         keys.mkdir(mode=0o700)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(etc / "host")], check=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(etc / "host")], check=True
+        )
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True
+        )
         port = _free_port()
         values = {
             "exchange_listen_address": "127.0.0.1",
@@ -193,7 +202,11 @@ def test_forwarding_refused(exchange: Exchange) -> None:
 def test_chroot_holds(exchange: Exchange) -> None:
     listing = exchange.sftp("cd /../../..\nls -1 /\n")
     assert listing.returncode == 0, listing.stderr
-    names = {line.strip().lstrip("/") for line in listing.stdout.splitlines() if line.strip() and not line.startswith("sftp>")}
+    names = {
+        line.strip().lstrip("/")
+        for line in listing.stdout.splitlines()
+        if line.strip() and not line.startswith("sftp>")
+    }
     assert names == {"depot", "retours"}
     outside = exchange.sftp(f"get /etc/passwd {exchange.root / 'stolen'}\n")
     assert outside.returncode != 0
