@@ -32,3 +32,20 @@ async def test_home_shows_reader_card_counts_and_alerts(kiosk: Kiosk) -> None:
         kiosk.readers.unplug()
         await pilot.pause(0.3)
         assert "aucun lecteur" in _text(app, "#reader")
+
+
+async def test_home_refreshes_by_itself_and_shows_the_backup_age(
+    kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import balise.ui.screens.home as home
+
+    monkeypatch.setattr(home, "REFRESH_S", 0.2)  # the screen's own timer; the agent works behind
+    app = kiosk.app()
+    async with app.run_test(size=(100, 35)) as pilot:
+        await pilot.pause(0.3)
+        assert "aucune sauvegarde réussie" in _text(app, "#backup")
+        assert "aucune" in _text(app, "#alerts")
+        # The agent raises an alert while nobody touches the keyboard: it shows on its own.
+        kiosk.box.ctx.tracking().alert("anomaly", "test", "Courrier inconnu", "Unknown mail")
+        await pilot.pause(0.8)
+        assert "1 à lire" in _text(app, "#alerts")

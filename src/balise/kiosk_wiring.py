@@ -46,6 +46,7 @@ from balise.ui.demo_hooks import DemoHooks
 
 if TYPE_CHECKING:
     from balise.bootstrap import Context
+    from balise.services.backup import BackupStatus
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
@@ -309,9 +310,30 @@ class WiredBackend:
         except BaliseError:
             weak = True
         readers = tuple(r.name for r in self._safe_readers())
+        backup = self._backup_status()
         return HomeSummary(
-            readers, self.card_status(), tuple(profiles), last, nxt, alerts, synced, weak
+            readers,
+            self.card_status(),
+            tuple(profiles),
+            last,
+            nxt,
+            alerts,
+            synced,
+            weak,
+            None
+            if backup is None or backup.age is None
+            else int(backup.age.total_seconds() // 3600),
+            backup is None or backup.too_old,
         )
+
+    def _backup_status(self) -> BackupStatus | None:
+        from balise.backup_wiring import backup_service
+
+        try:
+            with self._lock:
+                return backup_service(self.ctx).status()
+        except BaliseError:
+            return None
 
     def _safe_readers(self) -> list[UsbReader]:
         try:

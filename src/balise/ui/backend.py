@@ -67,6 +67,8 @@ class HomeSummary:
     alerts: int
     clock_synchronized: bool
     protection_weak: bool
+    backup_age_hours: int | None = None  # None: no good backup yet
+    backup_too_old: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,9 @@ FR: dict[str, str] = {
     "home.unknown": "inconnue",
     "home.alerts.none": "Alertes : aucune",
     "home.alerts.some": "Alertes : {n} à lire (touche A)",
+    "home.backup.none": "Sauvegarde : aucune sauvegarde réussie — appelez le technicien",
+    "home.backup.hours": "Sauvegarde : dernière réussie il y a {n} h",
+    "home.backup.days": "Sauvegarde : dernière réussie il y a {n} jours",
     "home.clock_unsync": "Horloge non synchronisée : la signature attend la synchronisation "
     "de l'heure (NTP).",
     "home.protection_weak": "Protection faible : la clé des données est sur le même support "
@@ -222,6 +225,9 @@ EN: dict[str, str] = {
     "home.unknown": "unknown",
     "home.alerts.none": "Alerts: none",
     "home.alerts.some": "Alerts: {n} to read (key A)",
+    "home.backup.none": "Backup: no successful backup — call the technician",
+    "home.backup.hours": "Backup: last successful {n} h ago",
+    "home.backup.days": "Backup: last successful {n} days ago",
     "home.clock_unsync": "Clock not synchronized: signing waits for time synchronization (NTP).",
     "home.protection_weak": "Weak protection: the data key is on the same medium as the data.",
     "home.hint": "Insert your CPS card then press S to sign.",

@@ -16,6 +16,8 @@ from balise.ui.i18n import pick, t
 from balise.ui.messages import DevicesChanged
 from balise.ui.screens.base import KioskScreen
 
+REFRESH_S = 5.0
+
 
 class HomeScreen(KioskScreen):
     CSS_PATH = "../styles/home.tcss"
@@ -37,6 +39,7 @@ class HomeScreen(KioskScreen):
             yield Static("", id="network")
             yield Static("", id="purge")
             yield Static("", id="alerts")
+            yield Static("", id="backup")
             yield Static("", id="warnings")
             yield Static(t("home.hint"), id="hint")
             yield Static("", id="demo")
@@ -48,6 +51,9 @@ class HomeScreen(KioskScreen):
         if demo is not None:
             self.query_one("#demo", Static).update(pick(demo.help_fr, demo.help_en))
         self.call_after_refresh(self.refresh_summary)
+        # Returns, alerts and sending happen in the agent: re-read the figures regularly so a
+        # practitioner sees the ARLs arrive without pressing a key.
+        self.set_interval(REFRESH_S, self.refresh_summary)
 
     def on_screen_resume(self) -> None:
         self.refresh_summary()
@@ -100,6 +106,14 @@ class HomeScreen(KioskScreen):
         alerts = self.query_one("#alerts", Static)
         alerts.update(t("home.alerts.some", n=s.alerts) if s.alerts else t("home.alerts.none"))
         alerts.set_class(s.alerts > 0, "attention")
+        backup = self.query_one("#backup", Static)
+        if s.backup_age_hours is None:
+            backup.update(t("home.backup.none"))
+        elif s.backup_age_hours < 48:
+            backup.update(t("home.backup.hours", n=s.backup_age_hours))
+        else:
+            backup.update(t("home.backup.days", n=s.backup_age_hours // 24))
+        backup.set_class(s.backup_too_old, "attention")
         warnings = []
         if not s.clock_synchronized:
             warnings.append(t("home.clock_unsync"))
