@@ -4,6 +4,7 @@ nothing written; the technician override admits webmail; doctor lists every find
 from __future__ import annotations
 
 from tests.support.balise_env import BaliseEnv
+from tests.support.box import Box
 
 
 def setup(env: BaliseEnv) -> None:
@@ -84,3 +85,12 @@ def test_doctor_shows_the_nominative_warning_and_two_bals(balise_env: BaliseEnv)
     ), doctor.stdout
     assert any("[HYG_TWO_BALS_RPPS]" in line and "p1, p2" in line for line in lines)
     assert "aucune remarque" not in doctor.stdout
+
+
+def test_kiosk_shows_the_same_hygiene_findings(box: Box) -> None:
+    from balise.kiosk_wiring import hygiene
+
+    box.ctx.params.set("bal_address", "jeanne.test@bal.example.net", profile="p1")
+    found = hygiene(box.ctx)
+    assert [h.level for h in found["p1"]] == ["warn"]
+    assert "jeanne.test@bal.example.net" in found["p1"][0].fr

@@ -50,22 +50,6 @@ if TYPE_CHECKING:
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
-CONSUMER_MAIL = (
-    "gmail.",
-    "googlemail.",
-    "hotmail.",
-    "outlook.",
-    "live.",
-    "yahoo.",
-    "orange.fr",
-    "free.fr",
-    "laposte.net",
-    "sfr.fr",
-    "wanadoo.fr",
-    "icloud.com",
-    "gmx.",
-)
-
 
 class SqliteGateStore:
     """The technician gate's failure counter in its own one-row table (migration 0005)."""
@@ -138,60 +122,15 @@ class _GuardedSession:
 
 
 def hygiene(ctx: Context) -> dict[str, list[Hygiene]]:
-    """ARCHITECTURE.md mailbox hygiene: consumer webmail refused, nominative local part warned,
-    one BAL shared by two practitioners refused, two BALs for one practitioner warned."""
-    found: dict[str, list[Hygiene]] = {}
-    owners: dict[str, list[str]] = {}
-    by_rpps: dict[str, list[str]] = {}
-    for profile in ctx.params.ids(Scope.PROFILE):
-        out = found.setdefault(profile, [])
-        address = ctx.params.get("bal_address", profile=profile)
-        shown = ctx.params.get("display_name", profile=profile)
-        name = shown if isinstance(shown, str) else ""
-        rpps = ctx.params.get("rpps", profile=profile)
-        if isinstance(rpps, str):
-            by_rpps.setdefault(rpps, []).append(profile)
-        if not isinstance(address, str) or "@" not in address:
-            continue
-        owners.setdefault(address.lower(), []).append(profile)
-        local, _, domain = address.lower().partition("@")
-        if any(domain.startswith(c) or domain == c for c in CONSUMER_MAIL):
-            out.append(
-                Hygiene(
-                    "refuse",
-                    f"{address} : messagerie grand public, pas une BAL de messagerie sécurisée",
-                    f"{address}: consumer webmail, not a secure BAL",
-                )
-            )
-        words = [w for w in name.lower().replace("dr ", " ").split() if len(w) > 2]
-        if any(w in local for w in words):
-            out.append(
-                Hygiene(
-                    "warn",
-                    f"{address} : l'adresse porte le nom du praticien",
-                    f"{address}: the address carries the practitioner's name",
-                )
-            )
-    for address, profiles in owners.items():
-        if len(profiles) > 1:
-            for profile in profiles:
-                found[profile].append(
-                    Hygiene(
-                        "refuse",
-                        f"{address} partagée par {', '.join(profiles)} : une BAL par praticien",
-                        f"{address} shared by {', '.join(profiles)}: one BAL per practitioner",
-                    )
-                )
-    for rpps, profiles in by_rpps.items():
-        if len(profiles) > 1:
-            for profile in profiles:
-                found[profile].append(
-                    Hygiene(
-                        "warn",
-                        f"RPPS {rpps} : deux BAL ({', '.join(profiles)}) pour un praticien",
-                        f"RPPS {rpps}: two BALs ({', '.join(profiles)}) for one practitioner",
-                    )
-                )
+    """The mailbox hygiene findings of balise.domain.hygiene (the same rules the parameters and
+    the doctor apply), grouped by practitioner profile."""
+    from balise.domain.hygiene import findings_for
+
+    found: dict[str, list[Hygiene]] = {p: [] for p in ctx.params.ids(Scope.PROFILE)}
+    for finding in findings_for(ctx.params.view()):
+        level: Literal["warn", "refuse"] = "refuse" if finding.refused else "warn"
+        for profile in finding.profiles:
+            found.setdefault(profile, []).append(Hygiene(level, finding.fr, finding.en))
     return found
 
 
