@@ -1,0 +1,288 @@
+"""The appliance image end to end: ansible-lint (production profile), the roles applied to a
+mmdebstrap rootfs through the chroot connection twice (the second run changes nothing),
+assertions on the rootfs, then the GPT disk image booted by its own systemd-boot under OVMF with
+qemu/TCG (never KVM) and a software TPM: first boot formats the LUKS2 data partition and enrols
+the TPM2, second boot unlocks it through crypttab; each time what tty1 shows is printed on the
+serial console by a test-only unit, and the kiosk's first screen must be there."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE = REPO / "ansible"
+BUILD = REPO / "build" / "image-amd64"
+ROOTFS = BUILD / "rootfs"
+GUEST = Path(__file__).parent / "guest"
+LINT_VENV = Path(os.environ.get("BALISE_LINT_VENV", REPO / "build" / "ansible-lint-venv"))
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# The sentinel is set as a mailbox password inside the guest and must appear nowhere on the disk.
+# The guest script builds it from octal escapes, so the plain bytes are in no file of the image.
+SENTINEL = "BALISE-SENTINEL-pop3-3f9c1d"
+BOOT_TIMEOUT = 600
+
+
+def _ansible(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ansible-playbook", playbook, *extra],
+        cwd=ANSIBLE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    )
+
+
+def _recap(output: str) -> dict[str, int]:
+    match = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-3000:]
+    ok, changed, unreachable, failed = (int(g) for g in match.groups())
+    return {"ok": ok, "changed": changed, "unreachable": unreachable, "failed": failed}
+
+
+@dataclass
+class Built:
+    first: dict[str, int]
+    second: dict[str, int]
+    second_log: str
+    disk: Path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    rootfs_run = _ansible("image-rootfs.yml", timeout=1200)
+    assert rootfs_run.returncode == 0, rootfs_run.stdout[-4000:] + rootfs_run.stderr[-2000:]
+    inventory = tmp_path_factory.mktemp("inventory") / "image.yml"
+    inventory.write_text(
+        "all:\n  children:\n    image:\n      hosts:\n"
+        f"        {ROOTFS}:\n"
+        "          ansible_connection: community.general.chroot\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n",
+        encoding="utf-8",
+    )
+    runs = []
+    for _ in range(2):
+        run = _ansible("image-configure.yml", "-i", str(inventory))
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        runs.append(run)
+    first, second = _recap(runs[0].stdout), _recap(runs[1].stdout)
+    # Test-only additions, after the roles and their assertions' subject: the report unit.
+    shutil.copy2(GUEST / "balise-test-report", ROOTFS / "usr/local/sbin/balise-test-report")
+    shutil.copy2(GUEST / "balise-test-sentinel", ROOTFS / "usr/local/sbin/balise-test-sentinel")
+    for unit in ("balise-test-report.service", "balise-test-sentinel.service"):
+        shutil.copy2(GUEST / unit, ROOTFS / "etc/systemd/system" / unit)
+    wants = ROOTFS / "etc/systemd/system/multi-user.target.wants"
+    (wants / "balise-test-report.service").unlink(missing_ok=True)
+    (wants / "balise-test-report.service").symlink_to(
+        "/etc/systemd/system/balise-test-report.service"
+    )
+    assemble = _ansible(
+        "image-assemble.yml", "-e", "image_kernel_cmdline_extra=console=ttyS0,115200", timeout=900
+    )
+    assert assemble.returncode == 0, assemble.stdout[-4000:] + assemble.stderr[-2000:]
+    return Built(first, second, runs[1].stdout, BUILD / "balise.img")
+
+
+def test_ansible_lint_production_profile() -> None:
+    files = sorted(str(p.relative_to(ANSIBLE)) for p in ANSIBLE.glob("*.yml"))
+    result = subprocess.run(
+        [str(LINT_VENV / "bin" / "ansible-lint"), "--profile", "production", "--offline",
+         *files, "roles/"],
+        cwd=ANSIBLE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        # ansible-lint's own ansible-core finds the collections of Debian's ansible package.
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": "/usr/lib/python3/dist-packages",
+             "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
+
+
+def test_second_run_changes_nothing(built: Built) -> None:
+    assert built.first["changed"] > 0
+    assert built.second["changed"] == 0, built.second_log[-4000:]
+    assert built.second["failed"] == 0
+
+
+def _enabled(target: str, unit: str) -> bool:
+    return (ROOTFS / "etc/systemd/system" / f"{target}.wants" / unit).is_symlink()
+
+
+def test_rootfs_policy(built: Built) -> None:
+    # nftables: default drop both ways, loaded at boot, and a valid ruleset.
+    ruleset = (ROOTFS / "etc/nftables.conf").read_text()
+    for chain in ("input", "forward", "output"):
+        assert f"hook {chain} priority filter; policy drop;" in ruleset
+    check = subprocess.run(
+        ["nft", "-c", "-f", str(ROOTFS / "etc/nftables.conf")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    assert _enabled("sysinit.target", "nftables.service")
+    # No administration sshd: Debian's units masked, the exchange socket off until provisioning.
+    for unit in ("ssh.service", "ssh.socket"):
+        assert os.readlink(ROOTFS / "etc/systemd/system" / unit) == "/dev/null"
+    assert not _enabled("sockets.target", "balise-exchange.socket")
+    # No enabled socket unit listens on the network (only local AF_UNIX paths).
+    for socket_unit in (ROOTFS / "etc/systemd/system").glob("*.wants/*.socket"):
+        text = socket_unit.resolve().read_text() if socket_unit.resolve().exists() else ""
+        if not text and socket_unit.is_symlink():
+            target = os.readlink(socket_unit)
+            text = (ROOTFS / target.lstrip("/")).read_text()
+        for line in text.splitlines():
+            if line.startswith(("ListenStream=", "ListenDatagram=", "ListenSequentialPacket=")):
+                assert line.split("=", 1)[1].startswith(("/", "@")), f"{socket_unit.name}: {line}"
+    # The Balise units.
+    for unit in ("balise-kiosk.service", "balise-agent.service", "balise-firstboot.service"):
+        assert _enabled("multi-user.target", unit), unit
+    assert _enabled("timers.target", "balise-egress.timer")
+    assert _enabled("paths.target", "balise-egress.path")
+    assert os.readlink(ROOTFS / "etc/systemd/system/getty@tty1.service") == "/dev/null"
+    # Root locked.
+    shadow = {
+        line.split(":")[0]: line.split(":")[1]
+        for line in (ROOTFS / "etc/shadow").read_text().splitlines()
+    }
+    assert shadow["root"].startswith("!")
+    # No secret in clear: no key, no credential, no database, no shared SSH host key.
+    secrets = [
+        p for p in ROOTFS.rglob("*")
+        if p.is_file() and not p.is_symlink()
+        and (p.name.startswith("ssh_host_") or p.suffix == ".kek" or p.name in {"balise.db", "credential.secret"})
+    ]  # fmt: skip
+    assert secrets == []
+    assert not (ROOTFS / "etc/credstore.encrypted").exists()
+    assert not (ROOTFS / "opt/balise/wheels").exists()
+
+
+@dataclass
+class Guest:
+    disk: Path
+    vars: Path
+    tpm: Path
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+def guest(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Guest:
+    work = tmp_path_factory.mktemp("guest")
+    disk = work / "disk.img"
+    subprocess.run(["cp", "--sparse=always", str(built.disk), str(disk)], check=True)
+    shutil.copy2(OVMF_VARS, work / "vars.fd")
+    (work / "tpm").mkdir()
+    return Guest(disk, work / "vars.fd", work / "tpm", work)
+
+
+def _boot(guest: Guest, name: str) -> str:
+    """One boot until the guest powers itself off; the serial console as text."""
+    sock = guest.logs / f"swtpm-{name}.sock"
+    swtpm = subprocess.Popen(
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={guest.tpm}",
+         "--ctrl", f"type=unixio,path={sock}", "--terminate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    log = guest.logs / f"serial-{name}.log"
+    qemu: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with log.open("wb") as out:
+            qemu = subprocess.Popen(
+                ["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "2",
+                 "-nographic", "-no-reboot", "-nic", "none",
+                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={guest.vars}",
+                 "-drive", f"file={guest.disk},format=raw,if=virtio",
+                 "-chardev", f"socket,id=chrtpm,path={sock}",
+                 "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+                 "-device", "qemu-xhci", "-device", "usb-ccid"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                qemu.wait(timeout=BOOT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pytest.fail(
+                    f"{name}: no power-off within {BOOT_TIMEOUT} s:\n{log.read_text(errors='replace')[-4000:]}"
+                )
+    finally:
+        for proc in (qemu, swtpm):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    return log.read_bytes().decode("utf-8", errors="replace").replace("\r", "")
+
+
+def _facts(serial: str) -> dict[str, str]:
+    facts = {}
+    for line in serial.splitlines():
+        if line.startswith("BALISE-TEST: ") and "=" in line:
+            key, _, value = line.removeprefix("BALISE-TEST: ").partition("=")
+            facts[key] = value.strip()
+    return facts
+
+
+def _screen(serial: str) -> str:
+    match = re.search(r"BALISE-TEST-SCREEN-BEGIN\n(.*?)BALISE-TEST-SCREEN-END", serial, re.S)
+    assert match, serial[-4000:]
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def boots(guest: Guest) -> Iterator[tuple[str, str]]:
+    first = _boot(guest, "first")
+    second = _boot(guest, "second")
+    yield first, second
+
+
+def test_first_boot_enrols_the_tpm_and_shows_the_kiosk(boots: tuple[str, str]) -> None:
+    serial = boots[0]
+    facts = _facts(serial)
+    assert "formatage LUKS2 (mode tpm2)" in serial
+    assert facts["tpm2-tokens"] == "1", serial[-4000:]
+    assert facts["mapper"] == "open" and facts["mounted"] == "yes"
+    assert facts["kek-credential"] == "present"
+    screen = _screen(serial)
+    assert "Accueil" in screen, screen
+    assert facts["kiosk"] == "active"
+    assert facts["sentinel"] == "set"
+
+
+def test_second_boot_unlocks_through_crypttab_with_the_tpm(boots: tuple[str, str]) -> None:
+    serial = boots[1]
+    facts = _facts(serial)
+    assert "formatage" not in serial  # the data partition is kept
+    assert facts["cryptsetup-unit"] == "active", serial[-4000:]
+    assert facts["mapper"] == "open" and facts["mounted"] == "yes"
+    assert "Accueil" in _screen(serial)
+    assert facts["sentinel"] == "present"  # the parameter set at first boot survived, encrypted
+
+
+def test_running_box_policy(boots: tuple[str, str]) -> None:
+    facts = _facts(boots[1])
+    assert facts["listening"] == "0"  # no listening socket before the exchange is provisioned
+    assert facts["nft-input"] == "policy drop" and facts["nft-output"] == "policy drop"
+    assert facts["root-shadow"].startswith("root:!")
+    assert facts["agent"] == "enabled"
+    assert facts["ccid-group"] == "balise"  # qemu's usb-ccid reader, matched by interface class
+
+
+def test_no_plaintext_parameter_on_the_disk(guest: Guest, boots: tuple[str, str]) -> None:
+    needle = SENTINEL.encode()
+    chunk = 64 * 1024 * 1024
+    with guest.disk.open("rb") as handle:
+        tail = b""
+        while block := handle.read(chunk):
+            assert needle not in tail + block
+            tail = block[-len(needle) :]
