@@ -1,5 +1,6 @@
 """The classifier worker: a long-lived child process that classifies hostile mail under CPU-time,
-address-space and wall-clock limits, speaking length-prefixed JSON frames over its pipes.
+address-space and wall-clock limits, speaking length-prefixed JSON frames over its pipes (one
+write per request and per answer; the policy travels once per worker, not with every message).
 
 The parent never unpickles anything from the child: it gets JSON facts and, for a return, the
 decoded payload, which it re-reads with the same bounded parser (linear, entity-capped).
@@ -40,6 +41,11 @@ _START_TIMEOUT_S: Final = 20.0
 def _write_frame(out: BinaryIO, data: bytes) -> None:
     out.write(_HEADER.pack(len(data)))
     out.write(data)
+
+
+def _frames(*parts: bytes) -> bytes:
+    """Several frames in one buffer: one write (and one wake-up of the reader) for all of them."""
+    return b"".join(_HEADER.pack(len(part)) + part for part in parts)
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
@@ -123,33 +129,48 @@ def _opt(value: object) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _limit_resources(cpu_seconds: int, address_space: int) -> None:
+def _limit_resources(cpu_seconds: int, address_space: int) -> _CpuBudget:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _cpu_budget(cpu_seconds)
+    budget = _CpuBudget(cpu_seconds)
+    budget.renew()
+    return budget
 
 
-def _cpu_budget(cpu_seconds: int) -> None:
+class _CpuBudget:
     """RLIMIT_CPU counts the whole life of the process: move the soft limit to "now + budget"
-    before each message, so a long-lived worker gets the same budget for every message."""
-    import resource
+    before each message, so a long-lived worker gets the same budget for every message.
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = int(usage.ru_utime + usage.ru_stime) + 1
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + cpu_seconds
-    if hard != resource.RLIM_INFINITY and soft > hard:
-        soft = hard
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    One getrusage per message; setrlimit only when the limit actually moves (the soft limit is in
+    whole seconds, so it moves at most once per CPU second used)."""
+
+    def __init__(self, cpu_seconds: int) -> None:
+        import resource
+
+        self._cpu = cpu_seconds
+        _, self._hard = resource.getrlimit(resource.RLIMIT_CPU)
+        self._soft: int | None = None
+
+    def renew(self) -> None:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = int(usage.ru_utime + usage.ru_stime) + 1 + self._cpu
+        if self._hard != resource.RLIM_INFINITY and soft > self._hard:
+            soft = self._hard
+        if soft != self._soft:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, self._hard))
+            self._soft = soft
 
 
 def worker_main() -> int:
-    """Loop: read (policy, raw) frames on stdin, answer (facts, payload) frames on stdout."""
+    """Loop: read (request, raw) frames on stdin, answer (facts, payload) frames on stdout. A
+    request carries the policy when it changes; later requests use the last one received."""
     cpu = int(os.environ.get("BALISE_WORKER_CPU", CPU_SECONDS_PER_MESSAGE))
     memory = int(os.environ.get("BALISE_WORKER_AS", ADDRESS_SPACE_BYTES))
-    _limit_resources(cpu, memory)
+    budget = _limit_resources(cpu, memory)
     # SIGXCPU at the soft limit kills the process (default action): the parent restarts it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin = sys.stdin.buffer
@@ -158,6 +179,7 @@ def worker_main() -> int:
 
     _write_frame(stdout, b'{"ready": true}')
     stdout.flush()
+    policy: ClassifyPolicy | None = None
     while True:
         try:
             request = json.loads(_read_frame(stdin))
@@ -169,14 +191,17 @@ def worker_main() -> int:
         elif request.get("op") == "spin":  # test hook: burn CPU until SIGXCPU
             while True:
                 pass
-        _cpu_budget(cpu)
+        budget.renew()
         try:
-            result = classify_message(raw, policy_from_json(request["policy"]))
+            if "policy" in request:
+                policy = policy_from_json(request["policy"])
+            if policy is None:
+                return 4  # a protocol error of the parent: it sees a crash and restarts us
+            result = classify_message(raw, policy)
             facts, payload = _result_to_json(result)
         except MemoryError:
             facts, payload = {"error": "memory"}, b""
-        _write_frame(stdout, json.dumps(facts).encode("utf-8"))
-        _write_frame(stdout, payload)
+        stdout.write(_frames(json.dumps(facts).encode("utf-8"), payload))
         stdout.flush()
         if "error" in facts:
             return 3  # start afresh after a memory error rather than run on a damaged heap
@@ -187,9 +212,21 @@ def worker_main() -> int:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A message handed to the worker whose answer is not collected yet."""
+
+    deadline: float  # the wall-clock limit, counted from the moment the worker has the message
+    error: Exception | None = None  # a failure while handing it over, reported by collect()
+    start_failure: AnalysisFailed | None = None  # the worker could not even start
+
+
 class WorkerClassifier:
     """The MessageClassifier port: one child process reused across messages, restarted (a bounded
-    number of times) after a timeout, a crash or a memory error."""
+    number of times) after a timeout, a crash or a memory error.
+
+    ``submit`` then ``collect`` let the caller fetch the next message while this one is being
+    classified; at most one message is in the worker at a time."""
 
     def __init__(
         self,
@@ -207,6 +244,9 @@ class WorkerClassifier:
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._test_op: str | None = None
+        self._buffer = bytearray()  # bytes read from the worker, not yet consumed
+        self._policy_sent: ClassifyPolicy | None = None  # the policy the running worker holds
+        self._pending: _Pending | None = None
 
     @property
     def pid(self) -> int | None:
@@ -227,8 +267,13 @@ class WorkerClassifier:
         )
         self.starts += 1
         self._proc = proc
+        self._buffer = bytearray()
+        self._policy_sent = None
+        assert proc.stdout is not None
+        # Non-blocking: an answer already there is read without a select() first.
+        os.set_blocking(proc.stdout.fileno(), False)
         try:
-            self._read(proc, _START_TIMEOUT_S)
+            self._read(proc, time.monotonic() + _START_TIMEOUT_S)
         except AnalysisFailed:
             self._kill()
             raise
@@ -237,6 +282,8 @@ class WorkerClassifier:
     def _kill(self) -> None:
         proc = self._proc
         self._proc = None
+        self._buffer = bytearray()
+        self._policy_sent = None
         if proc is None:
             return
         if proc.poll() is None:
@@ -249,30 +296,35 @@ class WorkerClassifier:
                     with contextlib.suppress(OSError):
                         stream.close()
 
-    def _read(self, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    def _read(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+        """One frame from the worker, before ``deadline`` (monotonic)."""
         assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
         fd = proc.stdout.fileno()
-        header = self._read_bytes(fd, _HEADER.size, deadline)
-        (size,) = _HEADER.unpack(header)
+        self._fill(fd, _HEADER.size, deadline)
+        (size,) = _HEADER.unpack_from(self._buffer)
         if size > _MAX_FRAME:
             raise self._failure("ANALYSIS_CRASHED")
-        return self._read_bytes(fd, size, deadline)
+        self._fill(fd, _HEADER.size + size, deadline)
+        frame = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+        del self._buffer[: _HEADER.size + size]
+        return frame
 
-    def _read_bytes(self, fd: int, size: int, deadline: float) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._failure("ANALYSIS_TIMEOUT")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
+    def _fill(self, fd: int, size: int, deadline: float) -> None:
+        """Read until the buffer holds ``size`` bytes; an answer sent in one write usually
+        arrives in one read (the facts and the payload frames together)."""
+        while len(self._buffer) < size:
+            want = min(max(size - len(self._buffer), 64 * 1024), 1024 * 1024)
+            try:
+                chunk = os.read(fd, want)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._failure("ANALYSIS_TIMEOUT") from None
+                select.select([fd], [], [], left)
                 continue
-            chunk = os.read(fd, min(size - len(out), 1024 * 1024))
             if not chunk:
                 raise self._failure("ANALYSIS_CRASHED")
-            out += chunk
-        return bytes(out)
+            self._buffer += chunk
 
     def _failure(self, code: str) -> AnalysisFailed:
         if code == "ANALYSIS_TIMEOUT":
@@ -283,21 +335,60 @@ class WorkerClassifier:
             code=code,
         )
 
-    def classify(self, raw: bytes, policy: ClassifyPolicy) -> Classification:
+    @property
+    def busy(self) -> bool:
+        """A message was submitted and its answer not collected yet."""
+        return self._pending is not None
+
+    def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
+        """Hand one message to the worker and return at once; ``collect()`` gets its verdict."""
+        if self._pending is not None:
+            # An answer nobody collected (the caller gave up on that message): never let it be
+            # read as the answer to this one. Not a failure of the worker: no restart counted.
+            self._kill()
+            self._pending = None
         proc = self._proc
         if proc is None or proc.poll() is not None:
-            self._proc = None
-            proc = self._start()
-        request: dict[str, Any] = {"policy": policy_to_json(policy)}
+            self._kill()
+            try:
+                proc = self._start()
+            except AnalysisFailed as failure:
+                self._pending = _Pending(0.0, start_failure=failure)
+                return
+        request: dict[str, Any] = {}
+        if policy != self._policy_sent:
+            request["policy"] = policy_to_json(policy)
         if self._test_op is not None:
             request["op"] = self._test_op
         try:
             assert proc.stdin is not None
-            _write_frame(proc.stdin, json.dumps(request).encode("utf-8"))  # type: ignore[arg-type]
-            _write_frame(proc.stdin, raw)  # type: ignore[arg-type]
+            proc.stdin.write(_frames(json.dumps(request).encode("utf-8"), raw))
             proc.stdin.flush()
-            facts_raw = self._read(proc, self._wall)
-            payload = self._read(proc, self._wall)
+        except (OSError, ValueError) as exc:
+            self._pending = _Pending(time.monotonic() + self._wall, error=exc)
+            return
+        self._policy_sent = policy
+        self._pending = _Pending(time.monotonic() + self._wall)
+
+    def collect(self) -> Classification:
+        """The verdict on the submitted message. On a timeout, a crash or a memory error the worker
+        is killed (and restarted on the next submit) and AnalysisFailed raised; ``exhausted`` once
+        restarts are used up."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("collect() without submit()")
+        self._pending = None
+        if pending.start_failure is not None:
+            raise pending.start_failure
+        proc = self._proc
+        try:
+            if pending.error is not None:
+                raise pending.error
+            assert proc is not None
+            facts_raw = self._read(proc, pending.deadline)
+            payload = self._read(proc, pending.deadline)
+            if self._buffer:
+                raise ValueError("the worker said more than one answer")
             facts = json.loads(facts_raw)
             if "error" in facts:
                 raise self._failure("ANALYSIS_MEMORY")
@@ -315,8 +406,16 @@ class WorkerClassifier:
                 ) from exc
             raise failure from exc
 
+    def classify(self, raw: bytes, policy: ClassifyPolicy) -> Classification:
+        self.submit(raw, policy)
+        return self.collect()
+
     def close(self) -> None:
         proc = self._proc
+        if self._pending is not None:
+            self._pending = None
+            self._kill()  # an answer nobody will read: do not wait for it
+            return
         if proc is not None and proc.stdin is not None and proc.poll() is None:
             try:
                 proc.stdin.close()  # EOF: the worker returns by itself

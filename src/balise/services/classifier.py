@@ -4,7 +4,7 @@ message from the out-of-process worker (a worker overrun makes the message unkno
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from balise.domain.classify import Classification, ClassifyPolicy, classify_headers_only
 from balise.domain.params import Scope
@@ -55,16 +55,49 @@ def box_policy(params: ParameterService, *, size_cap: int = DEFAULT_SIZE_CAP) ->
     )
 
 
+@runtime_checkable
+class SubmittingClassifier(MessageClassifier, Protocol):
+    """A classifier that takes one message and answers later (the caller works meanwhile)."""
+
+    def submit(self, raw: bytes, policy: ClassifyPolicy) -> None: ...
+
+    def collect(self) -> Classification: ...
+
+
 class ClassifierService:
-    """Turns worker results and failures into verdicts; the worker stays the only parser."""
+    """Turns worker results and failures into verdicts; the worker stays the only parser.
+
+    ``submit`` then ``collect`` overlap one message's analysis with the caller's own work (the
+    next RETR, a commit); a worker without ``submit`` is simply asked at ``collect``."""
 
     def __init__(self, worker: MessageClassifier) -> None:
         self._worker = worker
+        self._async = worker if isinstance(worker, SubmittingClassifier) else None
+        self._held: tuple[bytes, ClassifyPolicy] | None = None
 
     def judge(self, raw: bytes, policy: ClassifyPolicy) -> Verdict:
         """Classify a whole message. Raises AnalysisFailed only when restarts are exhausted."""
+        self.submit(raw, policy)
+        return self.collect()
+
+    def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
+        """Start classifying a whole message (at most one at a time)."""
+        if self._async is not None:
+            self._async.submit(raw, policy)
+        else:
+            self._held = (raw, policy)
+
+    def collect(self) -> Verdict:
+        """The verdict on the submitted message: a timeout or crash makes it unknown, in words;
+        raises AnalysisFailed only when restarts are exhausted."""
         try:
-            c = self._worker.classify(raw, policy)
+            if self._async is not None:
+                c = self._async.collect()
+            else:
+                held, self._held = self._held, None
+                if held is None:
+                    raise RuntimeError("collect() without submit()")
+                c = self._worker.classify(*held)
         except AnalysisFailed as failure:
             if failure.exhausted:
                 raise

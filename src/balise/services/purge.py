@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from balise.domain.classify import ClassifyPolicy
 from balise.domain.errors import ConfigError
@@ -39,6 +39,10 @@ CRASH_EXIT_CODE = 70
 # Group commits: at most this many messages (or about this many bytes) per durable commit.
 BATCH_MAX = 64
 BATCH_BYTES = 8 * 1024 * 1024
+
+
+# The verdict of a message handed to the classifier worker and not collected yet.
+_IN_WORKER: Final = Verdict("unknown", None, "en cours d'analyse", "being analysed", None)
 
 
 @dataclass(slots=True)
@@ -206,17 +210,45 @@ class PurgeService:
                             progress(PurgeProgress(profile, done, len(numbers), item.outcome))
                     batch.clear()
 
-                for number in numbers if stopped is None else []:
-                    judged = self._one(session, profile, policy, number, uidls, sizes)
-                    if isinstance(judged, str):
-                        stopped = judged
-                        break
+                def add(judged: _Judged) -> None:
+                    nonlocal limit
                     batch.append(judged)
                     if len(batch) >= limit or sum(len(j.data) for j in batch) >= BATCH_BYTES:
                         flush()
                         # Batches grow (1, 2, 4, ...): the first outcome is stored at once, a
                         # long mailbox pays one fsync per BATCH_MAX messages.
                         limit = min(limit * 2, BATCH_MAX)
+
+                # A pipeline of depth one: message i is in the worker while message i+1 is
+                # fetched and checked, and while i-1's batch is committed and deleted. Messages
+                # are still judged, batched, committed and deleted in their order.
+                in_worker: _Judged | None = None
+                for number in numbers if stopped is None else []:
+                    fetched = self._fetch(session, profile, number, uidls, sizes)
+                    if in_worker is not None:
+                        collected = self._collect(profile, in_worker)
+                        in_worker = None
+                        if isinstance(collected, str):
+                            stopped = collected
+                            break
+                    else:
+                        collected = None
+                    started = self._start(profile, policy, fetched)
+                    if isinstance(started, _Judged) and started.verdict is _IN_WORKER:
+                        in_worker, started = started, None
+                    if collected is not None:
+                        add(collected)
+                    if isinstance(started, str):
+                        stopped = started
+                        break
+                    if started is not None:
+                        add(started)
+                if in_worker is not None:
+                    collected = self._collect(profile, in_worker)
+                    if isinstance(collected, str):
+                        stopped = collected
+                    else:
+                        add(collected)
                 if batch:
                     flush()  # also before a stop: what was judged is committed and may go
                 self._crash("after_dele")
@@ -251,54 +283,65 @@ class PurgeService:
             self._tracking.publish_pending()
             return report
 
-    def _one(
+    def _fetch(
         self,
         sess: MailboxSession,
         profile: str,
-        policy: ClassifyPolicy,
         number: int,
         uidls: dict[int, str],
         sizes: dict[int, int],
-    ) -> _Judged | str:
-        """Fetch and judge one message (nothing stored yet); words when the loop must stop."""
+    ) -> _Judged:
+        """Fetch one message (whole, or only its headers over the cap) and digest it."""
         uidl, size = uidls[number], sizes[number]
         over_cap = size > self._size_cap
         data = sess.top_headers(number, HEADER_LIMIT) if over_cap else sess.retr(number, size)
         sha = hashlib.sha256(data).hexdigest()
         self._crash("after_retr")
-        prior = self._repo.seen(profile, uidl)
-        if any(s == sha for s, _ in prior):
-            return _Judged(number, uidl, sha, size, data, None)
+        return _Judged(number, uidl, sha, size, data, None)
+
+    def _start(self, profile: str, policy: ClassifyPolicy, item: _Judged) -> _Judged | str | None:
+        """Judge a fetched message, or hand it to the worker (its verdict is then _IN_WORKER
+        until collected); words when the loop must stop. Nothing is stored yet."""
+        prior = self._repo.seen(profile, item.uidl)
+        if any(s == item.sha for s, _ in prior):
+            return item  # verdict None: a duplicate
         if prior:
             # Same UIDL, other content: the server or our table is not what we think. Never
             # delete blindly: stop here (earlier messages are committed and may go).
             self._tracking.alert(
                 "purge_inconsistent",
                 f"profile:{profile}",
-                f"Relève de la BAL du profil {profile} arrêtée : le message {uidl} ne correspond "
-                "pas à ce qui a déjà été traité sous ce même identifiant ; rien n'a été supprimé "
-                "à sa place",
-                f"Purge of profile {profile}'s mailbox stopped: message {uidl} differs from what "
-                "was already processed under the same identifier; nothing deleted in its place",
-                {"uidl": uidl},
+                f"Relève de la BAL du profil {profile} arrêtée : le message {item.uidl} ne "
+                "correspond pas à ce qui a déjà été traité sous ce même identifiant ; rien n'a "
+                "été supprimé à sa place",
+                f"Purge of profile {profile}'s mailbox stopped: message {item.uidl} differs from "
+                "what was already processed under the same identifier; nothing deleted in its "
+                "place",
+                {"uidl": item.uidl},
             )
-            return f"message {uidl} incohérent avec l'état local"
+            return f"message {item.uidl} incohérent avec l'état local"
+        if item.size > self._size_cap:
+            # Headers only, parsed here under their own bounds (HEADER_LIMIT): no round trip.
+            item.verdict = self._classifier.judge_headers(item.size, item.data, policy)
+            return item
+        self._classifier.submit(item.data, policy)
+        item.verdict = _IN_WORKER
+        return item
+
+    def _collect(self, profile: str, item: _Judged) -> _Judged | str:
+        """The worker's verdict on ``item``; words when restarts are exhausted (loop stops)."""
         try:
-            verdict = (
-                self._classifier.judge_headers(size, data, policy)
-                if over_cap
-                else self._classifier.judge(data, policy)
-            )
+            item.verdict = self._classifier.collect()
         except AnalysisFailed as failure:  # restarts exhausted
             self._tracking.alert(
                 "purge_stopped",
                 f"profile:{profile}",
                 f"Relève de la BAL du profil {profile} arrêtée : {failure.fr}",
                 f"Purge of profile {profile}'s mailbox stopped: {failure.en}",
-                {"uidl": uidl},
+                {"uidl": item.uidl},
             )
             return failure.fr
-        return _Judged(number, uidl, sha, size, data, verdict)
+        return item
 
     def _commit(
         self, profile: str, own_emitter: str | None, run_id: str, batch: list[_Judged]
