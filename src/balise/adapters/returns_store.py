@@ -186,6 +186,17 @@ class SqliteReturnsStore:
             yield
 
     @contextmanager
+    def _one_statement(self) -> Iterator[None]:
+        """A write of ONE statement: its own transaction, or none inside the caller's. SQLite
+        makes a single statement atomic, so a savepoint (two more statements, each compiled
+        afresh under a random name) would add nothing; a failure still rolls the caller back."""
+        if self._conn.in_transaction:
+            yield
+            return
+        with self._store.write():
+            yield
+
+    @contextmanager
     def lock(self, profile: str) -> Iterator[None]:
         """An exclusive fcntl lock per mailbox: released by the kernel even on SIGKILL."""
         self._lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -215,7 +226,7 @@ class SqliteReturnsStore:
     def mark_seen(
         self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str
     ) -> None:
-        with self._store.write():
+        with self._one_statement():
             self._conn.execute(
                 "INSERT INTO mail_seen(profile, uidl, sha256, outcome, ref_id, processed, run_id) "
                 "VALUES (?, ?, ?, ?, ?, datetime('now'), ?)",
@@ -243,7 +254,7 @@ class SqliteReturnsStore:
         when: str,
     ) -> int:
         ident = (profile, uidl, sha256)
-        with self._store.write():
+        with self._one_statement():
             cur = self._conn.execute(
                 "INSERT INTO returns(profile, uidl, sha256, kind, status, emitter, organism_type, "
                 "organism_number, lot_number, lot_date, lot_id, positive, words_fr, words_en, "
@@ -277,7 +288,7 @@ class SqliteReturnsStore:
         return cur.lastrowid
 
     def add_payment(self, record: PaymentRecord) -> int:
-        with self._store.write():
+        with self._one_statement():
             cur = self._conn.execute(
                 f"INSERT INTO payments({_PAYMENT_COLUMNS.removeprefix('id, ')}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -347,7 +358,7 @@ class SqliteReturnsStore:
         return self._cipher.open(bytes(row[3]), "returns.payload", row[0], row[1], row[2])
 
     def mark_published(self, return_id: int) -> None:
-        with self._store.write():
+        with self._one_statement():
             self._conn.execute("UPDATE returns SET published = 1 WHERE id = ?", (return_id,))
 
     # -- unknown mail -------------------------------------------------------------------------
@@ -370,7 +381,7 @@ class SqliteReturnsStore:
             json.dumps(dict(meta), ensure_ascii=True).encode("ascii"), "mq.meta", *ident
         )
         copy_enc = None if copy is None else self._cipher.seal(copy, "mq.copy", *ident)
-        with self._store.write():
+        with self._one_statement():
             cur = self._conn.execute(
                 "INSERT INTO mail_quarantine(profile, uidl, sha256, digest_scope, size, "
                 "reason_code, reason_fr, reason_en, received, meta_enc, copy_enc, copy_size, "
@@ -460,7 +471,7 @@ class SqliteReturnsStore:
         details: Mapping[str, JsonValue],
         when: str,
     ) -> int:
-        with self._store.write():
+        with self._one_statement():
             cur = self._conn.execute(
                 "INSERT INTO alerts(kind, subject, fr, en, details, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
