@@ -339,7 +339,11 @@ def main(n: int, profile: bool, getmail: bool = True) -> None:
         r_getmail = balise_s / getmail_s
         print(f"ratio Balise / getmail6: {r_getmail:6.2f} (objectif ≤ 0.5) {_ok(r_getmail <= 0.5)}")
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        stats = pstats.Stats(profiler).sort_stats("cumulative")
+        stats.print_stats(35)
+        callees = os.environ.get("BALISE_BENCH_CALLEES")  # e.g. "submit|_start": where they go
+        if callees:
+            stats.print_callees(callees)
 
 
 def _ok(ok: bool) -> str:

@@ -247,12 +247,13 @@ class WorkerClassifier:
         self._buffer = bytearray()  # bytes read from the worker, not yet consumed
         self._policy_sent: ClassifyPolicy | None = None  # the policy the running worker holds
         self._pending: _Pending | None = None
+        self._ready_by: float | None = None  # started, its "ready" frame not read yet
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self, *, wait: bool = True) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BALISE_")}
         env.update(BALISE_WORKER_CPU=str(self._cpu), BALISE_WORKER_AS=str(self._memory))
         # The child inherits no secret: no KEK, no data dir, no open descriptors but its pipes.
@@ -272,18 +273,34 @@ class WorkerClassifier:
         assert proc.stdout is not None
         # Non-blocking: an answer already there is read without a select() first.
         os.set_blocking(proc.stdout.fileno(), False)
+        self._ready_by = time.monotonic() + _START_TIMEOUT_S
+        if wait:
+            self._await_ready(proc)
+        return proc
+
+    def _await_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._ready_by is None:
+            return
         try:
-            self._read(proc, time.monotonic() + _START_TIMEOUT_S)
+            self._read(proc, self._ready_by)
         except AnalysisFailed:
             self._kill()
             raise
-        return proc
+        self._ready_by = None
+
+    def warm(self) -> None:
+        """Start the worker now without waiting for it (its start overlaps the caller's own
+        work, e.g. the POP3 login); the first submit waits for its "ready" if needed."""
+        if self._pending is None and (self._proc is None or self._proc.poll() is not None):
+            self._kill()
+            self._start(wait=False)
 
     def _kill(self) -> None:
         proc = self._proc
         self._proc = None
         self._buffer = bytearray()
         self._policy_sent = None
+        self._ready_by = None
         if proc is None:
             return
         if proc.poll() is None:
@@ -348,13 +365,15 @@ class WorkerClassifier:
             self._kill()
             self._pending = None
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            self._kill()
-            try:
+        try:
+            if proc is None or proc.poll() is not None:
+                self._kill()
                 proc = self._start()
-            except AnalysisFailed as failure:
-                self._pending = _Pending(0.0, start_failure=failure)
-                return
+            else:
+                self._await_ready(proc)  # started by warm()
+        except AnalysisFailed as failure:
+            self._pending = _Pending(0.0, start_failure=failure)
+            return
         request: dict[str, Any] = {}
         if policy != self._policy_sent:
             request["policy"] = policy_to_json(policy)

@@ -80,6 +80,12 @@ class ClassifierService:
         self.submit(raw, policy)
         return self.collect()
 
+    def warm(self) -> None:
+        """Start the worker process ahead of the first message, if the worker can."""
+        warm = getattr(self._worker, "warm", None)
+        if callable(warm):
+            warm()
+
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
         """Start classifying a whole message (at most one at a time)."""
         if self._async is not None:

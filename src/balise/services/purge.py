@@ -183,6 +183,7 @@ class PurgeService:
         run_id = uuid.uuid4().hex
         with self._repo.lock(profile):
             self._tracking.publish_pending()  # anything a crash left unpublished
+            self._classifier.warm()  # the worker starts while the mailbox is opened
             session = self._mailbox.open(settings)
             counts = {"return": 0, "unknown": 0, "duplicate": 0}
             deleted = 0
