@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from balise.domain.errors import ValidationError
 
@@ -21,6 +21,7 @@ class ExchangeFolders:
             (root / folder).mkdir(parents=True, exist_ok=True)
         self.new = root / "depot" / "new"
         self.retours = root / "retours"
+        self._made: set[Path] = {self.retours}
 
     def pending(self) -> list[str]:
         """Names in depot/new, oldest first; depot/tmp is never read (files being written)."""
@@ -46,7 +47,9 @@ class ExchangeFolders:
         and call :meth:`sync` once before they record the publication.
         """
         target = self._inside(self.retours, relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(target.parent)
         tmp = target.with_name(f".{target.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "wb") as handle:
@@ -73,14 +76,21 @@ class ExchangeFolders:
 
     @staticmethod
     def _inside(base: Path, relpath: str) -> Path:
-        candidate = (base / relpath).resolve()
-        if base.resolve() not in candidate.parents:
+        """``base/relpath`` for a plain relative name: no absolute path, no ".." part, no NUL
+        (checked on the text, so no file system call per file)."""
+        parts = PurePosixPath(relpath).parts
+        if (
+            not parts
+            or relpath.startswith("/")
+            or "\0" in relpath
+            or any(part in ("..", ".") for part in parts)
+        ):
             raise ValidationError(
                 f"nom de fichier refusé : {relpath!r}",
                 f"file name refused: {relpath!r}",
                 code="EXCHANGE_PATH",
             )
-        return candidate
+        return base.joinpath(*parts)
 
 
 def _fsync_dir(path: Path) -> None:
