@@ -23,6 +23,7 @@ from balise.domain.classify import (
     sender_address,
 )
 from balise.domain.returns import ReturnProblem
+from balise.sim.returnmail import edi_part, return_mail
 from tests.support.mail_corpus import (
     ARL_NEG,
     ARL_NEG_EML,
@@ -37,13 +38,11 @@ from tests.support.mail_corpus import (
     arl_payload,
     corpus_policy,
     deep_mime_mail,
-    edi_part,
     golden_parts,
     gzip_bomb,
     gzip_bomb_mail,
     hostile_corpus,
     raw_part_mail,
-    return_mail,
 )
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

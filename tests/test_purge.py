@@ -20,6 +20,7 @@ from balise.ports import Pop3Settings
 from balise.services.classifier import ClassifierService
 from balise.services.purge import CRASH_EXIT_CODE, CRASH_POINTS, PurgeProgress
 from balise.sim.dovecot import DovecotServer
+from balise.sim.returnmail import return_mail, spam_mail
 from tests.support.box import Box
 from tests.support.mail_corpus import (
     ARL_NEG_EML,
@@ -28,8 +29,6 @@ from tests.support.mail_corpus import (
     ORGANISM_NUMBER,
     corpus_policy,
     hostile_corpus,
-    return_mail,
-    spam_mail,
 )
 from tests.support.mail_fixtures import TlsCA
 from tests.support.purge_support import (

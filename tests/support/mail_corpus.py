@@ -29,7 +29,8 @@ ORGANISM_NUMBER = "00000001422000"
 ORGANISM_ADDRESS = "01422@422.01.rss.fr"
 BAL_ADDRESS = "xyz999212@bal.example.net"
 SAMPLE_DATE = "Mon, 23 Nov 2026 10:00:00 +0100"
-SAMPLES_DIR = Path("/work/shared/samples")  # the reference copies, when present on the machine
+# The reference copies in ../shared/samples beside the project, when present on the machine.
+SAMPLES_DIR = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 # The golden samples (PROFILE.md §3), byte for byte, so the suite does not depend on that folder.
 ARL_POS_EML = (

@@ -354,5 +354,5 @@ def _m0006(db: Database) -> None:
         db.execute(
             f"""CREATE TRIGGER journal_anchor_guard_{event.lower()} BEFORE {event}
                ON journal_anchor WHEN NOT EXISTS (SELECT 1 FROM journal_retention)
-               BEGIN SELECT RAISE(ABORT, 'journal anchor moves only during retention'); END"""
+               BEGIN SELECT RAISE(ABORT, 'journal anchor moves only during retention'); END"""  # noqa: S608 — event from a fixed tuple
         )
