@@ -437,8 +437,10 @@ async def test_cli_send_and_resend_of_an_overdue_lot(
     [fresh] = sign_lots(ctx, sending_box.pki, [2])
     ctx.close()
     env = sending_box.env
-    done = env.run("send", "--profile", "p1")
+    # asyncio.run() in the command: the TLS socket must be closed before its loop ends.
+    done = env.run("send", "--profile", "p1", env=dict(env.env, PYTHONWARNINGS="always"))
     assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr
     assert "1 lot(s) envoyé(s)" in done.stdout
     assert len(smtp_implicit.wait_received(2)) == 2
     refused = env.run("lots", "resend", str(fresh))

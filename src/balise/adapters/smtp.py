@@ -3,6 +3,7 @@ mailbox, AUTH only inside TLS, library errors turned into TransmissionErrors wit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable, Sequence
@@ -119,6 +120,9 @@ class _CallbackFailed(Exception):
     """Carries an exception raised by ``on_accepted`` past the library-error translation."""
 
 
+CLOSE_WAIT_S = 2.0
+
+
 class SmtpSender:
     """The MailSender port on aiosmtplib (≥ 5.1.2; the TLS mode is always explicit)."""
 
@@ -154,9 +158,12 @@ class SmtpSender:
             tls_context=context,
         )
         accepted: list[int] = []
+        # Each protocol object the client uses (STARTTLS replaces it): waited on at the end.
+        protocols: list[object] = []
         refused: list[tuple[int, MessageRefused]] = []
         try:
             await self._open(client, host, port, tls, user, password)
+            protocols.append(client.protocol)
             for index, (mail_from, rcpt, data) in enumerate(messages):
                 try:
                     await client.sendmail(mail_from, [rcpt], data)
@@ -186,7 +193,7 @@ class SmtpSender:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._raise(exc, host, port)
         finally:
-            client.close()
+            await self._close(client, protocols)
         return SendReport(tuple(accepted), tuple(refused))
 
     async def _open(
@@ -210,6 +217,22 @@ class SmtpSender:
                 f"the connection to {_where(host, port)} is not encrypted: no credentials sent",
             )
         await client.login(user, password)
+
+    @staticmethod
+    async def _close(client: aiosmtplib.SMTP, protocols: list[object]) -> None:
+        """Close and wait (bounded) until the connection is really lost, so no socket outlives
+        the event loop of a caller using asyncio.run()."""
+        if client.protocol is not None:
+            protocols.append(client.protocol)
+        client.close()
+        # aiosmtplib exposes no public "closed" future; its flow-control mixin records
+        # connection_lost in ``_connection_lost``.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_WAIT_S
+        while any(not getattr(p, "_connection_lost", True) for p in protocols):
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.005)
 
     @staticmethod
     async def _quit(client: aiosmtplib.SMTP) -> None:
