@@ -44,6 +44,8 @@ def sign_lots(ctx: Context, pki: TestPKI, numbers: range | list[int]) -> list[in
             cert_der,
             lambda tbs: signer.key.sign(tbs, PKCS1v15(), SHA256()),
             signing_time=datetime.now(UTC),
+            # As the card does: the intermediate travels with the signature, so it chains.
+            extra_certs_der=(pki.intermediate.cert_der.read_bytes(),),
         )
         entity = build_entity(
             gzip_payload(signed), emitter=lot.emitter, lot_number=lot.lot_number, test_flow=True
