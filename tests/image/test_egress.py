@@ -9,8 +9,11 @@ import subprocess
 from pathlib import Path
 
 import jinja2
+import pytest
 
 from tests.support.balise_env import BaliseEnv
+
+pytestmark = pytest.mark.image
 
 REPO = Path(__file__).resolve().parents[2]
 HARDENING = REPO / "ansible" / "roles" / "hardening"

@@ -19,6 +19,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
+pytestmark = pytest.mark.image
+
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "exchange"
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.image
+
 REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "image" / "flash-check"
 RECORDED = Path(__file__).parent / "lsblk"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.image
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
 BUILD = REPO / "build" / "image-amd64"
@@ -87,7 +89,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         "/etc/systemd/system/balise-test-report.service"
     )
     assemble = _ansible(
-        "image-assemble.yml", "-e", "image_kernel_cmdline_extra=console=ttyS0,115200", timeout=900
+        "image-assemble.yml",
+        "-e",
+        "image_kernel_cmdline_extra=console=ttyS0,115200 systemd.show_status=true",
+        timeout=900,
     )
     assert assemble.returncode == 0, assemble.stdout[-4000:] + assemble.stderr[-2000:]
     return Built(first, second, runs[1].stdout, BUILD / "balise.img")
