@@ -57,11 +57,3 @@ def test_doctor_names_a_broken_journal(balise_env: BaliseEnv) -> None:
     result = balise_env.run("doctor")
     assert result.returncode == 1
     assert "journal rompu à l'entrée 1" in result.stdout
-
-
-def test_demo_command_creates_a_demo_data_dir(tmp_path: object, balise_env: BaliseEnv) -> None:
-    target = balise_env.home.parent / "demo"
-    result = balise_env.run("demo", "--dir", str(target))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (target / "data" / "balise.db").exists()
-    assert "mode demo" in result.stdout

@@ -57,6 +57,7 @@ DEMO_PIN: Final = "1234"
 DEMO_SO_PIN: Final = "12345678"
 DEMO_TOKEN_LABEL: Final = "CPS DEMO"  # noqa: S105 - a token label, not a secret
 DEMO_TECHNICIAN_PASSPHRASE: Final = "technicien-demo"  # noqa: S105 - shown on the demo screen
+DEMO_RECOVERY_PASSPHRASE: Final = "secours-demo-balise"  # noqa: S105 - demo only, in the README
 DEMO_LOT_COUNT: Final = 5
 INVALID_LOT_NAME: Final = "demo-lot-invalide.lot"
 LOOPBACK: Final = "127.0.0.1"
@@ -347,6 +348,8 @@ def start_demo(
             p.set("igc_intermediates", pki.intermediate.cert_pem.read_text())
             p.set("pkcs11_module", str(softhsm.module))
             p.set("technician_passphrase", DEMO_TECHNICIAN_PASSPHRASE)
+            # The daily backup runs at the agent's first cycle (into echange/sauvegardes/).
+            p.set("recovery_passphrase", DEMO_RECOVERY_PASSPHRASE)
             for name, value in (
                 ("smtp.host", LOOPBACK),
                 ("smtp.port", str(oct_sim.port)),
