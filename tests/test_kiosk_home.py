@@ -49,3 +49,14 @@ async def test_home_refreshes_by_itself_and_shows_the_backup_age(
         kiosk.box.ctx.tracking().alert("anomaly", "test", "Courrier inconnu", "Unknown mail")
         await pilot.pause(0.8)
         assert "1 à lire" in _text(app, "#alerts")
+
+
+async def test_cps4_on_an_opensc_box_is_not_supported_here(kiosk: Kiosk) -> None:
+    # The module is only named here, never loaded: the refusal comes before any PIN.
+    kiosk.box.ctx.params.set("pkcs11_module", "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")
+    app = kiosk.app()
+    async with app.run_test(size=(100, 35)) as pilot:
+        await pilot.pause(0.3)
+        kiosk.cards.insert("cps4")
+        await pilot.pause(0.3)
+        assert "CPS4 non prise en charge ici (module OpenSC)" in _text(app, "#card")

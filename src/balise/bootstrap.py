@@ -15,10 +15,12 @@ from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
 from balise.adapters.lots import SqliteLotStore
 from balise.adapters.pkcs11 import Pkcs11Signer, open_module
+from balise.adapters.pkcs11_modules import module_kind, probe_modules
 from balise.adapters.pop3 import Pop3Mailbox
 from balise.adapters.returns_store import SqliteReturnsStore
 from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
+from balise.domain.atr import ModuleKind
 from balise.domain.card import CardIdentity
 from balise.domain.errors import ConfigError
 from balise.domain.hygiene import refuse_new_refusals
@@ -86,6 +88,15 @@ class Context:
             str(self.params.get("mode")), configured if isinstance(configured, str) else None
         )
         return Pkcs11Signer(lib, token_label=token_label)
+
+    def card_module_kind(self) -> ModuleKind:
+        """The family of the PKCS#11 module the card goes through (without loading it), so a
+        CPS4 on a box whose module is OpenSC is said "not supported here" before any PIN."""
+        configured = self.params.get("pkcs11_module")
+        if isinstance(configured, str):
+            return module_kind(configured)
+        found = probe_modules(str(self.params.get("mode")))
+        return found[0].kind if found else "configured"
 
     def cert_checker(self) -> CertChecker:
         """Chain to the configured IGC-Santé roots; without roots, only production refuses."""

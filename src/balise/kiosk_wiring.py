@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from balise.adapters.kek import locate_kek
-from balise.domain.atr import can_sign
+from balise.domain.atr import ModuleKind, can_sign
 from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.domain.errors import BaliseError, StateError, ValidationError
@@ -164,6 +164,7 @@ class WiredBackend:
 
         self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx), ctx.journal, ctx.clock)
         self._watching: list[str] = []
+        self._module_kind: ModuleKind | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -213,7 +214,10 @@ class WiredBackend:
                 "carte muette ou mal insérée",
                 "card mute or inserted the wrong way",
             )
-        ok, fr, en = can_sign(card.kind, "configured")
+        if self._module_kind is None:
+            with self._lock:
+                self._module_kind = self.ctx.card_module_kind()
+        ok, fr, en = can_sign(card.kind, self._module_kind)
         return CardStatus(True, card.kind, ok, fr, en)
 
     def clock_synchronized(self) -> bool:

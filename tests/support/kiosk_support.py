@@ -22,13 +22,18 @@ from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.kiosk_wiring import WiredBackend, build_backend
 from balise.ports import TokenSigner
 from balise.sim.softhsm import SoftHSM, TokenInfo
-from balise.sim.vcard import ATR_CPS3, ATR_CPS3_CONTACTLESS, ATR_UNKNOWN
+from balise.sim.vcard import ATR_CPS3, ATR_CPS3_CONTACTLESS, ATR_CPS4, ATR_UNKNOWN
 from balise.ui.app import BaliseApp
 from tests.support.box import Box
 
 READER = UsbReader("/devices/usb1/1-1", "Lecteur CCID de test")
 PCSC_NAME = "Lecteur CCID de test 00 00"
-ATRS = {"cps3": ATR_CPS3, "contactless": ATR_CPS3_CONTACTLESS, "unknown": ATR_UNKNOWN}
+ATRS = {
+    "cps3": ATR_CPS3,
+    "cps4": ATR_CPS4,
+    "contactless": ATR_CPS3_CONTACTLESS,
+    "unknown": ATR_UNKNOWN,
+}
 
 
 class ScriptedReaders:

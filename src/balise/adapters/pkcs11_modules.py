@@ -5,7 +5,8 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from balise.domain.atr import ModuleKind
 
 CPS_MODULES = (
     Path("/opt/santesocial/CPS/lib/libcps3_pkcs11_lux.so"),
@@ -13,8 +14,6 @@ CPS_MODULES = (
 )
 OPENSC_GLOBS = ("/usr/lib/*/opensc-pkcs11.so", "/usr/lib/opensc-pkcs11.so")
 SOFTHSM_GLOBS = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/*/softhsm/libsofthsm2.so")
-
-ModuleKind = Literal["cryptolib", "opensc", "softhsm", "configured"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +40,15 @@ def probe_modules(mode: str, configured: str | None = None) -> list[ModuleCandid
     if mode in ("test", "demo"):
         found += [ModuleCandidate("softhsm", p) for p in _globbed(SOFTHSM_GLOBS)]
     return found
+
+
+def module_kind(path: str | Path) -> ModuleKind:
+    """Which family a module file belongs to, from its name (a configured path included)."""
+    name = Path(path).name.lower()
+    if "cps3_pkcs11" in name or "cps_pkcs11" in name:
+        return "cryptolib"
+    if "opensc" in name:
+        return "opensc"
+    if "softhsm" in name:
+        return "softhsm"
+    return "configured"
