@@ -6,15 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from balise.adapters.certcheck import check_card
 from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.clock import SystemClock
 from balise.adapters.exchange import ExchangeFolders
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
 from balise.adapters.lots import SqliteLotStore
-from balise.adapters.pkcs11 import Pkcs11Signer, open_module
 from balise.adapters.pkcs11_modules import module_kind, probe_modules
 from balise.adapters.pop3 import Pop3Mailbox
 from balise.adapters.returns_store import SqliteReturnsStore
@@ -33,6 +32,9 @@ from balise.services.purge import CrashPoint, PurgeService
 from balise.services.signing import CertChecker, CertVerdict, SigningService
 from balise.services.tracking import TrackingService
 from balise.services.transmission import TransmissionService
+
+if TYPE_CHECKING:
+    from balise.adapters.pkcs11 import Pkcs11Signer
 
 
 def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -83,6 +85,9 @@ class Context:
 
     def card_signer(self, token_label: str | None = None) -> Pkcs11Signer:
         """The card through the configured PKCS#11 module, else the first one found."""
+        # Imported here: python-pkcs11 is only needed once a card is used (kiosk start-up).
+        from balise.adapters.pkcs11 import Pkcs11Signer, open_module
+
         configured = self.params.get("pkcs11_module")
         lib, _candidate = open_module(
             str(self.params.get("mode")), configured if isinstance(configured, str) else None
@@ -105,6 +110,8 @@ class Context:
         production = self.params.get("mode") == "production"
 
         def check(identity: CardIdentity) -> CertVerdict:
+            from balise.adapters.certcheck import check_card  # pyhanko: only when a card is read
+
             if not isinstance(roots, list) or not roots:
                 words = "racines IGC-Santé non configurées : chaîne du certificat non vérifiée"
                 return CertVerdict(
