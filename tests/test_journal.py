@@ -15,12 +15,16 @@ from tests.support.balise_env import BaliseEnv
 
 WRITER = """
 import sys
+import time
 from pathlib import Path
 from balise.bootstrap import open_context
 ctx = open_context(Path(sys.argv[1]), actor=sys.argv[2])
 print("ready", flush=True)
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 for i in range(int(sys.argv[3])):
     ctx.journal.append("test.append", f"{sys.argv[2]}-{i}", {"i": i})
+    if pause:
+        time.sleep(pause)
 ctx.close()
 """
 
@@ -135,7 +139,9 @@ def test_two_concurrent_writers_keep_one_chain(balise_env: BaliseEnv) -> None:
 def test_sigkill_during_appends_leaves_a_verifiable_journal(balise_env: BaliseEnv) -> None:
     _fill(balise_env, 1)
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(balise_env.home), "cli", "1000"],
+        # A short pause between appends keeps the writer busy long enough for the kill to land
+        # in the middle even on a loaded machine (the kill can still hit a transaction).
+        [sys.executable, "-c", WRITER, str(balise_env.home), "cli", "1000", "0.005"],
         env=balise_env.env,
         stdout=subprocess.PIPE,
         text=True,
