@@ -174,15 +174,21 @@ class PurgeService:
         return [self.run_once(p, progress) for p in self.profiles()]
 
     def run_once(
-        self, profile: str, progress: Callable[[PurgeProgress], None] | None = None
+        self,
+        profile: str,
+        progress: Callable[[PurgeProgress], None] | None = None,
+        *,
+        publish: bool = True,
     ) -> PurgeReport:
+        """Relieve one mailbox (fetch, classify, commit, DELE, QUIT); then, with ``publish``,
+        write the run's returns and lot statuses to retours/ (after QUIT: the server session
+        never waits for it; :meth:`publish` does it alone)."""
         settings = self.settings(profile)
         own = self._params.get("emitter_number", profile=profile)
         own_emitter = own if isinstance(own, str) else None
         policy = box_policy(self._params, size_cap=self._size_cap)
         run_id = uuid.uuid4().hex
         with self._repo.lock(profile):
-            self._tracking.publish_pending()  # anything a crash left unpublished
             self._classifier.warm()  # the worker starts while the mailbox is opened
             session = self._mailbox.open(settings)
             counts = {"return": 0, "unknown": 0, "duplicate": 0}
@@ -281,8 +287,13 @@ class PurgeService:
                     "stopped": stopped,
                 },
             )
-            self._tracking.publish_pending()
-            return report
+        if publish:
+            self.publish()  # also what an earlier crash left unpublished
+        return report
+
+    def publish(self) -> int:
+        """Write every not yet published return and its lots' status to retours/."""
+        return self._tracking.publish_pending()
 
     def _fetch(
         self,
