@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from balise.kiosk_wiring import build_backend
+from balise.sim.dovecot import DovecotServer
 from balise.ui import i18n
 from balise.ui.app import BaliseApp
 from balise.ui.screens.alerts import AlertsScreen
@@ -22,6 +23,9 @@ from balise.ui.screens.passphrase import PassphraseScreen
 from balise.ui.screens.returns import ReturnsScreen
 from balise.ui.screens.technician import TechnicianScreen
 from tests.support.kiosk_support import Kiosk, ScriptedCards, ScriptedReaders, SteppingClock
+from tests.support.mail_corpus import ARL_POS_EML, NOEMIE_EML
+from tests.support.mail_fixtures import TlsCA
+from tests.support.purge_support import configure_pop3, sample_lot_sent
 from tests.test_kiosk_sign import until
 
 pytestmark = pytest.mark.softhsm
@@ -217,3 +221,31 @@ def test_screens_hold_no_literal_french_words() -> None:
             if accent.search(line) or words.search(line):
                 offenders.append(f"{path.name}:{number}: {stripped}")
     assert not offenders, offenders
+
+
+@pytest.mark.mail
+async def test_returns_screen_shows_arl_and_payments(
+    kiosk: Kiosk, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    ctx = kiosk.box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    sample_lot_sent(ctx)  # lot 007 of the golden samples, sent
+    for raw in (ARL_POS_EML, NOEMIE_EML):
+        mailboxes.deliver("bal1", raw)
+    purge = ctx.purge(env=kiosk.box.env.env)
+    try:
+        assert purge.run_once("p1").returns == 2
+    finally:
+        purge.close()
+    app = kiosk.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ReturnsScreen))
+        returns = app.screen.query_one("#returns", DataTable)
+        payments = app.screen.query_one("#payments", DataTable)
+        await until(pilot, lambda: returns.row_count == 2)
+        rows = " ".join(str(c) for i in range(returns.row_count) for c in returns.get_row_at(i))
+        assert "007" in rows
+        await until(pilot, lambda: payments.row_count == 3)
+        states = " ".join(str(c) for i in range(payments.row_count) for c in payments.get_row_at(i))
+        assert "payé" in states and "rejeté" in states and "différé" in states

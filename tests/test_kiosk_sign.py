@@ -15,6 +15,7 @@ from balise.adapters.clock import FixedClock
 from balise.domain.lotstate import LotState
 from balise.kiosk_wiring import build_backend
 from balise.ports import TokenSession, TokenSigner
+from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.ui.app import BaliseApp
 from balise.ui.screens.dialogs import ConfirmDialog, LotChoiceDialog, PinDialog
@@ -294,3 +295,39 @@ async def test_quit_keys_do_nothing_in_kiosk_mode(kiosk: Kiosk) -> None:
 
 def _session_type_check(_s: TokenSession) -> None:  # keeps the import used for readers
     return None
+
+
+async def test_reader_with_keypad_takes_the_pin_on_the_reader(kiosk: Kiosk, pki: TestPKI) -> None:
+    # SoftHSM2 has no protected authentication path: a fake token with the real identity and
+    # the real key plays a reader with its own keypad (the PIN never goes through the kiosk).
+    real = real_signer(kiosk.softhsm, kiosk.token)()
+    identity = real.identify()
+    keypad = FakeToken(
+        identity,
+        TEST_PIN,
+        protected_path=True,
+        keypad_pin=TEST_PIN,
+        key=pki.practitioner.signature.key,
+    )
+    backend = build_backend(
+        kiosk.box.ctx,
+        env=kiosk.box.env.env,
+        reader_watcher=ScriptedReaders(),
+        card_watcher=(cards := ScriptedCards()),
+        signer_factory=lambda: keypad,
+    )
+    app = BaliseApp(backend)
+    async with app.run_test(size=(100, 35)) as pilot:
+        cards.insert("cps3")
+        await pilot.pause(0.2)
+        await pilot.press("s")
+        screen = flow(app)
+        await until(pilot, lambda: isinstance(app.screen, LotChoiceDialog))
+        assert not any(isinstance(s, PinDialog) for s in app.screen_stack)
+        assert "clavier du lecteur" in screen.body_text
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.phase == "done")
+    assert keypad.logins == ["user"]
+    assert states(kiosk) == [LotState.SIGNED] * 3
