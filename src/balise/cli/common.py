@@ -74,3 +74,11 @@ def _read_pin() -> bytearray:
             "le code doit faire 4 à 8 chiffres", "the PIN must be 4 to 8 digits", code="PIN_FORMAT"
         )
     return buffer
+
+
+def _lot(ctx: Context, lot_id: int) -> LotRecord:
+    """The lot, or the error a person reads when the number is wrong."""
+    lot = ctx.lots.get(lot_id)
+    if lot is None:
+        raise ValidationError(f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN")
+    return lot

@@ -13,6 +13,7 @@ from balise.cli.common import (
     EXIT_PROBLEM,
     _context,
     _err,
+    _lot,
     _lot_line,
     _out,
     _read_pin,
@@ -132,11 +133,7 @@ def cmd_lots_list(args: argparse.Namespace) -> int:
 def cmd_lots_show(args: argparse.Namespace) -> int:
     ctx = _context(args)
     try:
-        lot = ctx.lots.get(args.id)
-        if lot is None:
-            raise ValidationError(
-                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
-            )
+        lot = _lot(ctx, args.id)
         history = [e for e in ctx.journal.entries() if e.subject == f"lot:{lot.id}"]
     finally:
         ctx.close()
@@ -162,11 +159,7 @@ def cmd_lots_cancel(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     try:
-        lot = ctx.lots.get(args.id)
-        if lot is None:
-            raise ValidationError(
-                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
-            )
+        lot = _lot(ctx, args.id)
         ctx.transitions().move(lot.id, lot.state, LotState.CANCELLED, note=args.reason or "")
     finally:
         ctx.close()

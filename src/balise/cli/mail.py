@@ -13,9 +13,10 @@ from balise.cli.common import (
     _context,
     _err,
     _ids,
+    _lot,
     _out,
 )
-from balise.domain.errors import BaliseError, ValidationError
+from balise.domain.errors import BaliseError
 
 if TYPE_CHECKING:
     from balise.services.transmission import SendOutcome
@@ -66,11 +67,7 @@ def cmd_lots_resend(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     try:
-        lot = ctx.lots.get(args.id)
-        if lot is None:
-            raise ValidationError(
-                f"lot {args.id} inconnu", f"unknown lot {args.id}", code="LOT_UNKNOWN"
-            )
+        lot = _lot(ctx, args.id)
         service = ctx.transmission()
         service.resend(lot.id)
         _out(f"lot n° {lot.id} : renvoi demandé (mêmes octets, Message-ID {lot.message_id})")
