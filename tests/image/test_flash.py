@@ -60,6 +60,7 @@ def _playbook(*extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ansible-playbook", "flash.yml", *extra],
         cwd=REPO / "ansible",
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=300,

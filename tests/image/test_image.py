@@ -38,6 +38,7 @@ def _ansible(playbook: str, *extra: str, timeout: float = 900) -> subprocess.Com
     return subprocess.run(
         ["ansible-playbook", playbook, *extra],
         cwd=ANSIBLE,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -91,7 +92,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     assemble = _ansible(
         "image-assemble.yml",
         "-e",
-        "image_kernel_cmdline_extra=console=ttyS0,115200 systemd.show_status=true",
+        '{"image_kernel_cmdline_extra": "console=ttyS0,115200 systemd.show_status=true"}',
         timeout=900,
     )
     assert assemble.returncode == 0, assemble.stdout[-4000:] + assemble.stderr[-2000:]
@@ -104,6 +105,7 @@ def test_ansible_lint_production_profile() -> None:
         [str(LINT_VENV / "bin" / "ansible-lint"), "--profile", "production", "--offline",
          *files, "roles/"],
         cwd=ANSIBLE,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=600,
