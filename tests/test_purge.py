@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from balise.adapters.classifier_worker import WorkerClassifier
-from balise.adapters.pop3 import Pop3Error, Pop3Mailbox, Pop3TlsError
+from balise.adapters.pop3 import Pop3Error, Pop3Mailbox, Pop3ProtocolError, Pop3TlsError
 from balise.domain.errors import StateError
 from balise.domain.lotstate import LotState
 from balise.domain.returns import Reason, build_arl
@@ -324,6 +324,52 @@ def test_tls_rules(
     with pytest.raises(Pop3Error) as denied:
         Pop3Mailbox().open(wrong)
     assert denied.value.code == "POP3_AUTH" and "wrong-pass-xyz" not in str(denied.value)
+
+
+def test_pipelined_fetch_and_delete_match_one_by_one_and_an_error_deletes_nothing(
+    mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # Dovecot announces PIPELINING: RETR and DELE windows go in one write each. What comes back
+    # must be byte for byte what one-by-one commands return, in order, long lines included.
+    mails = [
+        (
+            f"From: a@b.example\r\nSubject: {i}\r\n\r\n".encode()
+            + b"X" * (100 + 997 * i)
+            + b"\r\n.a line starting with a dot\r\n"
+        )
+        for i in range(12)
+    ]
+    for raw in mails:
+        mailboxes.deliver("bal1", raw)
+    settings = Pop3Settings(
+        "127.0.0.1", mailboxes.pop3s_port, "implicit", "bal1", SENTINEL_PASSWORD,
+        (tls_ca.ca_pem.read_text(),),
+    )  # fmt: skip
+    session = Pop3Mailbox().open(settings)
+    assert session.pipelining
+    sizes = session.sizes()
+    wanted = [(n, sizes[n]) for n in sorted(sizes)]
+    pipelined = session.retr_many(wanted)
+    assert sorted(pipelined) == sorted(mails)
+    session.pipelining = False
+    assert session.retr_many(wanted) == pipelined
+    # One bad number among pipelined DELEs: an error, and without QUIT nothing is deleted.
+    session.pipelining = True
+    with pytest.raises(Pop3ProtocolError):
+        session.dele_many([1, 2, 99, 3])
+    session.close()
+    assert mailboxes.maildir_count("bal1") == 12
+    # Half deleted pipelined, the rest one by one: each takes effect at QUIT only.
+    session = Pop3Mailbox().open(settings)
+    session.dele_many(list(range(1, 7)))
+    session.quit()
+    assert mailboxes.maildir_count("bal1") == 6
+    session = Pop3Mailbox().open(settings)
+    session.pipelining = False
+    session.dele_many(sorted(session.sizes()))
+    assert mailboxes.maildir_count("bal1") == 6
+    session.quit()
+    assert mailboxes.maildir_count("bal1") == 0
 
 
 def test_one_purge_per_mailbox(box: Box, tls_ca: TlsCA) -> None:

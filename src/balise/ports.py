@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -240,9 +240,17 @@ class MailboxSession(Protocol):
 
     def retr(self, number: int, limit: int) -> bytes: ...
 
+    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
+        """RETR of each (number, size), in order (pipelined where the server allows it)."""
+        ...
+
     def top_headers(self, number: int, limit: int) -> bytes: ...
 
     def dele(self, number: int) -> None: ...
+
+    def dele_many(self, numbers: Sequence[int]) -> None:
+        """DELE of each number, in order (pipelined where the server allows it)."""
+        ...
 
     def quit(self) -> None: ...
 
@@ -362,7 +370,9 @@ class ReturnsStore(Protocol):
 
     def lock(self, profile: str) -> AbstractContextManager[None]: ...
 
-    def seen(self, profile: str, uidl: str) -> list[tuple[str, str]]: ...
+    def seen(self, profile: str, uidls: Collection[str]) -> dict[str, list[tuple[str, str]]]:
+        """(SHA-256, outcome) already stored for each of ``uidls`` that has any."""
+        ...
 
     def mark_seen(
         self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str

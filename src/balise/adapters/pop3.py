@@ -9,6 +9,7 @@ import contextlib
 import poplib
 import socket
 import ssl
+from collections.abc import Sequence
 from typing import Any, Final
 
 from balise.domain.errors import BaliseError
@@ -63,6 +64,9 @@ class _Counting:
     file: Any
     received: int
     budget: int | None
+    # poplib's own answer readers (not in its stubs), used for pipelined commands.
+    _getresp: Any
+    _getlongresp: Any
 
     def _getline(self) -> tuple[bytes, int]:
         line: bytes = self.file.readline(_LINE_LIMIT + 1)
@@ -102,11 +106,15 @@ def _words(settings: Pop3Settings) -> str:
 
 
 class Pop3Session:
-    """A MailboxSession on poplib; every library error becomes a Pop3Error without any secret."""
+    """A MailboxSession on poplib; every library error becomes a Pop3Error without any secret.
 
-    def __init__(self, client: _Pop3 | _Pop3Ssl, where: str) -> None:
+    With ``pipelining`` (the server announced PIPELINING, RFC 2449) the ``*_many`` calls send
+    their commands in one write and then read the answers in order; otherwise one by one."""
+
+    def __init__(self, client: _Pop3 | _Pop3Ssl, where: str, *, pipelining: bool = False) -> None:
         self._client = client
         self._where = where
+        self.pipelining = pipelining
 
     @property
     def bytes_received(self) -> int:
@@ -154,8 +162,32 @@ class Pop3Session:
         resp = self._call("TOP", limit, self._client.top, number, 0)
         return _join(resp[1])  # type: ignore[index]
 
+    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
+        """RETR of each (number, size) in order; each answer bounded like :meth:`retr`."""
+        if not self.pipelining or len(wanted) < 2:
+            return [self.retr(number, size) for number, size in wanted]
+        self._call("RETR", None, self._send, [f"RETR {number}" for number, _ in wanted])
+        return [
+            _join(self._call("RETR", size + size // 8 + 4096, self._client._getlongresp)[1])  # type: ignore[index]
+            for _, size in wanted
+        ]
+
     def dele(self, number: int) -> None:
         self._call("DELE", None, self._client.dele, number)
+
+    def dele_many(self, numbers: Sequence[int]) -> None:
+        """DELE of each number (marked only: the server deletes at QUIT); every answer must be
+        +OK, or the whole session is abandoned by the caller."""
+        if not self.pipelining or len(numbers) < 2:
+            for number in numbers:
+                self.dele(number)
+            return
+        self._call("DELE", None, self._send, [f"DELE {number}" for number in numbers])
+        for _ in numbers:
+            self._call("DELE", None, self._client._getresp)
+
+    def _send(self, commands: list[str]) -> None:
+        self._client.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
 
     def quit(self) -> None:
         self._call("QUIT", None, self._client.quit)
@@ -204,6 +236,10 @@ class Pop3Mailbox:
                     f"le serveur {where} a refusé l'identifiant ou le mot de passe POP3",
                     f"server {where} refused the POP3 user name or password",
                 ) from exc
+            try:  # asked after login (RFC 2449: the transaction state's own list)
+                session.pipelining = "PIPELINING" in client.capa()
+            except poplib.error_proto:
+                session.pipelining = False
             return session
         except ssl.SSLCertVerificationError as exc:
             _close(client)

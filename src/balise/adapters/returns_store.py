@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -217,11 +217,16 @@ class SqliteReturnsStore:
 
     # -- dedup --------------------------------------------------------------------------------
 
-    def seen(self, profile: str, uidl: str) -> list[tuple[str, str]]:
+    def seen(self, profile: str, uidls: Collection[str]) -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
         rows = self._conn.execute(
-            "SELECT sha256, outcome FROM mail_seen WHERE profile = ? AND uidl = ?", (profile, uidl)
+            "SELECT uidl, sha256, outcome FROM mail_seen WHERE profile = ? "
+            "AND uidl IN (SELECT value FROM json_each(?))",
+            (profile, json.dumps(sorted(set(uidls)))),
         )
-        return [(str(a), str(b)) for a, b in rows]
+        for uidl, sha, outcome in rows:
+            out.setdefault(str(uidl), []).append((str(sha), str(outcome)))
+        return out
 
     def mark_seen(
         self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str

@@ -405,8 +405,8 @@ def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
         _, meta = _parse_headers(_header_block(raw, policy.max_header_bytes), policy)
         return _unknown(UnknownReason.TOO_LARGE, raw, meta)
 
-    # 2. Sender domain, from the headers alone.
-    headers, meta = _parse_headers(raw, policy)
+    # 2. Sender domain, from the header block alone (bounded).
+    headers, meta = _parse_headers(_header_block(raw, policy.max_header_bytes), policy)
     if headers is None:
         return _unknown(UnknownReason.MALFORMED, raw, meta)
     address = meta.sender_address

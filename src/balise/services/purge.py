@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -39,6 +39,9 @@ CRASH_EXIT_CODE = 70
 # Group commits: at most this many messages (or about this many bytes) per durable commit.
 BATCH_MAX = 64
 BATCH_BYTES = 8 * 1024 * 1024
+# Pipelined fetches: at most this many messages (or about this many bytes) asked in one write.
+FETCH_WINDOW = 16
+FETCH_BYTES = 1024 * 1024
 
 
 # The verdict of a message handed to the classifier worker and not collected yet.
@@ -200,6 +203,9 @@ class PurgeService:
                 numbers = sorted(sizes)
                 if set(uidls) != set(sizes):
                     stopped = "UIDL et LIST ne décrivent pas les mêmes messages"
+                # What earlier runs stored, read once: this run meets each UIDL once (a listing
+                # names each message once) and only adds outcomes for its own messages.
+                prior = self._repo.seen(profile, uidls.values())
                 batch: list[_Judged] = []
                 limit = 1
                 done = 0
@@ -208,9 +214,9 @@ class PurgeService:
                     # One durable commit for the whole batch, THEN its DELEs (QUIT comes later).
                     nonlocal deleted, done
                     self._commit(profile, own_emitter, run_id, batch)
+                    session.dele_many([item.number for item in batch])
                     for item in batch:
                         counts[item.outcome] += 1
-                        session.dele(item.number)
                         deleted += 1
                         done += 1
                         if progress is not None:
@@ -230,8 +236,8 @@ class PurgeService:
                 # fetched and checked, and while i-1's batch is committed and deleted. Messages
                 # are still judged, batched, committed and deleted in their order.
                 in_worker: _Judged | None = None
-                for number in numbers if stopped is None else []:
-                    fetched = self._fetch(session, profile, number, uidls, sizes)
+                fetching = self._fetched(session, [] if stopped else numbers, uidls, sizes)
+                for fetched in fetching:
                     if in_worker is not None:
                         collected = self._collect(profile, in_worker)
                         in_worker = None
@@ -240,7 +246,7 @@ class PurgeService:
                             break
                     else:
                         collected = None
-                    started = self._start(profile, policy, fetched)
+                    started = self._start(profile, policy, fetched, prior.get(fetched.uidl, []))
                     if isinstance(started, _Judged) and started.verdict is _IN_WORKER:
                         in_worker, started = started, None
                     if collected is not None:
@@ -295,26 +301,47 @@ class PurgeService:
         """Write every not yet published return and its lots' status to retours/."""
         return self._tracking.publish_pending()
 
-    def _fetch(
+    def _fetched(
         self,
         sess: MailboxSession,
-        profile: str,
-        number: int,
+        numbers: list[int],
         uidls: dict[int, str],
         sizes: dict[int, int],
-    ) -> _Judged:
-        """Fetch one message (whole, or only its headers over the cap) and digest it."""
-        uidl, size = uidls[number], sizes[number]
-        over_cap = size > self._size_cap
-        data = sess.top_headers(number, HEADER_LIMIT) if over_cap else sess.retr(number, size)
-        sha = hashlib.sha256(data).hexdigest()
-        self._crash("after_retr")
-        return _Judged(number, uidl, sha, size, data, None)
+    ) -> Iterator[_Judged]:
+        """Each message in order, fetched and digested: whole (RETR, consecutive ones in windows
+        of FETCH_WINDOW messages and about FETCH_BYTES, pipelined where the server allows it),
+        or only its headers over the cap (TOP n 0). A window is read to its end before its first
+        message is handed out, so DELEs never interleave with pending answers."""
+        at = 0
+        while at < len(numbers):
+            if sizes[numbers[at]] > self._size_cap:
+                window = [numbers[at]]
+                datas = [sess.top_headers(numbers[at], HEADER_LIMIT)]
+            else:
+                window, total = [], 0
+                for number in numbers[at : at + FETCH_WINDOW]:
+                    size = sizes[number]
+                    if size > self._size_cap or (window and total + size > FETCH_BYTES):
+                        break
+                    window.append(number)
+                    total += size
+                datas = sess.retr_many([(n, sizes[n]) for n in window])
+            at += len(window)
+            for number, data in zip(window, datas, strict=True):
+                sha = hashlib.sha256(data).hexdigest()
+                self._crash("after_retr")
+                yield _Judged(number, uidls[number], sha, sizes[number], data, None)
 
-    def _start(self, profile: str, policy: ClassifyPolicy, item: _Judged) -> _Judged | str | None:
+    def _start(
+        self,
+        profile: str,
+        policy: ClassifyPolicy,
+        item: _Judged,
+        prior: list[tuple[str, str]],
+    ) -> _Judged | str | None:
         """Judge a fetched message, or hand it to the worker (its verdict is then _IN_WORKER
-        until collected); words when the loop must stop. Nothing is stored yet."""
-        prior = self._repo.seen(profile, item.uidl)
+        until collected); words when the loop must stop. ``prior``: the (SHA-256, outcome)
+        stored under its UIDL by earlier runs. Nothing is stored yet."""
         if any(s == item.sha for s, _ in prior):
             return item  # verdict None: a duplicate
         if prior:
