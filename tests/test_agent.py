@@ -251,3 +251,27 @@ def test_two_processes_sending_never_send_a_lot_twice(
     assert all(states(box)[i] is LotState.SENT for i in first + second)
     subjects = [str(message_from_bytes(r.data)["Subject"]) for r in slow_smtp.received]
     assert all(s.startswith("IR123456/") for s in subjects)  # the profile's code6
+
+
+def test_the_daily_backup_goes_to_the_exchange_share_only(box: Box, tmp_path: Path) -> None:
+    box.ctx.params.set("recovery_passphrase", "phrase de secours du cabinet 42")
+    # A directory where the agent once looked for a USB key: the key is the plug-triggered
+    # unit's business now (balise-usb-backup@.service), the agent never writes there.
+    stray = tmp_path / "usb-sauvegarde"
+    stray.mkdir()
+    env = {**box.env.env, "BALISE_BACKUP_USB": str(stray)}
+
+    first = subprocess.run(
+        [BALISE, "agent", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    again = subprocess.run(
+        [BALISE, "agent", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    share = box.env.home / "echange" / "sauvegardes"
+    [archive] = share.glob("balise-*.sauvegarde")  # one: the second run found it a day young
+    assert archive.read_bytes()[:8] == b"BALSAV\x00\x01"
+    assert list(stray.iterdir()) == []
+    created = [e for e in box.ctx.journal.entries() if e.kind == "backup.created"]
+    assert [json.loads(e.details)["dest"] for e in created] == [str(share)]

@@ -294,6 +294,33 @@ def test_daily_round_keeps_newest_n_journals_each_and_alerts_when_too_old(
         later.close()
 
 
+def test_usb_key_backup_counts_for_the_age_and_does_not_postpone_the_daily_round(
+    box: Box, tmp_path: Path
+) -> None:
+    fill_box(box)
+    key, share = tmp_path / "cle", tmp_path / "echange" / "sauvegardes"
+    key.mkdir()
+    (key / "photos.jpg").write_bytes(b"the secretary's own file")
+    # What balise-usb-backup@.service runs as the balise user on the mounted BALISE-SAUV key.
+    made = box.env.run("backup", "--to", str(key))
+    assert made.returncode == 0, made.stderr
+    [archive] = key.glob("balise-*.sauvegarde")
+    assert archive.read_bytes()[:8] == b"BALSAV\x00\x01"  # sealed, never the SQLite file
+    assert (key / "photos.jpg").exists()
+    head = box.ctx.journal.head()
+    assert head is not None and head.kind == "backup.created"
+    assert json.loads(head.details)["dest"] == str(key)
+    # The kiosk's Accueil reads this status: the key backup is the last good one.
+    status = backup_service(box.ctx).status()
+    assert status.age is not None and not status.too_old
+    assert status.words() == "dernière sauvegarde réussie il y a moins d'une heure"
+    # The agent's daily round to sauvegardes/ still happens: the share has never had one.
+    results = backup_service(box.ctx).run_daily([share])
+    assert [r.ok for r in results] == [True] and len(list(share.glob("*.sauvegarde"))) == 1
+    assert backup_service(box.ctx).run_daily([share]) == []  # and then not before a day
+    assert list(key.glob("*.sauvegarde")) == [archive]  # the round never writes to the key
+
+
 def test_restore_passphrase_errors_do_not_leak_the_phrase(
     box: Box, other_box: BaliseEnv, tmp_path: Path
 ) -> None:

@@ -33,7 +33,6 @@ from balise.services.transmission import TransmissionService
 STATUS_FILE = "agent-status.json"
 STATUS_VERSION = 1
 TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
-USB_BACKUP_MOUNT = Path("/run/balise/usb-sauvegarde")  # where udev mounts the BALISE-SAUV key
 OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
 MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
 DEFAULT_POP3_INTERVAL_S = 300
@@ -321,13 +320,11 @@ class Agent:
         tracking.publish_pending()
 
     def _housekeeping(self) -> None:
-        """Daily encrypted backup (exchange sauvegardes/ and the backup USB key when mounted),
-        then evidence retention once a day."""
+        """Daily encrypted backup to the exchange account's sauvegardes/ (the USB key gets its
+        own when plugged in, see backup_wiring), then evidence retention once a day."""
         if self._backup is None:
             self._backup = backup_service(self._ctx)
-        environ = os.environ if self._env is None else self._env
-        usb = Path(environ.get("BALISE_BACKUP_USB", str(USB_BACKUP_MOUNT)))
-        for result in self._backup.run_daily(default_destinations(self._ctx, usb)):
+        for result in self._backup.run_daily(default_destinations(self._ctx)):
             self._log(f"sauvegarde : {result}")
         now = self._ctx.clock.now()
         if self._last_retention is None or now - self._last_retention >= timedelta(days=1):

@@ -39,12 +39,11 @@ def retention_service(ctx: Context) -> RetentionService:
     return RetentionService(SqliteRetention(ctx.store, ctx.journal), ctx.params)
 
 
-def default_destinations(ctx: Context, usb_mount: Path | None = None) -> list[Path]:
-    """The exchange account's ``sauvegardes/`` folder, plus the backup USB key when mounted."""
-    dests = [ctx.exchange().root / "sauvegardes"]
-    if usb_mount is not None and usb_mount.is_dir():
-        dests.append(usb_mount)
-    return dests
+def default_destinations(ctx: Context) -> list[Path]:
+    """The agent's daily round: the exchange account's ``sauvegardes/`` folder. The backup USB
+    key (label BALISE-SAUV) gets its archive when plugged in, from its own unit
+    (``balise-usb-backup@.service`` runs ``balise backup --to`` on it), never from the agent."""
+    return [ctx.exchange().root / "sauvegardes"]
 
 
 @dataclass(frozen=True, slots=True)

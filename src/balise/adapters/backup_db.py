@@ -240,12 +240,16 @@ class SqliteBackupArchiver:
             _fsync_dir(dest_dir)
         return [p.name for p in removed]
 
-    def last_ok(self) -> dict[str, Any] | None:
-        raw = self.store.meta_get(LAST_OK_META)
+    def last_ok(self, dest_dir: Path | None = None) -> dict[str, Any] | None:
+        key = LAST_OK_META if dest_dir is None else f"{LAST_OK_META}:{dest_dir}"
+        raw = self.store.meta_get(key)
         return None if raw is None else dict(json.loads(raw))
 
     def record_ok(self, info: dict[str, Any]) -> None:
-        self.store.meta_set(LAST_OK_META, json.dumps(info, sort_keys=True))
+        text = json.dumps(info, sort_keys=True)
+        with self.store.write():
+            self.store.meta_set(LAST_OK_META, text)
+            self.store.meta_set(f"{LAST_OK_META}:{info['dest']}", text)
 
 
 # -- reading archives -------------------------------------------------------------------------

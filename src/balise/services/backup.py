@@ -89,17 +89,19 @@ class BackupService:
         *,
         force: bool = False,
     ) -> list[DestinationResult]:
-        """The agent's hook: back up to every destination if the last good backup is a day old
-        (or ``force``); prune to the newest ``keep``; then check the age alert. Never raises for
-        one destination's failure (it is journaled, and the others still get their archive)."""
+        """The agent's hook: back up to each destination whose last good archive is a day old
+        (every one with ``force``); prune to the newest ``keep``; then check the age alert. Never
+        raises for one destination's failure (it is journaled, and the others still get theirs)."""
         results: list[DestinationResult] = []
-        status = self.status()
         now = self._clock.now()
         # After a failed round, wait before the next try: an agent calling every cycle must not
         # fill the journal with one backup.failed per cycle.
         retry_ok = self._failed_at is None or now - self._failed_at >= RETRY_AFTER_FAILURE
-        if force or ((status.age is None or status.age >= DAILY) and retry_ok):
-            results = [self._one(dest, keep, None, None)[0] for dest in dest_dirs]
+        # Each destination is due on its own last good archive: a backup made elsewhere (the USB
+        # key plugged this morning) counts for the age shown, but must not postpone this one.
+        due = [d for d in dest_dirs if force or (retry_ok and self._due(d, now))]
+        if due:
+            results = [self._one(dest, keep, None, None)[0] for dest in due]
             self._failed_at = None if all(r.ok for r in results) else now
         self.check_age()
         return results
@@ -133,6 +135,10 @@ class BackupService:
         return alert_id
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _due(self, dest: Path, now: datetime) -> bool:
+        last = self._archiver.last_ok(dest)
+        return last is None or now - datetime.fromisoformat(str(last["time"])) >= DAILY
 
     def _int_param(self, name: str, default: int) -> int:
         value = self._params.get(name)
