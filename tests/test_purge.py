@@ -413,6 +413,36 @@ def test_worker_timeout_kills_restarts_and_is_bounded() -> None:
         service.close()
 
 
+def test_worker_keeps_order_and_hands_later_messages_to_a_new_worker_after_a_timeout() -> None:
+    # Several messages wait in the worker's pipe; the second one hangs. Its verdict is a timeout,
+    # and the ones submitted after it get their OWN verdicts from a restarted worker, in order.
+    worker = WorkerClassifier(wall_seconds=0.5, max_restarts=2)
+    service = ClassifierService(worker)
+    mails = [ARL_POS_EML, ARL_NEG_EML, NOEMIE_EML, spam_mail()]
+    try:
+        for index, raw in enumerate(mails):
+            assert service.room(len(raw))
+            worker._test_op = "sleep" if index == 1 else None
+            service.submit(raw, corpus_policy())
+        worker._test_op = None
+        first = worker.pid
+        verdicts = [service.collect() for _ in mails]
+        assert [(v.kind, v.reason_code) for v in verdicts] == [
+            ("arl", None),
+            ("unknown", "ANALYSIS_TIMEOUT"),
+            ("noemie", None),
+            ("unknown", "SENDER_NOT_ALLOWED"),
+        ]
+        assert worker.pid != first and worker.restarts == 1
+        # The pipe's bound: a message larger than what may wait is only handed over alone.
+        big = ARL_POS_EML + b" " * WorkerClassifier.INFLIGHT_BYTES
+        service.submit(ARL_POS_EML, corpus_policy())
+        assert not service.room(len(big))
+        assert service.collect().kind == "arl" and service.room(len(big))
+    finally:
+        service.close()
+
+
 def test_worker_cpu_limit_stops_a_spinning_analysis() -> None:
     worker = WorkerClassifier(wall_seconds=30, cpu_seconds=1)
     service = ClassifierService(worker)

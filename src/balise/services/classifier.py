@@ -57,7 +57,10 @@ def box_policy(params: ParameterService, *, size_cap: int = DEFAULT_SIZE_CAP) ->
 
 @runtime_checkable
 class SubmittingClassifier(MessageClassifier, Protocol):
-    """A classifier that takes one message and answers later (the caller works meanwhile)."""
+    """A classifier that takes messages and answers later, in order (the caller works
+    meanwhile); ``room`` says whether one more may be submitted before the next collect."""
+
+    def room(self, size: int) -> bool: ...
 
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None: ...
 
@@ -67,13 +70,20 @@ class SubmittingClassifier(MessageClassifier, Protocol):
 class ClassifierService:
     """Turns worker results and failures into verdicts; the worker stays the only parser.
 
-    ``submit`` then ``collect`` overlap one message's analysis with the caller's own work (the
-    next RETR, a commit); a worker without ``submit`` is simply asked at ``collect``."""
+    ``submit`` then ``collect`` overlap the analysis of messages with the caller's own work (the
+    next RETRs, a commit); a worker without ``submit`` is simply asked at ``collect``, one message
+    at a time."""
 
     def __init__(self, worker: MessageClassifier) -> None:
         self._worker = worker
         self._async = worker if isinstance(worker, SubmittingClassifier) else None
         self._held: tuple[bytes, ClassifyPolicy] | None = None
+
+    def room(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes may be submitted before the next collect."""
+        if self._async is not None:
+            return self._async.room(size)
+        return self._held is None
 
     def judge(self, raw: bytes, policy: ClassifyPolicy) -> Verdict:
         """Classify a whole message. Raises AnalysisFailed only when restarts are exhausted."""
@@ -87,14 +97,16 @@ class ClassifierService:
             warm()
 
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
-        """Start classifying a whole message (at most one at a time)."""
+        """Start classifying a whole message (when there is :meth:`room`)."""
         if self._async is not None:
             self._async.submit(raw, policy)
-        else:
+        elif self._held is None:
             self._held = (raw, policy)
+        else:
+            raise RuntimeError("submit() without room: collect() first")
 
     def collect(self) -> Verdict:
-        """The verdict on the submitted message: a timeout or crash makes it unknown, in words;
+        """The verdict on the oldest submitted message: a timeout or crash makes it unknown, in words;
         raises AnalysisFailed only when restarts are exhausted."""
         try:
             if self._async is not None:

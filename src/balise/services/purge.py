@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -232,36 +233,46 @@ class PurgeService:
                         # long mailbox pays one fsync per BATCH_MAX messages.
                         limit = min(limit * 2, BATCH_MAX)
 
-                # A pipeline of depth one: message i is in the worker while message i+1 is
-                # fetched and checked, and while i-1's batch is committed and deleted. Messages
+                # A pipeline: messages wait in the worker (as many as it has room for) while the
+                # next ones are fetched and earlier batches are committed and deleted. Messages
                 # are still judged, batched, committed and deleted in their order.
-                in_worker: _Judged | None = None
+                queue: deque[_Judged] = deque()
+
+                def settle(room_for: int | None) -> str | None:
+                    """Move the judged messages at the head of the queue to the batch, collecting
+                    verdicts from the worker until it has room for ``room_for`` more bytes (None:
+                    until the queue is empty). Words when the worker is exhausted."""
+                    while queue:
+                        head = queue[0]
+                        if head.verdict is _IN_WORKER:
+                            if room_for is not None and self._classifier.room(room_for):
+                                return None
+                            collected = self._collect(profile, head)
+                            if isinstance(collected, str):
+                                return collected
+                        add(queue.popleft())
+                    return None
+
                 fetching = self._fetched(session, [] if stopped else numbers, uidls, sizes)
                 for fetched in fetching:
-                    if in_worker is not None:
-                        collected = self._collect(profile, in_worker)
-                        in_worker = None
-                        if isinstance(collected, str):
-                            stopped = collected
-                            break
-                    else:
-                        collected = None
-                    started = self._start(profile, policy, fetched, prior.get(fetched.uidl, []))
-                    if isinstance(started, _Judged) and started.verdict is _IN_WORKER:
-                        in_worker, started = started, None
-                    if collected is not None:
-                        add(collected)
-                    if isinstance(started, str):
-                        stopped = started
+                    judged = self._prejudge(profile, policy, fetched, prior.get(fetched.uidl, []))
+                    if isinstance(judged, str):
+                        stopped = judged
+                        # Earlier messages are still judged and committed, and may go.
+                        settle(None)
                         break
-                    if started is not None:
-                        add(started)
-                if in_worker is not None:
-                    collected = self._collect(profile, in_worker)
-                    if isinstance(collected, str):
-                        stopped = collected
-                    else:
-                        add(collected)
+                    if judged is None:  # for the worker, once it has room
+                        stopped = settle(len(fetched.data))
+                        if stopped is not None:
+                            break
+                        self._classifier.submit(fetched.data, policy)
+                        fetched.verdict = _IN_WORKER
+                    queue.append(fetched)
+                    stopped = settle(0)
+                    if stopped is not None:
+                        break
+                else:
+                    stopped = settle(None) if stopped is None else stopped
                 if batch:
                     flush()  # also before a stop: what was judged is committed and may go
                 self._crash("after_dele")
@@ -332,16 +343,16 @@ class PurgeService:
                 self._crash("after_retr")
                 yield _Judged(number, uidls[number], sha, sizes[number], data, None)
 
-    def _start(
+    def _prejudge(
         self,
         profile: str,
         policy: ClassifyPolicy,
         item: _Judged,
         prior: list[tuple[str, str]],
     ) -> _Judged | str | None:
-        """Judge a fetched message, or hand it to the worker (its verdict is then _IN_WORKER
-        until collected); words when the loop must stop. ``prior``: the (SHA-256, outcome)
-        stored under its UIDL by earlier runs. Nothing is stored yet."""
+        """Judge a fetched message here when no parsing of its body is needed (a duplicate, over
+        the cap); None when it needs the worker; words when the loop must stop. ``prior``: the
+        (SHA-256, outcome) stored under its UIDL by earlier runs. Nothing is stored yet."""
         if any(s == item.sha for s, _ in prior):
             return item  # verdict None: a duplicate
         if prior:
@@ -363,9 +374,7 @@ class PurgeService:
             # Headers only, parsed here under their own bounds (HEADER_LIMIT): no round trip.
             item.verdict = self._classifier.judge_headers(item.size, item.data, policy)
             return item
-        self._classifier.submit(item.data, policy)
-        item.verdict = _IN_WORKER
-        return item
+        return None
 
     def _collect(self, profile: str, item: _Judged) -> _Judged | str:
         """The worker's verdict on ``item``; words when restarts are exhausted (loop stops)."""
