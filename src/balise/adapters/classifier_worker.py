@@ -113,6 +113,7 @@ class WorkerClassifier:
         self._buffer = bytearray()  # bytes read from the worker, not yet consumed
         self._policy_sent: ClassifyPolicy | None = None  # the policy the running worker holds
         self._pending: collections.deque[_Pending] = collections.deque()
+        self._inflight = 0  # bytes of the pending messages
         self._answered = 0.0  # when the last answer was read (monotonic)
         self._ready_by: float | None = None  # started, its "ready" frame not read yet
 
@@ -228,8 +229,7 @@ class WorkerClassifier:
         """Whether a message of ``size`` bytes may be submitted before the next collect."""
         if not self._pending:
             return True
-        inflight = sum(len(p.raw) for p in self._pending)
-        return len(self._pending) < self.DEPTH and inflight + size <= self.INFLIGHT_BYTES
+        return len(self._pending) < self.DEPTH and self._inflight + size <= self.INFLIGHT_BYTES
 
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
         """Hand one message to the worker and return at once; ``collect()`` gets the verdicts in
@@ -238,6 +238,7 @@ class WorkerClassifier:
             raise RuntimeError("submit() without room: collect() first")
         pending = _Pending(raw, policy, self._test_op)
         self._pending.append(pending)
+        self._inflight += len(raw)
         self._hand_over(pending)
 
     def _hand_over(self, pending: _Pending) -> None:
@@ -273,6 +274,7 @@ class WorkerClassifier:
         if not self._pending:
             raise RuntimeError("collect() without submit()")
         pending = self._pending.popleft()
+        self._inflight -= len(pending.raw)
         if pending.start_failure is not None:
             self._resubmit_rest()
             raise pending.start_failure
@@ -295,6 +297,7 @@ class WorkerClassifier:
             failure = exc if isinstance(exc, AnalysisFailed) else self._failure("ANALYSIS_CRASHED")
             if self.restarts > self._max_restarts:
                 self._pending.clear()
+                self._inflight = 0
                 raise AnalysisFailed(
                     failure.fr + " ; trop de redémarrages du processus d'analyse",
                     failure.en + "; too many restarts of the analysis process",
@@ -327,6 +330,7 @@ class WorkerClassifier:
         proc = self._proc
         if self._pending:
             self._pending.clear()
+            self._inflight = 0
             self._kill()  # answers nobody will read: do not wait for them
             return
         if proc is not None and proc.stdin is not None and proc.poll() is None:

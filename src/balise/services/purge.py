@@ -208,6 +208,7 @@ class PurgeService:
                 # names each message once) and only adds outcomes for its own messages.
                 prior = self._repo.seen(profile, uidls.values())
                 batch: list[_Judged] = []
+                batch_bytes = 0
                 limit = 1
                 done = 0
 
@@ -225,10 +226,12 @@ class PurgeService:
                     batch.clear()
 
                 def add(judged: _Judged) -> None:
-                    nonlocal limit
+                    nonlocal limit, batch_bytes
                     batch.append(judged)
-                    if len(batch) >= limit or sum(len(j.data) for j in batch) >= BATCH_BYTES:
+                    batch_bytes += len(judged.data)
+                    if len(batch) >= limit or batch_bytes >= BATCH_BYTES:
                         flush()
+                        batch_bytes = 0
                         # Batches grow (1, 2, 4, ...): the first outcome is stored at once, a
                         # long mailbox pays one fsync per BATCH_MAX messages.
                         limit = min(limit * 2, BATCH_MAX)
