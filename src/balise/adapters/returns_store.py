@@ -40,13 +40,13 @@ class BlobCipher:
 
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
-        self._key: bytes | None = None
+        self._cipher: AESGCM | None = None
 
     def __repr__(self) -> str:
         return "BlobCipher()"
 
     def _aesgcm(self) -> AESGCM:
-        if self._key is None:
+        if self._cipher is None:
             stored = self._vault.get("", BLOB_KEY_NAME)
             if stored is None:
                 with self._vault.transaction():
@@ -54,8 +54,8 @@ class BlobCipher:
                     if stored is None:
                         stored = AESGCM.generate_key(bit_length=256).hex()
                         self._vault.put("", BLOB_KEY_NAME, stored)
-            self._key = bytes.fromhex(str(stored))
-        return AESGCM(self._key)
+            self._cipher = AESGCM(bytes.fromhex(str(stored)))
+        return self._cipher
 
     def seal(self, data: bytes, *identity: str) -> bytes:
         nonce = os.urandom(12)
