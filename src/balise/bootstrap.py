@@ -35,6 +35,7 @@ from balise.services.transmission import TransmissionService
 
 if TYPE_CHECKING:
     from balise.adapters.pkcs11 import Pkcs11Signer
+    from balise.services.provisioning import ProvisioningService
 
 
 def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -73,6 +74,16 @@ class Context:
         environ = os.environ if env is None else env
         root = environ.get("BALISE_EXCHANGE") or str(self.data_dir / "echange")
         return ExchangeFolders(Path(root))
+
+    def provisioning(self, env: Mapping[str, str] | None = None) -> ProvisioningService:
+        """The provisioning window's request spool and state: BALISE_PROVISIONING_DIR, else
+        /run/balise-provisioning (made by the provisioning role's tmpfiles)."""
+        from balise.adapters.provisioning import DEFAULT_DIR, SpoolWindow
+        from balise.services.provisioning import ProvisioningService
+
+        environ = os.environ if env is None else env
+        run_dir = Path(environ.get("BALISE_PROVISIONING_DIR") or DEFAULT_DIR)
+        return ProvisioningService(SpoolWindow(run_dir), self.journal, self.clock)
 
     def intake(self, env: Mapping[str, str] | None = None) -> IntakeService:
         return IntakeService(self.lots, self.params, self.journal, self.clock, self.exchange(env))

@@ -47,6 +47,7 @@ from balise.ui.demo_hooks import DemoHooks
 if TYPE_CHECKING:
     from balise.bootstrap import Context
     from balise.services.backup import BackupStatus
+    from balise.services.provisioning import WindowStatus
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
@@ -165,6 +166,8 @@ class WiredBackend:
         self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx), ctx.journal, ctx.clock)
         self._watching: list[str] = []
         self._module_kind: ModuleKind | None = None
+        # Passed the technician gate since technician mode was last left.
+        self._technician = False
 
     # -- events ----------------------------------------------------------------------------
 
@@ -418,13 +421,16 @@ class WiredBackend:
     def set_passphrase(self, text: str) -> None:
         with self._lock:
             self._gate.set_passphrase(text)
+            self._technician = True  # the kiosk enters technician mode with it
 
     def check_passphrase(self, text: str) -> bool:
         return self.passphrase_attempt(text).verdict == "ok"
 
     def passphrase_attempt(self, text: str) -> Attempt:
         with self._lock:
-            return self._gate.attempt(text)
+            attempt = self._gate.attempt(text)
+            self._technician = attempt.verdict == "ok"
+            return attempt
 
     def passphrase_status(self) -> GateStatus:
         with self._lock:
@@ -432,7 +438,31 @@ class WiredBackend:
 
     def technician_left(self) -> None:
         with self._lock:
+            self._technician = False
             self.ctx.journal.append("technician.logout", "technician", {})
+
+    # -- the provisioning window -------------------------------------------------------------
+
+    def _technician_only(self) -> None:
+        if not self._technician:
+            raise StateError(
+                "Réservé au mode technicien (phrase de passe).",
+                "Technician mode only (passphrase).",
+                code="TECH_REQUIRED",
+            )
+
+    def provisioning_window(self) -> WindowStatus:
+        return self.ctx.provisioning(self.env).status()
+
+    def open_provisioning_window(self) -> None:
+        with self._lock:
+            self._technician_only()
+            self.ctx.provisioning(self.env).open()
+
+    def close_provisioning_window(self) -> None:
+        with self._lock:
+            self._technician_only()
+            self.ctx.provisioning(self.env).close()
 
     def cancel_lot(self, lot_id: int) -> None:
         with self._lock:

@@ -110,6 +110,33 @@ class Exchange(Protocol):
     def sync(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """The provisioning window as its root helper last wrote it, and the kiosk's request still
+    waiting to be taken, if any."""
+
+    state: Literal["closed", "open", "error"]
+    pending: Literal["open", "close"] | None = None
+    pending_since: datetime | None = None
+    opened: datetime | None = None
+    deadline: datetime | None = None
+    port: int | None = None
+    interface: str = ""
+    addresses: tuple[str, ...] = ()
+    fingerprint: str = ""
+    error: str = ""  # the helper's code: no-interface, no-address, nft, sshd, ssh-keygen...
+    reason: str = ""  # why it was last closed: kiosk, deadline, provision, manual, error
+
+
+class ProvisioningWindow(Protocol):
+    """The root side of the provisioning window seen from the unprivileged kiosk: it drops a
+    request and reads the state, nothing more."""
+
+    def request(self, what: Literal["open", "close"]) -> None: ...
+
+    def read(self) -> WindowState: ...
+
+
 class TokenSession(Protocol):
     """A logged-in session on the card; closed after the batch, never reused."""
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backen
     from balise.domain.devices import CardEvent, ReaderEvent
     from balise.domain.lotrecord import LotRecord, QuarantineRecord
     from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+    from balise.services.provisioning import WindowStatus
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
@@ -212,6 +213,19 @@ class KioskBackend(Protocol):
 
     def technician_left(self) -> None:
         """Journal that technician mode was left (idle or by the key)."""
+        ...
+
+    # -- the provisioning window (technician mode only) ---------------------------------------
+    def provisioning_window(self) -> WindowStatus:
+        """The window as the root helper reports it: phase, time left, address, fingerprint."""
+        ...
+
+    def open_provisioning_window(self) -> None:
+        """Ask the root helper to open it (refused unless the technician gate was passed)."""
+        ...
+
+    def close_provisioning_window(self) -> None:
+        """Ask the root helper to close it now (refused unless the technician gate was passed)."""
         ...
 
 

@@ -164,7 +164,8 @@ FR: dict[str, str] = {
     "tech.wait": "Attendez {s} s avant le prochain essai.",
     "tech.locked": "Trop d'échecs : mode technicien bloqué jusqu'à {until}.",
     "tech.checking": "Vérification…",
-    "tech.intro": "P : paramètres · D : vérifications · J : journal · L : lots",
+    "tech.intro": "P : paramètres · D : vérifications · J : journal · L : lots · "
+    "O : fenêtre de provisionnement",
     "tech.params.profile": "Praticien {profile}",
     "tech.params.none": "Aucun praticien configuré.",
     "tech.hygiene.warn": "Attention : {words}",
@@ -181,6 +182,30 @@ FR: dict[str, str] = {
     "tech.cancelled": "Lot n° {id} annulé.",
     "tech.resent": "Lot n° {id} remis en envoi.",
     "tech.confirm.help": "Entrée : confirmer · Échap : ne rien faire.",
+    "key.window": "Fenêtre de provisionnement (30 min)",
+    "key.window_close": "Fermer la fenêtre",
+    "tech.window.confirm": "Ouvrir la fenêtre de provisionnement pendant 30 minutes ? "
+    "L'administration par SSH (clé du technicien seulement) sera joignable depuis le réseau "
+    "du cabinet, puis fermée d'elle-même.",
+    "tech.window.opening": "Ouverture de la fenêtre de provisionnement…",
+    "tech.window.closing": "Fermeture de la fenêtre de provisionnement…",
+    "tech.window.open": "Fenêtre de provisionnement OUVERTE — reste {left}",
+    "tech.window.address": "Adresse du boîtier : {addresses} — port SSH {port}",
+    "tech.window.fingerprint": "Empreinte de la clé SSH : {fingerprint}",
+    "tech.window.check": "Sur votre portable, « ssh-keyscan -p {port} -t ed25519 {address} | "
+    "ssh-keygen -lf - » doit afficher la même empreinte ; sinon n'allez pas plus loin. "
+    "Lancez ensuite provision.yml : il ferme la fenêtre à la fin.",
+    "tech.window.closed": "Fenêtre de provisionnement fermée.",
+    "tech.window.closed.deadline": "Fenêtre de provisionnement fermée : le délai est écoulé.",
+    "tech.window.no_answer": "Le service de la fenêtre de provisionnement ne répond pas : "
+    "réessayez, ou redémarrez le boîtier.",
+    "tech.window.error": "La fenêtre de provisionnement n'a pas pu s'ouvrir : {why}.",
+    "tech.window.why.no-interface": "aucune interface sur le réseau du cabinet",
+    "tech.window.why.no-address": "pas d'adresse sur le réseau du cabinet (câble ? DHCP ?)",
+    "tech.window.why.other": "erreur {code} du service, voir le journal du système",
+    "tech.window.help": "O : ouvrir (ou revoir) la fenêtre · F : la fermer maintenant.",
+    "tech.window.requested": "Ouverture demandée.",
+    "tech.window.close_requested": "Fermeture demandée.",
 }
 
 EN: dict[str, str] = {
@@ -328,7 +353,7 @@ EN: dict[str, str] = {
     "tech.wait": "Wait {s} s before the next try.",
     "tech.locked": "Too many failures: technician mode locked until {until}.",
     "tech.checking": "Checking…",
-    "tech.intro": "P: parameters · D: checks · J: journal · L: lots",
+    "tech.intro": "P: parameters · D: checks · J: journal · L: lots · O: provisioning window",
     "tech.params.profile": "Practitioner {profile}",
     "tech.params.none": "No practitioner configured.",
     "tech.hygiene.warn": "Warning: {words}",
@@ -345,6 +370,30 @@ EN: dict[str, str] = {
     "tech.cancelled": "Lot no. {id} cancelled.",
     "tech.resent": "Lot no. {id} queued for sending again.",
     "tech.confirm.help": "Enter: confirm · Escape: do nothing.",
+    "key.window": "Provisioning window (30 min)",
+    "key.window_close": "Close the window",
+    "tech.window.confirm": "Open the provisioning window for 30 minutes? Administration over SSH "
+    "(the technician's key only) will be reachable from the practice network, then closed by "
+    "itself.",
+    "tech.window.opening": "Opening the provisioning window…",
+    "tech.window.closing": "Closing the provisioning window…",
+    "tech.window.open": "Provisioning window OPEN — {left} left",
+    "tech.window.address": "Box address: {addresses} — SSH port {port}",
+    "tech.window.fingerprint": "SSH key fingerprint: {fingerprint}",
+    "tech.window.check": 'On your laptop, "ssh-keyscan -p {port} -t ed25519 {address} | '
+    'ssh-keygen -lf -" must show the same fingerprint; otherwise go no further. '
+    "Then run provision.yml: it closes the window at its end.",
+    "tech.window.closed": "Provisioning window closed.",
+    "tech.window.closed.deadline": "Provisioning window closed: its time is up.",
+    "tech.window.no_answer": "The provisioning window service does not answer: try again, or "
+    "restart the box.",
+    "tech.window.error": "The provisioning window could not open: {why}.",
+    "tech.window.why.no-interface": "no interface on the practice network",
+    "tech.window.why.no-address": "no address on the practice network (cable? DHCP?)",
+    "tech.window.why.other": "service error {code}, see the system journal",
+    "tech.window.help": "O: open (or show) the window · F: close it now.",
+    "tech.window.requested": "Opening requested.",
+    "tech.window.close_requested": "Closing requested.",
 }
 
 CATALOGUES: dict[Lang, dict[str, str]] = {"fr": FR, "en": EN}

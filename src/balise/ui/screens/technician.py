@@ -1,10 +1,11 @@
 """Technician mode: parameters per practitioner with the mailbox hygiene findings, the doctor's
 checks (protection level said plainly), journal verification with its head, cancel or resend a
-lot after a confirmation."""
+lot after a confirmation, and the provisioning window (opened after a confirmation, its LAN
+address, host key fingerprint and time left shown, closed early by a key)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from textual import work
 from textual.app import ComposeResult
@@ -21,7 +22,11 @@ from balise.ui.screens.base import KioskScreen
 from balise.ui.screens.dialogs import ConfirmDialog
 from balise.ui.screens.lots import lot_columns, lot_row
 
-View = Literal["intro", "params", "doctor", "journal", "lots"]
+if TYPE_CHECKING:
+    from balise.services.provisioning import WindowStatus
+
+View = Literal["intro", "params", "doctor", "journal", "lots", "window"]
+KNOWN_WINDOW_ERRORS = ("no-interface", "no-address")
 
 
 class TechnicianScreen(KioskScreen):
@@ -33,6 +38,8 @@ class TechnicianScreen(KioskScreen):
         Binding("l", "view('lots')", "key.lots", id="tech-lots"),
         Binding("x", "cancel_lot", "key.cancel_lot", id="tech-cancel-lot"),
         Binding("e", "resend_lot", "key.resend", id="tech-resend-lot"),
+        Binding("o", "open_window", "key.window", id="tech-window-open"),
+        Binding("f", "close_window", "key.window_close", id="tech-window-close"),
         Binding("escape", "leave", "key.leave", id="tech-leave"),
     ]
 
@@ -52,6 +59,8 @@ class TechnicianScreen(KioskScreen):
         self.sub_title = t("tech.title")
         lot_columns(self.query_one("#tech-lots", DataTable))
         self.query_one("#tech-lots", DataTable).display = False
+        # The countdown of the provisioning window, read again every second while shown.
+        self.set_interval(1.0, self._window_tick, name="window")
 
     @property
     def content_text(self) -> str:
@@ -60,13 +69,18 @@ class TechnicianScreen(KioskScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("cancel_lot", "resend_lot"):
             return self.view == "lots"
+        if action == "close_window":
+            return self.view == "window"
         return True
 
-    def action_view(self, view: View) -> None:
+    def _show_view(self, view: View) -> None:
         self.view = view
         self.refresh_bindings()
         self.query_one("#tech-lots", DataTable).display = view == "lots"
         self.query_one("#tech-content", Static).update(t("home.loading"))
+
+    def action_view(self, view: View) -> None:
+        self._show_view(view)
         self.load(view)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="tech")
@@ -160,6 +174,83 @@ class TechnicianScreen(KioskScreen):
         self.app.call_from_thread(self.notify, words, timeout=4)
         lots = self.backend.lots()
         self.app.call_from_thread(self._lots, lots)
+
+    # -- the provisioning window ---------------------------------------------------------
+
+    def action_open_window(self) -> None:
+        """Show the window; when it is not open yet, open it after a confirmation."""
+        self._show_view("window")
+        self.window_status(offer=True)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tech-window")
+    def window_status(self, offer: bool = False) -> None:
+        status = self.backend.provisioning_window()
+        self.app.call_from_thread(self._window, status, offer)
+
+    def _window_tick(self) -> None:
+        if self.view == "window" and self.is_current:
+            self.window_status()
+
+    def _window(self, status: WindowStatus, offer: bool = False) -> None:
+        if self.view != "window":
+            return
+        lines = [self._window_words(status), ""]
+        if status.phase == "open":
+            address = status.addresses[0] if status.addresses else "?"
+            lines += [
+                t("tech.window.address", addresses=", ".join(status.addresses) or "?",
+                  port=status.port),
+                t("tech.window.fingerprint", fingerprint=status.fingerprint),
+                "",
+                t("tech.window.check", port=status.port, address=address),
+                "",
+            ]  # fmt: skip
+        lines.append(t("tech.window.help"))
+        self._say(lines)
+        if offer and status.phase not in ("open", "opening"):
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.window_request("open")
+
+            self.app.push_screen(ConfirmDialog(t("tech.window.confirm")), answered)
+
+    @staticmethod
+    def _window_words(status: WindowStatus) -> str:
+        if status.phase == "open":
+            minutes, seconds = divmod(status.seconds_left, 60)
+            return t("tech.window.open", left=f"{minutes:02d}:{seconds:02d}")
+        if status.phase == "error":
+            if status.error in KNOWN_WINDOW_ERRORS:
+                why = t("tech.window.why." + status.error)
+            else:
+                why = t("tech.window.why.other", code=status.error)
+            return t("tech.window.error", why=why)
+        if status.phase == "no-answer":
+            return t("tech.window.no_answer")
+        if status.phase in ("opening", "closing"):
+            return t("tech.window." + status.phase)
+        if status.reason == "deadline":
+            return t("tech.window.closed.deadline")
+        return t("tech.window.closed")
+
+    def action_close_window(self) -> None:
+        self.window_request("close")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tech-window-request")
+    def window_request(self, what: Literal["open", "close"]) -> None:
+        try:
+            if what == "open":
+                self.backend.open_provisioning_window()
+                words = t("tech.window.requested")
+            else:
+                self.backend.close_provisioning_window()
+                words = t("tech.window.close_requested")
+        except BaliseError as exc:
+            words = t("kiosk.error", why=exc.message(language()))
+        self.app.call_from_thread(self.notify, words, timeout=4)
+        status = self.backend.provisioning_window()
+        self.app.call_from_thread(self._window, status)
 
     def action_leave(self) -> None:
         self.app.run_worker(self.kiosk.leave_technician(), group="mode")
