@@ -61,6 +61,12 @@ def _backend(kiosk: Kiosk, run_dir: Path):  # type: ignore[no-untyped-def]
     )
 
 
+def _technician(app: BaliseApp) -> TechnicianScreen:
+    screen = app.screen
+    assert isinstance(screen, TechnicianScreen)
+    return screen
+
+
 def _kinds(kiosk: Kiosk) -> list[str]:
     return [e.kind for e in kiosk.box.ctx.journal.entries() if e.kind.startswith("provision.")]
 
@@ -80,8 +86,7 @@ async def test_window_opened_shown_counted_down_and_closed(kiosk: Kiosk, tmp_pat
         await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
         await _passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
-        tech = app.screen
-        assert isinstance(tech, TechnicianScreen)
+        tech = _technician(app)
         shown = [b.binding.description for b in tech.active_bindings.values()]
         assert "Fenêtre de provisionnement (30 min)" in shown
         assert "Fermer la fenêtre" not in shown  # only in the window's view
@@ -134,6 +139,24 @@ async def test_window_opened_shown_counted_down_and_closed(kiosk: Kiosk, tmp_pat
         await until(pilot, lambda: "reste 29:" in tech.content_text or "30:00" in tech.content_text)
         shown = [b.binding.description for b in tech.active_bindings.values()]
         assert "Fermer la fenêtre" in shown
+        # Back on Accueil (the idle timeout does the same), everyone sees the window is open.
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen))
+        home = app.screen
+        await until(
+            pilot,
+            lambda: (
+                "fermeture dans 30 min au plus tard" in str(home.query_one("#warnings").render())
+            ),
+        )
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        await _passphrase(pilot, app, PASSPHRASE)
+        await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
+        tech = _technician(app)
+        await pilot.press("o")  # open already: shown, not asked again
+        await until(pilot, lambda: "reste 29:" in tech.content_text)
+        assert not isinstance(app.screen, ConfirmDialog)
         await pilot.press("f")
         await until(pilot, spool.request.exists)
         assert spool.request.read_text(encoding="ascii") == "close\n"
@@ -147,9 +170,14 @@ async def test_window_opened_shown_counted_down_and_closed(kiosk: Kiosk, tmp_pat
             "provision.window.close",
         ]
 
-        # Leaving technician mode closes the gate again.
+        # Leaving technician mode closes the gate again; Accueil says nothing more.
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, HomeScreen))
+        home = app.screen
+        # (it said so while the window was open: this is the refreshed Accueil)
+        await until(
+            pilot, lambda: "provisionnement" not in str(home.query_one("#warnings").render())
+        )
         await until(pilot, lambda: "technician.logout" in [e.kind for e in kiosk.box.ctx.journal.entries()])  # fmt: skip
     with pytest.raises(StateError) as refused:
         backend.open_provisioning_window()
@@ -181,8 +209,7 @@ async def test_helper_errors_and_silence_are_said(kiosk: Kiosk, tmp_path: Path) 
     app = BaliseApp(backend)
     async with app.run_test(size=(120, 40)) as pilot:
         await app.switch_mode("technician")
-        tech = app.screen
-        assert isinstance(tech, TechnicianScreen)
+        tech = _technician(app)
         spool.state(state="error", error="no-address", when=time.time())
         await pilot.press("o")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))

@@ -257,6 +257,7 @@ class WiredBackend:
             weak = True
         readers = tuple(r.name for r in self._safe_readers())
         backup = self._backup_status()
+        window = self._window_minutes_left()
         return HomeSummary(
             readers,
             self.card_status(),
@@ -270,7 +271,15 @@ class WiredBackend:
             if backup is None or backup.age is None
             else int(backup.age.total_seconds() // 3600),
             backup is None or backup.too_old,
+            window,
         )
+
+    def _window_minutes_left(self) -> int | None:
+        try:
+            status = self.provisioning_window()
+        except (BaliseError, OSError):
+            return None
+        return -(-status.seconds_left // 60) if status.phase == "open" else None
 
     def _backup_status(self) -> BackupStatus | None:
         from balise.backup_wiring import backup_service

@@ -70,6 +70,8 @@ class HomeSummary:
     protection_weak: bool
     backup_age_hours: int | None = None  # None: no good backup yet
     backup_too_old: bool = False
+    # The provisioning window is open (administration SSH reachable from the LAN): minutes left.
+    provisioning_minutes_left: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

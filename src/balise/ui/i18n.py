@@ -62,6 +62,8 @@ FR: dict[str, str] = {
     "home.protection_weak": "Protection faible : la clé des données est sur le même support "
     "que les données.",
     "home.hint": "Insérez votre carte CPS puis appuyez sur S pour signer.",
+    "home.provisioning_open": "Fenêtre de provisionnement ouverte (administration par SSH depuis "
+    "le réseau du cabinet) : fermeture dans {n} min au plus tard.",
     # signing flow
     "sign.title": "Signature des lots",
     "sign.need_reader": "Branchez le lecteur de carte.",
@@ -256,6 +258,8 @@ EN: dict[str, str] = {
     "home.clock_unsync": "Clock not synchronized: signing waits for time synchronization (NTP).",
     "home.protection_weak": "Weak protection: the data key is on the same medium as the data.",
     "home.hint": "Insert your CPS card then press S to sign.",
+    "home.provisioning_open": "Provisioning window open (SSH administration from the practice "
+    "network): closes in {n} min at the latest.",
     "sign.title": "Signing the lots",
     "sign.need_reader": "Plug in the card reader.",
     "sign.need_card": "Insert your CPS card in the reader.",

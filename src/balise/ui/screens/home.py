@@ -119,6 +119,8 @@ class HomeScreen(KioskScreen):
             warnings.append(t("home.clock_unsync"))
         if s.protection_weak:
             warnings.append(t("home.protection_weak"))
+        if s.provisioning_minutes_left is not None:
+            warnings.append(t("home.provisioning_open", n=s.provisioning_minutes_left))
         self.query_one("#warnings", Static).update("\n".join(warnings))
 
     # -- keys ----------------------------------------------------------------------------
