@@ -11,12 +11,20 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tests.support.lot_corpus import valid_lot
 
 pytestmark = pytest.mark.image
 
@@ -32,6 +40,10 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # The guest script builds it from octal escapes, so the plain bytes are in no file of the image.
 SENTINEL = "BALISE-SENTINEL-pop3-3f9c1d"
 BOOT_TIMEOUT = 600
+# Set by the guest's balise-test-practice at first boot; the archive on the key opens with it.
+RECOVERY = "phrase de secours du test image"
+ARCHIVE_MAGIC = b"BALSAV\x00\x01"
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 
 def _ansible(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -80,10 +92,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         runs.append(run)
     first, second = _recap(runs[0].stdout), _recap(runs[1].stdout)
     # Test-only additions, after the roles and their assertions' subject: the report unit.
-    shutil.copy2(GUEST / "balise-test-report", ROOTFS / "usr/local/sbin/balise-test-report")
-    shutil.copy2(GUEST / "balise-test-sentinel", ROOTFS / "usr/local/sbin/balise-test-sentinel")
-    for unit in ("balise-test-report.service", "balise-test-sentinel.service"):
-        shutil.copy2(GUEST / unit, ROOTFS / "etc/systemd/system" / unit)
+    for name in ("report", "sentinel", "practice"):
+        script = f"balise-test-{name}"
+        shutil.copy2(GUEST / script, ROOTFS / "usr/local/sbin" / script)
+        shutil.copy2(GUEST / f"{script}.service", ROOTFS / "etc/systemd/system")
+    share = ROOTFS / "usr/local/share/balise-test"
+    share.mkdir(parents=True, exist_ok=True)
+    (share / "cpam.pem").write_bytes(_recipient_certificate())
     wants = ROOTFS / "etc/systemd/system/multi-user.target.wants"
     (wants / "balise-test-report.service").unlink(missing_ok=True)
     (wants / "balise-test-report.service").symlink_to(
@@ -173,12 +188,48 @@ def test_rootfs_policy(built: Built) -> None:
     assert not (ROOTFS / "opt/balise/wheels").exists()
 
 
+def _recipient_certificate() -> bytes:
+    """A self-signed stand-in for the CPAM's encryption certificate: the intake only needs the
+    organism to hold one for the lot of the test key to be accepted."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CPAM 01 422 000 (test image)")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _vfat_key(path: Path, label: str, files: dict[str, bytes]) -> Path:
+    """A USB key's file system as a plain file (mkfs.vfat + mcopy, no loop mount)."""
+    subprocess.run(
+        ["mkfs.vfat", "-n", label, "-C", str(path), str(32 * 1024)], check=True, capture_output=True
+    )
+    for name, data in files.items():
+        source = path.with_name(name)
+        source.write_bytes(data)
+        subprocess.run(
+            ["mcopy", "-i", str(path), str(source), f"::/{name}"], check=True, env=MTOOLS_ENV
+        )
+        source.unlink()
+    return path
+
+
 @dataclass
 class Guest:
     disk: Path
     vars: Path
     tpm: Path
     logs: Path
+    lots_key: Path
+    backup_key: Path
 
 
 @pytest.fixture(scope="module")
@@ -188,10 +239,25 @@ def guest(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Guest:
     subprocess.run(["cp", "--sparse=always", str(built.disk), str(disk)], check=True)
     shutil.copy2(OVMF_VARS, work / "vars.fd")
     (work / "tpm").mkdir()
-    return Guest(disk, work / "vars.fd", work / "tpm", work)
+    lots = _vfat_key(
+        work / "lots-key.img", "BALISE-LOTS", {"lot042.lot": valid_lot(date.today(), lot_number=42)}
+    )
+    backup = _vfat_key(
+        work / "backup-key.img", "BALISE-SAUV", {"LISEZMOI.TXT": b"cle du cabinet\n"}
+    )
+    return Guest(disk, work / "vars.fd", work / "tpm", work, lots, backup)
 
 
-def _boot(guest: Guest, name: str) -> str:
+def _usb_keys(guest: Guest) -> list[str]:
+    """The two keys as USB mass-storage devices on the xHCI bus (the CCID reader's bus)."""
+    args = []
+    for ident, image in (("lotskey", guest.lots_key), ("backupkey", guest.backup_key)):
+        args += ["-drive", f"if=none,id={ident},format=raw,file={image}",
+                 "-device", f"usb-storage,drive={ident}"]  # fmt: skip
+    return args
+
+
+def _boot(guest: Guest, name: str, extra: Sequence[str] = ()) -> str:
     """One boot until the guest powers itself off; the serial console as text.
 
     One vCPU: with two, TCG on a busy 2-core host starved one vCPU while the other spun on a
@@ -217,7 +283,7 @@ def _boot(guest: Guest, name: str) -> str:
                  "-drive", f"file={guest.disk},format=raw,if=virtio",
                  "-chardev", f"socket,id=chrtpm,path={sock}",
                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
-                 "-device", "qemu-xhci", "-device", "usb-ccid"],
+                 "-device", "qemu-xhci", "-device", "usb-ccid", *extra],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
@@ -252,7 +318,7 @@ def _screen(serial: str) -> str:
 @pytest.fixture(scope="module")
 def boots(guest: Guest) -> Iterator[tuple[str, str]]:
     first = _boot(guest, "first")
-    second = _boot(guest, "second")
+    second = _boot(guest, "second", _usb_keys(guest))
     yield first, second
 
 
@@ -296,3 +362,43 @@ def test_no_plaintext_parameter_on_the_disk(guest: Guest, boots: tuple[str, str]
         while block := handle.read(chunk):
             assert needle not in tail + block
             tail = block[-len(needle) :]
+
+
+def test_usb_keys_plugged_import_the_lot_and_take_a_sealed_backup(
+    guest: Guest, boots: tuple[str, str]
+) -> None:
+    first, second = (_facts(serial) for serial in boots)
+    assert first["practice"] == "configured", boots[0][-4000:]
+    facts = second
+    # BALISE-LOTS: mounted read-only, the lot validated and journaled, then unmounted.
+    assert facts["balise-usb-import"].startswith("success"), boots[1][-6000:]
+    assert facts["balise-usb-import-mounted"] == "no"
+    assert facts["lots-ready"] == "1", boots[1][-6000:]
+    assert re.search(r"BALISE-TEST-PRACTICE: lots: .*lot 042 du", boots[1])
+    # BALISE-SAUV: one archive written and journaled on the key, synced, unmounted.
+    assert facts["balise-usb-backup"].startswith("success"), boots[1][-6000:]
+    assert facts["balise-usb-backup-mounted"] == "no"
+    assert facts["key-backups"] == "1"
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", str(guest.backup_key), "::/"],
+        capture_output=True, text=True, check=True, env=MTOOLS_ENV,
+    ).stdout.split()  # fmt: skip
+    archives = [n for n in listing if re.fullmatch(r"::/balise-[0-9a-f]+-\w+\.sauvegarde", n)]
+    assert len(archives) == 1, listing
+    assert "::/LISEZMOI.TXT" in listing  # the key's own files are left alone
+    copy = guest.logs / "from-key.sauvegarde"
+    subprocess.run(
+        ["mcopy", "-n", "-i", str(guest.backup_key), archives[0], str(copy)],
+        check=True, env=MTOOLS_ENV,
+    )  # fmt: skip
+    data = copy.read_bytes()
+    assert data.startswith(ARCHIVE_MAGIC) and not data.startswith(b"SQLite format 3")
+    assert SENTINEL.encode() not in data
+    # ... and it is a whole archive the technician opens with the recovery passphrase.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALISE_")}
+    verified = subprocess.run(
+        [str(Path(sys.executable).with_name("balise")), "backup", "verify", "--json", str(copy)],
+        input=RECOVERY + "\n", capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert '"lots"' in verified.stdout
