@@ -44,6 +44,15 @@ BOOT_TIMEOUT = 600
 RECOVERY = "phrase de secours du test image"
 ARCHIVE_MAGIC = b"BALSAV\x00\x01"
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+# The box's disk is larger than the image (flashed on 16-256 GB): the guest's disk file gets this
+# much more, sparse, and the first boot must give it to the data partition.
+DISK_GROWTH = 1024 * 1024 * 1024
+MIB = 1024 * 1024
+
+
+def _layout() -> dict[str, int]:
+    text = (REPO / "image" / "layout.env").read_text(encoding="utf-8")
+    return {k: int(v) for k, v in re.findall(r"^([A-Z_]+)=(\d+)$", text, re.M)}
 
 
 def _ansible(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -237,6 +246,7 @@ def guest(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Guest:
     work = tmp_path_factory.mktemp("guest")
     disk = work / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(built.disk), str(disk)], check=True)
+    os.truncate(disk, disk.stat().st_size + DISK_GROWTH)  # a hole: costs no disk space
     shutil.copy2(OVMF_VARS, work / "vars.fd")
     (work / "tpm").mkdir()
     lots = _vfat_key(
@@ -327,6 +337,11 @@ def test_first_boot_enrols_the_tpm_and_shows_the_kiosk(boots: tuple[str, str]) -
     facts = _facts(serial)
     assert "formatage LUKS2 (mode tpm2)" in serial
     assert facts["tpm2-tokens"] == "1", serial[-4000:]
+    # The data partition took the disk's free space before it was formatted.
+    assert "partition de données agrandie jusqu'à la fin du disque" in serial
+    built = _layout()["DATA_MIB"] * MIB
+    assert int(facts["data-partition-bytes"]) >= built + DISK_GROWTH - 2 * MIB, facts
+    assert int(facts["data-mapper-bytes"]) > built + DISK_GROWTH - 64 * MIB, facts
     assert facts["mapper"] == "open" and facts["mounted"] == "yes"
     assert facts["kek-credential"] == "present"
     screen = _screen(serial)
@@ -338,7 +353,8 @@ def test_first_boot_enrols_the_tpm_and_shows_the_kiosk(boots: tuple[str, str]) -
 def test_second_boot_unlocks_through_crypttab_with_the_tpm(boots: tuple[str, str]) -> None:
     serial = boots[1]
     facts = _facts(serial)
-    assert "formatage" not in serial  # the data partition is kept
+    assert "formatage" not in serial and "agrandie" not in serial  # the data partition is kept
+    assert facts["data-partition-bytes"] == _facts(boots[0])["data-partition-bytes"]
     assert facts["cryptsetup-unit"] == "active", serial[-4000:]
     assert facts["mapper"] == "open" and facts["mounted"] == "yes"
     assert "Accueil" in _screen(serial)
