@@ -12,7 +12,10 @@ Contenders:
 
 The mix: ARLs (9 positive for 1 negative) for lots that exist as SENT, NOEMIE payment returns for
 some of those lots, and ARLs for lots this box never sent (stored as unmatched).
-Usage: .venv/bin/python bench/purge.py [N] [--profile] [--no-getmail]
+Usage: .venv/bin/python bench/purge.py [N] [--rounds=R] [--profile] [--no-getmail]
+Each of R rounds (default 3) runs the contenders in turn on the same refilled mailbox, Balise on a
+fresh box; the best and the median of each are printed, the objective is judged on the best
+(what a run costs when the shared machine leaves it alone).
 (``--no-getmail``: only bare poplib and Balise, for quick iterations on the Balise side.)
 """
 
@@ -24,6 +27,7 @@ import poplib
 import pstats
 import shutil
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -244,11 +248,32 @@ def run_getmail(venv: Path, home: Path) -> None:
     )
 
 
-def main(n: int, profile: bool, getmail: bool = True) -> None:
+def _box(base: Path, env: dict[str, str], tls: _Tls, port: int, sent: int) -> Context:
+    """A fresh box (data dir, parameters) with lots 1..``sent`` SENT: every round starts from the
+    same state, so every Balise run applies the same returns."""
+    ctx = open_context(base, actor="bench", env=env)
+    configure_box(ctx, build_pki(base.parent / f"{base.name}-pki"))
+    p = ctx.params
+    p.set("ca_bundle", tls.ca_pem.read_text())
+    p.set("pop3.host", "127.0.0.1", profile="p1")
+    p.set("pop3.port", str(port), profile="p1")
+    p.set("pop3.tls", "implicit", profile="p1")
+    p.set("pop3.user", USER, profile="p1")
+    p.set("pop3.password", PASSWORD, profile="p1")
+    sent_lots(ctx, sent)
+    return ctx
+
+
+def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> None:
     base = Path(tempfile.mkdtemp(prefix="balise-bench-purge-"))
     base.chmod(0o755)  # nobody (Dovecot's mail processes, getmail) walks through it
     server: DovecotServer | None = None
     ctx: Context | None = None
+    bare: list[float] = []
+    getmail_runs: list[float] = []
+    balise: list[float] = []
+    publication: list[float] = []
+    profiler = cProfile.Profile() if profile else None
     try:
         tls = _Tls(base)
         if getmail:
@@ -268,64 +293,63 @@ def main(n: int, profile: bool, getmail: bool = True) -> None:
         kek = base / "kek"
         create_key_file(kek)
         env = {"BALISE_KEK_FILE": str(kek)}
-        ctx = open_context(base / "data", actor="bench", env=env)
-        configure_box(ctx, build_pki(base / "pki"))
-        p = ctx.params
-        p.set("ca_bundle", tls.ca_pem.read_text())
-        p.set("pop3.host", "127.0.0.1", profile="p1")
-        p.set("pop3.port", str(server.pop3s_port), profile="p1")
-        p.set("pop3.tls", "implicit", profile="p1")
-        p.set("pop3.user", USER, profile="p1")
-        p.set("pop3.password", PASSWORD, profile="p1")
-        print(f"{sent} lots SENT (intake + transitions, outside the timings)…", flush=True)
-        sent_lots(ctx, sent)
-
-        # bare poplib
-        fill(server, mails)
-        start = time.perf_counter()
-        received = bare_poplib(server.pop3s_port, tls.ca_pem)
-        bare_s = time.perf_counter() - start
-        assert server.maildir_count(USER) == 0 and received > 0
-
-        # getmail6, as nobody
-        getmail_s: float | None = None
         if getmail:
             home, maildir = getmail_setup(base, server.pop3s_port, tls.ca_pem)
+        # Rounds interleave the contenders (bare, getmail6, Balise, then again), so that a burst
+        # of load on a shared machine hits all of them; the best and the median are compared.
+        for round_ in range(rounds):
+            print(f"round {round_ + 1}/{rounds}: {sent} lots SENT on a fresh box (outside the "
+                  "timings)…", flush=True)  # fmt: skip
+            ctx = _box(base / f"data{round_}", env, tls, server.pop3s_port, sent)
+
             fill(server, mails)
             start = time.perf_counter()
-            run_getmail(venv, home)
-            getmail_s = time.perf_counter() - start
-            got = sum(1 for _ in (maildir / "new").iterdir())
-            assert got == n and server.maildir_count(USER) == 0, (got, server.maildir_count(USER))
+            received = bare_poplib(server.pop3s_port, tls.ca_pem)
+            bare.append(time.perf_counter() - start)
+            assert server.maildir_count(USER) == 0 and received > 0
 
-        # Balise
-        fill(server, mails)
-        profiler = cProfile.Profile() if profile else None
-        start = time.perf_counter()
-        purge = ctx.purge(env=env)
-        try:
-            if profiler is not None:
-                profiler.enable()
-            report = purge.run_once("p1", publish=False)
-            balise_s = time.perf_counter() - start
-            # Publication to retours/ happens after QUIT (the agent and `balise purge` do it
-            # right after the run): timed on its own, not part of the purge the issue defines.
+            if getmail:
+                for old in (maildir / "new").iterdir():
+                    old.unlink()
+                fill(server, mails)
+                start = time.perf_counter()
+                run_getmail(venv, home)
+                getmail_runs.append(time.perf_counter() - start)
+                got = sum(1 for _ in (maildir / "new").iterdir())
+                assert got == n and server.maildir_count(USER) == 0, (
+                    got,
+                    server.maildir_count(USER),
+                )
+
+            fill(server, mails)
+            last = round_ == rounds - 1
             start = time.perf_counter()
-            published = purge.publish()
-            publish_s = time.perf_counter() - start
-            if profiler is not None:
-                profiler.disable()
-        finally:
-            purge.close()
-        assert server.maildir_count(USER) == 0
-        assert (report.total, report.returns, report.deleted) == (n, n, n), report
-        states = {lot.state.value: 0 for lot in ctx.lots.lots()}
-        for lot in ctx.lots.lots():
-            states[lot.state.value] += 1
-        assert states.get(LotState.SENT.value, 0) == 0, states
-        statuses: dict[str, int] = {}
-        for ret in ctx.tracking().returns():
-            statuses[ret.status] = statuses.get(ret.status, 0) + 1
+            purge = ctx.purge(env=env)
+            try:
+                if profiler is not None and last:
+                    profiler.enable()
+                report = purge.run_once("p1", publish=False)
+                balise.append(time.perf_counter() - start)
+                # Publication to retours/ happens after QUIT (the agent and `balise purge` do it
+                # right after the run): timed on its own, not part of the purge the issue defines.
+                start = time.perf_counter()
+                published = purge.publish()
+                publication.append(time.perf_counter() - start)
+                if profiler is not None and last:
+                    profiler.disable()
+            finally:
+                purge.close()
+            assert server.maildir_count(USER) == 0
+            assert (report.total, report.returns, report.deleted) == (n, n, n), report
+            states: dict[str, int] = {}
+            for lot in ctx.lots.lots():
+                states[lot.state.value] = states.get(lot.state.value, 0) + 1
+            assert states.get(LotState.SENT.value, 0) == 0, states
+            statuses: dict[str, int] = {}
+            for ret in ctx.tracking().returns():
+                statuses[ret.status] = statuses.get(ret.status, 0) + 1
+            ctx.close()
+            ctx = None
     finally:
         if server is not None:
             server.stop()
@@ -333,21 +357,28 @@ def main(n: int, profile: bool, getmail: bool = True) -> None:
             ctx.close()
         shutil.rmtree(base, ignore_errors=True)
 
-    print(f"{n} messages: returns by status {statuses}; lots by state {states}")
-    print(f"bare poplib (RETR+DELE, verified TLS):          {bare_s * 1000:9.1f} ms")
-    if getmail_s is not None:
-        print(f"getmail6 (as nobody, into a Maildir, delete):   {getmail_s * 1000:9.1f} ms")
-    print(f"Balise PurgeService.run_once:                   {balise_s * 1000:9.1f} ms")
-    print(
-        f"then publication to retours/ ({published} returns + lot statuses): "
-        f"{publish_s * 1000:9.1f} ms (after QUIT)"
-    )
-    r_bare = balise_s / bare_s
-    print(f"ratio Balise / bare:     {r_bare:6.2f} (objectif ≤ 3)   {_ok(r_bare <= 3)}")
-    print(f"ratio Balise incl. publication / bare: {(balise_s + publish_s) / bare_s:6.2f}")
-    if getmail_s is not None:
-        r_getmail = balise_s / getmail_s
-        print(f"ratio Balise / getmail6: {r_getmail:6.2f} (objectif ≤ 0.5) {_ok(r_getmail <= 0.5)}")
+    def ms(values: list[float]) -> str:
+        return (f"best {min(values) * 1000:8.1f} ms, median {statistics.median(values) * 1000:8.1f}"
+                f" ms  ({', '.join(f'{v * 1000:.0f}' for v in values)})")  # fmt: skip
+
+    print(f"{n} messages per run, {rounds} rounds: returns by status {statuses}; lots by state "
+          f"{states}")  # fmt: skip
+    print(f"bare poplib (RETR+DELE, verified TLS):        {ms(bare)}")
+    if getmail_runs:
+        print(f"getmail6 (as nobody, into a Maildir, delete): {ms(getmail_runs)}")
+    print(f"Balise PurgeService.run_once:                 {ms(balise)}")
+    print(f"then publication to retours/ ({published} returns + lot statuses, after QUIT): "
+          f"{ms(publication)}")  # fmt: skip
+    for name, peer, target in (("bare", bare, 3.0), ("getmail6", getmail_runs, 0.5)):
+        if not peer:
+            continue
+        best = min(balise) / min(peer)
+        median = statistics.median(balise) / statistics.median(peer)
+        print(f"ratio Balise / {name}: best {best:5.2f}, median {median:5.2f} "
+              f"(objectif ≤ {target:g})   {_ok(best <= target)}")  # fmt: skip
+    with_publication = [a + b for a, b in zip(balise, publication, strict=True)]
+    print(f"ratio Balise incl. publication / bare (medians): "
+          f"{statistics.median(with_publication) / statistics.median(bare):5.2f}")  # fmt: skip
     if profiler is not None:
         stats = pstats.Stats(profiler).sort_stats("cumulative")
         stats.print_stats(35)
@@ -362,8 +393,10 @@ def _ok(ok: bool) -> str:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rounds = [a for a in sys.argv[1:] if a.startswith("--rounds=")]
     main(
         int(args[0]) if args else 1000,
         "--profile" in sys.argv[1:],
         getmail="--no-getmail" not in sys.argv[1:],
+        rounds=int(rounds[0].split("=", 1)[1]) if rounds else 3,
     )
