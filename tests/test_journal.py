@@ -105,7 +105,13 @@ def test_no_secret_key_enters_the_journal(balise_env: BaliseEnv) -> None:
             ctx.journal.append("x", "y", {"pop3_password": "hunter2"})
         with pytest.raises(ValidationError):
             ctx.journal.append("x", "y", {"nested": {"PIN": "1234"}})
+        for key in ("card-token_key", "KEK", "smtp-Secret"):
+            with pytest.raises(ValidationError):
+                ctx.journal.append("x", "y", {"items": [{key: "v"}]})
         assert ctx.journal.head() is None
+        # Whole words only: a lot "pinned" or a "spinner" is no secret.
+        ctx.journal.append("x", "y", {"pinned": True, "spinner": 1})
+        assert ctx.journal.head() is not None
     finally:
         ctx.close()
 

@@ -43,8 +43,8 @@ def canonical_details(details: Mapping[str, JsonValue] | None) -> str:
 def _refuse_secrets(value: JsonValue) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            low = key.lower()
-            if any(word in low.replace("-", "_").split("_") for word in _FORBIDDEN_DETAIL_WORDS):
+            words = f"_{key.lower().replace('-', '_')}_"  # whole words only: "pinned" passes
+            if any(f"_{word}_" in words for word in _FORBIDDEN_DETAIL_WORDS):
                 raise ValidationError(
                     f"Le journal refuse le champ « {key} » : aucun secret n'y entre.",
                     f"The journal refuses the field '{key}': no secret may enter it.",
