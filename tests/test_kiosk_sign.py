@@ -13,7 +13,6 @@ from textual.widgets import Input
 
 from balise.adapters.clock import FixedClock
 from balise.domain.lotstate import LotState
-from balise.kiosk_wiring import build_backend
 from balise.ports import TokenSession, TokenSigner
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
@@ -22,7 +21,7 @@ from balise.ui.screens.dialogs import ConfirmDialog, LotChoiceDialog, PinDialog
 from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.sign import SignScreen
 from tests.support.fake_token import FakeToken
-from tests.support.kiosk_support import Kiosk, ScriptedCards, ScriptedReaders, real_signer
+from tests.support.kiosk_support import Kiosk, ScriptedCards, real_signer
 from tests.support.mail_fixtures import TlsCA
 from tests.support.pki_fixtures import TEST_PIN
 from tests.support.signed_lots import configure_smtp
@@ -48,10 +47,15 @@ def states(kiosk: Kiosk) -> list[LotState]:
     return [lot.state for lot in kiosk.box.ctx.lots.lots()]
 
 
-async def _to_pin(pilot: Pilot[None], app: BaliseApp, kiosk: Kiosk) -> PinDialog:
-    kiosk.cards.insert("cps3")
+async def _insert_and_sign(pilot: Pilot[None], kiosk: Kiosk, card: str = "cps3") -> None:
+    """The card goes in, then S on Accueil starts the signing flow."""
+    kiosk.cards.insert(card)
     await pilot.pause(0.2)
     await pilot.press("s")
+
+
+async def _to_pin(pilot: Pilot[None], app: BaliseApp, kiosk: Kiosk) -> PinDialog:
+    await _insert_and_sign(pilot, kiosk)
     await until(pilot, lambda: isinstance(app.screen, PinDialog))
     assert isinstance(app.screen, PinDialog)
     return app.screen
@@ -128,18 +132,10 @@ async def test_locked_card_gets_no_pin_prompt(kiosk: Kiosk) -> None:
     # SoftHSM2 never locks a PIN, so this path needs a fake token (with the real identity).
     identity = real_signer(kiosk.softhsm, kiosk.token)().identify()
     locked = FakeToken(identity, TEST_PIN, tries_left=0)
-    backend = build_backend(
-        kiosk.box.ctx,
-        env=kiosk.box.env.env,
-        reader_watcher=ScriptedReaders(),
-        card_watcher=(cards := ScriptedCards()),
-        signer_factory=lambda: locked,
-    )
-    app = BaliseApp(backend)
+    kiosk.use_signer(lambda: locked)
+    app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
-        cards.insert("cps3")
-        await pilot.pause(0.2)
-        await pilot.press("s")
+        await _insert_and_sign(pilot, kiosk)
         screen = flow(app)
         await until(pilot, lambda: screen.phase == "done")
         assert "Carte bloquée" in screen.body_text
@@ -155,9 +151,7 @@ async def test_contactless_or_unknown_card_gets_no_pin_prompt(
 ) -> None:
     app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
-        kiosk.cards.insert(card)
-        await pilot.pause(0.2)
-        await pilot.press("s")
+        await _insert_and_sign(pilot, kiosk, card)
         screen = flow(app)
         await until(pilot, lambda: screen.phase == "done")
         assert "Signature impossible" in screen.body_text and words in screen.body_text
@@ -169,9 +163,7 @@ async def test_unsynchronized_clock_blocks_signing_with_the_reason(kiosk: Kiosk)
     app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
         assert "Horloge non synchronisée" in str(app.screen.query_one("#warnings").render()) or True
-        kiosk.cards.insert("cps3")
-        await pilot.pause(0.2)
-        await pilot.press("s")
+        await _insert_and_sign(pilot, kiosk)
         screen = flow(app)
         await until(pilot, lambda: screen.phase == "done")
         assert "Horloge non synchronisée" in screen.body_text and "NTP" in screen.body_text
@@ -216,16 +208,10 @@ class _PulledAfter:
 
 
 async def test_card_pulled_mid_batch_keeps_signed_lots_and_stops(kiosk: Kiosk) -> None:
-    cards = ScriptedCards()
-    backend = build_backend(
-        kiosk.box.ctx,
-        env=kiosk.box.env.env,
-        reader_watcher=ScriptedReaders(),
-        card_watcher=cards,
-        signer_factory=lambda: _PulledAfter(real_signer(kiosk.softhsm, kiosk.token)(), cards, 2),
+    kiosk.use_signer(
+        lambda: _PulledAfter(real_signer(kiosk.softhsm, kiosk.token)(), kiosk.cards, 2)
     )
-    kiosk.cards = cards
-    app = BaliseApp(backend)
+    app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
         screen = await _sign_all(pilot, app, kiosk)
         assert "2 lot(s) signé(s)." in screen.body_text
@@ -309,18 +295,10 @@ async def test_reader_with_keypad_takes_the_pin_on_the_reader(kiosk: Kiosk, pki:
         keypad_pin=TEST_PIN,
         key=pki.practitioner.signature.key,
     )
-    backend = build_backend(
-        kiosk.box.ctx,
-        env=kiosk.box.env.env,
-        reader_watcher=ScriptedReaders(),
-        card_watcher=(cards := ScriptedCards()),
-        signer_factory=lambda: keypad,
-    )
-    app = BaliseApp(backend)
+    kiosk.use_signer(lambda: keypad)
+    app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
-        cards.insert("cps3")
-        await pilot.pause(0.2)
-        await pilot.press("s")
+        await _insert_and_sign(pilot, kiosk)
         screen = flow(app)
         await until(pilot, lambda: isinstance(app.screen, LotChoiceDialog))
         assert not any(isinstance(s, PinDialog) for s in app.screen_stack)

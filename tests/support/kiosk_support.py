@@ -139,6 +139,22 @@ class Kiosk:
     def app(self, **kwargs: object) -> BaliseApp:
         return BaliseApp(self.backend, **kwargs)  # type: ignore[arg-type]
 
+    def use_signer(self, signer_factory: Callable[[], TokenSigner]) -> None:
+        """Another card stand-in on the same box (a fake token for what SoftHSM2 cannot play: a
+        locked PIN, a reader's keypad): a new backend with fresh scripted readers and cards; the
+        replaced backend's watches are stopped."""
+        self.backend.stop_watches()
+        self.readers, self.cards = ScriptedReaders(), ScriptedCards()
+        backend = build_backend(
+            self.box.ctx,
+            env=self.box.env.env,
+            reader_watcher=self.readers,
+            card_watcher=self.cards,
+            signer_factory=signer_factory,
+        )
+        assert isinstance(backend, WiredBackend)
+        self.backend = backend
+
 
 def import_lots(box: Box, count: int, first: int = 1, today: date | None = None) -> list[int]:
     # Imported here: lot_corpus is registered as a plugin after this module.
@@ -176,7 +192,8 @@ def kiosk(box: Box, token: tuple[SoftHSM, TokenInfo]) -> Iterator[Kiosk]:
         signer_factory=real_signer(softhsm, info),
     )
     assert isinstance(backend, WiredBackend)
+    kiosk = Kiosk(box, backend, readers, cards, softhsm, info, ids)
     try:
-        yield Kiosk(box, backend, readers, cards, softhsm, info, ids)
+        yield kiosk
     finally:
-        backend.stop_watches()
+        kiosk.backend.stop_watches()  # the one in use (use_signer stopped any earlier one)
