@@ -31,6 +31,7 @@ from balise.adapters.archive import (
     open_archive,
     write_archive,
 )
+from balise.adapters.durable import fsync_dir
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
@@ -45,14 +46,6 @@ LAST_OK_META = "backup.last_ok"
 ARCHIVE_FINGERPRINT = "archive"
 # Tables whose rows are the practice's data: a box holding any of them is not "fresh".
 DATA_TABLES = ("lots", "returns", "payments", "quarantine_files", "mail_quarantine", "alerts")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -170,7 +163,7 @@ class SqliteBackupArchiver:
                 os.fsync(out.fileno())
             final = dest_dir / name
             os.replace(partial, final)
-            _fsync_dir(dest_dir)
+            fsync_dir(dest_dir)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -237,7 +230,7 @@ class SqliteBackupArchiver:
         for path in removed:
             path.unlink(missing_ok=True)
         if removed:
-            _fsync_dir(dest_dir)
+            fsync_dir(dest_dir)
         return [p.name for p in removed]
 
     def last_ok(self, dest_dir: Path | None = None) -> dict[str, Any] | None:
@@ -406,7 +399,7 @@ def _move_in(snap: Path, data_dir: Path, when: datetime) -> tuple[str | None, st
         with contextlib.suppress(FileNotFoundError):
             (data_dir / f"{DB_NAME}{extra}").unlink()
     os.replace(snap, target)
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     return replaced, aside
 
 

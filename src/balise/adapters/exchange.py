@@ -7,6 +7,7 @@ import ctypes.util
 import os
 from pathlib import Path, PurePosixPath
 
+from balise.adapters.durable import fsync_dir
 from balise.domain.errors import ValidationError
 
 FOLDERS = ("depot/tmp", "depot/new", "retours", "sauvegardes")
@@ -59,7 +60,7 @@ class ExchangeFolders:
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
         if durable:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
 
     def sync(self) -> None:
         """Make every file published so far durable: one syncfs of the exchange file system."""
@@ -91,11 +92,3 @@ class ExchangeFolders:
                 code="EXCHANGE_PATH",
             )
         return base.joinpath(*parts)
-
-
-def _fsync_dir(path: Path) -> None:
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
