@@ -8,9 +8,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import jinja2
 import pytest
 
+from tests.image.roles import render, role_defaults
 from tests.support.balise_env import BaliseEnv
 
 pytestmark = pytest.mark.image
@@ -20,23 +20,8 @@ HARDENING = REPO / "ansible" / "roles" / "hardening"
 HELPER = HARDENING / "files" / "balise-egress-apply"
 
 
-def _defaults(role: Path) -> dict[str, object]:
-    # The role defaults are YAML; Debian's python3 (beside ansible) has PyYAML, the venv has not.
-    out = subprocess.run(
-        ["/usr/bin/python3", "-c",
-         "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-         str(role / "defaults" / "main.yml")],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    loaded: dict[str, object] = json.loads(out.stdout)
-    return loaded
-
-
 def _ruleset(tmp_path: Path) -> Path:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    text = env.from_string((HARDENING / "templates" / "nftables.conf.j2").read_text()).render(
-        ansible_managed="test", **_defaults(HARDENING)
-    )
+    text = render(HARDENING / "templates" / "nftables.conf.j2", **role_defaults(HARDENING))
     path = tmp_path / "nftables.conf"
     path.write_text(text, encoding="utf-8")
     return path

@@ -16,24 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import pytest
+
+from balise.sim.netutil import free_tcp_port
+from tests.image.roles import render
 
 pytestmark = pytest.mark.image
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "exchange"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _render(name: str, **values: object) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    template = env.from_string((ROLE / "templates" / name).read_text(encoding="utf-8"))
-    return template.render(ansible_managed="test", **values)
 
 
 @dataclass
@@ -119,7 +109,7 @@ def exchange() -> Iterator[Exchange]:
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True
         )
-        port = _free_port()
+        port = free_tcp_port()
         values = {
             "exchange_listen_address": "127.0.0.1",
             "exchange_port": port,
@@ -128,10 +118,13 @@ def exchange() -> Iterator[Exchange]:
             "exchange_config_dir": str(etc),
             "exchange_chroot": str(chroot),
         }
-        (etc / "sshd_config").write_text(_render("sshd_config.j2", **values), encoding="utf-8")
+        (etc / "sshd_config").write_text(
+            render(ROLE / "templates" / "sshd_config.j2", **values), encoding="utf-8"
+        )
         pub = (keys / "id.pub").read_text(encoding="utf-8").strip()
         (etc / "authorized_keys").write_text(
-            _render("authorized_keys.j2", exchange_authorized_keys=[pub]), encoding="utf-8"
+            render(ROLE / "templates" / "authorized_keys.j2", exchange_authorized_keys=[pub]),
+            encoding="utf-8",
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         check = subprocess.run(

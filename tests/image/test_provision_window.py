@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,10 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import pytest
 
 from balise.adapters.provisioning import SpoolWindow
+from balise.sim.netutil import free_tcp_port
+from tests.image.roles import render, role_defaults
 
 pytestmark = pytest.mark.image
 
@@ -38,29 +38,6 @@ HELPER = ROLE / "files" / "balise-provisioning-window"
 BOX_LAN, LAPTOP_LAN = "10.213.7.1", "10.213.7.2"  # in the hardening role's LAN sets
 BOX_WAN, LAPTOP_WAN = "100.64.7.1", "100.64.7.2"  # outside them (carrier-grade NAT range)
 DURATION_S = 6
-
-
-def _defaults(role: Path) -> dict[str, object]:
-    # The role defaults are YAML; Debian's python3 (beside ansible) has PyYAML, the venv has not.
-    out = subprocess.run(
-        ["/usr/bin/python3", "-c",
-         "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-         str(role / "defaults" / "main.yml")],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    loaded: dict[str, object] = json.loads(out.stdout)
-    return loaded
-
-
-def _render(path: Path, **values: object) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    # Ansible's filter, as Ansible defines it.
-    env.filters["to_nice_json"] = lambda v, indent=4: json.dumps(
-        v, indent=indent, sort_keys=True, separators=(",", ": ")
-    )
-    return env.from_string(path.read_text(encoding="utf-8")).render(
-        ansible_managed="test", **values
-    )
 
 
 def _run(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -137,12 +114,6 @@ class Window:
         raise AssertionError(f"window still open after {timeout} s: {self.state()}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def window() -> Iterator[Window]:
     tag = uuid.uuid4().hex[:6]
@@ -177,10 +148,10 @@ def window() -> Iterator[Window]:
         for name in ("technician", "stranger"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
                            check=True)  # fmt: skip
-        port = _free_port()
+        port = free_tcp_port()
         host_key = etc / "ssh_host_ed25519_key"
         values = {
-            **_defaults(ROLE),
+            **role_defaults(ROLE),
             "provisioning_config_dir": str(etc),
             "provisioning_run_dir": str(run_dir),
             "provisioning_host_key": str(host_key),
@@ -193,14 +164,14 @@ def window() -> Iterator[Window]:
             "provisioning_authorized_keys": [(keys / "technician.pub").read_text().strip()],
         }
         for name in ("sshd_config", "authorized_keys"):
-            (etc / name).write_text(_render(ROLE / "templates" / f"{name}.j2", **values))
-        config = json.loads(_render(ROLE / "templates" / "window.json.j2", **values))
+            (etc / name).write_text(render(ROLE / "templates" / f"{name}.j2", **values))
+        config = json.loads(render(ROLE / "templates" / "window.json.j2", **values))
         assert config["runner"] == "systemd"  # what the box uses
         config["runner"] = "direct"
         (etc / "window.json").write_text(json.dumps(config))
-        hardening = {**_defaults(HARDENING)}
+        hardening = {**role_defaults(HARDENING)}
         (root / "nftables.conf").write_text(
-            _render(HARDENING / "templates" / "nftables.conf.j2", **hardening)
+            render(HARDENING / "templates" / "nftables.conf.j2", **hardening)
         )
         loaded = _run("ip", "netns", "exec", box, "nft", "-f", str(root / "nftables.conf"))
         assert loaded.returncode == 0, loaded.stderr
