@@ -154,8 +154,7 @@ class Pop3Session:
         return out
 
     def retr(self, number: int, limit: int) -> bytes:
-        # Lines are counted with their CRLF and dot-stuffing: allow a margin over the size.
-        resp = self._call("RETR", limit + limit // 8 + 4096, self._client.retr, number)
+        resp = self._call("RETR", _retr_budget(limit), self._client.retr, number)
         return _join(resp[1])  # type: ignore[index]
 
     def top_headers(self, number: int, limit: int) -> bytes:
@@ -168,7 +167,7 @@ class Pop3Session:
             return [self.retr(number, size) for number, size in wanted]
         self._call("RETR", None, self._send, [f"RETR {number}" for number, _ in wanted])
         return [
-            _join(self._call("RETR", size + size // 8 + 4096, self._client._getlongresp)[1])  # type: ignore[index]
+            _join(self._call("RETR", _retr_budget(size), self._client._getlongresp)[1])  # type: ignore[index]
             for _, size in wanted
         ]
 
@@ -197,6 +196,12 @@ class Pop3Session:
         # After a failed handshake poplib's close() raises on the dead socket.
         with contextlib.suppress(OSError):
             self._client.close()
+
+
+def _retr_budget(size: int) -> int:
+    """The bytes a RETR answer for a message of ``size`` may take: lines are counted with their
+    CRLF and dot-stuffing, so a margin over the announced size."""
+    return size + size // 8 + 4096
 
 
 def _join(lines: list[bytes]) -> bytes:
