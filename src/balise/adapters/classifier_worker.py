@@ -220,11 +220,6 @@ class WorkerClassifier:
             code=code,
         )
 
-    @property
-    def busy(self) -> bool:
-        """Messages were submitted and their answers not all collected yet."""
-        return bool(self._pending)
-
     def room(self, size: int) -> bool:
         """Whether a message of ``size`` bytes may be submitted before the next collect."""
         if not self._pending:
