@@ -281,13 +281,17 @@ class DovecotServer:
         return name
 
     def maildir_count(self, user: str) -> int:
-        """How many messages ``user`` has right now (files in new/ and cur/)."""
+        """How many messages ``user`` has right now (files in new/ and cur/), each counted once:
+        a POP3 session still running moves files from new/ to cur/ (adding ``:2,<flags>``), so
+        one message can be seen in both listings; it is counted by its base name."""
         maildir = self._existing_maildir(user)
-        return sum(
-            1
-            for sub in ("new", "cur")
-            for entry in os.scandir(maildir / sub)
-            if entry.is_file() and not entry.name.startswith(".")
+        return len(
+            {
+                entry.name.split(":", 1)[0]
+                for sub in ("new", "cur")
+                for entry in os.scandir(maildir / sub)
+                if entry.is_file() and not entry.name.startswith(".")
+            }
         )
 
     def add_user(self, user: str, password: str) -> None:
