@@ -25,6 +25,7 @@ from balise.sim.pki import TestPKI
 from balise.sim.smtpd import Received, SmtpServer
 from tests.support.balise_env import BALISE
 from tests.support.box import Box
+from tests.support.clock import TEST_TODAY
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
 from tests.support.purge_support import configure_pop3
@@ -128,7 +129,7 @@ def test_one_cycle_takes_the_depot_retries_nothing_not_due_and_purges(
     assert delivery is not None and delivery.next_attempt is not None
     assert datetime.fromisoformat(delivery.next_attempt) > datetime.now(UTC)
     configure_smtp(ctx, smtp_implicit, tls_ca)
-    dropped = drop(box, "lot50.lot", valid_lot(datetime.now(UTC).date(), lot_number=50))
+    dropped = drop(box, "lot50.lot", valid_lot(TEST_TODAY, lot_number=50))
     dovecot.deliver("bal1", UNKNOWN_MAIL)
     assert dovecot.maildir_count("bal1") == 1
 
@@ -158,7 +159,7 @@ def test_a_failing_step_is_journaled_alerted_and_the_loop_goes_on(box: Box, tls_
     ctx.params.set("pop3.user", "bal1", profile="p1")
     ctx.params.set("pop3.password", "pop-secret-1", profile="p1")
     ctx.params.set("pop3.interval", "30", profile="p1")
-    drop(box, "lot51.lot", valid_lot(datetime.now(UTC).date(), lot_number=51))
+    drop(box, "lot51.lot", valid_lot(TEST_TODAY, lot_number=51))
 
     done = box.env.run("agent", "--max-cycles", "3", "--interval-scale", "0.01")
 

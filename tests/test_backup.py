@@ -218,6 +218,7 @@ import sys, time
 from pathlib import Path
 from balise.backup_wiring import backup_service
 from balise.bootstrap import open_context
+from tests.support.clock import TEST_NOW
 
 ctx = open_context(Path(sys.argv[1]), actor="test")
 def slow(index):
@@ -279,7 +280,7 @@ def test_daily_round_keeps_newest_n_journals_each_and_alerts_when_too_old(
         box.env.home,
         actor="agent",
         env=box.env.env,
-        clock=FixedClock(datetime.now(UTC) + timedelta(days=3)),
+        clock=FixedClock(datetime.now(UTC) + timedelta(days=3)),  # after a real backup
     )
     try:
         late = backup_service(later)

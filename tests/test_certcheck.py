@@ -20,6 +20,7 @@ from balise.adapters.certcheck import (
 )
 from balise.domain.card import CardIdentity
 from balise.sim.pki import Issued, TestPKI, build_pki
+from tests.support.clock import TEST_NOW
 
 
 @dataclass
@@ -36,7 +37,7 @@ class FixedClock:
 @pytest.fixture(scope="module")
 def stranger(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     """Another hierarchy with the SAME names as ours (only the keys differ)."""
-    return build_pki(tmp_path_factory.mktemp("stranger-pki"))
+    return build_pki(tmp_path_factory.mktemp("stranger-pki"), now=TEST_NOW)
 
 
 def der(issued: Issued) -> bytes:
@@ -93,7 +94,7 @@ def make_crl(
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return TEST_NOW
 
 
 def check(pki: TestPKI, issued: Issued, **kwargs: Any) -> CertCheck:

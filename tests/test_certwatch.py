@@ -3,16 +3,17 @@ agent cycle also makes the daily encrypted backup into the exchange account's sa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from balise.agent import Agent
 from balise.services.certwatch import expiring
 from balise.sim.pki import TestPKI
 from tests.support.box import Box
+from tests.support.clock import TEST_NOW
 
 
 def test_expiring_and_expired_certificates_raise_one_alert_each(box: Box, pki: TestPKI) -> None:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     soon = pki.issue_organism("TEST CPAM BIENTOT", not_after=now + timedelta(days=10))
     box.ctx.params.set("recipient_certs", soon.cert_pem.read_text(), organism="cpam422")
     locum = pki.issue_practitioner(

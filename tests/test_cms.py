@@ -8,7 +8,7 @@ import gzip
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,15 +32,16 @@ from balise.cms import (
     verify_signed_data,
 )
 from balise.sim.pki import Issued, TestPKI, build_pki
+from tests.support.clock import TEST_NOW
+from tests.support.lot_corpus import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 EMITTER = "00000012345678"
 OPENSSL_TIMEOUT = 30  # seconds; each call takes a few ms, the bound only stops a hang
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return build_pki(tmp_path_factory.mktemp("pki"))
+    return build_pki(tmp_path_factory.mktemp("pki"), now=TEST_NOW)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def sign_lot(
         content,
         signer.cert_der.read_bytes(),
         sign,
-        signing_time=datetime.now(UTC),
+        signing_time=TEST_NOW,
         extra_certs_der=[pki.intermediate.cert_der.read_bytes()],
         algorithm=algorithm,
     )
@@ -258,7 +259,7 @@ def test_envelope_without_recipient_is_refused() -> None:
 def test_signer_from_another_hierarchy_is_untrusted(
     pki: TestPKI, lot: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    other = build_pki(tmp_path_factory.mktemp("other-pki"))
+    other = build_pki(tmp_path_factory.mktemp("other-pki"), now=TEST_NOW)
     signed = sign_lot(other, lot)
     with pytest.raises(CmsError) as err:
         verify_signed_data(signed, [pki.root.cert_der.read_bytes()])
@@ -270,7 +271,7 @@ def test_missing_intermediate_breaks_the_chain_for_openssl_and_balise(
 ) -> None:
     signer = pki.practitioner.signature
     signed = sign_data(
-        lot, signer.cert_der.read_bytes(), pkcs1_signer(signer), signing_time=datetime.now(UTC)
+        lot, signer.cert_der.read_bytes(), pkcs1_signer(signer), signing_time=TEST_NOW
     )
     assert openssl_verify(pki, signed, tmp_path).returncode != 0
     with pytest.raises(CmsError) as err:
@@ -279,7 +280,7 @@ def test_missing_intermediate_breaks_the_chain_for_openssl_and_balise(
 
 
 def test_expired_signer_certificate_is_refused(pki: TestPKI, lot: bytes) -> None:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     old = pki.issue_practitioner(
         "10009999999",
         "Dr Ancien TEST",
@@ -310,7 +311,7 @@ def test_two_prepared_signatures_finished_in_any_order(
     pki: TestPKI, lot: bytes, tmp_path: Path
 ) -> None:
     signer = pki.practitioner.signature
-    when = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    when = TEST_NOW - timedelta(hours=3)
     chain = [pki.intermediate.cert_der.read_bytes()]
     cert = signer.cert_der.read_bytes()
     first = prepare_signature(lot, cert, signing_time=when, extra_certs_der=chain)
@@ -330,7 +331,7 @@ def test_finish_refuses_a_signature_from_the_wrong_key(pki: TestPKI, lot: bytes)
     """A card that signs with its authentication key must not yield a lot the organism rejects."""
     practitioner = pki.practitioner
     prepared = prepare_signature(
-        lot, practitioner.signature.cert_der.read_bytes(), signing_time=datetime.now(UTC)
+        lot, practitioner.signature.cert_der.read_bytes(), signing_time=TEST_NOW
     )
     wrong = pkcs1_signer(practitioner.authentication)(prepared.to_be_signed)
     with pytest.raises(CmsError) as err:

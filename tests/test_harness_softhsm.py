@@ -4,7 +4,7 @@ on SoftHSM2, openssl as the independent verifier, pyhanko-certvalidator for path
 from __future__ import annotations
 
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pyhanko_certvalidator.errors import InvalidCertificateError
 
 from balise.sim.pki import Issued, TestPKI, build_pki
 from balise.sim.softhsm import INTERMEDIATE_ID, SoftHSM, TokenInfo
+from tests.support.clock import TEST_NOW
 from tests.support.pki_fixtures import TEST_PIN, TEST_SO_PIN, MakeToken, reload_softhsm_tokens
 
 DATA = b"LOT 001 - contenu a signer\r\n" * 20
@@ -243,7 +244,7 @@ def test_openssl_verify_accepts_chain_and_rejects_another_root(
     done = openssl("verify", "-CAfile", pki.root_pem, pki.practitioner.signature.cert_pem)
     assert done.returncode != 0
 
-    stranger = build_pki(tmp_path / "other")
+    stranger = build_pki(tmp_path / "other", now=TEST_NOW)
     done = openssl(
         "verify",
         "-CAfile",
@@ -293,7 +294,7 @@ def test_openssl_cms_verify_accepts_signature_with_default_smime_purpose(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.bin").read_bytes() == DATA
 
-    stranger = build_pki(tmp_path / "other")
+    stranger = build_pki(tmp_path / "other", now=TEST_NOW)
     done = openssl(
         "cms", "-verify", "-inform", "DER", "-binary", "-in", tmp_path / "signed.p7m",
         "-CAfile", stranger.root_pem, "-out", tmp_path / "out2.bin",
@@ -322,7 +323,7 @@ def test_openssl_decrypts_for_the_organism_recipient(pki: TestPKI, tmp_path: Pat
 
 
 def test_expired_organism_certificate_is_expired(pki: TestPKI) -> None:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     expired = pki.issue_organism(
         "TEST CPAM 01422", not_before=now - timedelta(days=400), not_after=now - timedelta(days=1)
     )

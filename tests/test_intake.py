@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,16 @@ from balise.domain.lotstate import TRANSITIONS, LotState, check_transition
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import Box, box_at, configure_box
+from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.lot_corpus import (
     ACCEPTED_FILE_LOT_NUMBER,
     ACCEPTED_LOT_NUMBER,
     CORPUS_TODAY,
+    SAMPLES,
     faulty_lots,
     valid_lot,
 )
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 NOON = datetime(CORPUS_TODAY.year, CORPUS_TODAY.month, CORPUS_TODAY.day, 12, tzinfo=UTC)
 
 
@@ -152,9 +152,9 @@ def test_cancel_is_journaled_and_terminal(box: Box) -> None:
 
 
 def test_future_dated_lot_is_refused(box: Box) -> None:
-    ctx = box_at(box.env, datetime.now(UTC) - timedelta(days=3))
+    ctx = box_at(box.env, TEST_NOW - timedelta(days=3))
     try:
-        tomorrow = datetime.now(UTC).date()
+        tomorrow = TEST_TODAY
         outcome = ctx.intake().import_bytes("x.lot", valid_lot(tomorrow), "t:x")
         assert not outcome.accepted
         assert "LOT_DATE_FUTURE" in {p.code for p in outcome.problems}

@@ -5,7 +5,6 @@ Reader and card events come from scripted sources (see tests/support/kiosk_suppo
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from textual.pilot import Pilot
@@ -20,6 +19,7 @@ from balise.ui.app import BaliseApp
 from balise.ui.screens.dialogs import ConfirmDialog, LotChoiceDialog, PinDialog
 from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.sign import SignScreen
+from tests.support.clock import TEST_NOW
 from tests.support.fake_token import FakeToken
 from tests.support.kiosk_support import Kiosk, ScriptedCards, real_signer
 from tests.support.mail_fixtures import TlsCA
@@ -159,7 +159,7 @@ async def test_contactless_or_unknown_card_gets_no_pin_prompt(
 
 
 async def test_unsynchronized_clock_blocks_signing_with_the_reason(kiosk: Kiosk) -> None:
-    kiosk.box.ctx.clock = FixedClock(datetime.now(UTC), synchronized=False)
+    kiosk.box.ctx.clock = FixedClock(TEST_NOW, synchronized=False)
     app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
         assert "Horloge non synchronisée" in str(app.screen.query_one("#warnings").render()) or True

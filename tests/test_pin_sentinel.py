@@ -14,6 +14,7 @@ from balise.hardening import is_dumpable
 from balise.sim.pki import TestPKI
 from balise.sim.softhsm import SoftHSM
 from tests.support.box import Box
+from tests.support.clock import TEST_TODAY
 from tests.support.lot_corpus import valid_lot
 from tests.support.pki_fixtures import MakeToken
 
@@ -31,12 +32,11 @@ def _needles(pin: str) -> list[bytes]:
 def test_sentinel_pin_is_found_nowhere(
     box: Box, pki: TestPKI, softhsm: SoftHSM, make_token: MakeToken, tmp_path: Path
 ) -> None:
-    from datetime import UTC, datetime
 
     info = make_token(pin=SENTINEL)
     box.ctx.params.set("mode", "demo")  # the sandbox clock is never NTP-synchronized
     box.ctx.params.set("pkcs11_module", str(softhsm.module))
-    today = datetime.now(UTC).date()
+    today = TEST_TODAY
     for n in (1, 2):
         assert (
             box.ctx.intake()

@@ -8,7 +8,6 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pkcs11
@@ -29,6 +28,7 @@ from balise.domain.errors import StateError, ValidationError
 from balise.ports import TokenSigner
 from balise.sim.pki import DEFAULT_DISPLAY_NAME, DEFAULT_RPPS, TestPKI
 from balise.sim.softhsm import SIGNATURE_ID, SIGNATURE_LABEL, SoftHSM, TokenInfo
+from tests.support.clock import TEST_NOW
 from tests.support.fake_token import (
     CountingCryptoki,
     FakeToken,
@@ -343,7 +343,7 @@ def test_fake_protected_path_logs_in_with_no_pin(pki: TestPKI) -> None:
 
 
 def _fake_identity() -> CardIdentity:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     return CardIdentity("Dr Jeanne TEST", DEFAULT_RPPS, b"", (), now, now, b"\x02")
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
 from balise.sim.returnmail import phishing_mail, return_mail, spam_mail
 from tests.support.box import SyncedClock, configure_box
+from tests.support.clock import TEST_TODAY
 from tests.support.mail_corpus import EMITTER, ORGANISM_NUMBER
 from tests.support.mail_fixtures import TlsCA
 from tests.support.purge_support import configure_pop3, fresh_lot
@@ -84,13 +85,13 @@ for line in sys.stdin:
 
 
 def _mails() -> list[bytes]:
-    lot_date = date.today() - timedelta(days=1)
+    lot_date = TEST_TODAY - timedelta(days=1)
     mails: list[bytes] = []
     for number in range(1, SENT_LOTS + 1):
         positive = number != SENT_LOTS
         reasons = () if positive else (Reason("SIGN-INV", "LOT INVERIFIABLE"),)
         payload = build_arl(
-            "CP", ORGANISM_NUMBER, EMITTER, number, lot_date, positive, 3, date.today(),
+            "CP", ORGANISM_NUMBER, EMITTER, number, lot_date, positive, 3, TEST_TODAY,
             reasons, file_id=f"A{number:05d}", flow_type="T",
         )  # fmt: skip
         mails.append(return_mail(payload, message_id=f"<arl{number}@422.01.rss.fr>"))
@@ -100,7 +101,7 @@ def _mails() -> list[bytes]:
             for invoice in (100000, 100001, 100002)
         )
         payload = build_noemie(
-            "CP", ORGANISM_NUMBER, EMITTER, date.today(), (NoemieLot(number, lot_date, invoices),),
+            "CP", ORGANISM_NUMBER, EMITTER, TEST_TODAY, (NoemieLot(number, lot_date, invoices),),
             file_id=f"N{number:05d}", flow_type="T",
         )  # fmt: skip
         mails.append(
@@ -108,7 +109,7 @@ def _mails() -> list[bytes]:
         )
     for number in UNMATCHED:
         payload = build_arl(
-            "CP", ORGANISM_NUMBER, EMITTER, number, lot_date, True, 3, date.today(),
+            "CP", ORGANISM_NUMBER, EMITTER, number, lot_date, True, 3, TEST_TODAY,
             file_id=f"U{number:05d}", flow_type="T",
         )  # fmt: skip
         mails.append(return_mail(payload, message_id=f"<unm{number}@422.01.rss.fr>"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from balise.domain.lotstate import LotState
 from balise.sim.box import configure_box
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
+from tests.support.clock import TEST_NOW
 from tests.support.mail_corpus import ARL_POS
 from tests.support.purge_support import fresh_lot
 from tests.support.sauvegarde_support import RECOVERY, record_return
@@ -55,7 +56,7 @@ def _old_era(balise_env: BaliseEnv, when: datetime) -> list[str]:
 def test_retention_on_10000_entries_keeps_the_chain_verifiable_and_recent_evidence(
     balise_env: BaliseEnv, pki: TestPKI, other_box: BaliseEnv, tmp_path: Path
 ) -> None:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     old_hashes = _old_era(balise_env, now - FOUR_YEARS)
     ctx = open_context(balise_env.home, actor="test", env=balise_env.env)
     try:
@@ -106,7 +107,7 @@ def test_retention_on_10000_entries_keeps_the_chain_verifiable_and_recent_eviden
             ctx.store.conn.execute("UPDATE journal_anchor SET seq = seq + 1")
 
         # a second purge later removes nothing new and keeps the chain verifiable
-        second = retention_service(ctx).run(datetime.now(UTC))
+        second = retention_service(ctx).run(TEST_NOW)
         assert second.journal_removed == 0 and sum(second.removed.values()) == 0
         ctx.journal.append("test.after", "x")
         assert ctx.journal.verify().ok
@@ -122,7 +123,7 @@ def test_retention_on_10000_entries_keeps_the_chain_verifiable_and_recent_eviden
 
 
 def test_a_moved_anchor_is_detected(balise_env: BaliseEnv) -> None:
-    now = datetime.now(UTC)
+    now = TEST_NOW
     old = open_context(
         balise_env.home, actor="agent", env=balise_env.env, clock=FixedClock(now - FOUR_YEARS)
     )

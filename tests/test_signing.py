@@ -4,7 +4,7 @@ checked with the openssl command line; card pulled mid-batch with the REAL pcscd
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import pkcs11
@@ -17,11 +17,12 @@ from balise.domain.card import CardError, WrongPin
 from balise.domain.devices import CardEvent
 from balise.domain.lotstate import LotState
 from balise.services.signing import BatchEvent, CertVerdict, examine_card, sign_with_card
-from balise.sim.pki import TestPKI
+from balise.sim.pki import LEAF_LIFETIME, TestPKI
 from balise.sim.softhsm import SoftHSM, TokenInfo
 from balise.sim.vcard import ATR_CPS3
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import Box, box_at, configure_box
+from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.fake_token import RemovableSigner
 from tests.support.lot_corpus import valid_lot
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
@@ -35,7 +36,7 @@ def _signer(softhsm: SoftHSM, info: TokenInfo) -> Pkcs11Signer:
 
 
 def _import(box: Box, count: int) -> list[int]:
-    today = datetime.now(UTC).date()
+    today = TEST_TODAY
     ids = []
     for n in range(1, count + 1):
         outcome = box.ctx.intake().import_bytes(
@@ -116,12 +117,12 @@ def test_unsynchronized_clock_blocks_signing(
     balise_env: BaliseEnv, pki: TestPKI, token: tuple[SoftHSM, TokenInfo]
 ) -> None:
     softhsm, info = token
-    ctx = box_at(balise_env, datetime.now(UTC))
+    ctx = box_at(balise_env, TEST_NOW)
     configure_box(ctx, pki)
     ctx.close()
     ctx = balise_env.context()
     try:
-        ctx.clock = FixedClock(datetime.now(UTC), synchronized=False)
+        ctx.clock = FixedClock(TEST_NOW, synchronized=False)
         report = examine_card(ctx.signing(), _signer(softhsm, info), _ok)
         assert report.refusal_fr is not None and "Horloge non synchronisée" in report.refusal_fr
     finally:
@@ -223,7 +224,7 @@ def test_expired_recipient_certificate_keeps_the_lot_ready(
 ) -> None:
     softhsm, info = token
     ids = _import(box, 1)
-    ctx = box_at(box.env, datetime(2031, 1, 1, tzinfo=UTC))  # after the organism certs expire
+    ctx = box_at(box.env, TEST_NOW + LEAF_LIFETIME + timedelta(days=1))  # organism certs expired
     try:
         signer = _signer(softhsm, info)
         identity = signer.identify()

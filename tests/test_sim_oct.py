@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from balise.domain.lotmail import build_lot_mail
 from balise.sim.dovecot import DovecotServer
 from balise.sim.oct import OctSimulator
 from balise.sim.pki import Issued, TestPKI
+from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_corpus import BAL_ADDRESS, EMITTER, ORGANISM_ADDRESS, corpus_policy
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
@@ -25,7 +26,7 @@ from tests.support.oct_sim import flip_signature_bit, make_oct
 
 pytestmark = pytest.mark.mail
 
-TODAY = datetime.now(UTC).date()
+TODAY = TEST_TODAY
 
 
 @dataclass
@@ -74,7 +75,7 @@ def lot_mail(
         lot,
         who.cert_der.read_bytes(),
         lambda tbs: who.key.sign(tbs, PKCS1v15(), SHA256()),
-        signing_time=datetime.now(UTC),
+        signing_time=TEST_NOW,
         extra_certs_der=[pki.intermediate.cert_der.read_bytes()],
     )
     if tamper:
@@ -91,7 +92,7 @@ def lot_mail(
         to_addr=ORGANISM_ADDRESS,
         subject=f"IR100500/{EMITTER}/2026112310000000001/00003",
         message_id=f"<2026112310000000001.{number:03d}.{EMITTER}@box.balise.test>",
-        date=datetime.now(UTC),
+        date=TEST_NOW,
         envelope_der=envelope,
     )
 

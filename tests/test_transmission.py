@@ -29,6 +29,7 @@ from balise.services.transmission import TransmissionService
 from balise.sim.netutil import free_tcp_port
 from balise.sim.smtpd import SmtpServer
 from tests.support.box import BAL, EMITTER
+from tests.support.clock import TEST_NOW
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
 from tests.support.signed_lots import SendingBox, configure_smtp, sign_lots
 
@@ -310,7 +311,7 @@ async def test_offline_then_retry_sends_the_same_bytes(
     port = free_tcp_port()  # nothing listens there yet
     configure_smtp(ctx, None, tls_ca, tls="implicit", port=port)
     [lot_id] = sign_lots(ctx, sending_box.pki, [1])
-    clock = FixedClock(datetime.now(UTC))
+    clock = FixedClock(TEST_NOW)
     svc = service(ctx, clock)
     outcome = await svc.send_pending("p1")
     assert outcome.error_code == "SMTP_NETWORK" and outcome.waiting == (lot_id,)
@@ -432,7 +433,7 @@ async def test_cli_send_and_resend_of_an_overdue_lot(
     configure_smtp(ctx, smtp_implicit, tls_ca)
     [old] = sign_lots(ctx, sending_box.pki, [1])
     # Lot "old" was sent five days ago (ARL overdue after 3 days by default).
-    past = FixedClock(datetime.now(UTC) - timedelta(days=5))
+    past = FixedClock(TEST_NOW - timedelta(days=5))
     assert (await service(ctx, past).send_pending("p1")).sent == (old,)
     [fresh] = sign_lots(ctx, sending_box.pki, [2])
     ctx.close()

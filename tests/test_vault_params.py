@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from balise.adapters.kek import create_key_file
 from balise.domain.errors import IntegrityError
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
+from tests.support.clock import TEST_NOW
 
 SECRET = "Zq7-unique-SMTP-secret-91x"
 
@@ -193,7 +194,7 @@ def test_certificates_are_checked(balise_env: BaliseEnv, pki: TestPKI, tmp_path:
     assert bad.returncode == 2 and "ne se lit pas" in bad.stderr
     none = balise_env.run("params", "set", "recipient_certs", "--organism", "amo", stdin="hello")
     assert none.returncode == 2 and "PEM" in none.stderr
-    now = datetime.now(UTC)
+    now = TEST_NOW
     expired = pki.issue_organism(
         "TEST CPAM EXPIREE", not_before=now - timedelta(days=400), not_after=now - timedelta(days=5)
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pkcs11
 import pytest
@@ -25,6 +25,7 @@ from balise.sim.softhsm import SoftHSM, TokenInfo
 from balise.sim.vcard import ATR_CPS3, ATR_CPS3_CONTACTLESS, ATR_CPS4, ATR_UNKNOWN
 from balise.ui.app import BaliseApp
 from tests.support.box import Box
+from tests.support.clock import TEST_NOW, TEST_TODAY
 
 READER = UsbReader("/devices/usb1/1-1", "Lecteur CCID de test")
 PCSC_NAME = "Lecteur CCID de test 00 00"
@@ -113,7 +114,7 @@ class SteppingClock:
     """Real-looking time the test moves forward (technician delays without sleeping)."""
 
     def __init__(self, synchronized: bool = True) -> None:
-        self.when = datetime.now(UTC)
+        self.when = TEST_NOW
         self.synchronized = synchronized
 
     def now(self) -> datetime:
@@ -160,7 +161,7 @@ def import_lots(box: Box, count: int, first: int = 1, today: date | None = None)
     # Imported here: lot_corpus is registered as a plugin after this module.
     from tests.support.lot_corpus import valid_lot
 
-    today = today or datetime.now(UTC).date()
+    today = today or TEST_TODAY
     ids = []
     for n in range(first, first + count):
         outcome = box.ctx.intake().import_bytes(

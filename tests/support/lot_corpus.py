@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Literal
 
 from balise.domain.lotbuild import (
@@ -27,13 +28,17 @@ from balise.domain.lotfile import (
     LotFault,
     format_aammjj,
 )
+from tests.support.clock import TEST_TODAY
 
 EMITTER = "00000012345678"  # the golden samples' practitioner
 OTHER_EMITTER = "00000099999999"  # configured nowhere
 ADDRESSEE = "00000001422000"  # configured, with a recipient certificate
 ADDRESSEE_NO_CERT = "00000001996000"  # configured, without certificate
 ADDRESSEE_UNKNOWN = "00000001999000"  # not configured
-CORPUS_TODAY = date(2026, 11, 23)
+# The corpus is dated by the one test clock (tests/support/clock.py).
+CORPUS_TODAY = TEST_TODAY
+# The golden samples of profile v0 (tests/data/samples/README.md), versioned with the suite.
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 ACCEPTED_LOT_NUMBER = 900  # already accepted (same emitter, same date) in the context
 ACCEPTED_FILE_LOT_NUMBER = 901  # this exact file is already accepted (hash) in the context
 

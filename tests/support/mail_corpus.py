@@ -13,7 +13,6 @@ from datetime import date
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from pathlib import Path
 
 import pytest
 
@@ -23,52 +22,17 @@ from balise.domain.returns import Reason, RejectLine, build_arl
 # The builders live in balise.sim.returnmail (the OCT simulator uses them too).
 from balise.sim.returnmail import edi_part, phishing_mail, return_mail, spam_mail
 from balise.sim.returnmail import envelope as _envelope
+from tests.support.lot_corpus import SAMPLES
 
 EMITTER = "00000012345678"
 ORGANISM_NUMBER = "00000001422000"
 ORGANISM_ADDRESS = "01422@422.01.rss.fr"
 BAL_ADDRESS = "xyz999212@bal.example.net"
 SAMPLE_DATE = "Mon, 23 Nov 2026 10:00:00 +0100"
-# The reference copies in ../shared/samples beside the project, when present on the machine.
-SAMPLES_DIR = Path(__file__).resolve().parents[3] / "shared" / "samples"
-
-# The golden samples (PROFILE.md §3), byte for byte, so the suite does not depend on that folder.
-ARL_POS_EML = (
-    b'Content-Type: multipart/mixed; boundary="===============0601994162713386358=="\n'
-    b"MIME-Version: 1.0\nFrom: 01422@422.01.rss.fr\nTo: xyz999212@bal.example.net\n"
-    b"Subject: IRIS\nDate: Mon, 23 Nov 2026 10:00:00 +0100\n"
-    b"Message-ID: <c533a505cd1f@422.01.rss.fr>\n\n--===============0601994162713386358==\n"
-    b"Content-Type: application/EDI-consent\nMIME-Version: 1.0\n"
-    b"Content-Transfer-Encoding: base64\nContent-Description: IRISTEST/ARL/Z\n\n"
-    b"H4sIALQuBGsC/72OMQ7AIAwDv5InmEAhbKCqYxGi9P9fKQUk1k69KXYk2wD2jIEyzHh1PInyNU3W\n"
-    b"ZrNOqBNLGaZV7VGO2u6U7koLxULfgaBntWIXIFvfokd88N7PaQYL+o0HV9IiXR0BAAA=\n\n"
-    b"--===============0601994162713386358==--\n"
-)
-ARL_NEG_EML = (
-    b'Content-Type: multipart/mixed; boundary="===============8756204129797666496=="\n'
-    b"MIME-Version: 1.0\nFrom: 01422@422.01.rss.fr\nTo: xyz999212@bal.example.net\n"
-    b"Subject: IRIS\nDate: Mon, 23 Nov 2026 10:00:00 +0100\n"
-    b"Message-ID: <baf23ce02a57@422.01.rss.fr>\n\n--===============8756204129797666496==\n"
-    b"Content-Type: application/EDI-consent\nMIME-Version: 1.0\n"
-    b"Content-Transfer-Encoding: base64\nContent-Description: IRISTEST/ARL/Z\n\n"
-    b"H4sIALQuBGsC/72QSw6DMAxErzIXqGTCL+mKFJkqFTUohN7/KM0HiWVZ9a0cj/RGDhGNKxWqRilK\n"
-    b"b/sG1u1Yqrppu14jY70vy66KgecQZ5E94KRSGtchTdkVi/uBdCtJXxf9oAxt7ik3Jx9gXgLiwN5N\n"
-    b"zj5mxh0ptGH3DFkEJWK+2BztTTolX2lj3WTH7PL84nBZ84tpMMYcH9zRCf7GF9hr7wLjAQAA\n\n"
-    b"--===============8756204129797666496==--\n"
-)
-NOEMIE_EML = (
-    b'Content-Type: multipart/mixed; boundary="===============4818052033542062446=="\n'
-    b"MIME-Version: 1.0\nFrom: 01422@422.01.rss.fr\nTo: xyz999212@bal.example.net\n"
-    b"Subject: IRIS\nDate: Mon, 23 Nov 2026 10:00:00 +0100\n"
-    b"Message-ID: <b6638a54ad64@422.01.rss.fr>\n\n--===============4818052033542062446==\n"
-    b"Content-Type: application/EDI-consent\nMIME-Version: 1.0\n"
-    b"Content-Transfer-Encoding: base64\nContent-Description: IRISTEST/NOEMIE/Z\n\n"
-    b"H4sIALQuBGsC/72PYQqDMAyFr5ILDJJYbfuv6joYaJXqdv+jLFrrhPljMNiDwsvrI3xBxHbEJFLM\n"
-    b"uMx1DzBOW8iFKittYFUYYgorko/oZ/EhPGZ4i9jA90KNadfzHoHFXxAVnxQdmtQURO0osW3gOn3c\n"
-    b"HFmzzFyVOGZz7NJnt5AXtz3o2Kq92whI3c5ejg4Qfd8MjzjVTefhV3VHJj7hLxGvO5O12WaznmVz\n"
-    b"TnyI4W96ARnj4T06AgAA\n\n"
-    b"--===============4818052033542062446==--\n"
-)
+# The golden samples (docs/profile.md §3), versioned with the suite in tests/data/samples.
+ARL_POS_EML = (SAMPLES / "arl_pos.eml").read_bytes()
+ARL_NEG_EML = (SAMPLES / "arl_neg.eml").read_bytes()
+NOEMIE_EML = (SAMPLES / "noemie.eml").read_bytes()
 GOLDEN = {"arl_pos.eml": ARL_POS_EML, "arl_neg.eml": ARL_NEG_EML, "noemie.eml": NOEMIE_EML}
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from balise.sim.pki import Practitioner, TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM, TokenInfo
+from tests.support.clock import TEST_NOW
 
 TEST_PIN = "1234"
 TEST_SO_PIN = "87654321"
@@ -37,8 +38,9 @@ def reload_softhsm_tokens(softhsm: SoftHSM) -> None:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    """The session's test PKI: root, intermediate, practitioner 10001234567, AMO and AMC."""
-    return build_pki(tmp_path_factory.mktemp("pki"))
+    """The session's test PKI: root, intermediate, practitioner 10001234567, AMO and AMC, issued
+    at the test clock."""
+    return build_pki(tmp_path_factory.mktemp("pki"), now=TEST_NOW)
 
 
 @pytest.fixture(scope="session")
@@ -59,25 +61,36 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
 
 class MakeToken(Protocol):
     def __call__(
-        self, practitioner: Practitioner | None = None, *, pin: str = TEST_PIN
+        self,
+        practitioner: Practitioner | None = None,
+        *,
+        pin: str = TEST_PIN,
+        issuer: TestPKI | None = None,
     ) -> TokenInfo: ...
 
 
 @pytest.fixture
 def make_token(softhsm: SoftHSM, pki: TestPKI) -> Iterator[MakeToken]:
-    """Factory: ``make_token(practitioner=None, pin=TEST_PIN)`` creates a token with a unique
-    label (default: ``pki.practitioner``, with the intermediate CA certificate), reloads the
-    in-process library so it is visible, and deletes every token it made after the test."""
+    """Factory: ``make_token(practitioner=None, pin=TEST_PIN, issuer=None)`` creates a token
+    with a unique label (default: the practitioner of ``issuer``, by default the session's
+    ``pki``, with that PKI's intermediate CA certificate), reloads the in-process library so it is
+    visible, and deletes every token it made after the test."""
     labels: list[str] = []
 
-    def create(practitioner: Practitioner | None = None, *, pin: str = TEST_PIN) -> TokenInfo:
+    def create(
+        practitioner: Practitioner | None = None,
+        *,
+        pin: str = TEST_PIN,
+        issuer: TestPKI | None = None,
+    ) -> TokenInfo:
+        hierarchy = pki if issuer is None else issuer
         label = f"CPS TEST {next(_token_numbers):04d}"
         info = softhsm.create_token(
             label,
-            practitioner if practitioner is not None else pki.practitioner,
+            practitioner if practitioner is not None else hierarchy.practitioner,
             pin=pin,
             so_pin=TEST_SO_PIN,
-            intermediate=pki.intermediate,
+            intermediate=hierarchy.intermediate,
         )
         labels.append(label)
         reload_softhsm_tokens(softhsm)

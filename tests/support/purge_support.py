@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,10 @@ from balise.bootstrap import Context
 from balise.domain.lotstate import LotState
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
-from tests.support.lot_corpus import valid_lot
+from tests.support.clock import TEST_NOW, TEST_TODAY
+from tests.support.lot_corpus import SAMPLES, valid_lot
 from tests.support.mail_fixtures import LOOPBACKS, TlsCA
 
-SAMPLES = Path("/work/shared/samples")
 MAILBOXES = {"bal1": "pop-secret-1", "bal2": "pop-secret-2"}
 EMITTER_2 = "00000087654321"
 SENTINEL_PASSWORD = "pop-secret-1"
@@ -34,7 +33,7 @@ def make_sent(ctx: Context, lot_id: int) -> None:
         LotState.READY,
         LotState.SIGNED,
         signer="test",
-        signed_at="2026-11-23T09:00:00+00:00",
+        signed_at=(TEST_NOW - timedelta(minutes=2)).isoformat(),
         signed_cms=b"dummy-cms",
         envelope=b"dummy-envelope",
     )
@@ -46,7 +45,12 @@ def make_sent(ctx: Context, lot_id: int) -> None:
         message_id=f"<lot{lot_id}@balise.test>",
         subject="IRIS",
     )
-    moves.move(lot_id, LotState.SENDING, LotState.SENT, sent_at="2026-11-23T09:01:00+00:00")
+    moves.move(
+        lot_id,
+        LotState.SENDING,
+        LotState.SENT,
+        sent_at=(TEST_NOW - timedelta(minutes=1)).isoformat(),
+    )
 
 
 def import_lot(ctx: Context, data: bytes, name: str) -> int:
@@ -65,7 +69,7 @@ def sample_lot_sent(ctx: Context) -> int:
 def fresh_lot(ctx: Context, number: int, *, emitter: str | None = None, sent: bool = True) -> int:
     """A lot dated yesterday (accepted by today's intake), optionally made SENT."""
     kwargs = {} if emitter is None else {"emitter": emitter}
-    data = valid_lot(date.today(), lot_number=number, **kwargs)  # type: ignore[arg-type]
+    data = valid_lot(TEST_TODAY, lot_number=number, **kwargs)  # type: ignore[arg-type]
     lot_id = import_lot(ctx, data, f"lot{number}-{emitter or 'p1'}.lot")
     if sent:
         make_sent(ctx, lot_id)
@@ -73,7 +77,7 @@ def fresh_lot(ctx: Context, number: int, *, emitter: str | None = None, sent: bo
 
 
 def yesterday() -> date:
-    return date.today() - timedelta(days=1)
+    return TEST_TODAY - timedelta(days=1)
 
 
 def configure_pop3(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -19,6 +18,7 @@ from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import configure_box
+from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
 
@@ -30,7 +30,7 @@ def sign_lots(ctx: Context, pki: TestPKI, numbers: range | list[int]) -> list[in
     recipients = [pki.amo.cert_der.read_bytes(), pki.amc.cert_der.read_bytes()]
     intake = ctx.intake()
     transitions = ctx.transitions()
-    today = datetime.now(UTC).date()
+    today = TEST_TODAY
     ids: list[int] = []
     for number in numbers:
         outcome = intake.import_bytes(
@@ -43,7 +43,7 @@ def sign_lots(ctx: Context, pki: TestPKI, numbers: range | list[int]) -> list[in
             ctx.lots.content(lot.id),
             cert_der,
             lambda tbs: signer.key.sign(tbs, PKCS1v15(), SHA256()),
-            signing_time=datetime.now(UTC),
+            signing_time=TEST_NOW,
             # As the card does: the intermediate travels with the signature, so it chains.
             extra_certs_der=(pki.intermediate.cert_der.read_bytes(),),
         )
@@ -55,7 +55,7 @@ def sign_lots(ctx: Context, pki: TestPKI, numbers: range | list[int]) -> list[in
             LotState.READY,
             LotState.SIGNED,
             signer="test",
-            signed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            signed_at=TEST_NOW.isoformat(timespec="seconds"),
             signed_cms=signed,
             envelope=build_enveloped_data(entity, recipients),
         )

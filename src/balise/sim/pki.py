@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_DISPLAY_NAME",
     "DEFAULT_RPPS",
     "INTERMEDIATE_NAME",
+    "LEAF_LIFETIME",
     "ROOT_NAME",
     "Issued",
     "Practitioner",
@@ -43,7 +44,7 @@ _KEY_SIZE: Final = 2048
 _CA_BACKDATE: Final = timedelta(days=5 * 365)
 _CA_LIFETIME: Final = timedelta(days=10 * 365)
 _LEAF_BACKDATE: Final = timedelta(days=1)
-_LEAF_LIFETIME: Final = timedelta(days=3 * 365)
+LEAF_LIFETIME: Final = timedelta(days=3 * 365)
 _MAX_SAME_NAME: Final = 10_000
 
 
@@ -70,7 +71,7 @@ class Practitioner:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -185,11 +186,10 @@ def _issue(
 
 
 def _leaf_validity(
-    not_before: datetime | None, not_after: datetime | None
+    now: datetime, not_before: datetime | None, not_after: datetime | None
 ) -> tuple[datetime, datetime]:
-    now = _now()
     start = not_before if not_before is not None else now - _LEAF_BACKDATE
-    end = not_after if not_after is not None else now + _LEAF_LIFETIME
+    end = not_after if not_after is not None else now + LEAF_LIFETIME
     if end <= start:
         raise ValueError(f"not_after ({end}) must come after not_before ({start})")
     return start, end
@@ -205,12 +205,13 @@ def _issue_practitioner(
     rpps: str,
     display_name: str,
     *,
+    now: datetime,
     not_before: datetime | None,
     not_after: datetime | None,
 ) -> Practitioner:
     if not re.fullmatch(r"\d{11}", rpps):
         raise ValueError(f"an RPPS number has 11 digits, got {rpps!r}")
-    start, end = _leaf_validity(not_before, not_after)
+    start, end = _leaf_validity(now, not_before, not_after)
     # The RPPS is in serialNumber (exactly) and in the CN ("<rpps>/<name>"), as CPS
     # certificates carry the national identifier in both.
     subject = x509.Name(
@@ -257,10 +258,11 @@ def _issue_organism(
     intermediate: Issued,
     name: str,
     *,
+    now: datetime,
     not_before: datetime | None,
     not_after: datetime | None,
 ) -> Issued:
-    start, end = _leaf_validity(not_before, not_after)
+    start, end = _leaf_validity(now, not_before, not_after)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
@@ -298,6 +300,9 @@ class TestPKI:
     amc: Issued
     root_pem: Path
     chain_pem: Path
+    # The instant the hierarchy was issued at: leaves issued later default to it too (valid from
+    # a day before it, for three years), so a test clock set at it sees them all valid.
+    now: datetime
 
     def issue_practitioner(
         self,
@@ -314,6 +319,7 @@ class TestPKI:
             self.intermediate,
             rpps,
             display_name,
+            now=self.now,
             not_before=not_before,
             not_after=not_after,
         )
@@ -328,7 +334,12 @@ class TestPKI:
         """Issue an organism (AMO/AMC/OCT) recipient certificate (keyEncipherment) for CMS
         EnvelopedData; its key stays in the test directory so tests can decrypt."""
         return _issue_organism(
-            self.directory, self.intermediate, name, not_before=not_before, not_after=not_after
+            self.directory,
+            self.intermediate,
+            name,
+            now=self.now,
+            not_before=not_before,
+            not_after=not_after,
         )
 
     def issue_tls_server(self, name: str, hosts: Sequence[str]) -> Issued:
@@ -336,7 +347,7 @@ class TestPKI:
         a DNS name or an IP address (e.g. ``127.0.0.2``) and goes into subjectAltName."""
         if not hosts:
             raise ValueError("a TLS server certificate needs at least one host")
-        start, end = _leaf_validity(None, None)
+        start, end = _leaf_validity(self.now, None, None)
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:
@@ -366,11 +377,13 @@ class TestPKI:
         )
 
 
-def build_pki(directory: Path) -> TestPKI:
+def build_pki(directory: Path, *, now: datetime | None = None) -> TestPKI:
     """Build the root, the intermediate, one practitioner (``DEFAULT_RPPS``) and two organisms
-    under ``directory``; RSA-2048, SHA-256."""
+    under ``directory``; RSA-2048, SHA-256. Validity is counted from ``now`` (default: the
+    system clock): CAs from five years before it for ten years, leaves from a day before it for
+    three years. Tests pass their test clock."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = _now()
+    now = _now() if now is None else now
     ca_start, ca_end = now - _CA_BACKDATE, now + _CA_LIFETIME
     root = _issue(
         directory,
@@ -412,11 +425,17 @@ def build_pki(directory: Path) -> TestPKI:
             intermediate,
             DEFAULT_RPPS,
             DEFAULT_DISPLAY_NAME,
+            now=now,
             not_before=None,
             not_after=None,
         ),
-        amo=_issue_organism(directory, intermediate, AMO_NAME, not_before=None, not_after=None),
-        amc=_issue_organism(directory, intermediate, AMC_NAME, not_before=None, not_after=None),
+        amo=_issue_organism(
+            directory, intermediate, AMO_NAME, now=now, not_before=None, not_after=None
+        ),
+        amc=_issue_organism(
+            directory, intermediate, AMC_NAME, now=now, not_before=None, not_after=None
+        ),
         root_pem=root.cert_pem,
         chain_pem=chain_pem,
+        now=now,
     )
