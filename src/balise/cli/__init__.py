@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 
 from balise.cli.admin import (
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="balise", description="Balise — boîtier de télétransmission"
     )
+    parser.add_argument("--version", action=_VersionAction, help="afficher la version et quitter")
     parser.add_argument("--data-dir", help="dossier de données (sinon BALISE_HOME)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -174,6 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_kiosk_parser(sub)
     add_backup_parsers(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`balise --version`: the installed package's version (pyproject.toml, via its metadata),
+    looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        import balise
+
+        sys.stdout.write(f"balise {balise.__version__}\n")
+        parser.exit()
 
 
 def _scope_options(p: argparse.ArgumentParser) -> None:
