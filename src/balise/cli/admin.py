@@ -15,7 +15,7 @@ from balise.cli.common import (
     _out,
     _read_stdin,
 )
-from balise.domain.errors import ValidationError
+from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.params import spec_for
 
 
@@ -184,7 +184,26 @@ def cmd_kek_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# What `balise demo` needs beyond the box: the `sim` extra of pyproject.toml (never installed on
+# the box, so nothing on the box's runtime path may import it).
+SIM_EXTRA_MODULES = ("aiosmtpd",)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    missing = [name for name in SIM_EXTRA_MODULES if find_spec(name) is None]
+    if missing:
+        names = ", ".join(missing)
+        raise ConfigError(
+            f"la démonstration a besoin des simulateurs, absents de cette installation "
+            f"(manque : {names}) ; ils ne font pas partie du boîtier. Installez-les avec "
+            f"pip install 'balise[sim]', ou lancez make demo depuis le dépôt, qui installe tout",
+            f"the demo needs the simulators, missing from this installation (missing: {names}); "
+            f"they are not part of the box. Install them with pip install 'balise[sim]', or run "
+            f"make demo from the repository, which installs everything",
+            code="DEMO",
+        )
     from balise.demo import run_demo
 
     return run_demo(args)
