@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64 test-dates
+.PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64 test-dates lock
 
 deps:
 	@scripts/ensure-deps
@@ -43,6 +43,12 @@ test-image: image-deps
 image-arm64: deps
 	@scripts/ensure-image-deps --arm64
 	cd ansible && ansible-playbook build-image.yml -e image_arch=arm64
+
+# The hashed lock files of requirements/ (what make test installs, what the image ships), refreshed
+# from pyproject.toml with this uv (PyPI only; UPGRADE=1 takes the newest versions allowed).
+UV_VERSION := 0.13.9
+lock:
+	UV_VERSION=$(UV_VERSION) UPGRADE=$(UPGRADE) scripts/lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
