@@ -126,3 +126,70 @@ def test_sets_loaded_in_a_private_network_namespace(tmp_path: Path) -> None:
     assert "127.0.0.4 . 995" in after
     assert "127.0.0.2" not in after  # a host removed from the parameters is no longer reachable
     assert "policy drop;" in after
+
+
+def _egress_netns(tmp_path: Path, listing: Path) -> subprocess.CompletedProcess[str]:
+    ruleset = _ruleset(tmp_path)
+    script = (
+        f"set -e; nft -f {ruleset}; /usr/bin/python3 {HELPER} {listing}; echo ---; "
+        "nft list set inet balise egress_tcp_v4; nft list set inet balise egress_tcp_v6"
+    )
+    return subprocess.run(
+        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_one_bad_entry_never_cuts_the_others(tmp_path: Path) -> None:
+    listing = tmp_path / "egress.json"
+    good = [{"purpose": "smtp:p1", "host": "127.0.0.2", "port": 465, "proto": "tcp"},
+            {"purpose": "pop3:p1", "host": "::1", "port": 995, "proto": "tcp"}]  # fmt: skip
+    bad = [
+        # nft rejected the whole transaction for this one: no DNS, SMTP or POP3 at all.
+        {"purpose": "crl", "host": "fe80::1%eth0", "port": 80, "proto": "tcp"},
+        {"purpose": "crl", "host": "127.0.0.3", "port": 80808, "proto": "tcp"},
+        {"purpose": "smtp:p2", "host": "127.0.0.4", "port": "x", "proto": "tcp"},
+        {"purpose": "smtp:p3", "host": "smtp;flush ruleset", "port": 25, "proto": "tcp"},
+        {"purpose": "smtp:p4", "host": ["127.0.0.5"], "port": 25, "proto": "tcp"},
+        {"purpose": "pop3:p5", "host": "127.0.0.6", "port": 110, "proto": "sctp"},
+        "127.0.0.7",
+        # Refused by `balise egress list` already: listed for the record, never loaded.
+        {"purpose": "crl", "host": "127.0.0.8", "port": 80, "proto": "tcp", "refused": "port"},
+    ]
+    listing.write_text(json.dumps(bad[:2] + good + bad[2:]))
+    result = _egress_netns(tmp_path, listing)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split("---", 1)[1]
+    assert "127.0.0.2 . 465" in loaded and "::1 . 995" in loaded
+    for address in ("fe80::1", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7",
+                    "127.0.0.8"):  # fmt: skip
+        assert address not in loaded
+    for shown in ("fe80::1%eth0", "80808", "smtp;flush ruleset", "sctp", "127.0.0.8"):
+        assert shown in result.stderr, result.stderr
+    assert "2 destination(s) loaded" in result.stdout
+
+
+def test_an_element_nft_refuses_costs_only_itself(tmp_path: Path) -> None:
+    """Whatever the checks miss: an nft that refuses one element (a stand-in, on PATH) leaves
+    the others loaded, each in a transaction of its own after the whole one failed."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    record = tmp_path / "loaded.txt"
+    (fake / "nft").write_text(
+        "#!/bin/sh\n"
+        f'script=$(cat); case "$script" in *127.0.0.9*) exit 1 ;; esac\n'
+        f'printf "%s\\n" "$script" >> {record}\n'
+    )
+    (fake / "nft").chmod(0o755)
+    listing = tmp_path / "egress.json"
+    _write_list(listing, [("127.0.0.2", 465, "tcp"), ("127.0.0.9", 25, "tcp"),
+                          ("127.0.0.3", 123, "udp")])  # fmt: skip
+    result = subprocess.run(
+        ["/usr/bin/python3", str(HELPER), str(listing)],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": f"{fake}:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    loaded = record.read_text()
+    assert "127.0.0.2 . 465" in loaded and "127.0.0.3 . 123" in loaded
+    assert "127.0.0.9" not in loaded
+    assert "127.0.0.9 . 25" in result.stderr
