@@ -255,8 +255,22 @@ class Pop3Settings:
     timeout: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class Unfetched:
+    """A message the session could not hand over whole, the session still in step with the
+    server: ``kept`` is what was read of it (at most the bound asked for; empty when the server
+    refused it). ``why``: ``too_large`` (the answer went past its bound and the rest was read
+    and dropped) or ``refused`` (the server answered -ERR: it cannot serve that message)."""
+
+    why: Literal["too_large", "refused"]
+    kept: bytes = field(repr=False)
+
+
 class MailboxSession(Protocol):
-    """One logged-in POP3 session over verified TLS. DELE takes effect only at ``quit``."""
+    """One logged-in POP3 session over verified TLS. DELE takes effect only at ``quit``.
+
+    A message that cannot be handed over within its bounds comes back as :class:`Unfetched`, the
+    session still usable; an error raised means the session itself is lost (no QUIT then)."""
 
     @property
     def bytes_received(self) -> int: ...
@@ -265,11 +279,14 @@ class MailboxSession(Protocol):
 
     def sizes(self) -> dict[int, int]: ...
 
-    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
+    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes | Unfetched]:
         """RETR of each (number, size), in order (pipelined where the server allows it)."""
         ...
 
-    def top_headers(self, number: int, limit: int) -> bytes: ...
+    def top_headers(self, number: int, limit: int, size: int) -> bytes | Unfetched:
+        """The header block of message ``number`` of ``size`` bytes (TOP n 0): at most ``limit``
+        bytes of it kept."""
+        ...
 
     def dele_many(self, numbers: Sequence[int]) -> None:
         """DELE of each number, in order (pipelined where the server allows it)."""

@@ -9,16 +9,20 @@ import contextlib
 import poplib
 import socket
 import ssl
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, ParamSpec, TypeVar
 
 from balise.domain.errors import BaliseError
-from balise.ports import Pop3Settings
+from balise.ports import Pop3Settings, Unfetched
 
 # poplib refuses lines over 2,048 bytes, which would break a session on a legal but long line;
-# ours is bounded by the response budget instead (a whole message is never larger than its cap).
+# status, UIDL and LIST lines are bounded by this instead. Message answers are read in pieces of
+# _PIECE bytes whatever their line lengths, and bounded by their own budgets.
 _LINE_LIMIT: Final = 8 * 1024 * 1024
+_PIECE: Final = 64 * 1024
 _CRLF: Final = b"\r\n"
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class Pop3Error(BaliseError):
@@ -58,23 +62,22 @@ def tls_context(ca_pem: tuple[str, ...]) -> ssl.SSLContext:
     return context
 
 
+class _Refused(Exception):
+    """The server answered -ERR to a command; the session is still in step."""
+
+
 class _Counting:
-    """Mixin over poplib's line reader: counts bytes received and bounds one response."""
+    """Mixin over poplib's line reader: counts bytes received; reads message answers bounded."""
 
     file: Any
     received: int
-    budget: int | None
-    # poplib's own answer readers (not in its stubs), used for pipelined commands.
+    # poplib's own command writer and answer reader (not in its stubs), for pipelined commands.
+    _putcmd: Any
     _getresp: Any
-    _getlongresp: Any
 
     def _getline(self) -> tuple[bytes, int]:
         line: bytes = self.file.readline(_LINE_LIMIT + 1)
         self.received += len(line)
-        if self.budget is not None:
-            self.budget -= len(line)
-            if self.budget < 0:
-                raise poplib.error_proto("-ERR response larger than announced")
         if len(line) > _LINE_LIMIT:
             raise poplib.error_proto("-ERR line too long")
         if not line:
@@ -86,18 +89,61 @@ class _Counting:
             return line[1:-1], octets
         return line[:-1], octets
 
+    def _status(self) -> None:
+        """The status line of an answer: +OK goes on, -ERR raises _Refused (the session stays
+        in step: no multi-line answer follows), anything else is a protocol error."""
+        line, _ = self._getline()
+        if line.startswith(b"-"):
+            raise _Refused(line[:200])
+        if not line.startswith(b"+"):
+            raise poplib.error_proto("-ERR unexpected status line")
+
+    def _message(self, keep: int, most: int) -> tuple[bytes, bool]:
+        """The body of a multi-line answer (after its +OK) up to its "." line, un-dot-stuffed,
+        each line ending in CRLF: its first ``keep`` bytes, and whether that was all of it. The
+        rest is read and dropped, so the session stays in step. More than ``most`` bytes on the
+        wire: the server sends more than its own LIST announced, a protocol error (session
+        lost)."""
+        out = bytearray()
+        whole = True
+        wire = 0
+        line_start = True
+        after_cr = False  # the previous piece ended inside a line, on a CR
+        while True:
+            piece: bytes = self.file.readline(_PIECE)
+            if not piece:
+                raise poplib.error_proto("-ERR EOF")
+            self.received += len(piece)
+            wire += len(piece)
+            if wire > most:
+                raise poplib.error_proto("-ERR response larger than announced")
+            ends_line = piece[-1:] == b"\n"
+            if line_start and piece[:1] == b".":
+                if piece in (b".\r\n", b".\n"):
+                    return bytes(out), whole
+                piece = piece[1:]
+            if ends_line and piece[-2:] != _CRLF and not (piece == b"\n" and after_cr):
+                piece = piece[:-1] + _CRLF
+            line_start = ends_line
+            after_cr = not ends_line and piece[-1:] == b"\r"
+            if whole:
+                room = keep - len(out)
+                if len(piece) > room:
+                    out += piece[:room]
+                    whole = False
+                else:
+                    out += piece
+
 
 class _Pop3(_Counting, poplib.POP3):
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.received = 0
-        self.budget = None
         super().__init__(host, port, timeout=timeout)
 
 
 class _Pop3Ssl(_Counting, poplib.POP3_SSL):
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
         self.received = 0
-        self.budget = None
         super().__init__(host, port, timeout=timeout, context=context)
 
 
@@ -120,10 +166,9 @@ class Pop3Session:
     def bytes_received(self) -> int:
         return self._client.received
 
-    def _call(self, what: str, budget: int | None, func: object, *args: object) -> object:
-        self._client.budget = budget
+    def _call(self, what: str, func: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         try:
-            return func(*args)  # type: ignore[operator]
+            return func(*args, **kw)
         except poplib.error_proto as exc:
             raise Pop3ProtocolError(
                 f"le serveur {self._where} a refusé {what}",
@@ -134,45 +179,57 @@ class Pop3Session:
                 f"connexion perdue avec {self._where} pendant {what}",
                 f"connection to {self._where} lost during {what}",
             ) from exc
-        finally:
-            self._client.budget = None
 
     def uidl(self) -> dict[int, str]:
-        resp = self._call("UIDL", None, self._client.uidl)
+        resp = self._call("UIDL", self._client.uidl)
         out: dict[int, str] = {}
-        for line in resp[1]:  # type: ignore[index]
+        for line in resp[1]:
             number, _, uid = bytes(line).decode("ascii", "replace").partition(" ")
             out[int(number)] = uid.strip()
         return out
 
     def sizes(self) -> dict[int, int]:
-        resp = self._call("LIST", None, self._client.list)
+        resp = self._call("LIST", self._client.list)
         out: dict[int, int] = {}
-        for line in resp[1]:  # type: ignore[index]
+        for line in resp[1]:
             number, _, size = bytes(line).decode("ascii", "replace").partition(" ")
             out[int(number)] = int(size.split()[0])
         return out
 
-    def retr(self, number: int, limit: int) -> bytes:
-        resp = self._call("RETR", _retr_budget(limit), self._client.retr, number)
-        return _join(resp[1])  # type: ignore[index]
+    def _answer(self, keep: int, most: int) -> bytes | Unfetched:
+        """One message answer, its command already sent: the message, or Unfetched."""
+        client = self._client
+        try:
+            client._status()
+        except _Refused:
+            return Unfetched("refused", b"")
+        data, whole = client._message(keep, most)
+        return data if whole else Unfetched("too_large", data)
 
-    def top_headers(self, number: int, limit: int) -> bytes:
-        resp = self._call("TOP", limit, self._client.top, number, 0)
-        return _join(resp[1])  # type: ignore[index]
+    def _fetch(self, command: str, keep: int, most: int) -> bytes | Unfetched:
+        self._client._putcmd(command)
+        return self._answer(keep, most)
 
-    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
-        """RETR of each (number, size) in order; each answer bounded like :meth:`retr`."""
+    def top_headers(self, number: int, limit: int, size: int) -> bytes | Unfetched:
+        """TOP n 0: the headers of a message of ``size`` bytes, at most ``limit`` kept (a larger
+        header block is read to its end and dropped: the session goes on)."""
+        return self._call("TOP", self._fetch, f"TOP {number} 0", limit, _wire_budget(size))
+
+    def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes | Unfetched]:
+        """RETR of each (number, size) in order; each answer kept up to its size (and a margin),
+        read to its end in any case."""
         if not self.pipelining or len(wanted) < 2:
-            return [self.retr(number, size) for number, size in wanted]
-        self._call("RETR", None, self._send, [f"RETR {number}" for number, _ in wanted])
+            return [
+                self._call("RETR", self._fetch, f"RETR {number}", _keep(size), _wire_budget(size))
+                for number, size in wanted
+            ]
+        self._call("RETR", self._send, [f"RETR {number}" for number, _ in wanted])
         return [
-            _join(self._call("RETR", _retr_budget(size), self._client._getlongresp)[1])  # type: ignore[index]
-            for _, size in wanted
+            self._call("RETR", self._answer, _keep(size), _wire_budget(size)) for _, size in wanted
         ]
 
     def dele(self, number: int) -> None:
-        self._call("DELE", None, self._client.dele, number)
+        self._call("DELE", self._client.dele, number)
 
     def dele_many(self, numbers: Sequence[int]) -> None:
         """DELE of each number (marked only: the server deletes at QUIT); every answer must be
@@ -181,15 +238,15 @@ class Pop3Session:
             for number in numbers:
                 self.dele(number)
             return
-        self._call("DELE", None, self._send, [f"DELE {number}" for number in numbers])
+        self._call("DELE", self._send, [f"DELE {number}" for number in numbers])
         for _ in numbers:
-            self._call("DELE", None, self._client._getresp)
+            self._call("DELE", self._client._getresp)
 
     def _send(self, commands: list[str]) -> None:
         self._client.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
 
     def quit(self) -> None:
-        self._call("QUIT", None, self._client.quit)
+        self._call("QUIT", self._client.quit)
 
     def close(self) -> None:
         """Drop the connection without QUIT (the server then deletes nothing)."""
@@ -198,14 +255,18 @@ class Pop3Session:
             self._client.close()
 
 
-def _retr_budget(size: int) -> int:
-    """The bytes a RETR answer for a message of ``size`` may take: lines are counted with their
-    CRLF and dot-stuffing, so a margin over the announced size."""
-    return size + size // 8 + 4096
+def _keep(size: int) -> int:
+    """What is kept of a RETR answer for a message LIST says is ``size`` bytes: all of it, and a
+    margin for a last line the server ends with CRLF."""
+    return size + 4096
 
 
-def _join(lines: list[bytes]) -> bytes:
-    return b"".join(bytes(line) + _CRLF for line in lines)
+def _wire_budget(size: int) -> int:
+    """The bytes a server may send for a message of ``size`` bytes (RETR, or TOP of its headers):
+    dot-stuffing adds at most one byte per line, and a line takes at least 3 bytes once stuffed
+    (".\r\n" becomes "..\r\n"), so a third more, with the margin of :func:`_keep`."""
+    keep = _keep(size)
+    return keep + keep // 3 + 8
 
 
 class Pop3Mailbox:

@@ -60,6 +60,8 @@ class UnknownReason(StrEnum):
     BAD_HEADER = "BAD_HEADER"
     DESCRIPTION_MISMATCH = "DESCRIPTION_MISMATCH"
     NOT_FOR_THIS_BOX = "NOT_FOR_THIS_BOX"
+    HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
+    NOT_SERVED = "NOT_SERVED"
 
     def words(self, lang: str = "fr") -> str:
         fr, en = _REASON_WORDS[self]
@@ -109,6 +111,14 @@ _REASON_WORDS: dict[UnknownReason, tuple[str, str]] = {
     UnknownReason.NOT_FOR_THIS_BOX: (
         "retour adressé à un praticien inconnu de ce boîtier",
         "return addressed to a practitioner not configured on this box",
+    ),
+    UnknownReason.HEADERS_TOO_LARGE: (
+        "en-têtes trop volumineux (seul leur début a été lu)",
+        "headers too large (only their beginning was read)",
+    ),
+    UnknownReason.NOT_SERVED: (
+        "le serveur n'a pas fourni le message",
+        "the server did not hand the message over",
     ),
 }
 
@@ -317,11 +327,17 @@ def _header_block(raw: bytes, limit: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def classify_headers_only(size: int, header_bytes: bytes, policy: ClassifyPolicy) -> Classification:
-    """For a message over the size cap, seen only through ``TOP n 0``: always unknown TOO_LARGE,
-    with bounded metadata and the SHA-256 of the header bytes."""
+def classify_headers_only(
+    size: int,
+    header_bytes: bytes,
+    policy: ClassifyPolicy,
+    reason: UnknownReason = UnknownReason.TOO_LARGE,
+) -> Classification:
+    """For a message seen only through its headers (``TOP n 0``: over the size cap, or a header
+    block over its own bound, then ``reason`` says so): always unknown, with bounded metadata and
+    the SHA-256 of the header bytes read."""
     _, meta = _parse_headers(header_bytes[: policy.max_header_bytes], policy)
-    return _unknown(UnknownReason.TOO_LARGE, header_bytes, meta, size=size, scope="headers")
+    return _unknown(reason, header_bytes, meta, size=size, scope="headers")
 
 
 @dataclass(frozen=True, slots=True)

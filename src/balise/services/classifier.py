@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from balise.domain.classify import Classification, ClassifyPolicy, classify_headers_only
+from balise.domain.classify import (
+    Classification,
+    ClassifyPolicy,
+    UnknownReason,
+    classify_headers_only,
+)
 from balise.domain.params import Scope
 from balise.ports import AnalysisFailed, MessageClassifier
 from balise.services.params import ParameterService
@@ -122,9 +127,16 @@ class ClassifierService:
             return Verdict("unknown", failure.code, failure.fr, failure.en, None)
         return _verdict(c)
 
-    def judge_headers(self, size: int, header_bytes: bytes, policy: ClassifyPolicy) -> Verdict:
-        """A message over the size cap, seen only through ``TOP n 0`` (bounded header parse)."""
-        return _verdict(classify_headers_only(size, header_bytes, policy))
+    def judge_headers(
+        self,
+        size: int,
+        header_bytes: bytes,
+        policy: ClassifyPolicy,
+        reason: UnknownReason = UnknownReason.TOO_LARGE,
+    ) -> Verdict:
+        """A message seen only through ``TOP n 0`` (bounded header parse): over the size cap, or
+        with a header block over its own bound (``reason``)."""
+        return _verdict(classify_headers_only(size, header_bytes, policy, reason))
 
     def close(self) -> None:
         self._worker.close()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from balise.domain.classify import ClassifyPolicy
+from balise.domain.classify import ClassifyPolicy, UnknownReason
 from balise.domain.errors import ConfigError
 from balise.domain.journal import JsonValue
 from balise.domain.params import Scope
@@ -27,6 +27,7 @@ from balise.ports import (
     MailboxSession,
     Pop3Settings,
     ReturnsStore,
+    Unfetched,
 )
 from balise.services.classifier import DEFAULT_SIZE_CAP, ClassifierService, Verdict, box_policy
 from balise.services.params import ParameterService
@@ -47,6 +48,8 @@ FETCH_BYTES = 1024 * 1024
 
 # The verdict of a message handed to the classifier worker and not collected yet.
 _IN_WORKER: Final = Verdict("unknown", None, "en cours d'analyse", "being analysed", None)
+# The SHA-256 recorded for a message the server did not hand over (nothing read).
+_UNREAD_SHA: Final = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(slots=True)
@@ -60,6 +63,8 @@ class _Judged:
     data: bytes
     verdict: Verdict | None
     outcome: str = "duplicate"
+    # Why the session could not hand it over whole (None: it did): see ports.Unfetched.
+    unfetched: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,9 +333,10 @@ class PurgeService:
         message is handed out, so DELEs never interleave with pending answers."""
         at = 0
         while at < len(numbers):
+            answers: list[bytes | Unfetched]
             if sizes[numbers[at]] > self._size_cap:
                 window = [numbers[at]]
-                datas = [sess.top_headers(numbers[at], HEADER_LIMIT)]
+                answers = [sess.top_headers(numbers[at], HEADER_LIMIT, sizes[numbers[at]])]
             else:
                 window, total = [], 0
                 for number in numbers[at : at + FETCH_WINDOW]:
@@ -339,12 +345,17 @@ class PurgeService:
                         break
                     window.append(number)
                     total += size
-                datas = sess.retr_many([(n, sizes[n]) for n in window])
+                answers = sess.retr_many([(n, sizes[n]) for n in window])
             at += len(window)
-            for number, data in zip(window, datas, strict=True):
+            for number, answer in zip(window, answers, strict=True):
+                # Not handed over whole: judged on what was read (its hash, its headers).
+                unfetched = answer.why if isinstance(answer, Unfetched) else None
+                data = answer.kept if isinstance(answer, Unfetched) else answer
                 sha = hashlib.sha256(data).hexdigest()
                 self._crash("after_retr")
-                yield _Judged(number, uidls[number], sha, sizes[number], data, None)
+                yield _Judged(
+                    number, uidls[number], sha, sizes[number], data, None, unfetched=unfetched
+                )
 
     def _prejudge(
         self,
@@ -356,11 +367,14 @@ class PurgeService:
         """Judge a fetched message here when no parsing of its body is needed (a duplicate, over
         the cap); None when it needs the worker; words when the loop must stop. ``prior``: the
         (SHA-256, outcome) stored under its UIDL by earlier runs. Nothing is stored yet."""
-        if any(s == item.sha for s, _ in prior):
+        shas = {s for s, _ in prior}
+        if item.sha in shas or (prior and item.unfetched == "refused"):
+            # Processed before (a server that cannot serve it any more cannot show it changed).
             return item  # verdict None: a duplicate
-        if prior:
+        if shas - {_UNREAD_SHA}:
             # Same UIDL, other content: the server or our table is not what we think. Never
-            # delete blindly: stop here (earlier messages are committed and may go).
+            # delete blindly: stop here (earlier messages are committed and may go). (A message
+            # the server did not hand over before is simply judged now on what it gives.)
             self._tracking.alert(
                 "purge_inconsistent",
                 f"profile:{profile}",
@@ -373,9 +387,22 @@ class PurgeService:
                 {"uidl": item.uidl},
             )
             return f"message {item.uidl} incohérent avec l'état local"
-        if item.size > self._size_cap:
+        if item.unfetched == "refused":
+            reason = UnknownReason.NOT_SERVED
+            item.verdict = Verdict(
+                "unknown", reason.value, reason.words("fr"), reason.words("en"), None
+            )
+            return item
+        if item.size > self._size_cap or item.unfetched is not None:
             # Headers only, parsed here under their own bounds (HEADER_LIMIT): no round trip.
-            item.verdict = self._classifier.judge_headers(item.size, item.data, policy)
+            # A header block (or a message) larger than its bound is judged on its first bytes.
+            over_cap = item.size > self._size_cap
+            reason = (
+                UnknownReason.HEADERS_TOO_LARGE
+                if over_cap and item.unfetched is not None
+                else UnknownReason.TOO_LARGE
+            )
+            item.verdict = self._classifier.judge_headers(item.size, item.data, policy, reason)
             return item
         return None
 

@@ -1,0 +1,153 @@
+"""Issue 12, the mail part: no message stops the purge for good. Against the real Dovecot: a
+message that cannot be fetched within its bounds is quarantined as unknown (the hash of what was
+read), deleted and listed in the run's one alert; the messages around it are processed in the
+same run."""
+
+from __future__ import annotations
+
+import os
+import poplib
+from collections.abc import Sequence
+
+import pytest
+
+from balise.domain.lotstate import LotState
+from balise.services.purge import HEADER_LIMIT
+from balise.sim.dovecot import DovecotServer
+from balise.sim.returnmail import spam_mail
+from tests.support.box import Box
+from tests.support.mail_fixtures import TlsCA
+from tests.support.poison_mail import (
+    arl_mail,
+    dot_lines_mail,
+    huge_headers_mail,
+)
+from tests.support.purge_support import MAILBOXES, configure_pop3, fresh_lot
+
+pytestmark = pytest.mark.mail
+
+
+def _reasons(box: Box) -> list[str]:
+    return sorted(r.reason_code for r in box.ctx.returns_store.mail_quarantine())
+
+
+def _state(box: Box, lot_id: int) -> LotState:
+    lot = box.ctx.lots.get(lot_id)
+    assert lot is not None
+    return lot.state
+
+
+def _deliver_in_order(server: DovecotServer, mails: Sequence[bytes]) -> None:
+    """Deliver ``mails`` so that Dovecot numbers them in this order: each one is seen by a POP3
+    session (STAT) before the next arrives (Dovecot numbers new files by name otherwise)."""
+    for raw in mails:
+        server.deliver("bal1", raw)
+        client = poplib.POP3("127.0.0.1", server.pop3_port, timeout=10)
+        try:
+            client.user("bal1")
+            client.pass_(MAILBOXES["bal1"])
+            client.stat()
+            client.quit()
+        finally:
+            client.close()
+
+
+def test_huge_header_block_over_the_cap_is_quarantined_and_the_messages_around_it_go(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # Point 1 of issue 12, as reproduced: more than 256 KiB of headers then a body over 2 MiB.
+    # Its TOP n 0 answer is larger than the purge reads of a header block: before, the run
+    # dropped the connection without QUIT (not even the committed ARL before it was deleted)
+    # and every later run stopped on the same message.
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lots = {n: fresh_lot(ctx, n) for n in (7, 8)}
+    poison = huge_headers_mail()
+    assert poison.index(b"\r\n\r\n") > HEADER_LIMIT
+    _deliver_in_order(mailboxes, [arl_mail(7), poison, arl_mail(8)])
+    purge = ctx.purge(env=box.env.env)
+    try:
+        report = purge.run_once("p1")
+        again = purge.run_once("p1")
+    finally:
+        purge.close()
+    assert (report.total, report.returns, report.unknown, report.deleted) == (3, 2, 1, 3)
+    assert report.stopped is None
+    assert mailboxes.maildir_count("bal1") == 0
+    assert (again.total, again.deleted) == (0, 0)
+    assert {n: _state(box, i) for n, i in lots.items()} == {
+        7: LotState.ACKNOWLEDGED,
+        8: LotState.ACKNOWLEDGED,
+    }
+    # Quarantined under the hash of what was read (the first HEADER_LIMIT bytes of its headers),
+    # listed in the run's one alert in words.
+    [record] = ctx.returns_store.mail_quarantine()
+    assert (record.reason_code, record.digest_scope, record.size) == (
+        "HEADERS_TOO_LARGE",
+        "headers",
+        len(poison),
+    )
+    [alert] = ctx.tracking().alerts()
+    assert alert.kind == "mail_unknown" and "en-têtes trop volumineux" in alert.fr
+    assert ctx.returns_store.quarantine_meta(record.id)["subject"] == "HUGE-HEADERS"
+
+
+def test_dot_stuffed_message_under_the_cap_is_read_whole(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # Under the cap, but every line a lone dot: POP3 dot-stuffing makes the RETR answer a third
+    # larger than LIST's size. Before, that answer ran past its byte budget and the run died.
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lot = fresh_lot(ctx, 7)
+    dots = dot_lines_mail()
+    assert len(dots) < 2 * 1024 * 1024
+    _deliver_in_order(mailboxes, [dots, arl_mail(7)])
+    purge = ctx.purge(env=box.env.env)
+    try:
+        report = purge.run_once("p1")
+    finally:
+        purge.close()
+    assert (report.total, report.returns, report.unknown, report.deleted) == (2, 1, 1, 2)
+    assert mailboxes.maildir_count("bal1") == 0
+    assert _state(box, lot) is LotState.ACKNOWLEDGED
+    # Read whole and classified by the worker: the reason is about its content.
+    assert _reasons(box) == ["SENDER_NOT_ALLOWED"]
+    [record] = ctx.returns_store.mail_quarantine()
+    assert record.digest_scope == "message" and record.size == len(dots)
+
+
+def test_a_message_the_server_cannot_serve_is_quarantined_and_the_rest_goes(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # Dovecot answers "-ERR Message n expunged." for a message it can no longer read (here made
+    # unreadable after the listing, as a disk error on the server would); before, the run
+    # stopped there. The messages are over 512 KiB so the purge fetches them one at a time.
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lot = fresh_lot(ctx, 7)
+    filler = b"\r\n" + b"x" * 600_000 + b"\r\n"
+    first = spam_mail() + filler
+    target = spam_mail().replace(b"Subject:", b"Subject: ILLISIBLE", 1) + filler
+    _deliver_in_order(mailboxes, [first, target, arl_mail(7)])
+    maildir = mailboxes.maildir("bal1")
+
+    def spoil(progress: object) -> None:
+        # After the first message is done, and before the second is asked for.
+        for sub in ("new", "cur"):
+            for entry in (maildir / sub).iterdir():
+                if b"ILLISIBLE" in entry.read_bytes():
+                    os.chmod(entry, 0)
+
+    purge = ctx.purge(env=box.env.env)
+    try:
+        report = purge.run_once("p1", spoil)
+    finally:
+        purge.close()
+    assert (report.total, report.returns, report.unknown, report.deleted) == (3, 1, 2, 3)
+    assert report.stopped is None
+    assert mailboxes.maildir_count("bal1") == 0
+    assert _state(box, lot) is LotState.ACKNOWLEDGED
+    assert _reasons(box) == ["NOT_SERVED", "SENDER_NOT_ALLOWED"]
+    [alert] = ctx.tracking().alerts()
+    assert "le serveur n'a pas fourni le message" in alert.fr
