@@ -1,7 +1,7 @@
-"""Issue 12, the mail part: no message stops the purge for good. Against the real Dovecot: a
-message that cannot be fetched within its bounds is quarantined as unknown (the hash of what was
-read), deleted and listed in the run's one alert; the messages around it are processed in the
-same run."""
+"""Issue 12, the mail part: no message stops the purge for good. Against the real Dovecot and the
+real classifier worker: a message that cannot be fetched or classified within its bounds is
+quarantined as unknown (the hash of what was read), deleted and listed in the run's one alert;
+the messages around it are processed in the same run."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from balise.adapters.classifier_worker import WorkerClassifier
 from balise.domain.lotstate import LotState
-from balise.services.purge import HEADER_LIMIT
+from balise.services.purge import HEADER_LIMIT, PurgeReport
 from balise.sim.dovecot import DovecotServer
 from balise.sim.returnmail import spam_mail
 from tests.support.box import Box
@@ -21,6 +22,8 @@ from tests.support.poison_mail import (
     arl_mail,
     dot_lines_mail,
     huge_headers_mail,
+    many_parameters_mail,
+    quadratic_content_type_mail,
 )
 from tests.support.purge_support import MAILBOXES, configure_pop3, fresh_lot
 
@@ -151,3 +154,36 @@ def test_a_message_the_server_cannot_serve_is_quarantined_and_the_rest_goes(
     assert _reasons(box) == ["NOT_SERVED", "SENDER_NOT_ALLOWED"]
     [alert] = ctx.tracking().alerts()
     assert "le serveur n'a pas fourni le message" in alert.fr
+
+
+def test_quadratic_content_type_costs_nothing_and_exhausts_no_worker(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # Point 2 of issue 12: a spoofed Content-Type whose parameters cost the standard parser
+    # quadratic time. Before, each one burnt the worker's CPU limit and restart budget; the
+    # budget was never renewed, so with one purge kept for its life (as the agent does) every
+    # later run stopped on such a mail and the ARLs behind it were never applied.
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lots = {n: fresh_lot(ctx, n) for n in (7, 8)}
+    # The real worker with a 1 s CPU limit: a 10 s one makes the same point ten times slower.
+    worker = WorkerClassifier(cpu_seconds=1, max_restarts=1)
+    purge = ctx.purge(env=box.env.env, classifier=worker)
+    reports: list[PurgeReport] = []
+    try:
+        for number, tags in ((7, ("a", "b", "c")), (8, ("d", "e"))):
+            for tag in tags:
+                mailboxes.deliver("bal1", quadratic_content_type_mail(60_000, tag=tag))
+            mailboxes.deliver("bal1", many_parameters_mail(tag=tag))
+            mailboxes.deliver("bal1", arl_mail(number))
+            reports.append(purge.run_once("p1"))
+            assert mailboxes.maildir_count("bal1") == 0
+    finally:
+        purge.close()
+    assert [(r.returns, r.unknown, r.stopped) for r in reports] == [(1, 4, None), (1, 3, None)]
+    assert {n: _state(box, i) for n, i in lots.items()} == {
+        7: LotState.ACKNOWLEDGED,
+        8: LotState.ACKNOWLEDGED,
+    }
+    assert _reasons(box) == ["HEADER_TOO_COMPLEX"] * 7
+    assert worker.restarts == 0

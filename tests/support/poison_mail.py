@@ -77,6 +77,30 @@ def huge_headers_mail(lines: int = 4500, body: int = 2 * MIB + 4096, *, tag: str
     return head + filler + b"\r\n" + b"B" * body
 
 
+def quadratic_content_type_mail(quoted: int = 130_000, *, tag: str = "") -> bytes:
+    """A multipart whose Content-Type opens a quoted parameter over ``quoted`` semicolons: the
+    standard library's parameter splitter counts quotes from the start of the value at each
+    semicolon, quadratic time (about 130 KB passes a 10 s CPU limit)."""
+    return (
+        f"From: {ORGANISM_ADDRESS}\r\nSubject: IRIS{tag}\r\nMessage-ID: <quad{tag}@x>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="BB"; a="'
+    ).encode() + (
+        b";" * quoted + b'"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\nx\r\n--BB--\r\n'
+    )
+
+
+def many_parameters_mail(params: int = 40_000, *, tag: str = "") -> bytes:
+    """A Content-Type with tens of thousands of ``;`` parameters (each one cheap, all of them
+    copied again at every split)."""
+    return (
+        f"From: {ORGANISM_ADDRESS}\r\nSubject: IRIS{tag}\r\nMessage-ID: <params{tag}@x>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed"
+    ).encode() + (
+        b'; a="x"' * params
+        + b'; boundary="BB"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\nx\r\n--BB--\r\n'
+    )
+
+
 def dot_lines_mail(lines: int = 600_000, *, tag: str = "") -> bytes:
     """Under the size cap, but every body line is a single dot: POP3 dot-stuffing makes its RETR
     answer a third larger than the size LIST announced."""

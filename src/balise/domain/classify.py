@@ -60,6 +60,7 @@ class UnknownReason(StrEnum):
     BAD_HEADER = "BAD_HEADER"
     DESCRIPTION_MISMATCH = "DESCRIPTION_MISMATCH"
     NOT_FOR_THIS_BOX = "NOT_FOR_THIS_BOX"
+    HEADER_TOO_COMPLEX = "HEADER_TOO_COMPLEX"
     HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
     NOT_SERVED = "NOT_SERVED"
 
@@ -112,6 +113,10 @@ _REASON_WORDS: dict[UnknownReason, tuple[str, str]] = {
         "retour adressé à un praticien inconnu de ce boîtier",
         "return addressed to a practitioner not configured on this box",
     ),
+    UnknownReason.HEADER_TOO_COMPLEX: (
+        "en-tête MIME aux paramètres trop nombreux ou trop longs",
+        "MIME header with too many or too long parameters",
+    ),
     UnknownReason.HEADERS_TOO_LARGE: (
         "en-têtes trop volumineux (seul leur début a été lu)",
         "headers too large (only their beginning was read)",
@@ -137,6 +142,15 @@ _CHUNK = 64 * 1024
 # 1,000 levels; a mail with more container declarations than this is refused before parsing.
 _MAX_CONTAINER_MENTIONS = 100
 _CONTAINER_RE = re.compile(rb"(?i)(?:multipart|message)/")
+# A MIME header field (Content-Type, Content-Disposition...) of a genuine mail has a handful of
+# parameters; the standard parser splits them in time quadratic in their number and length (a
+# quoted value over 130 KB of ";" took more than 10 s of CPU). Any field named Content-*, at the
+# start of any line (the parser also breaks lines on a lone CR), folded lines included, with
+# more parameters or bytes than this is refused before the parser sees the message.
+_MAX_MIME_PARAMS = 32
+_MAX_MIME_FIELD = 8 * 1024
+_MIME_FIELD_RE = re.compile(rb"(?i)(?:\A|[\r\n])content-[!-9;-~]*[ \t]*:")
+_FIELD_VALUE_RE = re.compile(rb"[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*")
 _ADDRESS_RE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
     r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
@@ -385,6 +399,19 @@ def _too_complex(raw: bytes, policy: ClassifyPolicy) -> bool:
     return dash_lines > max(8 * policy.max_parts, 200)
 
 
+def _mime_field_too_complex(raw: bytes) -> bool:
+    """Whether a Content-* header field anywhere in ``raw`` has more than _MAX_MIME_PARAMS
+    parameters or _MAX_MIME_FIELD bytes (linear: fields never overlap)."""
+    for name in _MIME_FIELD_RE.finditer(raw):
+        value = _FIELD_VALUE_RE.match(raw, name.end())
+        if value is None:  # pragma: no cover - the pattern matches the empty string
+            continue
+        start, end = value.span()
+        if end - start > _MAX_MIME_FIELD or raw.count(b";", start, end) > _MAX_MIME_PARAMS:
+            return True
+    return False
+
+
 def _description(values: list[str], test_mode: bool) -> tuple[_ReturnKind, bool] | UnknownReason:
     """(kind, compressed) for a known Content-Description."""
     if len(values) != 1:
@@ -430,6 +457,8 @@ def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
         return _unknown(UnknownReason.SENDER_NOT_ALLOWED, raw, meta)
 
     # 3. Exactly one EDI part, at the top or directly under a top-level multipart/mixed.
+    if _mime_field_too_complex(raw):
+        return _unknown(UnknownReason.HEADER_TOO_COMPLEX, raw, meta)
     if _too_complex(raw, policy):
         return _unknown(UnknownReason.MIME_TOO_COMPLEX, raw, meta)
     try:
