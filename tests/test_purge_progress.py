@@ -1,7 +1,8 @@
 """Issue 12, the mail part: no message stops the purge for good. Against the real Dovecot and the
 real classifier worker: a message that cannot be fetched or classified within its bounds is
 quarantined as unknown (the hash of what was read), deleted and listed in the run's one alert;
-the messages around it are processed in the same run."""
+the messages behind it are processed in the same run; the worker's restart budget is per run, in
+the CLI and in the agent's long-lived purge alike."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 import pytest
 
 from balise.adapters.classifier_worker import WorkerClassifier
+from balise.agent import Agent
+from balise.domain.classify import ClassifyPolicy
 from balise.domain.lotstate import LotState
 from balise.services.purge import HEADER_LIMIT, PurgeReport
 from balise.sim.dovecot import DovecotServer
@@ -187,3 +190,83 @@ def test_quadratic_content_type_costs_nothing_and_exhausts_no_worker(
     }
     assert _reasons(box) == ["HEADER_TOO_COMPLEX"] * 7
     assert worker.restarts == 0
+
+
+SLOW = b"X-Test-Lent: oui"
+
+
+class SlowOnMarker(WorkerClassifier):
+    """The real worker, its wall clock at 1 s and 2 restarts per run, told through its own test
+    hook to sleep on the messages that carry SLOW. Every hostile mail known is now refused
+    cheaply: the hook stands for the next one found that outlasts its bounds (a mock of what the
+    real part cannot do on purpose)."""
+
+    def __init__(self) -> None:
+        super().__init__(wall_seconds=1.0, max_restarts=2)
+
+    def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
+        self._test_op = "sleep" if SLOW in raw else None
+        super().submit(raw, policy)
+
+
+def _slow(tag: str) -> bytes:
+    return spam_mail().replace(b"Subject:", SLOW + b"\r\nSubject: " + tag.encode(), 1)
+
+
+def test_restart_budget_is_renewed_at_each_run_and_spent_only_on_what_outlasts_it(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # One purge kept for several runs, as the agent keeps it. Each run may restart the worker
+    # twice; before, the count ran over the purge's whole life, and the third slow message of
+    # its life stopped every later run before the ARLs behind it.
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lots = {n: fresh_lot(ctx, n) for n in (7, 8, 9)}
+    purge = ctx.purge(env=box.env.env, classifier=SlowOnMarker())
+    reports: list[PurgeReport] = []
+    try:
+        for number, tags in ((7, "ab"), (8, "c"), (9, "def")):
+            _deliver_in_order(mailboxes, [*(_slow(t) for t in tags), arl_mail(number)])
+            reports.append(purge.run_once("p1"))
+        # The third run met a third slow message: budget spent, that message quarantined (it
+        # holds nothing back), the run ends there cleanly; the next run takes the ARL.
+        reports.append(purge.run_once("p1"))
+    finally:
+        purge.close()
+    assert [(r.returns, r.unknown, r.deleted) for r in reports] == [
+        (1, 2, 3),
+        (1, 1, 2),
+        (0, 3, 3),
+        (1, 0, 1),
+    ]
+    assert [r.stopped is None for r in reports] == [True, True, False, True]
+    assert mailboxes.maildir_count("bal1") == 0
+    assert {n: _state(box, i) for n, i in lots.items()} == dict.fromkeys(
+        lots, LotState.ACKNOWLEDGED
+    )
+    assert _reasons(box) == ["ANALYSIS_TIMEOUT"] * 6
+
+
+def test_the_agent_renews_the_restart_budget_of_its_long_lived_purge(
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    ctx = box.ctx
+    configure_pop3(ctx, mailboxes, tls_ca)
+    lots = {n: fresh_lot(ctx, n) for n in (7, 8)}
+    agent = Agent(
+        ctx,
+        env=box.env.env,
+        interval_scale=1e-6,  # the purge is due again at the next cycle
+        purge_factory=lambda: ctx.purge(env=box.env.env, classifier=SlowOnMarker()),
+    )
+    try:
+        for number, tags in ((7, "ab"), (8, "c")):
+            _deliver_in_order(mailboxes, [*(_slow(t) for t in tags), arl_mail(number)])
+            cycle = agent.cycle()
+            assert cycle.failed == [] and cycle.purged == len(tags) + 1
+            assert mailboxes.maildir_count("bal1") == 0
+    finally:
+        agent.close()
+    assert {n: _state(box, i) for n, i in lots.items()} == dict.fromkeys(
+        lots, LotState.ACKNOWLEDGED
+    )

@@ -318,6 +318,10 @@ class MessageClassifier(Protocol):
 
     def classify(self, raw: bytes, policy: ClassifyPolicy) -> Classification: ...
 
+    def new_run(self) -> None:
+        """A purge run begins: the bounded number of restarts is renewed for it."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -83,7 +83,8 @@ class _Pending:
 
 class WorkerClassifier:
     """The MessageClassifier port: one child process reused across messages, restarted (a bounded
-    number of times) after a timeout, a crash or a memory error.
+    number of times per purge run, see :meth:`new_run`) after a timeout, a crash or a memory
+    error.
 
     ``submit`` then ``collect`` let the caller fetch and store while messages are classified: up to
     DEPTH messages (about INFLIGHT_BYTES) wait in the worker's pipe, answered in order. The pipe
@@ -219,6 +220,10 @@ class WorkerClassifier:
             "analysis failed (the analysis process stopped)",
             code=code,
         )
+
+    def new_run(self) -> None:
+        """A new purge run: it gets the whole restart budget (``max_restarts``)."""
+        self.restarts = 0
 
     def room(self, size: int) -> bool:
         """Whether a message of ``size`` bytes may be submitted before the next collect."""

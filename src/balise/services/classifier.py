@@ -101,6 +101,12 @@ class ClassifierService:
         if callable(warm):
             warm()
 
+    def new_run(self) -> None:
+        """A purge run begins: the worker's restart budget is renewed (it bounds one run, not the
+        life of a long-lived purge such as the agent's), and the worker is started ahead."""
+        self._worker.new_run()
+        self.warm()
+
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
         """Start classifying a whole message (when there is :meth:`room`)."""
         if self._async is not None:

@@ -198,7 +198,8 @@ class PurgeService:
         policy = box_policy(self._params, size_cap=self._size_cap)
         run_id = uuid.uuid4().hex
         with self._repo.lock(profile):
-            self._classifier.warm()  # the worker starts while the mailbox is opened
+            # A fresh restart budget for this run; the worker starts while the mailbox is opened.
+            self._classifier.new_run()
             session = self._mailbox.open(settings)
             counts = {"return": 0, "unknown": 0, "duplicate": 0}
             deleted = 0
@@ -255,9 +256,11 @@ class PurgeService:
                         if head.verdict is _IN_WORKER:
                             if room_for is not None and self._classifier.room(room_for):
                                 return None
-                            collected = self._collect(profile, head)
-                            if isinstance(collected, str):
-                                return collected
+                            exhausted = self._collect(profile, head)
+                            if exhausted is not None:
+                                # It is judged (unknown); the ones after it wait for next run.
+                                add(queue.popleft())
+                                return exhausted
                         add(queue.popleft())
                     return None
 
@@ -406,20 +409,26 @@ class PurgeService:
             return item
         return None
 
-    def _collect(self, profile: str, item: _Judged) -> _Judged | str:
-        """The worker's verdict on ``item``; words when restarts are exhausted (loop stops)."""
+    def _collect(self, profile: str, item: _Judged) -> str | None:
+        """The worker's verdict on ``item``; words when the run must end here because the
+        worker's restarts for this run are used up. ``item`` (the message that used the last
+        one) is then unknown too, like every message that outlasted its bounds: it is stored
+        and deleted, and holds back nothing at the next run."""
         try:
             item.verdict = self._classifier.collect()
-        except AnalysisFailed as failure:  # restarts exhausted
+        except AnalysisFailed as failure:  # restarts exhausted for this run
+            item.verdict = Verdict("unknown", failure.code, failure.fr, failure.en, None)
             self._tracking.alert(
                 "purge_stopped",
                 f"profile:{profile}",
-                f"Relève de la BAL du profil {profile} arrêtée : {failure.fr}",
-                f"Purge of profile {profile}'s mailbox stopped: {failure.en}",
+                f"Relève de la BAL du profil {profile} interrompue jusqu'au prochain passage : "
+                f"{failure.fr} ; le message en cause est mis en quarantaine",
+                f"Purge of profile {profile}'s mailbox paused until the next run: {failure.en}; "
+                "the message at fault is quarantined",
                 {"uidl": item.uidl},
             )
             return failure.fr
-        return item
+        return None
 
     def _commit(
         self, profile: str, own_emitter: str | None, run_id: str, batch: list[_Judged]
