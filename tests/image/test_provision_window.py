@@ -143,8 +143,10 @@ def window() -> Iterator[Window]:
         for d in (etc, run_dir):
             d.mkdir(mode=0o755)
         keys.mkdir(mode=0o700)
-        for sub in ("spool", "spool/tmp", "spool/new"):
-            (run_dir / sub).mkdir(mode=0o700)
+        # The modes of the role's tmpfiles (root's spool, the kiosk's group may write tmp, new).
+        for sub, mode in (("spool", 0o750), ("spool/tmp", 0o770), ("spool/new", 0o770)):
+            (run_dir / sub).mkdir()
+            (run_dir / sub).chmod(mode)
         for name in ("technician", "stranger"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
                            check=True)  # fmt: skip
@@ -344,5 +346,64 @@ def test_bad_requests_are_dropped_not_followed(window: Window) -> None:
     assert "request.refused" in applied.stdout
     assert list(new.iterdir()) == []  # emptied, or the .path unit would fire again and again
     assert secret.exists()
+    assert window.sshd_pid() is None
+    assert "elements" not in window.nft_set()
+
+
+def _credstore(window: Window) -> Path:
+    """Stand-in for a root-owned directory the kiosk user must never reach through the helper
+    (the KEK credential's, /etc/nftables.conf's): files, and a request word it could read."""
+    target = window.root / "credstore"
+    target.mkdir(mode=0o700, exist_ok=True)
+    for name, text in (("balise.kek", "kek\n"), ("nftables.conf", "flush ruleset\n"),
+                       ("window", "open\n")):  # fmt: skip
+        (target / name).write_text(text)
+    return target
+
+
+def test_a_spool_swapped_for_a_link_is_refused_and_its_target_untouched(window: Window) -> None:
+    new = window.run_dir / "spool" / "new"
+    target = _credstore(window)
+    new.rmdir()
+    new.symlink_to(target)
+    try:
+        applied = window.helper("apply")
+    finally:
+        new.unlink()
+        new.mkdir()
+        new.chmod(0o770)
+    assert "spool.refused" in applied.stdout, applied.stdout + applied.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["balise.kek", "nftables.conf", "window"]
+    assert window.sshd_pid() is None  # the "open" read through the link was not obeyed
+    assert "elements" not in window.nft_set()
+
+
+def test_a_folder_dropped_in_the_spool_goes_without_its_links_being_followed(
+    window: Window,
+) -> None:
+    new = window.run_dir / "spool" / "new"
+    target = _credstore(window)
+    (new / "folder" / "deeper").mkdir(parents=True)
+    (new / "folder" / "credstore").symlink_to(target)
+    (new / "folder" / "deeper" / "kek").symlink_to(target / "balise.kek")
+    (new / "folder" / "stray").write_text("x")
+    applied = window.helper("apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert list(new.iterdir()) == []  # emptied, or the .path unit would fire again and again
+    assert sorted(p.name for p in target.iterdir()) == ["balise.kek", "nftables.conf", "window"]
+
+
+def test_a_spool_the_kiosk_user_owns_is_refused(window: Window) -> None:
+    spool = window.run_dir / "spool"
+    new = spool / "new"
+    (new / "window").write_text("open\n")
+    os.chown(spool, 65534, 65534)  # as when the kiosk's user could rename new/ away
+    try:
+        applied = window.helper("apply")
+    finally:
+        os.chown(spool, 0, 0)
+        for entry in new.iterdir():
+            entry.unlink()
+    assert "spool.refused" in applied.stdout, applied.stdout + applied.stderr
     assert window.sshd_pid() is None
     assert "elements" not in window.nft_set()
