@@ -44,7 +44,7 @@ async def test_lots_screen_lists_lots_detail_and_refused_files(kiosk: Kiosk) -> 
         await until(pilot, lambda: isinstance(app.screen, LotsScreen))
         table = app.screen.query_one("#lots", DataTable)
         await until(pilot, lambda: table.row_count == 3)
-        assert table.get_row_at(0)[1] == "prêt à signer"
+        assert str(table.get_row_at(0)[1]) == "prêt à signer"
         refused = _text(app, "#quarantine")
         assert "Fichiers refusés (non transmis) : 1" in refused and "abime.lot" in refused
         await pilot.press("enter")

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.events import Event, Key
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -118,6 +119,19 @@ class BaliseApp(App[None]):
         self.notify(t("kiosk.error", why=why), severity="error", timeout=6)
 
     # -- keys ----------------------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every toast is plain text: its words may carry a file name or a mail's words."""
+        del markup
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     async def on_event(self, event: Event) -> None:
         if isinstance(event, Key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -12,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from balise.ui.i18n import pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
     from balise.ports import AlertRecord
@@ -26,8 +28,8 @@ class AlertsScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="alerts-screen"):
-            yield DataTable[str](id="alerts", cursor_type="row")
-            yield Static("", id="alerts-empty")
+            yield DataTable[Text](id="alerts", cursor_type="row")
+            yield Plain("", id="alerts-empty")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -47,9 +49,11 @@ class AlertsScreen(KioskScreen):
         table.clear()
         for alert in alerts:
             table.add_row(
-                str(alert.id),
-                alert.created[:16].replace("T", " "),
-                pick(alert.fr, alert.en),
+                *row(
+                    str(alert.id),
+                    alert.created[:16].replace("T", " "),
+                    pick(alert.fr, alert.en),
+                ),
                 key=str(alert.id),
             )
         self.query_one("#alerts-empty", Static).update("" if alerts else t("alerts.empty"))

@@ -15,6 +15,7 @@ from textual.widgets.selection_list import Selection
 from balise.domain.lotrecord import LotRecord
 from balise.ui.i18n import euros, lot_date, t
 from balise.ui.screens.base import KioskDialog
+from balise.ui.widgets.plain import Plain, option_text
 
 
 class ConfirmDialog(KioskDialog[bool]):
@@ -32,8 +33,8 @@ class ConfirmDialog(KioskDialog[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, id="question")
-            yield Static(t(self.help_key), classes="help")
+            yield Plain(self.question, id="question")
+            yield Plain(t(self.help_key), classes="help")
         yield Footer()
 
     def action_answer(self, yes: bool) -> None:
@@ -53,17 +54,17 @@ class PinDialog(KioskDialog[bytearray | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="pin-dialog"):
-            yield Static(t("sign.pin.title"), classes="title")
-            tries = Static(t("sign.tries", n=self.tries_left), id="tries")
+            yield Plain(t("sign.pin.title"), classes="title")
+            tries = Plain(t("sign.tries", n=self.tries_left), id="tries")
             tries.set_class(self.tries_left == 1, "attention")
             yield tries
             if self.tries_left == 1:
-                yield Static(t("sign.final_try"), id="final", classes="attention")
+                yield Plain(t("sign.final_try"), id="final", classes="attention")
             yield Input(
                 password=True, restrict=r"[0-9]*", max_length=8, id="pin", select_on_focus=False
             )
-            yield Static(t("sign.pin.help"), classes="help")
-            yield Static("", id="pin-error", classes="attention")
+            yield Plain(t("sign.pin.help"), classes="help")
+            yield Plain("", id="pin-error", classes="attention")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -100,17 +101,19 @@ class LotChoiceDialog(KioskDialog[list[int] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(t("sign.lots.title", name=self.name_words), classes="title")
+            yield Plain(t("sign.lots.title", name=self.name_words), classes="title")
             yield SelectionList[int](
                 *(
                     Selection(
-                        t(
-                            "sign.lot_line",
-                            number=lot.lot_number,
-                            date=lot_date(lot.lot_date),
-                            invoices=lot.invoices,
-                            total=euros(lot.total),
-                            organism=lot.organism,
+                        option_text(
+                            t(
+                                "sign.lot_line",
+                                number=lot.lot_number,
+                                date=lot_date(lot.lot_date),
+                                invoices=lot.invoices,
+                                total=euros(lot.total),
+                                organism=lot.organism,
+                            )
                         ),
                         lot.id,
                         True,
@@ -119,7 +122,7 @@ class LotChoiceDialog(KioskDialog[list[int] | None]):
                 ),
                 id="choice",
             )
-            yield Static(t("sign.lots.help"), classes="help")
+            yield Plain(t("sign.lots.help"), classes="help")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -153,8 +156,8 @@ class ChoiceDialog(KioskDialog[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="title")
-            yield OptionList(*(Option(words, ident) for ident, words in self.choices))
+            yield Plain(self.question, classes="title")
+            yield OptionList(*(Option(option_text(words), ident) for ident, words in self.choices))
         yield Footer()
 
     def on_mount(self) -> None:

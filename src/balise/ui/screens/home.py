@@ -15,6 +15,7 @@ from balise.ui.backend import HomeSummary
 from balise.ui.i18n import pick, t
 from balise.ui.messages import DevicesChanged
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.plain import Plain
 
 REFRESH_S = 5.0
 
@@ -33,16 +34,16 @@ class HomeScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="home"):
-            yield Static(t("home.loading"), id="reader")
-            yield Static("", id="card")
-            yield Static("", id="lots")
-            yield Static("", id="network")
-            yield Static("", id="purge")
-            yield Static("", id="alerts")
-            yield Static("", id="backup")
-            yield Static("", id="warnings")
-            yield Static(t("home.hint"), id="hint")
-            yield Static("", id="demo")
+            yield Plain(t("home.loading"), id="reader")
+            yield Plain("", id="card")
+            yield Plain("", id="lots")
+            yield Plain("", id="network")
+            yield Plain("", id="purge")
+            yield Plain("", id="alerts")
+            yield Plain("", id="backup")
+            yield Plain("", id="warnings")
+            yield Plain(t("home.hint"), id="hint")
+            yield Plain("", id="demo")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,19 +16,20 @@ from balise.domain.lotstate import LotState
 from balise.ui.backend import LotDetail
 from balise.ui.i18n import euros, lot_date, pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.plain import Plain, row
 
 
 def _state(value: str) -> str:
     return t(f"state.{value}") if value in set(LotState) else "—"
 
 
-def lot_columns(table: DataTable[str]) -> None:
+def lot_columns(table: DataTable[Text]) -> None:
     for key in ("id", "state", "profile", "lot", "date", "invoices", "total", "organism"):
         table.add_column(t(f"lots.col.{key}"), key=key)
 
 
-def lot_row(lot: LotRecord) -> tuple[str, ...]:
-    return (
+def lot_row(lot: LotRecord) -> tuple[Text, ...]:
+    return row(
         str(lot.id),
         t(f"state.{lot.state.value}"),
         lot.profile,
@@ -48,8 +50,8 @@ class LotsScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="lots-screen"):
-            yield DataTable[str](id="lots", cursor_type="row", zebra_stripes=True)
-            yield Static("", id="quarantine")
+            yield DataTable[Text](id="lots", cursor_type="row", zebra_stripes=True)
+            yield Plain("", id="quarantine")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -102,7 +104,7 @@ class LotDetailScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with VerticalScroll(id="lot-detail"):
-            yield Static(t("home.loading"), id="detail")
+            yield Plain(t("home.loading"), id="detail")
         yield Footer()
 
     def on_mount(self) -> None:

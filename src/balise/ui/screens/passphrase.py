@@ -13,6 +13,7 @@ from textual.widgets import Footer, Input, Static
 
 from balise.ui.i18n import t
 from balise.ui.screens.base import KioskDialog
+from balise.ui.widgets.plain import Plain
 
 if TYPE_CHECKING:
     from balise.services.technician import Attempt, GateStatus
@@ -32,10 +33,10 @@ class PassphraseScreen(KioskDialog[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="passphrase-dialog"):
-            yield Static(t("tech.passphrase"), classes="title")
-            yield Static(t("tech.passphrase.help"), id="passphrase-help", classes="help")
+            yield Plain(t("tech.passphrase"), classes="title")
+            yield Plain(t("tech.passphrase.help"), id="passphrase-help", classes="help")
             yield Input(password=True, max_length=256, id="passphrase", disabled=True)
-            yield Static("", id="passphrase-message", classes="attention")
+            yield Plain("", id="passphrase-message", classes="attention")
         yield Footer()
 
     def on_mount(self) -> None:

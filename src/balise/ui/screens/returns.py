@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -12,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from balise.ui.i18n import euros, lot_date, pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
     from balise.ports import PaymentRecord, ReturnRecord
@@ -29,11 +31,11 @@ class ReturnsScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="returns-screen"):
-            yield Static(t("returns.title"), classes="title")
-            yield DataTable[str](id="returns", cursor_type="row")
-            yield Static(t("payments.title"), classes="title")
-            yield DataTable[str](id="payments", cursor_type="row")
-            yield Static("", id="returns-empty")
+            yield Plain(t("returns.title"), classes="title")
+            yield DataTable[Text](id="returns", cursor_type="row")
+            yield Plain(t("payments.title"), classes="title")
+            yield DataTable[Text](id="payments", cursor_type="row")
+            yield Plain("", id="returns-empty")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -57,16 +59,18 @@ class ReturnsScreen(KioskScreen):
         table = self.query_one("#returns", DataTable)
         for r in returns:
             lot = f"{r.lot_number} ({lot_date(r.lot_date)})" if r.lot_number and r.lot_date else "—"
-            table.add_row(r.received[:10], r.kind.upper(), lot, pick(r.words_fr, r.words_en))
+            table.add_row(*row(r.received[:10], r.kind.upper(), lot, pick(r.words_fr, r.words_en)))
         pay = self.query_one("#payments", DataTable)
         for p in payments:
             amc = f"{euros(p.amc_paid or 0)} {_state(p.amc_state)}" if p.amc_asked else "—"
             pay.add_row(
-                f"{p.lot_number} ({lot_date(p.lot_date)})",
-                str(p.invoice_number),
-                f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {_state(p.amo_state)}",
-                amc,
-                ", ".join(p.reasons) or "—",
+                *row(
+                    f"{p.lot_number} ({lot_date(p.lot_date)})",
+                    str(p.invoice_number),
+                    f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {_state(p.amo_state)}",
+                    amc,
+                    ", ".join(p.reasons) or "—",
+                )
             )
         empty = []
         if not returns:

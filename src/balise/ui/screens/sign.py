@@ -20,6 +20,7 @@ from balise.ui.i18n import pick, t
 from balise.ui.messages import DevicesChanged
 from balise.ui.screens.base import KioskDialog, KioskScreen, in_thread
 from balise.ui.screens.dialogs import ChoiceDialog, ConfirmDialog, LotChoiceDialog, PinDialog
+from balise.ui.widgets.plain import Plain
 
 if TYPE_CHECKING:
     from balise.services.signing import BatchEvent, BatchResult, CardReport
@@ -48,8 +49,8 @@ class SignScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="flow"):
-            yield Static(t("sign.title"), id="step", classes="title")
-            yield Static("", id="body")
+            yield Plain(t("sign.title"), id="step", classes="title")
+            yield Plain("", id="body")
             yield ProgressBar(total=1, show_eta=False, id="progress")
         yield Footer()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -21,6 +22,7 @@ from balise.ui.i18n import language, pick, t
 from balise.ui.screens.base import KioskScreen
 from balise.ui.screens.dialogs import ConfirmDialog
 from balise.ui.screens.lots import lot_columns, lot_row
+from balise.ui.widgets.plain import Plain
 
 if TYPE_CHECKING:
     from balise.services.provisioning import WindowStatus
@@ -51,8 +53,8 @@ class TechnicianScreen(KioskScreen):
         yield Header(show_clock=False)
         with Vertical(id="technician"):
             with VerticalScroll(id="tech-scroll"):
-                yield Static(t("tech.intro"), id="tech-content")
-            yield DataTable[str](id="tech-lots", cursor_type="row")
+                yield Plain(t("tech.intro"), id="tech-content")
+            yield DataTable[Text](id="tech-lots", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
