@@ -245,6 +245,9 @@ class Agent:
             if outcome.accepted:
                 report.taken += 1
                 self._log(f"dépôt : {outcome.name} pris (lot n° {outcome.lot_id})")
+            elif outcome.set_aside is not None:
+                report.refused += 1
+                self._log(f"dépôt : {outcome.name} mis de côté ({outcome.set_aside})")
             elif not outcome.already:
                 report.refused += 1
                 self._log(f"dépôt : {outcome.name} refusé")

@@ -86,7 +86,14 @@ class Context:
         return ProvisioningService(SpoolWindow(run_dir), self.journal, self.clock)
 
     def intake(self, env: Mapping[str, str] | None = None) -> IntakeService:
-        return IntakeService(self.lots, self.params, self.journal, self.clock, self.exchange(env))
+        return IntakeService(
+            self.lots,
+            self.params,
+            self.journal,
+            self.clock,
+            self.exchange(env),
+            alerts=self.returns_store,
+        )
 
     def transitions(self) -> LotTransitions:
         return LotTransitions(self.lots, self.journal, self.clock)

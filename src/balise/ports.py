@@ -77,7 +77,10 @@ class LotStore(Protocol):
 
     def add_lot(self, record: LotRecord, content: bytes) -> int: ...
 
-    def add_quarantine(self, record: QuarantineRecord, content: bytes) -> int: ...
+    def add_quarantine(self, record: QuarantineRecord, content: bytes | None) -> int:
+        """Record a refused file; ``content`` None keeps only its metadata, hash and reasons
+        (``record.content_dropped`` says why)."""
+        ...
 
     def get(self, lot_id: int) -> LotRecord | None: ...
 
@@ -99,11 +102,20 @@ class LotStore(Protocol):
 class Exchange(Protocol):
     """The exchange account's folders: lots dropped in ``depot/new``, returns out in ``retours/``."""
 
-    def pending(self) -> list[str]: ...
+    def pending(self) -> list[str]:
+        """Every entry of ``depot/new`` (not only regular files), oldest first."""
+        ...
 
-    def read(self, name: str, limit: int) -> tuple[bytes, int]: ...
+    def read(self, name: str, limit: int) -> tuple[bytes, int]:
+        """At most ``limit`` bytes and the real size; UnreadableFileError for what is no
+        readable regular file (a link is never followed)."""
+        ...
 
     def remove(self, name: str) -> None: ...
+
+    def set_aside(self, name: str) -> str:
+        """Move the entry out of ``depot/new``, whole, never deleted; returns where it went."""
+        ...
 
     def publish(self, relpath: str, data: bytes, *, durable: bool = True) -> None: ...
 
@@ -404,6 +416,21 @@ class AlertRecord:
     created: str
     acknowledged: str | None
     acknowledged_by: str | None
+
+
+class Alerts(Protocol):
+    """Where alerts are raised (the returns store holds them): what intake and backups need."""
+
+    def add_alert(
+        self,
+        kind: str,
+        subject: str,
+        words: tuple[str, str],
+        details: Mapping[str, JsonValue],
+        when: str,
+    ) -> int: ...
+
+    def open_alert(self, kind: str, subject: str) -> AlertRecord | None: ...
 
 
 class ReturnsStore(Protocol):

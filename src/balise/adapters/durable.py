@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 from pathlib import Path
 
 
@@ -14,3 +16,16 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_room(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file system (or the user's quota) is full: ENOSPC or EDQUOT from
+    the kernel, SQLITE_FULL from SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_ROOM
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return False

@@ -4,13 +4,76 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
+import stat
+import uuid
 from pathlib import Path, PurePosixPath
 
 from balise.adapters.durable import fsync_dir
-from balise.domain.errors import ValidationError
+from balise.domain.errors import UnreadableFileError, ValidationError
 
 FOLDERS = ("depot/tmp", "depot/new", "retours", "sauvegardes")
+# Where a dropped file the box does not take is moved, whole and untouched, for the practice
+# software to see (and remove); made by the appliance (tmpfiles), else by the box if it may.
+ASIDE = "depot/ecartes"
+# Where it may not (an older appliance, or a folder it may not move out of depot/new): renamed in
+# place with this prefix, which intake never takes.
+ASIDE_IN_PLACE = ".ecarte-"
+# File names made from a dropped name stay far below NAME_MAX (255 bytes) with their suffixes.
+NAME_BYTES = 200
+READ_BLOCK = 1024 * 1024
+# A read that fails with one of these is the file's fault (or its owner's), not the box's.
+_UNREADABLE = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENXIO,
+        errno.ENODEV,
+        errno.EISDIR,
+        errno.EINVAL,
+        errno.ETXTBSY,
+        errno.EOPNOTSUPP,
+        errno.EAGAIN,
+    }
+)
+
+
+def bounded_name(name: str, limit: int = NAME_BYTES) -> str:
+    """``name`` cut to at most ``limit`` bytes on disk (a cut character stays a valid name)."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= limit else os.fsdecode(raw[:limit])
+
+
+def _unreadable(exc: OSError) -> UnreadableFileError | None:
+    if exc.errno == errno.ELOOP:
+        return UnreadableFileError(
+            "lien symbolique : jamais suivi", "symbolic link: never followed", code="DEPOT_SYMLINK"
+        )
+    if exc.errno in _UNREADABLE:
+        words = exc.strerror or errno.errorcode.get(exc.errno or 0, "?")
+        return UnreadableFileError(
+            f"fichier illisible par la boîte ({words}) : droits du fichier ?",
+            f"file unreadable by the box ({words}): file permissions?",
+            code="DEPOT_UNREADABLE",
+        )
+    return None
+
+
+def _not_a_file(mode: int) -> UnreadableFileError:
+    kind_fr, kind_en = "objet spécial", "special object"
+    if stat.S_ISDIR(mode):
+        kind_fr, kind_en = "dossier", "folder"
+    elif stat.S_ISFIFO(mode):
+        kind_fr, kind_en = "tube nommé", "named pipe"
+    elif stat.S_ISSOCK(mode):
+        kind_fr, kind_en = "socket", "socket"
+    return UnreadableFileError(
+        f"pas un fichier ordinaire ({kind_fr}) : jamais ouvert",
+        f"not a regular file ({kind_en}): never opened",
+        code="DEPOT_NOT_A_FILE",
+    )
 
 
 class ExchangeFolders:
@@ -25,21 +88,84 @@ class ExchangeFolders:
         self._made: set[Path] = {self.retours}
 
     def pending(self) -> list[str]:
-        """Names in depot/new, oldest first; depot/tmp is never read (files being written)."""
-        entries = [e for e in os.scandir(self.new) if e.is_file(follow_symlinks=False)]
-        entries.sort(key=lambda e: (e.stat(follow_symlinks=False).st_mtime_ns, e.name))
-        return [e.name for e in entries]
+        """Every entry in depot/new (files, but also links, folders, pipes: intake says what
+        each is), oldest first; depot/tmp is never read (files being written)."""
+        dated: list[tuple[int, str]] = []
+        with os.scandir(self.new) as entries:
+            for entry in entries:
+                if entry.name.startswith(ASIDE_IN_PLACE):
+                    continue
+                try:
+                    dated.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+                except FileNotFoundError:
+                    continue  # taken meanwhile
+        dated.sort()
+        return [name for _, name in dated]
 
     def read(self, name: str, limit: int) -> tuple[bytes, int]:
-        """At most ``limit`` bytes of the file, and its real size (never a whole huge file)."""
+        """At most ``limit`` bytes of the file, and its real size (never a whole huge file).
+
+        Raises UnreadableFileError for what intake must set aside: a symbolic link (never
+        followed), anything but a regular file (never read: a pipe would block), a file the box
+        may not open or whose read fails. Other errors are the box's own and propagate."""
         path = self._inside(self.new, name)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            return handle.read(limit), size
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            refused = _unreadable(exc)
+            if refused is None:
+                raise
+            raise refused from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _not_a_file(info.st_mode)
+            blocks: list[bytes] = []
+            remaining = limit
+            while remaining > 0:
+                block = os.read(fd, min(remaining, READ_BLOCK))
+                if not block:
+                    break
+                blocks.append(block)
+                remaining -= len(block)
+            return b"".join(blocks), info.st_size
+        except OSError as exc:
+            refused = _unreadable(exc)
+            if refused is None:
+                raise
+            raise refused from exc
+        finally:
+            os.close(fd)
 
     def remove(self, name: str) -> None:
         self._inside(self.new, name).unlink(missing_ok=True)
+
+    def set_aside(self, name: str) -> str:
+        """Move the entry ``name`` out of depot/new, whole and as it is (a link stays a link,
+        never followed), to depot/ecartes/; returns where it went, relative to the exchange
+        root. Where the box may not move it there, it is renamed in depot/new with a prefix
+        intake never takes. Never deletes anything."""
+        source = self._inside(self.new, name)
+        aside = self.root / ASIDE
+        try:
+            if not aside.is_dir():
+                aside.mkdir()
+                aside.chmod(0o2770)
+            target = _free(aside, name)
+            os.rename(source, target)
+        except OSError as exc:
+            # A folder moved to another parent needs write access to itself (its ".." entry);
+            # an appliance without depot/ecartes does not let the box make it.
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EXDEV):
+                raise
+            target = _free(self.new, ASIDE_IN_PLACE + name)
+            os.rename(source, target)
+            fsync_dir(self.new)
+            return f"depot/new/{target.name}"
+        fsync_dir(aside)
+        fsync_dir(self.new)
+        return f"{ASIDE}/{target.name}"
 
     def publish(self, relpath: str, data: bytes, *, durable: bool = True) -> None:
         """Write under retours/ through a temporary name, then rename (never half a file).
@@ -53,12 +179,16 @@ class ExchangeFolders:
             self._made.add(target.parent)
         tmp = target.with_name(f".{target.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                if durable:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
+            raise
         if durable:
             fsync_dir(target.parent)
 
@@ -92,3 +222,14 @@ class ExchangeFolders:
                 code="EXCHANGE_PATH",
             )
         return base.joinpath(*parts)
+
+
+def _free(folder: Path, name: str) -> Path:
+    """A name in ``folder`` that nothing uses yet, made from ``name`` (a rename never replaces)."""
+    base = bounded_name(name)
+    candidate = folder / base
+    for number in range(2, 100):
+        if not os.path.lexists(candidate):
+            return candidate
+        candidate = folder / f"{base}.{number}"
+    return folder / f"{base}.{uuid.uuid4().hex}"

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from balise.adapters.durable import no_room
 from balise.adapters.store import Store
-from balise.domain.errors import StateError, ValidationError
+from balise.domain.errors import DiskFullError, StateError, ValidationError
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
 from balise.domain.lotstate import LotState
 
@@ -35,6 +36,7 @@ _SETTABLE = frozenset(
     }
 )
 _BLOBS = frozenset({"signed_cms", "envelope", "content"})
+_QUARANTINE_COLUMNS = "id, received, source, name, sha256, size, problems, content_dropped"
 
 
 def _lot(row: sqlite3.Row | tuple[Any, ...]) -> LotRecord:
@@ -67,7 +69,16 @@ def _quarantine(row: tuple[Any, ...]) -> QuarantineRecord:
     problems = tuple(
         QuarantineProblem(p["code"], p["record"], p["fr"], p["en"]) for p in json.loads(row[6])
     )
-    return QuarantineRecord(int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), problems)
+    return QuarantineRecord(
+        int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), problems, row[7]
+    )
+
+
+def _disk_full() -> DiskFullError:
+    return DiskFullError(
+        "Disque plein : la base de données de la boîte ne peut plus rien enregistrer",
+        "Disk full: the box's database cannot record anything more",
+    )
 
 
 class SqliteLotStore:
@@ -79,8 +90,14 @@ class SqliteLotStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._store.write():
-            yield
+        """One write transaction; a full disk rolls it back whole and says so (DISK_FULL)."""
+        try:
+            with self._store.write():
+                yield
+        except sqlite3.Error as exc:
+            if no_room(exc):
+                raise _disk_full() from exc
+            raise
 
     def accepted_keys(self) -> frozenset[tuple[str, str, str]]:
         rows = self._conn.execute("SELECT emitter, lot_number, lot_date FROM lots")
@@ -106,7 +123,7 @@ class SqliteLotStore:
 
     def find_quarantine(self, sha256: str, name: str) -> QuarantineRecord | None:
         row = self._conn.execute(
-            "SELECT id, received, source, name, sha256, size, problems FROM quarantine_files "
+            f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine_files "  # noqa: S608
             "WHERE sha256 = ? AND name = ?",
             (sha256, name),
         ).fetchone()
@@ -141,23 +158,25 @@ class SqliteLotStore:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def add_quarantine(self, record: QuarantineRecord, content: bytes) -> int:
+    def add_quarantine(self, record: QuarantineRecord, content: bytes | None) -> int:
         problems = json.dumps(
             [{"code": p.code, "record": p.record, "fr": p.fr, "en": p.en} for p in record.problems],
             ensure_ascii=False,
         )
+        dropped = None if content is not None else (record.content_dropped or "non gardé")
         with self._store.write():
             cur = self._conn.execute(
                 "INSERT INTO quarantine_files(received, source, name, sha256, size, content, "
-                "problems) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "problems, content_dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.received,
                     record.source,
                     record.name,
                     record.sha256,
                     record.size,
-                    content,
+                    b"" if content is None else content,
                     problems,
+                    dropped,
                 ),
             )
         assert cur.lastrowid is not None
@@ -202,8 +221,7 @@ class SqliteLotStore:
 
     def quarantined(self) -> list[QuarantineRecord]:
         rows = self._conn.execute(
-            "SELECT id, received, source, name, sha256, size, problems FROM quarantine_files "
-            "ORDER BY id"
+            f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine_files ORDER BY id"  # noqa: S608
         )
         return [_quarantine(r) for r in rows]
 

@@ -11,7 +11,8 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from balise.domain.errors import ConfigError, IntegrityError
+from balise.adapters.durable import no_room
+from balise.domain.errors import ConfigError, DiskFullError, IntegrityError
 
 DB_NAME = "balise.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -117,19 +118,31 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Database]:
-        """A write transaction taken with BEGIN IMMEDIATE (nested calls become savepoints)."""
+        """A write transaction taken with BEGIN IMMEDIATE (nested calls become savepoints).
+
+        A failed COMMIT is rolled back too (SQLite may leave it open after SQLITE_FULL, and the
+        connection would then hold the write lock). A full disk raises DiskFullError: nothing of
+        the transaction was kept."""
         if self.conn.in_transaction:
             with self.db.atomic():
                 yield self.db
             return
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if no_room(exc):
+                raise DiskFullError(
+                    "Disque plein : la base de données de la boîte ne peut plus rien enregistrer",
+                    "Disk full: the box's database cannot record anything more",
+                ) from exc
             raise
-        self.conn.execute("COMMIT")
 
     def pragmas(self) -> dict[str, Any]:
         return read_pragmas(self.conn)
@@ -356,3 +369,11 @@ def _m0006(db: Database) -> None:
                ON journal_anchor WHEN NOT EXISTS (SELECT 1 FROM journal_retention)
                BEGIN SELECT RAISE(ABORT, 'journal anchor moves only during retention'); END"""  # noqa: S608 — event from a fixed tuple
         )
+
+
+@migrations(name="0007_refused_content")
+def _m0007(db: Database) -> None:
+    # A refused file's bytes are kept only under the lot size cap and within the refused files'
+    # quota, and never travel in a backup: beyond, the row keeps its name, size, SHA-256 and
+    # reasons, its content is emptied and content_dropped says why.
+    db.execute("ALTER TABLE quarantine_files ADD COLUMN content_dropped TEXT")

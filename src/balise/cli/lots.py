@@ -60,6 +60,10 @@ def cmd_intake(args: argparse.Namespace) -> int:
         count = 0
         for outcome in ctx.intake().scan_depot():
             count += 1
+            if outcome.set_aside is not None:
+                reasons = " ; ".join(f"[{p.code}] {p.fr}" for p in outcome.problems[:3])
+                _out(f"ÉCARTÉ {outcome.name} → {outcome.set_aside} : {reasons}")
+                continue
             state = "ACCEPTÉ" if outcome.accepted else "REFUSÉ"
             _out(
                 f"{state} {outcome.name}"

@@ -45,3 +45,17 @@ class StateError(BaliseError):
     """An action not allowed in the current state (lot transition, lock held...)."""
 
     code = "STATE"
+
+
+class UnreadableFileError(ValidationError):
+    """A dropped file the box cannot take as bytes: a link (never followed), a folder, a named
+    pipe, a file it may not read or whose read fails. It is set aside, never retried."""
+
+    code = "DEPOT_UNREADABLE"
+
+
+class DiskFullError(BaliseError):
+    """No room left where the box had to write: the action is not done and nothing half-written
+    is kept (what was to be taken stays where it was, to be taken later)."""
+
+    code = "DISK_FULL"

@@ -44,7 +44,9 @@ class QuarantineProblem:
 
 @dataclass(frozen=True, slots=True)
 class QuarantineRecord:
-    """A file refused at intake: kept untouched with every reason."""
+    """A file refused at intake, with every reason; its bytes are kept untouched unless
+    ``content_dropped`` says why not (over the lot size cap, over the refused files' quota, or
+    left out of a backup): its name, size and SHA-256 always stay."""
 
     id: int
     received: str
@@ -53,3 +55,8 @@ class QuarantineRecord:
     sha256: str
     size: int
     problems: tuple[QuarantineProblem, ...]
+    content_dropped: str | None = None
+
+    @property
+    def content_kept(self) -> bool:
+        return self.content_dropped is None

@@ -1,27 +1,52 @@
-"""Intake: every file ends accepted as a ready lot (bytes + SHA-256 in the store) or in quarantine."""
+"""Intake: every file ends accepted as a ready lot (bytes + SHA-256 in the store), refused into
+quarantine, or set aside whole in the exchange account — always with its reasons, nothing lost, and
+never one file holding up the ones behind it."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 
+from balise.domain.errors import DiskFullError, UnreadableFileError
 from balise.domain.journal import JsonValue
-from balise.domain.lotfile import MAX_FILE_SIZE, LotContext, LotValidation, Mode, validate_lot
+from balise.domain.lotfile import (
+    MAX_FILE_SIZE,
+    LotContext,
+    LotFault,
+    LotValidation,
+    Mode,
+    Problem,
+    validate_lot,
+)
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
-from balise.ports import Clock, Exchange, Journal, LotStore
+from balise.ports import Alerts, Clock, Exchange, Journal, LotStore
 from balise.services.params import ParameterService
 
 MAX_NAME = 120
+# The shown name also names the refusal report (retours/refus/<name>.txt): far below NAME_MAX.
+MAX_NAME_BYTES = 180
+SET_ASIDE_ALERT = "depot_set_aside"
+DISK_FULL_ALERT = "disk_full"
+ALERT_NAMES = 10
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+# Called with the shown name and the reasons of a refusal, before the refusal is recorded.
+Refusal = Callable[[str, Sequence[QuarantineProblem]], None]
 
 
 def safe_name(name: str) -> str:
-    """A file name as it may be shown and journaled: printable, bounded."""
+    """A file name as it may be shown and journaled: printable, bounded (in characters and in
+    bytes, so that it can name the refusal report)."""
     cleaned = "".join(c if c.isprintable() and c not in "/\\" else "?" for c in name)
-    return cleaned[:MAX_NAME] or "?"
+    cleaned = cleaned[:MAX_NAME]
+    while len(cleaned.encode("utf-8")) > MAX_NAME_BYTES:
+        cleaned = cleaned[:-1]
+    return cleaned or "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +69,10 @@ class IntakeOutcome:
     validation: LotValidation | None = None
     already: bool = False
     problems: tuple[QuarantineProblem, ...] = field(default=())
+    # False when the store keeps only the refused file's metadata, hash and reasons.
+    content_kept: bool = True
+    # Where the file was moved in the exchange account when it was not taken.
+    set_aside: str | None = None
 
 
 class IntakeService:
@@ -56,12 +85,14 @@ class IntakeService:
         journal: Journal,
         clock: Clock,
         exchange: Exchange | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self._lots = lots
         self._params = params
         self._journal = journal
         self._clock = clock
         self._exchange = exchange
+        self._alerts = alerts
 
     def organisms(self) -> list[Organism]:
         found: list[Organism] = []
@@ -106,9 +137,19 @@ class IntakeService:
         return ctx, emitters, organisms
 
     def import_bytes(
-        self, name: str, data: bytes, source: str, size: int | None = None
+        self,
+        name: str,
+        data: bytes,
+        source: str,
+        size: int | None = None,
+        *,
+        on_refusal: Refusal | None = None,
     ) -> IntakeOutcome:
-        """Validate and store one file; an identical earlier import from the same source is reported."""
+        """Validate and store one file; an identical earlier import from the same source (or the
+        same refused file under the same name, from anywhere) is reported, not stored again.
+
+        ``on_refusal`` runs inside the transaction before a refusal is recorded: if it fails,
+        nothing is recorded."""
         shown = safe_name(name)
         sha = hashlib.sha256(data).hexdigest()
         real_size = len(data) if size is None else size
@@ -118,15 +159,20 @@ class IntakeService:
             if previous is not None and previous.source == source:
                 return IntakeOutcome(shown, True, lot_id=previous.id, already=True)
             earlier = self._lots.find_quarantine(sha, shown)
-            if earlier is not None and earlier.source == source:
+            if earlier is not None:
                 return IntakeOutcome(
-                    shown, False, quarantine_id=earlier.id, already=True, problems=earlier.problems
+                    shown,
+                    False,
+                    quarantine_id=earlier.id,
+                    already=True,
+                    problems=earlier.problems,
+                    content_kept=earlier.content_kept,
                 )
             ctx, emitters, organisms = self._context(now.date())
             # Over the cap only MAX_FILE_SIZE + 1 bytes were read: enough for the size fault.
-            validation = validate_lot(data, ctx)
+            validation, problems = _validate(data, ctx, real_size)
             stamp = now.isoformat(timespec="seconds")
-            lot = validation.lot
+            lot = None if validation is None else validation.lot
             if lot is not None:
                 record = LotRecord(
                     id=0,
@@ -165,12 +211,14 @@ class IntakeService:
                     },
                 )
                 return IntakeOutcome(shown, True, lot_id=lot_id, validation=validation)
-            problems = tuple(
-                QuarantineProblem(p.fault.value, p.record, p.message("fr"), p.message("en"))
-                for p in validation.problems
-            )
+            # Bytes over the lot size cap are no lot and only a prefix was read: never kept.
+            keep = len(data) <= MAX_FILE_SIZE
+            dropped = None if keep else "trop grand"
+            if on_refusal is not None:
+                on_refusal(shown, problems)
             quarantine_id = self._lots.add_quarantine(
-                QuarantineRecord(0, stamp, source, shown, sha, real_size, problems), data
+                QuarantineRecord(0, stamp, source, shown, sha, real_size, problems, dropped),
+                data if keep else None,
             )
             self._journal.append(
                 "lot.quarantined",
@@ -181,31 +229,176 @@ class IntakeService:
                     "sha256": sha,
                     "size": real_size,
                     "codes": list[JsonValue](sorted({p.code for p in problems})),
+                    "content_kept": keep,
                 },
             )
         return IntakeOutcome(
-            shown, False, quarantine_id=quarantine_id, validation=validation, problems=problems
+            shown,
+            False,
+            quarantine_id=quarantine_id,
+            validation=validation,
+            problems=problems,
+            content_kept=keep,
         )
 
     def scan_depot(self) -> Iterator[IntakeOutcome]:
-        """Take every file in depot/new; the file is removed only after its outcome is committed."""
-        if self._exchange is None:
+        """Take every entry of depot/new, oldest first. A lot is accepted, or refused with its
+        reasons published first; the file is removed once the store holds its bytes. What the
+        box cannot or does not keep (a link, never followed; a folder, a pipe, an unreadable or
+        huge file) is set aside whole with its reasons, and the next one is taken. A full disk
+        stops the round with nothing half done (DISK_FULL, and an alert): the file stays in
+        depot/new for a later round."""
+        exchange = self._exchange
+        if exchange is None:
             return
-        for name in self._exchange.pending():
-            data, size = self._exchange.read(name, MAX_FILE_SIZE + 1)
-            outcome = self.import_bytes(name, data, f"depot:{name}", size=size)
-            if not outcome.accepted and not outcome.already:
-                self._exchange.publish(f"refus/{outcome.name}.txt", refusal_report(outcome))
-            self._exchange.remove(name)
-            yield outcome
+        aside: list[IntakeOutcome] = []
+        try:
+            for name in exchange.pending():
+                try:
+                    outcome = self._take(exchange, name)
+                except DiskFullError as exc:
+                    raise self._disk_full() from exc
+                except OSError as exc:
+                    if exc.errno not in _NO_ROOM:
+                        raise
+                    raise self._disk_full() from exc
+                if outcome is None:
+                    continue
+                if outcome.set_aside is not None:
+                    aside.append(outcome)
+                yield outcome
+        finally:
+            if aside:
+                self._alert_set_aside(aside)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _take(self, exchange: Exchange, name: str) -> IntakeOutcome | None:
+        shown = safe_name(name)
+        try:
+            data, size = exchange.read(name, MAX_FILE_SIZE + 1)
+        except FileNotFoundError:
+            return None  # taken meanwhile
+        except UnreadableFileError as exc:
+            problems = (QuarantineProblem(exc.code, None, exc.fr, exc.en),)
+            self._publish_refusal(shown, problems)
+            refused = IntakeOutcome(shown, False, problems=problems, content_kept=False)
+            return self._set_aside(exchange, name, refused)
+        outcome = self.import_bytes(
+            name, data, f"depot:{name}", size=size, on_refusal=self._publish_refusal
+        )
+        if outcome.already and not outcome.accepted:
+            # Refused before (a crash before the removal, or the same file from a USB key): the
+            # practice software still gets its reasons here.
+            self._publish_refusal(outcome.name, outcome.problems)
+        if outcome.accepted or outcome.content_kept:
+            exchange.remove(name)
+            return outcome
+        return self._set_aside(exchange, name, outcome)
+
+    def _publish_refusal(self, shown: str, problems: Sequence[QuarantineProblem]) -> None:
+        if self._exchange is not None:
+            self._exchange.publish(f"refus/{shown}.txt", refusal_report(shown, problems))
+
+    def _set_aside(
+        self, exchange: Exchange, name: str, outcome: IntakeOutcome
+    ) -> IntakeOutcome | None:
+        try:
+            where = exchange.set_aside(name)
+        except FileNotFoundError:
+            return None  # set aside meanwhile by another round
+        with self._lots.transaction():
+            self._journal.append(
+                "depot.set_aside",
+                "depot",
+                {
+                    "file": outcome.name,
+                    "to": where,
+                    "codes": list[JsonValue](sorted({p.code for p in outcome.problems})),
+                },
+            )
+        return replace(outcome, set_aside=where)
+
+    def _alert(
+        self, kind: str, subject: str, fr: str, en: str, details: dict[str, JsonValue]
+    ) -> None:
+        """Raise an alert unless one of this kind and subject is still open. Best effort: when
+        the full disk is the one holding the alerts, the caller's error still says it."""
+        if self._alerts is None:
+            return
+        try:
+            with self._lots.transaction():
+                if self._alerts.open_alert(kind, subject) is not None:
+                    return
+                when = self._clock.now().isoformat(timespec="seconds")
+                alert_id = self._alerts.add_alert(kind, subject, (fr, en), details, when)
+                self._journal.append("alert.raised", subject, {"kind": kind, "alert": alert_id})
+        except DiskFullError:
+            return
+
+    def _alert_set_aside(self, aside: Sequence[IntakeOutcome]) -> None:
+        names = ", ".join(o.name for o in aside[:ALERT_NAMES])
+        more = len(aside) - ALERT_NAMES
+        fr_more = f" et {more} autre(s)" if more > 0 else ""
+        en_more = f" and {more} more" if more > 0 else ""
+        self._alert(
+            SET_ASIDE_ALERT,
+            "depot",
+            f"Dépôt : {len(aside)} fichier(s) mis de côté sans être pris (illisible, lien, "
+            f"dossier, tube ou trop grand) : {names}{fr_more}. Ils sont dans depot/ecartes/, "
+            "leurs motifs dans retours/refus/ : le logiciel du cabinet doit refaire ces lots.",
+            f"Depot: {len(aside)} file(s) set aside, not taken (unreadable, link, folder, pipe "
+            f"or too large): {names}{en_more}. They are in depot/ecartes/, their reasons in "
+            "retours/refus/: the practice software must make these lots again.",
+            {"files": list[JsonValue]([o.name for o in aside[:ALERT_NAMES]]), "count": len(aside)},
+        )
+
+    def _disk_full(self) -> DiskFullError:
+        fr = (
+            "Disque plein : le dépôt n'est plus traité ; les fichiers restent dans depot/new et "
+            "seront pris quand il y aura de la place. Libérez de la place ou prévenez le "
+            "technicien."
+        )
+        en = (
+            "Disk full: the depot is not processed; the files stay in depot/new and will be "
+            "taken when there is room. Free some space or call the technician."
+        )
+        self._alert(DISK_FULL_ALERT, "intake", fr, en, {})
+        return DiskFullError(fr, en)
 
 
-def refusal_report(outcome: IntakeOutcome) -> bytes:
+def _validate(
+    data: bytes, ctx: LotContext, real_size: int
+) -> tuple[LotValidation | None, tuple[QuarantineProblem, ...]]:
+    """The validation and its problems as recorded (a file too large is told by its real size,
+    not by the prefix read); a parser failure on hostile bytes is one more reason to refuse the
+    file, never a reason to stop intake."""
+    try:
+        validation = validate_lot(data, ctx)
+    except Exception as exc:  # noqa: BLE001 — one file's bytes must not stop the depot
+        name = type(exc).__name__
+        problem = QuarantineProblem(
+            "DEPOT_UNPARSABLE", None, f"analyse impossible ({name})", f"analysis failed ({name})"
+        )
+        return None, (problem,)
+    found = [
+        Problem.of(p.fault, p.record, size=real_size, limit=MAX_FILE_SIZE)
+        if p.fault is LotFault.FILE_TOO_LARGE
+        else p
+        for p in validation.problems
+    ]
+    problems = tuple(
+        QuarantineProblem(p.fault.value, p.record, p.message("fr"), p.message("en")) for p in found
+    )
+    return validation, problems
+
+
+def refusal_report(name: str, problems: Sequence[QuarantineProblem]) -> bytes:
     """The words the practice software (and the secretary) get for a refused file."""
-    lines = [f"Fichier refusé : {outcome.name}", ""]
-    lines += [f"- [{p.code}] {p.fr}" for p in outcome.problems]
-    lines += ["", f"File refused: {outcome.name}", ""]
-    lines += [f"- [{p.code}] {p.en}" for p in outcome.problems]
+    lines = [f"Fichier refusé : {name}", ""]
+    lines += [f"- [{p.code}] {p.fr}" for p in problems]
+    lines += ["", f"File refused: {name}", ""]
+    lines += [f"- [{p.code}] {p.en}" for p in problems]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
