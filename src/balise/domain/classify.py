@@ -149,7 +149,7 @@ _CONTAINER_RE = re.compile(rb"(?i)(?:multipart|message)/")
 # more parameters or bytes than this is refused before the parser sees the message.
 _MAX_MIME_PARAMS = 32
 _MAX_MIME_FIELD = 8 * 1024
-_MIME_FIELD_RE = re.compile(rb"(?i)(?:\A|[\r\n])content-[!-9;-~]*[ \t]*:")
+_MIME_NAME_RE = re.compile(rb"content-[!-9;-~]*[ \t]*:")  # on lower-cased bytes
 _FIELD_VALUE_RE = re.compile(rb"[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*")
 _ADDRESS_RE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
@@ -401,14 +401,21 @@ def _too_complex(raw: bytes, policy: ClassifyPolicy) -> bool:
 
 def _mime_field_too_complex(raw: bytes) -> bool:
     """Whether a Content-* header field anywhere in ``raw`` has more than _MAX_MIME_PARAMS
-    parameters or _MAX_MIME_FIELD bytes (linear: fields never overlap)."""
-    for name in _MIME_FIELD_RE.finditer(raw):
-        value = _FIELD_VALUE_RE.match(raw, name.end())
-        if value is None:  # pragma: no cover - the pattern matches the empty string
+    parameters or _MAX_MIME_FIELD bytes. Linear, and fast on a big body: a plain search for
+    "content-", each hit checked once, and fields never overlap."""
+    low = raw.lower()
+    at = low.find(b"content-")
+    while at >= 0:
+        name = _MIME_NAME_RE.match(low, at) if at == 0 or low[at - 1] in b"\r\n" else None
+        if name is None:
+            at = low.find(b"content-", at + 1)
             continue
-        start, end = value.span()
+        value = _FIELD_VALUE_RE.match(raw, name.end())
+        end = value.end() if value is not None else name.end()
+        start = name.end()
         if end - start > _MAX_MIME_FIELD or raw.count(b";", start, end) > _MAX_MIME_PARAMS:
             return True
+        at = low.find(b"content-", end)
     return False
 
 
