@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from balise.adapters.kek import locate_kek
 from balise.domain.atr import ModuleKind, can_sign
 from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
+from balise.domain.diskspace import is_full
 from balise.domain.errors import BaliseError, StateError, ValidationError
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
@@ -258,6 +260,7 @@ class WiredBackend:
         readers = tuple(r.name for r in self._safe_readers())
         backup = self._backup_status()
         window = self._window_minutes_left()
+        full = self._disk_full_free_mib()
         return HomeSummary(
             readers,
             self.card_status(),
@@ -272,7 +275,16 @@ class WiredBackend:
             else int(backup.age.total_seconds() // 3600),
             backup is None or backup.too_old,
             window,
+            full,
         )
+
+    def _disk_full_free_mib(self) -> int | None:
+        """MiB left on the data partition when it is full, else None (read, never written)."""
+        try:
+            usage = shutil.disk_usage(self.ctx.data_dir)
+        except OSError:
+            return None
+        return usage.free // (1024 * 1024) if is_full(usage.free, usage.total) else None
 
     def _window_minutes_left(self) -> int | None:
         try:

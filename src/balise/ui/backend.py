@@ -72,6 +72,8 @@ class HomeSummary:
     backup_too_old: bool = False
     # The provisioning window is open (administration SSH reachable from the LAN): minutes left.
     provisioning_minutes_left: int | None = None
+    # The data partition has no room left (domain/diskspace.py): MiB still free.
+    disk_full_free_mib: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,8 @@ FR: dict[str, str] = {
     "home.backup.days": "Sauvegarde : dernière réussie il y a {n} jours",
     "home.clock_unsync": "Horloge non synchronisée : la signature attend la synchronisation "
     "de l'heure (NTP).",
+    "home.disk_full": "Disque plein ({n} Mio libres) : rien de nouveau n'est enregistré, rien "
+    "n'est effacé de la messagerie ; appelez votre technicien.",
     "home.protection_weak": "Protection faible : la clé des données est sur le même support "
     "que les données.",
     "home.hint": "Insérez votre carte CPS puis appuyez sur S pour signer.",
@@ -256,6 +258,8 @@ EN: dict[str, str] = {
     "home.backup.hours": "Backup: last successful {n} h ago",
     "home.backup.days": "Backup: last successful {n} days ago",
     "home.clock_unsync": "Clock not synchronized: signing waits for time synchronization (NTP).",
+    "home.disk_full": "Disk full ({n} MiB free): nothing new is recorded, nothing is deleted "
+    "from the mailbox; call your technician.",
     "home.protection_weak": "Weak protection: the data key is on the same medium as the data.",
     "home.hint": "Insert your CPS card then press S to sign.",
     "home.provisioning_open": "Provisioning window open (SSH administration from the practice "

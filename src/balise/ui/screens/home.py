@@ -122,6 +122,8 @@ class HomeScreen(KioskScreen):
             warnings.append(t("home.protection_weak"))
         if s.provisioning_minutes_left is not None:
             warnings.append(t("home.provisioning_open", n=s.provisioning_minutes_left))
+        if s.disk_full_free_mib is not None:
+            warnings.append(t("home.disk_full", n=s.disk_full_free_mib))
         self.query_one("#warnings", Static).update("\n".join(warnings))
 
     # -- keys ----------------------------------------------------------------------------
