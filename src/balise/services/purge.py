@@ -7,6 +7,8 @@ the dedup table and deletes them without processing them again: nothing lost, no
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import uuid
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from balise.domain.classify import ClassifyPolicy, UnknownReason
-from balise.domain.errors import ConfigError
+from balise.domain.errors import BaliseError, ConfigError, DiskFullError
 from balise.domain.journal import JsonValue
 from balise.domain.params import Scope
 from balise.ports import (
@@ -38,6 +40,9 @@ CRASH_POINTS: tuple[CrashPoint, ...] = ("after_retr", "after_commit", "after_del
 # Headers of an over-cap message (TOP n 0): bounded, a header block larger than this is refused.
 HEADER_LIMIT = 256 * 1024
 CRASH_EXIT_CODE = 70
+# The alert a full disk raises (the kiosk shows it; the intake raises the same kind).
+DISK_FULL_ALERT = "disk_full"
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Group commits: at most this many messages (or about this many bytes) per durable commit.
 BATCH_MAX = 64
 BATCH_BYTES = 8 * 1024 * 1024
@@ -289,6 +294,20 @@ class PurgeService:
                 self._crash("after_dele")
                 alert_id = self._close_run(profile, stopped)
                 session.quit()
+            except DiskFullError as exc:
+                # Fail closed: the batch whose commit failed was never DELEd; the batches
+                # committed before it were, and QUIT makes those deletions take effect.
+                try:
+                    session.quit()
+                except BaliseError:
+                    session.close()
+                raise self._disk_full(
+                    profile,
+                    "relève arrêtée ; seuls les messages dont le traitement était enregistré "
+                    "ont été supprimés de la BAL, les autres y restent pour la prochaine relève",
+                    "purge stopped; only the messages whose outcome was recorded were deleted "
+                    "from the mailbox, the others stay there for the next purge",
+                ) from exc
             except BaseException:
                 session.close()  # no QUIT: the server deletes nothing not yet committed
                 raise
@@ -303,25 +322,61 @@ class PurgeService:
                 bytes_received=session.bytes_received,
                 stopped=stopped,
             )
-            self._journal.append(
-                "purge.run",
-                f"profile:{profile}",
-                {
-                    "total": report.total,
-                    "returns": report.returns,
-                    "unknown": report.unknown,
-                    "duplicates": report.duplicates,
-                    "deleted": report.deleted,
-                    "stopped": stopped,
-                },
-            )
+            try:
+                self._journal.append(
+                    "purge.run",
+                    f"profile:{profile}",
+                    {
+                        "total": report.total,
+                        "returns": report.returns,
+                        "unknown": report.unknown,
+                        "duplicates": report.duplicates,
+                        "deleted": report.deleted,
+                        "stopped": stopped,
+                    },
+                )
+            except DiskFullError as exc:
+                raise self._disk_full(
+                    profile,
+                    "la relève est faite et enregistrée, mais son compte rendu n'a pas pu être "
+                    "écrit au journal",
+                    "the purge is done and recorded, but its summary could not be journaled",
+                ) from exc
         if publish:
-            self.publish()  # also what an earlier crash left unpublished
+            self.publish(profile)  # also what an earlier crash left unpublished
         return report
 
-    def publish(self) -> int:
-        """Write every not yet published return and its lots' status to retours/."""
-        return self._tracking.publish_pending()
+    def publish(self, profile: str | None = None) -> int:
+        """Write every not yet published return and its lots' status to retours/ (a full disk:
+        DiskFullError; what is not written yet is written at the next call)."""
+        try:
+            return self._tracking.publish_pending()
+        except DiskFullError as exc:
+            failure: BaseException = exc
+        except OSError as exc:
+            if exc.errno not in _NO_ROOM:
+                raise
+            failure = exc
+        raise self._disk_full(
+            profile,
+            "les retours reçus sont enregistrés mais pas encore écrits dans retours/ ; ils le "
+            "seront quand il y aura de la place",
+            "the returns received are recorded but not yet written to retours/; they will be "
+            "when there is room",
+        ) from failure
+
+    def _disk_full(self, profile: str | None, fr: str, en: str) -> DiskFullError:
+        """The error to raise for a full disk, in words; and, when the store can still take it,
+        one open alert of kind ``disk_full`` for the kiosk."""
+        where = f"BAL du profil {profile}" if profile else "BAL"
+        where_en = f"profile {profile}'s mailbox" if profile else "mailbox"
+        words_fr = f"Disque plein ({where}) : {fr}. Libérez de la place ou prévenez le technicien."
+        words_en = f"Disk full ({where_en}): {en}. Free some space or call the technician."
+        subject = f"profile:{profile}" if profile else "purge"
+        with contextlib.suppress(DiskFullError), self._repo.transaction():
+            if self._repo.open_alert(DISK_FULL_ALERT, subject) is None:
+                self._tracking.alert(DISK_FULL_ALERT, subject, words_fr, words_en, {})
+        return DiskFullError(words_fr, words_en)
 
     def _fetched(
         self,
