@@ -192,6 +192,13 @@ class SqliteBackupArchiver:
                 "UPDATE mail_quarantine SET copy_enc = NULL, copy_dropped = 'sauvegarde' "
                 "WHERE copy_enc IS NOT NULL"
             )
+            # Refused lot files likewise: outsider-supplied bytes, not evidence. Their name,
+            # size, SHA-256 and reasons travel; their bytes stay on the box (within its quota).
+            dest.execute(
+                "UPDATE quarantine_files SET content = x'', "
+                "content_dropped = coalesce(content_dropped, 'sauvegarde') "
+                "WHERE length(content) > 0"
+            )
             dest.execute("COMMIT")
             dest.execute("VACUUM")
             head_seq, head_hash = _head(dest)

@@ -182,6 +182,10 @@ class SqliteLotStore:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def quarantine_content_size(self) -> int:
+        row = self._conn.execute("SELECT total(length(content)) FROM quarantine_files").fetchone()
+        return int(row[0])
+
     def get(self, lot_id: int) -> LotRecord | None:
         row = self._conn.execute(
             f"SELECT {_LOT_COLUMNS} FROM lots WHERE id = ?",  # noqa: S608

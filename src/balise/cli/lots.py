@@ -111,6 +111,7 @@ def cmd_lots_list(args: argparse.Namespace) -> int:
                             "name": q.name,
                             "sha256": q.sha256,
                             "size": q.size,
+                            "content_kept": q.content_kept,
                             "received": q.received,
                             "problems": [
                                 {"code": p.code, "fr": p.fr, "en": p.en} for p in q.problems
@@ -130,7 +131,8 @@ def cmd_lots_list(args: argparse.Namespace) -> int:
         _out(_lot_line(lot))
     for q in quarantined:
         codes = ", ".join(sorted({p.code for p in q.problems}))
-        _out(f"    -  en quarantaine (n° {q.id})        {q.name} : {codes}")
+        kept = "" if q.content_kept else " (contenu non gardé)"
+        _out(f"    -  en quarantaine (n° {q.id})        {q.name} : {codes}{kept}")
     return EXIT_OK
 
 

@@ -217,6 +217,14 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             default=64,
         ),
         ParamSpec(
+            "refused_quota_mib",
+            _S.GLOBAL,
+            "Quota des fichiers refusés (Mio)",
+            "Refused files quota (MiB)",
+            _int_range(1, 4096),
+            default=64,
+        ),
+        ParamSpec(
             "technician_passphrase",
             _S.GLOBAL,
             "Phrase de passe technicien",

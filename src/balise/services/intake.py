@@ -31,6 +31,8 @@ MAX_NAME = 120
 # The shown name also names the refusal report (retours/refus/<name>.txt): far below NAME_MAX.
 MAX_NAME_BYTES = 180
 SET_ASIDE_ALERT = "depot_set_aside"
+REFUSED_QUOTA_ALERT = "refused_quota"
+DEFAULT_REFUSED_QUOTA_MIB = 64
 DISK_FULL_ALERT = "disk_full"
 ALERT_NAMES = 10
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -211,9 +213,8 @@ class IntakeService:
                     },
                 )
                 return IntakeOutcome(shown, True, lot_id=lot_id, validation=validation)
-            # Bytes over the lot size cap are no lot and only a prefix was read: never kept.
-            keep = len(data) <= MAX_FILE_SIZE
-            dropped = None if keep else "trop grand"
+            dropped = self._drop_reason(len(data))
+            keep = dropped is None
             if on_refusal is not None:
                 on_refusal(shown, problems)
             quarantine_id = self._lots.add_quarantine(
@@ -272,6 +273,30 @@ class IntakeService:
                 self._alert_set_aside(aside)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _drop_reason(self, size: int) -> str | None:
+        """Why a refused file's bytes are not kept, or None: over the lot size cap they are no
+        lot and only a prefix was read; over the refused files' quota (the first time, an
+        alert) an outsider could fill the box."""
+        if size > MAX_FILE_SIZE:
+            return "trop grand"
+        raw = self._params.get("refused_quota_mib")
+        quota = raw if isinstance(raw, int) else DEFAULT_REFUSED_QUOTA_MIB
+        if self._lots.quarantine_content_size() + size <= quota * 1024 * 1024:
+            return None
+        self._alert(
+            REFUSED_QUOTA_ALERT,
+            "quarantine",
+            f"Quota des fichiers refusés atteint ({quota} Mio) : le contenu des nouveaux fichiers "
+            "refusés n'est plus gardé par la boîte (leur nom, leur taille, leur empreinte SHA-256 "
+            "et leurs motifs le sont ; ceux du dépôt sont mis de côté dans depot/ecartes/). "
+            "Vérifiez ce que le logiciel du cabinet dépose, ou prévenez le technicien.",
+            f"Refused files quota reached ({quota} MiB): the content of new refused files is no "
+            "longer kept (their name, size, SHA-256 and reasons are; the depot's are set aside "
+            "in depot/ecartes/). Check what the practice software drops, or call the technician.",
+            {"quota_mib": quota},
+        )
+        return "quota"
 
     def _take(self, exchange: Exchange, name: str) -> IntakeOutcome | None:
         shown = safe_name(name)
