@@ -540,6 +540,17 @@ class BackupOutcome:
     manifest: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class PruneOutcome:
+    """What a prune did: the archives removed, this box's archives dated after now (ignored),
+    and whether the quota, not the number kept, made it remove some."""
+
+    removed: tuple[str, ...] = ()
+    future: tuple[str, ...] = ()
+    over_quota: bool = False
+    kept: int = 1
+
+
 class BackupArchiver(Protocol):
     """Snapshots the store into sealed archives in a destination folder, and prunes them."""
 
@@ -552,9 +563,18 @@ class BackupArchiver(Protocol):
         on_chunk: Callable[[int], None] | None = None,
     ) -> BackupOutcome: ...
 
-    def archives(self, dest_dir: Path) -> list[Path]: ...
+    def archives(self, dest_dir: Path) -> list[Path]:
+        """The archives in ``dest_dir`` proved to be this box's, oldest first by the creation
+        date of their authenticated manifest (names prove nothing)."""
+        ...
 
-    def prune(self, dest_dir: Path, keep: int) -> list[str]: ...
+    def prune(
+        self, dest_dir: Path, keep: int, *, newest: str, now: datetime, quota_bytes: int
+    ) -> PruneOutcome:
+        """Remove this box's proved archives beyond the newest ``keep`` (the one just written,
+        ``newest``, always kept and counted) or beyond ``quota_bytes`` together; future-dated
+        ones are neither counted nor removed; nothing unproved is ever touched."""
+        ...
 
     def last_ok(self, dest_dir: Path | None = None) -> dict[str, Any] | None:
         """The last good archive anywhere, or the last one made in ``dest_dir``."""

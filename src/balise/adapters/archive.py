@@ -306,6 +306,13 @@ def decrypt_chunks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Itera
         block = following
 
 
+def authenticate_header(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> None:
+    """Prove the header, manifest included, without reading the whole archive: the first
+    chunk's tag covers the header's SHA-256 (its associated data), and only the holder of the
+    master key could make it. Raises BACKUP_DAMAGED."""
+    next(decrypt_chunks(handle, header, keys))
+
+
 def open_archive(path: Path) -> tuple[BinaryIO, Header]:
     try:
         handle = path.open("rb")

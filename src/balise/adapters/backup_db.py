@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,21 +25,23 @@ from balise.adapters.archive import (
     ArchiveKeys,
     Header,
     MasterKey,
+    authenticate_header,
     check_key,
     decrypt_chunks,
     master_from_phc,
     new_nonce,
     open_archive,
+    read_header,
     write_archive,
 )
-from balise.adapters.durable import fsync_dir
+from balise.adapters.durable import fsync_dir, no_room
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
-from balise.domain.errors import ConfigError, IntegrityError, StateError
+from balise.domain.errors import BaliseError, ConfigError, DiskFullError, IntegrityError, StateError
 from balise.domain.journal import GENESIS_HASH, JournalEntry, verify_chain
 from balise.domain.lotstate import TERMINAL
-from balise.ports import BackupOutcome, RetentionOutcome, Vault
+from balise.ports import BackupOutcome, PruneOutcome, RetentionOutcome, Vault
 
 SUFFIX = ".sauvegarde"
 PARTIAL_PREFIX = ".partiel-"
@@ -138,7 +141,16 @@ class SqliteBackupArchiver:
         partial = dest_dir / f"{PARTIAL_PREFIX}{name}"
         try:
             snap = work / DB_NAME
-            facts = self._snapshot(snap, keys)
+            try:
+                facts = self._snapshot(snap, keys)
+            except sqlite3.Error as exc:
+                if no_room(exc):
+                    raise DiskFullError(
+                        f"Disque plein : pas de place dans {self.data_dir} pour préparer la "
+                        "sauvegarde",
+                        f"Disk full: no room in {self.data_dir} to prepare the backup",
+                    ) from exc
+                raise
             manifest = {
                 "box_id": ident,
                 "created": when.isoformat(timespec="seconds"),
@@ -227,18 +239,70 @@ class SqliteBackupArchiver:
             shutil.rmtree(stale, ignore_errors=True)
 
     def archives(self, dest_dir: Path) -> list[Path]:
-        """This box's archives in ``dest_dir``, oldest first (the time stamp is in the name)."""
-        pattern = f"balise-{self.box_id()}-*{SUFFIX}"
-        return sorted(dest_dir.glob(pattern)) if dest_dir.is_dir() else []
+        """This box's archives in ``dest_dir``, oldest first by their manifest's date (names,
+        which anyone can choose, prove nothing)."""
+        return [a.path for a in sorted(self._proved(dest_dir), key=lambda a: (a.created, a.path))]
 
-    def prune(self, dest_dir: Path, keep: int) -> list[str]:
-        found = self.archives(dest_dir)
-        removed = found[: max(0, len(found) - keep)]
-        for path in removed:
-            path.unlink(missing_ok=True)
+    def prune(
+        self, dest_dir: Path, keep: int, *, newest: str, now: datetime, quota_bytes: int
+    ) -> PruneOutcome:
+        """Keep the archive just written (``newest``) and then this box's newest proved archives
+        while there are fewer than ``keep`` and their sizes fit ``quota_bytes``; remove the
+        older proved ones. Archives dated after ``now`` are neither counted nor removed; copies
+        of a kept archive (same archive nonce) are removed; anything not proved is left alone."""
+        just_written = Path(newest)
+        total = just_written.stat().st_size
+        over_quota = total > quota_bytes
+        kept_ids: set[bytes] = set()
+        kept, full = 1, False
+        removed: list[str] = []
+        future: list[str] = []
+        found = [a for a in self._proved(dest_dir) if a.path != just_written]
+        for archive in sorted(found, key=lambda a: (a.created, a.path), reverse=True):
+            if archive.created > now:
+                future.append(archive.path.name)
+                continue
+            if archive.nonce in kept_ids:
+                removed += self._remove(archive.path)  # a copy of one kept
+                continue
+            if not full and kept < keep and total + archive.size <= quota_bytes:
+                kept_ids.add(archive.nonce)
+                kept += 1
+                total += archive.size
+                continue
+            # The oldest go first: once one is not kept, none older is.
+            over_quota = over_quota or (not full and kept < keep)
+            full = True
+            removed += self._remove(archive.path)
         if removed:
             fsync_dir(dest_dir)
-        return [p.name for p in removed]
+        return PruneOutcome(tuple(removed), tuple(sorted(future)), over_quota, kept)
+
+    def _proved(self, dest_dir: Path) -> Iterator[ProvedArchive]:
+        if not dest_dir.is_dir():
+            return
+        master = self.master_key()
+        ident = self.box_id()
+        with os.scandir(dest_dir) as entries:
+            names = sorted(
+                e.name
+                for e in entries
+                if e.name.endswith(SUFFIX) and not e.name.startswith(PARTIAL_PREFIX)
+            )
+        for name in names:
+            archive = prove_archive(dest_dir / name, master, ident)
+            if archive is not None:
+                yield archive
+
+    @staticmethod
+    def _remove(path: Path) -> list[str]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return []
+        except OSError:
+            return []  # a key gone read-only: kept, never reported as removed
+        return [path.name]
 
     def last_ok(self, dest_dir: Path | None = None) -> dict[str, Any] | None:
         key = LAST_OK_META if dest_dir is None else f"{LAST_OK_META}:{dest_dir}"
@@ -253,6 +317,47 @@ class SqliteBackupArchiver:
 
 
 # -- reading archives -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProvedArchive:
+    """An archive whose header, manifest included, authenticated under this box's key."""
+
+    path: Path
+    created: datetime
+    nonce: bytes
+    size: int
+
+
+def prove_archive(path: Path, master: MasterKey, ident: str) -> ProvedArchive | None:
+    """``path`` as an archive of the box ``ident`` made under ``master``, or None when nothing
+    proves it is one: not a regular file (a link is never followed), another format, a damaged
+    or altered header, another box's identity or key, a manifest without a dated creation. Reads
+    the header and the first chunk only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            header = read_header(handle)
+            if header.manifest.get("box_id") != ident:
+                return None
+            keys = check_key(header, master)
+            authenticate_header(handle, header, keys)
+        except (BaliseError, OSError):
+            return None
+    raw = header.manifest.get("created")
+    try:
+        created = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    if created is None or created.tzinfo is None:
+        return None
+    return ProvedArchive(path, created, header.nonce, info.st_size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -271,6 +271,14 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             default=7,
         ),
         ParamSpec(
+            "backup_quota_mib",
+            _S.GLOBAL,
+            "Quota des sauvegardes (Mio, par destination)",
+            "Backup quota (MiB, per destination)",
+            _int_range(1, 1024 * 1024),
+            default=4096,
+        ),
+        ParamSpec(
             "backup_max_age_hours",
             _S.GLOBAL,
             "Âge maximal de la dernière sauvegarde (heures)",

@@ -3,19 +3,27 @@ kept, every outcome journaled), and the age of the last good backup for the kios
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from balise.domain.errors import BaliseError
+from balise.domain.errors import BaliseError, DiskFullError
 from balise.domain.journal import JsonValue
-from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, ReturnsStore
+from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, PruneOutcome, ReturnsStore
 from balise.services.params import ParameterService
 
 DAILY = timedelta(hours=24)
 RETRY_AFTER_FAILURE = timedelta(hours=1)
 STALE_ALERT = "backup_stale"
+DISK_FULL_ALERT = "disk_full"
+FUTURE_ALERT = "backup_future"
+QUOTA_ALERT = "backup_quota"
+DEFAULT_QUOTA_MIB = 4096
+ALERT_NAMES = 5
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,34 +166,113 @@ class BackupService:
                 outcome = self._archiver.create(dest, now, on_chunk=on_chunk)
             else:
                 outcome = self._archiver.create(dest, now, chunk_size=chunk_size, on_chunk=on_chunk)
-            pruned = self._archiver.prune(dest, keep_n)
+        except DiskFullError as exc:
+            return self._disk_full(dest, exc.fr, exc.en), None
         except BaliseError as exc:
             return self._failed(dest, exc.code, exc.fr, exc.en), None
         except OSError as exc:
             words = exc.strerror or type(exc).__name__
+            if exc.errno in _NO_ROOM:
+                return self._disk_full(dest, f"Disque plein : {dest} ({words})", words), None
             return self._failed(dest, "BACKUP_IO", f"écriture impossible ({words})", words), None
+        # The archive is whole and on disk: a failure to prune does not unmake it.
+        pruned = PruneOutcome()
+        prune_error: str | None = None
+        try:
+            pruned = self._archiver.prune(
+                dest,
+                keep_n,
+                newest=outcome.path,
+                now=now,
+                quota_bytes=self._int_param("backup_quota_mib", DEFAULT_QUOTA_MIB) * 1024 * 1024,
+            )
+        except (BaliseError, OSError) as exc:
+            prune_error = type(exc).__name__ if not isinstance(exc, BaliseError) else exc.code
         manifest = outcome.manifest
-        pruned_names: list[JsonValue] = list(pruned)
-        self._journal.append(
-            "backup.created",
-            Path(outcome.path).name,
-            {
-                "dest": str(dest),
-                "size": outcome.size,
-                "journal_head_seq": manifest["journal_head_seq"],
-                "journal_head_hash": manifest["journal_head_hash"],
-                "counts": manifest["counts"],
-                "pruned": pruned_names,
-            },
-        )
+        details: dict[str, JsonValue] = {
+            "dest": str(dest),
+            "size": outcome.size,
+            "journal_head_seq": manifest["journal_head_seq"],
+            "journal_head_hash": manifest["journal_head_hash"],
+            "counts": manifest["counts"],
+            "pruned": list[JsonValue](pruned.removed),
+        }
+        if pruned.future:
+            details["future"] = list[JsonValue](pruned.future)
+        if prune_error is not None:
+            details["prune_error"] = prune_error
+        self._journal.append("backup.created", Path(outcome.path).name, details)
         self._archiver.record_ok(
             {"time": now.isoformat(timespec="seconds"), "path": outcome.path, "dest": str(dest)}
         )
-        done = DestinationResult(str(dest), True, outcome.path, outcome.size, tuple(pruned))
+        self._prune_alerts(dest, keep_n, pruned)
+        done = DestinationResult(str(dest), True, outcome.path, outcome.size, pruned.removed)
         return done, outcome
 
+    def _prune_alerts(self, dest: Path, keep: int, pruned: PruneOutcome) -> None:
+        if pruned.future:
+            names = ", ".join(pruned.future[:ALERT_NAMES])
+            more = len(pruned.future) - ALERT_NAMES
+            names += f" et {more} autre(s)" if more > 0 else ""
+            self._alert(
+                FUTURE_ALERT,
+                f"backup:{dest}",
+                f"Sauvegardes datées dans le futur dans {dest} : {names}. Faites par cette boîte "
+                "quand son horloge avançait ? Elles ne sont ni comptées ni supprimées ; vérifiez "
+                "l'heure de la boîte ou prévenez le technicien.",
+                f"Backups dated in the future in {dest}: neither counted nor removed. Check the "
+                "box's clock or call the technician.",
+                {"dest": str(dest), "archives": list[JsonValue](pruned.future)},
+            )
+        if pruned.over_quota:
+            quota = self._int_param("backup_quota_mib", DEFAULT_QUOTA_MIB)
+            self._alert(
+                QUOTA_ALERT,
+                f"backup:{dest}",
+                f"Quota des sauvegardes atteint dans {dest} ({quota} Mio) : {pruned.kept} "
+                f"sauvegarde(s) gardée(s) au lieu de {keep}. Augmentez backup_quota_mib, prenez "
+                "une clé plus grande ou prévenez le technicien.",
+                f"Backup quota reached in {dest} ({quota} MiB): {pruned.kept} backup(s) kept "
+                f"instead of {keep}. Raise backup_quota_mib, use a larger key or call the "
+                "technician.",
+                {"dest": str(dest), "quota_mib": quota, "kept": pruned.kept, "keep": keep},
+            )
+
+    def _alert(
+        self, kind: str, subject: str, fr: str, en: str, details: dict[str, JsonValue]
+    ) -> None:
+        """Raise an alert unless one of this kind and subject is still open (best effort when
+        the full disk is the one holding the alerts: the backup's error still says it)."""
+        try:
+            with self._alerts.transaction():
+                if self._alerts.open_alert(kind, subject) is not None:
+                    return
+                when = self._clock.now().isoformat(timespec="seconds")
+                alert_id = self._alerts.add_alert(kind, subject, (fr, en), details, when)
+                self._journal.append("alert.raised", subject, {"kind": kind, "alert": alert_id})
+        except DiskFullError:
+            return
+
+    def _disk_full(self, dest: Path, fr: str, en: str) -> DestinationResult:
+        """No room, at the destination or for the snapshot: nothing was published (the partial
+        file is gone), nothing pruned, nothing recorded as made; the alert says so."""
+        result = self._failed(dest, "DISK_FULL", fr, en)
+        self._alert(
+            DISK_FULL_ALERT,
+            f"backup:{dest}",
+            f"Disque plein : la sauvegarde vers {dest} n'a pas pu être écrite ({fr}) ; les "
+            "sauvegardes plus anciennes sont gardées. Libérez de la place ou prévenez le "
+            "technicien.",
+            f"Disk full: the backup to {dest} could not be written; older backups are kept. "
+            "Free some space or call the technician.",
+            {"dest": str(dest)},
+        )
+        return result
+
     def _failed(self, dest: Path, code: str, fr: str, en: str) -> DestinationResult:
-        self._journal.append("backup.failed", str(dest), {"code": code, "reason": en})
+        # When the journal's own disk is full, the error returned still says so.
+        with contextlib.suppress(DiskFullError):
+            self._journal.append("backup.failed", str(dest), {"code": code, "reason": en})
         return DestinationResult(str(dest), False, error_code=code, error_fr=fr)
 
 
