@@ -110,7 +110,7 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
         checks.append(
             Check("base de données", "problem", f"réglages de durabilité incorrects : {pragmas}")
         )
-    report = ctx.journal.verify()
+    report = ctx.journal.verify(full=False)  # what is new since the last check
     checks.append(Check("journal", "ok" if report.ok else "problem", report.describe()))
     corrupt = []
     for scope_id, name in ctx.vault.names():

@@ -1,11 +1,21 @@
-"""The journal on SQLite: appends re-read the head inside BEGIN IMMEDIATE, so the chain never forks."""
+"""The journal on SQLite: appends re-read the head inside BEGIN IMMEDIATE, so the chain never forks.
+
+Verification streams the rows (constant memory) and remembers the head it reached in
+``journal_verified``: the incremental check (the default of ``balise journal verify``, the doctor)
+then hashes only the entries after it, once it has proved that the remembered head is still the
+row stored at that number. The full check re-hashes the whole chain from its anchor."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 
-from balise.adapters.store import Store
+from sqlite_utils import Database
+
+from balise.adapters.store import Store, migrations
+from balise.domain.errors import BaliseError
 from balise.domain.journal import (
     GENESIS_HASH,
     ChainReport,
@@ -13,11 +23,38 @@ from balise.domain.journal import (
     JsonValue,
     canonical_details,
     entry_hash,
-    verify_chain,
+    verify_rows,
 )
 from balise.ports import Clock
 
 _COLUMNS = "seq, time, kind, actor, subject, details, prev_hash, hash"
+
+
+@migrations(name="0008_journal_verified_head")
+def _m0008_journal_verified_head(db: Database) -> None:
+    # The head reached by the last successful verification (one row), so that the daily check
+    # hashes only what is new. It is not part of the chain: the incremental check trusts the
+    # entries up to it; `balise journal verify --full` trusts nothing. (journal.hash needs no new
+    # index: its UNIQUE constraint has one, which the "reordered" diagnosis looks up.)
+    db.execute(
+        """CREATE TABLE journal_verified (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            verified TEXT NOT NULL,
+            full_verified TEXT
+        )"""
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedHead:
+    """Where the last successful verification stopped, and when (ISO times, UTC)."""
+
+    seq: int
+    hash: str
+    verified: str
+    full_verified: str | None
 
 
 class SqliteJournal:
@@ -81,21 +118,138 @@ class SqliteJournal:
         ).fetchone()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
-    def verify(self) -> ChainReport:
-        seq, digest = self.anchor()
-        report = verify_chain(self.entries(seq), anchor_hash=digest, anchor_seq=seq)
-        if report.ok and seq and not self._checkpoint_names(seq, digest):
+    def verified_head(self) -> VerifiedHead | None:
+        """The head the last successful verification reached, if any."""
+        row = self._store.conn.execute(
+            "SELECT seq, hash, verified, full_verified FROM journal_verified WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return VerifiedHead(int(row[0]), str(row[1]), str(row[2]), row[3])
+
+    def verify(self, *, full: bool = True) -> ChainReport:
+        """Verify the chain: all of it from its anchor (``full``), or only the entries after the
+        head verified last time (the incremental check, which trusts what was verified before).
+
+        Either way the remembered head must still be the entry stored at its number: a journal
+        rewritten or cut short below it is reported even when its own hashes agree. A
+        successful check remembers the head it reached."""
+        anchor_seq, anchor_hash = self.anchor()
+        mark = self.verified_head()
+        if mark is not None and mark.seq <= anchor_seq:
+            mark = None  # retention removed the entries it named: the chain starts at the anchor
+        stale = None if mark is None else self._stale(mark)
+        if full or mark is None or stale is not None:
+            report, head_seq = self._verify_from(anchor_seq, anchor_hash, anchor_seq)
+            if report.ok and stale is not None:
+                report = replace(stale, count=report.count)
+        else:
+            report, head_seq = self._verify_from(mark.seq, mark.hash, anchor_seq)
+            if report.ok:
+                report = replace(
+                    report,
+                    count=head_seq - anchor_seq,
+                    checked=report.count,
+                    since_seq=mark.seq,
+                )
+        if report.ok and anchor_seq and not self._checkpoint_names(anchor_seq, anchor_hash):
             # The anchor table is not itself chained: a retention checkpoint entry inside the
             # chain must name it, or someone moved the starting point.
             return ChainReport(
                 False,
                 report.count,
-                digest,
-                seq + 1,
+                anchor_hash,
+                anchor_seq + 1,
                 "missing",
                 "ancre de rétention sans point de contrôle dans le journal",
             )
+        if report.ok and head_seq > anchor_seq:
+            self._remember(head_seq, report.head_hash, full=report.since_seq is None)
         return report
+
+    def _verify_from(
+        self, start_seq: int, start_hash: str, anchor_seq: int
+    ) -> tuple[ChainReport, int]:
+        conn = self._store.conn
+
+        def owner_seq(digest: str) -> int | None:
+            row = conn.execute(
+                "SELECT seq FROM journal WHERE hash = ? AND seq > ?", (digest, anchor_seq)
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        cursor = conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE seq > ? ORDER BY seq",  # noqa: S608
+            (start_seq,),
+        )
+        try:
+            report = verify_rows(
+                cursor, anchor_hash=start_hash, anchor_seq=start_seq, owner_seq=owner_seq
+            )
+        finally:
+            cursor.close()
+        return report, start_seq + report.count
+
+    def _stale(self, mark: VerifiedHead) -> ChainReport | None:
+        """Why the remembered head no longer holds, or None when the entry stored at its number
+        is still the one verified (same hash, and its content still gives that hash)."""
+        conn = self._store.conn
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE seq = ?",  # noqa: S608
+            (mark.seq,),
+        ).fetchone()
+        day = mark.verified[:10]
+        if row is None:
+            last = conn.execute("SELECT max(seq) FROM journal").fetchone()
+            first = (int(last[0]) if last and last[0] is not None else 0) + 1
+            gone = f"{first}" + (f"–{mark.seq}" if mark.seq > first else "")
+            return ChainReport(
+                False,
+                0,
+                mark.hash,
+                first,
+                "missing",
+                f"absentes : {gone}, vérifiées le {day}",
+            )
+        seq, *text = row
+        stored = JournalEntry(int(seq), *(str(v) for v in text))
+        try:
+            recomputed = entry_hash(
+                stored.prev_hash,
+                stored.seq,
+                stored.time,
+                stored.kind,
+                stored.actor,
+                stored.subject,
+                stored.details,
+            )
+        except UnicodeEncodeError:
+            recomputed = ""
+        if stored.hash != mark.hash or recomputed != stored.hash:
+            return ChainReport(
+                False,
+                0,
+                mark.hash,
+                mark.seq,
+                "edited",
+                f"ne correspond plus à l'entrée vérifiée le {day} : journal réécrit",
+            )
+        return None
+
+    def _remember(self, seq: int, digest: str, *, full: bool) -> None:
+        now = self._clock.now().isoformat(timespec="seconds")
+        try:
+            with self._store.write():
+                self._store.conn.execute(
+                    "INSERT INTO journal_verified(id, seq, hash, verified, full_verified) "
+                    "VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, "
+                    "hash = excluded.hash, verified = excluded.verified, full_verified = "
+                    "coalesce(excluded.full_verified, journal_verified.full_verified) "
+                    "WHERE excluded.seq >= journal_verified.seq",
+                    (seq, digest, now, now if full else None),
+                )
+        except (BaliseError, sqlite3.Error):
+            pass  # a check that cannot write (full disk, read-only copy) still said what it saw
 
     def _checkpoint_names(self, seq: int, digest: str) -> bool:
         row = self._store.conn.execute(

@@ -77,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     journal = sub.add_parser("journal", help="journal chaîné").add_subparsers(
         dest="action", required=True
     )
-    j_verify = journal.add_parser("verify", help="vérifier la chaîne et afficher la tête")
+    j_verify = journal.add_parser(
+        "verify",
+        help="vérifier la chaîne et afficher la tête (les entrées nouvelles depuis la "
+        "dernière vérification ; --full : toute la chaîne)",
+    )
+    j_verify.add_argument(
+        "--full",
+        action="store_true",
+        help="revérifier toute la chaîne, pas seulement ce qui est nouveau",
+    )
     j_verify.set_defaults(func=cmd_journal_verify)
     j_show = journal.add_parser("show", help="afficher le journal")
     j_show.add_argument("--since", help="numéro d'entrée ou date ISO (AAAA-MM-JJ)")

@@ -129,11 +129,25 @@ def cmd_params_rotate(args: argparse.Namespace) -> int:
 def cmd_journal_verify(args: argparse.Namespace) -> int:
     ctx = _context(args)
     try:
-        report = ctx.journal.verify()
+        before = ctx.journal.verified_head()
+        report = ctx.journal.verify(full=args.full)
     finally:
         ctx.close()
     if report.ok:
         _out(f"OK : {report.count} entrées ; tête {report.head_hash}")
+        if report.since_seq is not None and before is not None:
+            last_full = (
+                f", la dernière vérification complète le {before.full_verified[:10]}"
+                if before.full_verified
+                else ""
+            )
+            _out(
+                f"vérification incrémentale : {report.checked} nouvelle(s) entrée(s) après "
+                f"l'entrée {report.since_seq}, vérifiée le {before.verified[:10]}{last_full} ; "
+                "les entrées antérieures ne sont pas revérifiées (balise journal verify --full)"
+            )
+        else:
+            _out("vérification complète : toute la chaîne depuis son ancre")
         return EXIT_OK
     _err(f"ÉCHEC : {report.describe()}")
     return EXIT_PROBLEM

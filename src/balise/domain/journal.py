@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from json.encoder import encode_basestring  # json's own string encoder (in C)
+from typing import Any, Literal
 
 from balise.domain.errors import ValidationError
 
@@ -59,31 +60,42 @@ def _refuse_secrets(value: JsonValue) -> None:
 def entry_hash(
     prev_hash: str, seq: int, time: str, kind: str, actor: str, subject: str, details: str
 ) -> str:
-    """SHA-256 over the previous hash and the canonical encoding of the entry."""
-    body = json.dumps(
-        [seq, time, kind, actor, subject, details], separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + body.encode("utf-8")).hexdigest()
+    """SHA-256 over the previous hash and the canonical encoding of the entry.
+
+    The body is ``json.dumps([seq, time, kind, actor, subject, details], separators=(",", ":"),
+    ensure_ascii=False)``, written out with json's own string encoder (the same bytes, without
+    building an encoder per entry: verification hashes millions of them)."""
+    return _sha256(_body(prev_hash, seq, time, kind, actor, subject, details)).hexdigest()
 
 
-def _recompute(entry: JournalEntry, seq: int | None = None) -> str:
-    return entry_hash(
-        entry.prev_hash,
-        entry.seq if seq is None else seq,
-        entry.time,
-        entry.kind,
-        entry.actor,
-        entry.subject,
-        entry.details,
+_sha256 = hashlib.sha256
+
+
+def _body(
+    prev_hash: str, seq: int, time: str, kind: str, actor: str, subject: str, details: str
+) -> bytes:
+    enc = encode_basestring
+    return (
+        prev_hash.encode("ascii")
+        + f"\n[{int(seq)},{enc(time)},{enc(kind)},{enc(actor)},{enc(subject)},{enc(details)}]".encode()
     )
 
 
 Problem = Literal["edited", "missing", "reordered"]
 
+# One stored row, the columns of JournalEntry in order: what the store's cursor yields.
+JournalRow = tuple[int, str, str, str, str, str, str, str]
+# Finds the seq of the stored entry whose hash is given (None: no such entry); asked only once a
+# break is found, so the verification never keeps the journal in memory.
+OwnerLookup = Callable[[str], int | None]
+
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """Outcome of a verification: ok with the head, or the first broken entry and why."""
+    """Outcome of a verification: ok with the head, or the first broken entry and why.
+
+    ``since_seq`` is set by an incremental check: the entries up to it were verified before and
+    trusted this time, and ``checked`` entries after it were hashed now."""
 
     ok: bool
     count: int
@@ -91,55 +103,113 @@ class ChainReport:
     broken_seq: int | None = None
     problem: Problem | None = None
     detail: str = ""
+    checked: int | None = None
+    since_seq: int | None = None
 
     def describe(self) -> str:
         if self.ok:
-            return f"journal intègre : {self.count} entrées, tête {self.head_hash}"
-        words = {
+            words = f"journal intègre : {self.count} entrées, tête {self.head_hash}"
+            if self.since_seq is not None:
+                words += (
+                    f" ; {self.checked or 0} nouvelle(s) entrée(s) vérifiée(s) depuis le point "
+                    f"de contrôle n° {self.since_seq}"
+                )
+            return words
+        problems = {
             "edited": "modifiée",
             "missing": "entrée(s) manquante(s)",
             "reordered": "ordre modifié",
         }
         assert self.problem is not None
-        return f"journal rompu à l'entrée {self.broken_seq} : {words[self.problem]} ({self.detail})"
+        return (
+            f"journal rompu à l'entrée {self.broken_seq} : {problems[self.problem]} ({self.detail})"
+        )
 
 
 def verify_chain(
-    entries: Iterable[JournalEntry], *, anchor_hash: str = GENESIS_HASH, anchor_seq: int = 0
+    entries: Iterable[JournalEntry],
+    *,
+    anchor_hash: str = GENESIS_HASH,
+    anchor_seq: int = 0,
+    owner_seq: OwnerLookup | None = None,
 ) -> ChainReport:
     """Check the chain entry by entry; name the first broken entry and what is wrong.
 
     ``entries`` must be given in ascending ``seq`` order. ``anchor_*`` describe where the chain
-    starts (genesis, or a retention checkpoint).
-    """
-    listed = list(entries)
-    by_hash = {e.hash: e for e in listed}
+    starts (genesis, a retention checkpoint, or the head verified last time). Memory stays
+    constant: nothing is kept but the previous entry."""
+    rows = (
+        (e.seq, e.time, e.kind, e.actor, e.subject, e.details, e.prev_hash, e.hash) for e in entries
+    )
+    return verify_rows(rows, anchor_hash=anchor_hash, anchor_seq=anchor_seq, owner_seq=owner_seq)
+
+
+def verify_rows(
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    anchor_hash: str = GENESIS_HASH,
+    anchor_seq: int = 0,
+    owner_seq: OwnerLookup | None = None,
+) -> ChainReport:
+    """:func:`verify_chain` over stored rows as they come from the database (streamed).
+
+    Without ``owner_seq``, an entry linked to another stored entry than its predecessor cannot
+    be told "reordered" from "missing": it is reported as a broken link."""
+    sha256, enc = _sha256, encode_basestring
     prev_hash, prev_seq = anchor_hash, anchor_seq
-    for entry in listed:
-        if entry.seq != prev_seq + 1:
-            if entry.seq > prev_seq + 1:
-                missing = f"{prev_seq + 1}" + (
-                    f"–{entry.seq - 1}" if entry.seq - 1 > prev_seq + 1 else ""
-                )
+    count = 0
+    for row in rows:
+        seq = row[0]
+        if seq != prev_seq + 1:
+            if seq > prev_seq + 1:
+                missing = f"{prev_seq + 1}" + (f"–{seq - 1}" if seq - 1 > prev_seq + 1 else "")
                 return ChainReport(
-                    False, len(listed), prev_hash, prev_seq + 1, "missing", f"absentes : {missing}"
+                    False, count, prev_hash, prev_seq + 1, "missing", f"absentes : {missing}"
                 )
-            return ChainReport(
-                False, len(listed), prev_hash, entry.seq, "reordered", "numéro en double"
-            )
-        if entry.prev_hash != prev_hash or _recompute(entry) != entry.hash:
-            return _diagnose(entry, prev_hash, by_hash, len(listed))
-        prev_hash, prev_seq = entry.hash, entry.seq
-    return ChainReport(True, len(listed), prev_hash)
+            return ChainReport(False, count, prev_hash, seq, "reordered", "numéro en double")
+        try:
+            digest = sha256(
+                row[6].encode("ascii")
+                + f"\n[{seq},{enc(row[1])},{enc(row[2])},{enc(row[3])},{enc(row[4])},{enc(row[5])}]".encode()
+            ).hexdigest()
+        except (TypeError, AttributeError, UnicodeEncodeError):
+            digest = ""  # a column that is not text (or a hash that is not hex) was tampered with
+        if row[6] != prev_hash or digest != row[7]:
+            return _diagnose(_entry(row), prev_hash, owner_seq, count)
+        prev_hash, prev_seq = row[7], seq
+        count += 1
+    return ChainReport(True, count, prev_hash)
+
+
+def _entry(row: Iterable[Any]) -> JournalEntry:
+    seq, *text = row
+    return JournalEntry(int(seq), *(str(value) for value in text))
+
+
+def _recompute(entry: JournalEntry, seq: int | None = None) -> str:
+    try:
+        return entry_hash(
+            entry.prev_hash,
+            entry.seq if seq is None else seq,
+            entry.time,
+            entry.kind,
+            entry.actor,
+            entry.subject,
+            entry.details,
+        )
+    except UnicodeEncodeError:
+        return ""
 
 
 def _diagnose(
-    entry: JournalEntry, expected_prev: str, by_hash: dict[str, JournalEntry], count: int
+    entry: JournalEntry, expected_prev: str, owner_seq: OwnerLookup | None, count: int
 ) -> ChainReport:
     if entry.prev_hash != expected_prev:
-        owner = by_hash.get(entry.prev_hash)
+        owner = None
+        if entry.prev_hash != GENESIS_HASH and owner_seq is not None:
+            owner = owner_seq(entry.prev_hash)
         if entry.prev_hash == GENESIS_HASH or owner is not None:
-            real_seq = 1 if owner is None else owner.seq + 1
+            real_seq = 1 if owner is None else owner + 1
             if _recompute(entry, real_seq) == entry.hash:
                 return ChainReport(
                     False,
