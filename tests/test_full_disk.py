@@ -151,3 +151,22 @@ async def test_accueil_says_the_disk_is_full_and_stops_saying_it_when_room_is_ba
             await until(pilot, lambda: "Disque plein" not in str(warnings.render()), timeout=20)
     finally:
         backend.stop_watches()
+
+
+def test_a_command_on_a_full_disk_with_the_database_closed_says_so_without_a_traceback(
+    small_fs: Callable[[int], SmallFs], pki: TestPKI, tmp_path: Path
+) -> None:
+    fs = small_fs(16 * 1024)
+    kek = tmp_path / "balise.kek"
+    create_key_file(kek)
+    env = BaliseEnv(fs.root / "data", kek)
+    ctx = env.context()
+    configure_box(ctx, pki)
+    ctx.close()  # nobody holds the database: SQLite must create its -wal and -shm files
+    fs.fill()
+    listed = env.run("lots", "list")
+    assert listed.returncode != 0
+    assert "Disque plein" in listed.stderr + listed.stdout
+    assert "Traceback" not in listed.stderr
+    fs.free()
+    assert env.run("lots", "list").returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,12 +74,16 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA secure_delete=ON")
-    actual = read_pragmas(conn)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")
+        actual = read_pragmas(conn)
+    except sqlite3.Error:
+        conn.close()
+        raise
     if actual != REQUIRED_PRAGMAS:
         conn.close()
         raise IntegrityError(
@@ -97,6 +102,14 @@ def read_pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
+def _nearly_full(directory: Path) -> bool:
+    """Less room than SQLite needs to open a database (its shared-memory file takes 32 KiB)."""
+    try:
+        return shutil.disk_usage(directory).free < 64 * 1024
+    except OSError:
+        return False
+
+
 class Store:
     """The typed entry point to the database; every write goes through ``write()``."""
 
@@ -108,7 +121,17 @@ class Store:
                 code="DATA_DIR",
             )
         self.path = data_dir / DB_NAME
-        self.conn = connect(self.path)
+        try:
+            self.conn = connect(self.path)
+        except sqlite3.Error as exc:
+            # With no other connection open, SQLite must create its -wal and -shm files: on a full
+            # disk that fails as an I/O error, not SQLITE_FULL. Say what it is.
+            if no_room(exc) or _nearly_full(data_dir):
+                raise DiskFullError(
+                    "Disque plein : la base de données de la boîte ne peut pas s'ouvrir",
+                    "Disk full: the box's database cannot be opened",
+                ) from exc
+            raise
         self.db = Database(self.conn, execute_plugins=False)
         with self.write():
             migrations.apply(self.db)
