@@ -3,7 +3,11 @@ mmdebstrap rootfs through the chroot connection twice (the second run changes no
 assertions on the rootfs, then the GPT disk image booted by its own systemd-boot under OVMF with
 qemu/TCG (never KVM) and a software TPM: first boot formats the LUKS2 data partition and enrols
 the TPM2, second boot unlocks it through crypttab; each time what tty1 shows is printed on the
-serial console by a test-only unit, and the kiosk's first screen must be there."""
+serial console by a test-only unit, and the kiosk's first screen must be there. The second boot
+also plugs USB keys (lots, backup, and a key of lots on ext4 the box must never mount); the raw
+disk is searched for secrets in clear (a parameter, the LUKS recovery key); the agent and the
+classifier's child run under the agent's sandbox; the kiosk's user cannot swap the provisioning
+spool."""
 
 from __future__ import annotations
 
@@ -105,6 +109,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         script = f"balise-test-{name}"
         shutil.copy2(GUEST / script, ROOTFS / "usr/local/sbin" / script)
         shutil.copy2(GUEST / f"{script}.service", ROOTFS / "etc/systemd/system")
+    shutil.copy2(GUEST / "balise-test-sandbox", ROOTFS / "usr/local/sbin" / "balise-test-sandbox")
     share = ROOTFS / "usr/local/share/balise-test"
     share.mkdir(parents=True, exist_ok=True)
     (share / "cpam.pem").write_bytes(_recipient_certificate())
@@ -231,6 +236,20 @@ def _vfat_key(path: Path, label: str, files: dict[str, bytes]) -> Path:
     return path
 
 
+def _ext4_key(path: Path, label: str, files: dict[str, bytes]) -> Path:
+    """A USB key of another file system (ext4, filled by mke2fs -d: no mount needed)."""
+    content = path.with_suffix(".d")
+    content.mkdir()
+    for name, data in files.items():
+        (content / name).write_bytes(data)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(content), str(path), "32M"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    shutil.rmtree(content)
+    return path
+
+
 @dataclass
 class Guest:
     disk: Path
@@ -239,6 +258,7 @@ class Guest:
     logs: Path
     lots_key: Path
     backup_key: Path
+    foreign_key: Path
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +275,22 @@ def guest(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Guest:
     backup = _vfat_key(
         work / "backup-key.img", "BALISE-SAUV", {"LISEZMOI.TXT": b"cle du cabinet\n"}
     )
-    return Guest(disk, work / "vars.fd", work / "tpm", work, lots, backup)
+    # The label of the key of lots on a file system the box must never mount (ext4 here): its lot
+    # would be accepted if it were read.
+    foreign = _ext4_key(
+        work / "foreign-key.img",
+        "BALISE-LOTS",
+        {"lot043.lot": valid_lot(date.today(), lot_number=43)},
+    )
+    return Guest(disk, work / "vars.fd", work / "tpm", work, lots, backup, foreign)
 
 
 def _usb_keys(guest: Guest) -> list[str]:
-    """The two keys as USB mass-storage devices on the xHCI bus (the CCID reader's bus)."""
+    """The keys as USB mass-storage devices on the xHCI bus (the CCID reader's bus)."""
     args = []
-    for ident, image in (("lotskey", guest.lots_key), ("backupkey", guest.backup_key)):
+    keys = (("lotskey", guest.lots_key), ("backupkey", guest.backup_key),
+            ("foreignkey", guest.foreign_key))  # fmt: skip
+    for ident, image in keys:
         args += ["-drive", f"if=none,id={ident},format=raw,file={image}",
                  "-device", f"usb-storage,drive={ident}"]  # fmt: skip
     return args
@@ -370,14 +399,36 @@ def test_running_box_policy(boots: tuple[str, str]) -> None:
     assert facts["ccid-group"] == "balise"  # qemu's usb-ccid reader, matched by interface class
 
 
-def test_no_plaintext_parameter_on_the_disk(guest: Guest, boots: tuple[str, str]) -> None:
-    needle = SENTINEL.encode()
+def _on_disk(disk: Path, *needles: bytes) -> list[bytes]:
+    """Which of ``needles`` the raw disk image holds, anywhere (root, ESP, data, free space)."""
     chunk = 64 * 1024 * 1024
-    with guest.disk.open("rb") as handle:
+    overlap = max(len(n) for n in needles)
+    found = set()
+    with disk.open("rb") as handle:
         tail = b""
         while block := handle.read(chunk):
-            assert needle not in tail + block
-            tail = block[-len(needle) :]
+            found |= {n for n in needles if n in tail + block}
+            tail = block[-overlap:]
+    return sorted(found)
+
+
+def test_no_plaintext_parameter_on_the_disk(guest: Guest, boots: tuple[str, str]) -> None:
+    assert _on_disk(guest.disk, SENTINEL.encode()) == []
+
+
+def test_recovery_key_kept_for_the_technician_never_in_clear_on_the_disk(
+    guest: Guest, boots: tuple[str, str]
+) -> None:
+    first, second = (_facts(serial) for serial in boots)
+    key = first.get("recovery-key", "")
+    # systemd-cryptenroll's recovery key: 8 groups of 8 modhex characters.
+    assert re.fullmatch(r"[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}", key), first
+    assert first["recovery-key-unlocks"] == "yes"  # the real key of the data partition
+    # Kept for provision.yml on the encrypted data partition, still there after a reboot.
+    assert first["recovery-key-fs"] == "/dev/mapper/balise-data", first
+    assert second.get("recovery-key") == key
+    # Not a byte of it in clear anywhere on the disk (root file system, journal, free blocks).
+    assert _on_disk(guest.disk, key.encode(), key.replace("-", "").encode()) == []
 
 
 def test_usb_keys_plugged_import_the_lot_and_take_a_sealed_backup(
@@ -418,3 +469,38 @@ def test_usb_keys_plugged_import_the_lot_and_take_a_sealed_backup(
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert '"lots"' in verified.stdout
+
+
+def test_usb_key_of_another_file_system_is_never_mounted(boots: tuple[str, str]) -> None:
+    facts = _facts(boots[1])
+    # The ext4 key labelled BALISE-LOTS: udev hands it to no unit...
+    assert facts["foreign-BALISE-LOTS-ext4-started"] == "no", boots[1][-6000:]
+    assert facts["foreign-BALISE-LOTS-ext4-mounted"] == "no"
+    # ... and its unit, started by hand, refuses it before any mount.
+    assert facts["foreign-BALISE-LOTS-ext4-by-hand"] != "success"
+    assert facts["foreign-BALISE-LOTS-ext4-mounted-after"] == "no"
+    assert re.search(r"BALISE-TEST-USB-FOREIGN: .*refusée : système de fichiers ext4", boots[1]), (
+        boots[1][-6000:]
+    )
+    # Its lot was never read: only the vfat key's lot is in the box.
+    assert facts["lots-ready"] == "1"
+    assert not re.search(r"BALISE-TEST-PRACTICE: lots: .*lot 043", boots[1])
+
+
+def test_units_sandboxed_and_still_working(boots: tuple[str, str]) -> None:
+    for serial in boots:
+        facts = _facts(serial)
+        assert facts["agent-active"] == "active", serial[-4000:]
+        assert facts["agent-restarts"] == "0", serial[-4000:]
+    # The classifier's child process under the agent's own seccomp filter, limits and mounts.
+    verdict = _facts(boots[1])["classifier-in-agent-sandbox"]
+    assert verdict.startswith("unknown SENDER_NOT_ALLOWED child-started 1"), boots[1][-4000:]
+
+
+def test_provisioning_spool_cannot_be_swapped_by_the_kiosk_user(boots: tuple[str, str]) -> None:
+    facts = _facts(boots[1])
+    assert facts["spool-new-owner"] == "root"
+    assert facts["spool-new-replaceable"] == "no"
+    # The kiosk still drops its request, and the root helper takes it.
+    assert facts["kiosk-request"] == "written"
+    assert facts["kiosk-request-taken"] == "yes", boots[1][-4000:]
