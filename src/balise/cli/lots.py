@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -18,7 +17,10 @@ from balise.cli.common import (
     _out,
     _read_pin,
 )
+from balise.cli.jsonstream import rows, write_document
 from balise.domain.errors import ValidationError
+from balise.domain.journal import JsonValue
+from balise.domain.lotrecord import LotRecord, QuarantineRecord
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -76,63 +78,63 @@ def cmd_intake(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lot_json(lot: LotRecord) -> JsonValue:
+    return {
+        "id": lot.id,
+        "state": lot.state.value,
+        "profile": lot.profile,
+        "emitter": lot.emitter,
+        "lot_number": lot.lot_number,
+        "lot_date": lot.lot_date,
+        "organism": lot.organism,
+        "invoices": lot.invoices,
+        "total_cents": lot.total,
+        "sha256": lot.sha256,
+        "received": lot.received,
+        "message_id": lot.message_id,
+        "reasons": list(lot.reasons),
+    }
+
+
+def _refused_json(q: QuarantineRecord) -> JsonValue:
+    return {
+        "id": q.id,
+        "name": q.name,
+        "sha256": q.sha256,
+        "size": q.size,
+        "content_kept": q.content_kept,
+        "received": q.received,
+        "problems": [{"code": p.code, "fr": p.fr, "en": p.en} for p in q.problems],
+    }
+
+
 def cmd_lots_list(args: argparse.Namespace) -> int:
+    """Every lot then every refused file, streamed from the database a batch at a time (the
+    JSON document is written row by row: its memory does not grow with the box's age)."""
+    from balise.adapters.listings import SqliteListings
+
     ctx = _context(args)
     try:
-        lots = ctx.lots.lots()
-        quarantined = ctx.lots.quarantined()
+        listings = SqliteListings(ctx.store)
+        lots, refused = listings.lots(), listings.quarantine()
+        if args.json:
+            write_document(
+                [("lots", rows(lots, _lot_json)), ("quarantine", rows(refused, _refused_json))]
+            )
+            return EXIT_OK
+        empty = True
+        for lot in lots:
+            empty = False
+            _out(_lot_line(lot))
+        for q in refused:
+            empty = False
+            codes = ", ".join(sorted({p.code for p in q.problems}))
+            kept = "" if q.content_kept else " (contenu non gardé)"
+            _out(f"    -  en quarantaine (n° {q.id})        {q.name} : {codes}{kept}")
+        if empty:
+            _out("aucun lot")
     finally:
         ctx.close()
-    if args.json:
-        _out(
-            json.dumps(
-                {
-                    "lots": [
-                        {
-                            "id": lot.id,
-                            "state": lot.state.value,
-                            "profile": lot.profile,
-                            "emitter": lot.emitter,
-                            "lot_number": lot.lot_number,
-                            "lot_date": lot.lot_date,
-                            "organism": lot.organism,
-                            "invoices": lot.invoices,
-                            "total_cents": lot.total,
-                            "sha256": lot.sha256,
-                            "received": lot.received,
-                            "message_id": lot.message_id,
-                            "reasons": list(lot.reasons),
-                        }
-                        for lot in lots
-                    ],
-                    "quarantine": [
-                        {
-                            "id": q.id,
-                            "name": q.name,
-                            "sha256": q.sha256,
-                            "size": q.size,
-                            "content_kept": q.content_kept,
-                            "received": q.received,
-                            "problems": [
-                                {"code": p.code, "fr": p.fr, "en": p.en} for p in q.problems
-                            ],
-                        }
-                        for q in quarantined
-                    ],
-                },
-                ensure_ascii=False,
-                indent=1,
-            )
-        )
-        return EXIT_OK
-    if not lots and not quarantined:
-        _out("aucun lot")
-    for lot in lots:
-        _out(_lot_line(lot))
-    for q in quarantined:
-        codes = ", ".join(sorted({p.code for p in q.problems}))
-        kept = "" if q.content_kept else " (contenu non gardé)"
-        _out(f"    -  en quarantaine (n° {q.id})        {q.name} : {codes}{kept}")
     return EXIT_OK
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from balise.cli.common import (
@@ -16,9 +15,12 @@ from balise.cli.common import (
     _lot,
     _out,
 )
+from balise.cli.jsonstream import rows, write_array, write_document
 from balise.domain.errors import BaliseError
+from balise.domain.journal import JsonValue
 
 if TYPE_CHECKING:
+    from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
     from balise.services.transmission import SendOutcome
 
 
@@ -99,96 +101,99 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return worst
 
 
+def _return_json(r: ReturnRecord) -> JsonValue:
+    return {
+        "id": r.id,
+        "profile": r.profile,
+        "kind": r.kind,
+        "status": r.status,
+        "emitter": r.emitter,
+        "lot_number": r.lot_number,
+        "lot_date": r.lot_date,
+        "lot_id": r.lot_id,
+        "positive": r.positive,
+        "fr": r.words_fr,
+        "en": r.words_en,
+        "received": r.received,
+        "detail": dict(r.detail),
+    }
+
+
+def _payment_json(p: PaymentRecord) -> JsonValue:
+    return {
+        "return_id": p.return_id,
+        "lot_id": p.lot_id,
+        "lot_number": p.lot_number,
+        "lot_date": p.lot_date,
+        "invoice": p.invoice_number,
+        "amo": {"asked": p.amo_asked, "state": p.amo_state, "paid": p.amo_paid},
+        "amc": None
+        if p.amc_state is None
+        else {"asked": p.amc_asked, "state": p.amc_state, "paid": p.amc_paid},
+        "reasons": list(p.reasons),
+    }
+
+
+def _alert_json(a: AlertRecord) -> JsonValue:
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "subject": a.subject,
+        "fr": a.fr,
+        "en": a.en,
+        "details": dict(a.details),
+        "created": a.created,
+        "acknowledged": a.acknowledged,
+    }
+
+
 def cmd_returns_list(args: argparse.Namespace) -> int:
+    """Returns then payments, streamed a batch at a time (ten years of NOEMIE hold millions of
+    invoices: the output is written row by row, never built whole)."""
+    from balise.adapters.listings import SqliteListings
+
     ctx = _context(args)
     try:
-        tracking = ctx.tracking()
-        returns = tracking.returns()
-        payments = tracking.payments()
+        listings = SqliteListings(ctx.store)
+        returns, payments = listings.returns(), listings.payments()
+        if args.json:
+            write_document(
+                [
+                    ("returns", rows(returns, _return_json)),
+                    ("payments", rows(payments, _payment_json)),
+                ]
+            )
+            return EXIT_OK
+        empty = True
+        for r in returns:
+            empty = False
+            lot = f"lot n° {r.lot_id}" if r.lot_id is not None else "aucun lot"
+            _out(f"{r.id:>5}  {r.kind:<7} {r.status:<10} {r.profile:<10} {lot:<12} {r.words_fr}")
+        if empty:
+            _out("aucun retour")
     finally:
         ctx.close()
-    if args.json:
-        _out(
-            json.dumps(
-                {
-                    "returns": [
-                        {
-                            "id": r.id,
-                            "profile": r.profile,
-                            "kind": r.kind,
-                            "status": r.status,
-                            "emitter": r.emitter,
-                            "lot_number": r.lot_number,
-                            "lot_date": r.lot_date,
-                            "lot_id": r.lot_id,
-                            "positive": r.positive,
-                            "fr": r.words_fr,
-                            "en": r.words_en,
-                            "received": r.received,
-                            "detail": r.detail,
-                        }
-                        for r in returns
-                    ],
-                    "payments": [
-                        {
-                            "return_id": p.return_id,
-                            "lot_id": p.lot_id,
-                            "lot_number": p.lot_number,
-                            "lot_date": p.lot_date,
-                            "invoice": p.invoice_number,
-                            "amo": {"asked": p.amo_asked, "state": p.amo_state, "paid": p.amo_paid},
-                            "amc": None
-                            if p.amc_state is None
-                            else {"asked": p.amc_asked, "state": p.amc_state, "paid": p.amc_paid},
-                            "reasons": list(p.reasons),
-                        }
-                        for p in payments
-                    ],
-                },
-                ensure_ascii=False,
-                indent=1,
-            )
-        )
-        return EXIT_OK
-    if not returns:
-        _out("aucun retour")
-    for r in returns:
-        lot = f"lot n° {r.lot_id}" if r.lot_id is not None else "aucun lot"
-        _out(f"{r.id:>5}  {r.kind:<7} {r.status:<10} {r.profile:<10} {lot:<12} {r.words_fr}")
     return EXIT_OK
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from balise.adapters.listings import SqliteListings
+
     ctx = _context(args)
     try:
-        alerts = ctx.tracking().alerts(include_acknowledged=args.all)
+        alerts = SqliteListings(ctx.store).alerts(include_acknowledged=args.all)
+        if args.json:
+            write_array(rows(alerts, _alert_json))
+            _out("")
+            return EXIT_OK
+        empty = True
+        for a in alerts:
+            empty = False
+            _out(f"{a.id:>5}  {a.created}  {a.kind:<18} {a.fr}")
+        if empty:
+            _out("aucune alerte")
     finally:
         ctx.close()
-    if args.json:
-        _out(
-            json.dumps(
-                [
-                    {
-                        "id": a.id,
-                        "kind": a.kind,
-                        "subject": a.subject,
-                        "fr": a.fr,
-                        "en": a.en,
-                        "details": a.details,
-                        "created": a.created,
-                        "acknowledged": a.acknowledged,
-                    }
-                    for a in alerts
-                ],
-                ensure_ascii=False,
-                indent=1,
-            )
-        )
-        return EXIT_OK
-    if not alerts:
-        _out("aucune alerte")
-    for a in alerts:
-        _out(f"{a.id:>5}  {a.created}  {a.kind:<18} {a.fr}")
     return EXIT_OK
 
 
