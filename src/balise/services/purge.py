@@ -202,9 +202,11 @@ class PurgeService:
         own_emitter = own if isinstance(own, str) else None
         policy = box_policy(self._params, size_cap=self._size_cap)
         run_id = uuid.uuid4().hex
+        # A fresh restart budget for this run; the worker starts while the mailbox is opened.
+        # Started before the lock is taken: a process forked while it is held shares the lock
+        # until it execs, and one killed with its parent at that moment kept the lock held.
+        self._classifier.new_run()
         with self._repo.lock(profile):
-            # A fresh restart budget for this run; the worker starts while the mailbox is opened.
-            self._classifier.new_run()
             session = self._mailbox.open(settings)
             counts = {"return": 0, "unknown": 0, "duplicate": 0}
             deleted = 0
