@@ -6,6 +6,7 @@ filled tmpfs (tests/support/small_fs.py), a real SMTP server (aiosmtpd, implicit
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.smtp import SmtpSender
+from balise.agent import Agent
 from balise.bootstrap import Context
 from balise.domain.errors import DiskFullError
 from balise.domain.lotmail import SendReport
@@ -24,7 +26,9 @@ from balise.sim.smtpd import SmtpServer
 from balise.ui.app import BaliseApp
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import configure_box
+from tests.support.clock import TEST_TODAY
 from tests.support.kiosk_support import ScriptedCards, ScriptedReaders
+from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import TlsCA
 from tests.support.signed_lots import configure_smtp, sign_lots
 from tests.support.small_fs import SmallFs
@@ -170,3 +174,32 @@ def test_a_command_on_a_full_disk_with_the_database_closed_says_so_without_a_tra
     assert "Traceback" not in listed.stderr
     fs.free()
     assert env.run("lots", "list").returncode == 0
+
+
+def test_the_agent_keeps_cycling_on_a_full_disk_and_takes_the_lot_once_there_is_room(
+    small_box: tuple[Context, SmallFs], tmp_path: Path
+) -> None:
+    ctx, fs = small_box
+    depot = ctx.data_dir / "echange" / "depot"
+    (depot / "tmp").mkdir(parents=True, exist_ok=True)
+    (depot / "new").mkdir(parents=True, exist_ok=True)
+    (depot / "tmp" / "lot7.lot").write_bytes(valid_lot(TEST_TODAY, lot_number=7))
+    (depot / "tmp" / "lot7.lot").rename(depot / "new" / "lot7.lot")
+    env = {"BALISE_HOME": str(ctx.data_dir), "BALISE_KEK_FILE": str(tmp_path / "balise.kek")}
+    logged: list[str] = []
+    agent = Agent(ctx, env=env, interval_scale=0.001, log=logged.append)
+    try:
+        fs.fill()
+        first = agent.cycle()  # every step fails on the disk; none stops the loop
+        second = agent.cycle()
+        assert "intake" in first.failed and not ctx.lots.lots()
+        assert second is not None
+        assert (depot / "new" / "lot7.lot").exists()  # nothing taken, nothing lost
+        assert any("Disque plein" in line for line in logged)
+        fs.free()
+        time.sleep(0.2)  # past the step's backoff (scaled down)
+        agent.cycle()
+        assert [lot.lot_number for lot in ctx.lots.lots()] == ["007"]
+        assert ctx.journal.verify().ok
+    finally:
+        agent.close()

@@ -120,6 +120,7 @@ class Agent:
         self._next_overdue = 0.0
         self._backup: BackupService | None = None
         self._last_retention: datetime | None = None
+        self._next_crl: datetime | None = None
         self.cycles = 0
 
     # -- control ----------------------------------------------------------------------------
@@ -140,7 +141,10 @@ class Agent:
     def run(self, *, max_cycles: int | None = None) -> list[CycleReport]:
         """Cycle until stopped (or ``max_cycles`` done); returns the reports (last 10 kept)."""
         reports: list[CycleReport] = []
-        self._ctx.journal.append("agent.started", "agent", {"pid": os.getpid()})
+        try:
+            self._ctx.journal.append("agent.started", "agent", {"pid": os.getpid()})
+        except BaliseError as exc:  # a full disk: the loop still starts and retries its steps
+            self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
         try:
             while not self.stopping and (max_cycles is None or self.cycles < max_cycles):
                 reports = [*reports[-9:], self.cycle()]
@@ -174,6 +178,10 @@ class Agent:
             self._guard("overdue", report, self._overdue)
             if not self.stopping:
                 self._guard("housekeeping", report, self._housekeeping)
+        if not self.stopping and (
+            self._next_crl is None or self._ctx.clock.now() >= self._next_crl
+        ):
+            self._guard("crl", report, self._crl)
         self._write_status("en marche")
         return report
 
@@ -199,10 +207,14 @@ class Agent:
             self._failed(step, health, delay)
             return
         if health.failures:
-            self._ctx.journal.append(
-                "agent.step_recovered", f"agent:{step}", {"after_failures": health.failures}
-            )
             self._log(f"{step} : rétabli après {health.failures} échec(s)")
+            try:
+                self._ctx.journal.append(
+                    "agent.step_recovered", f"agent:{step}", {"after_failures": health.failures}
+                )
+            except BaliseError as exc:
+                self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
+                return
         self._health[step] = StepHealth()
 
     def _failed(self, step: str, health: StepHealth, delay: float) -> None:
@@ -210,16 +222,20 @@ class Agent:
         words = f"étape « {step} » en échec ({health.failures} fois de suite) : {health.fr}"
         words_en = f"step '{step}' failed ({health.failures} times in a row): {health.en}"
         self._log(f"{words} [{health.code}] ; nouvel essai à {retry:%H:%M:%S}")
-        self._ctx.journal.append(
-            "agent.step_failed",
-            f"agent:{step}",
-            {
-                "code": health.code,
-                "words": health.fr,
-                "failures": health.failures,
-                "retry_at": retry.isoformat(timespec="seconds"),
-            },
-        )
+        try:  # a full disk refuses the journal line too: the log above says it, the loop goes on
+            self._ctx.journal.append(
+                "agent.step_failed",
+                f"agent:{step}",
+                {
+                    "code": health.code,
+                    "words": health.fr,
+                    "failures": health.failures,
+                    "retry_at": retry.isoformat(timespec="seconds"),
+                },
+            )
+        except BaliseError as exc:
+            self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
+            return
         network = health.code in NETWORK_CODES
         if (network and health.failures == NETWORK_ALERT_AFTER) or (
             not network and health.failures == 1
@@ -333,6 +349,60 @@ class Agent:
         if self._last_retention is None or now - self._last_retention >= timedelta(days=1):
             retention_service(self._ctx).run(now)
             self._last_retention = now
+
+    def _crl(self) -> None:
+        """The IGC-Santé CRLs once a day at this box's own minute (from its identity): at once
+        when one is missing or past its nextUpdate, again within the hour when none came."""
+        from balise.adapters.backup_db import box_id
+        from balise.domain.crl import next_fetch
+
+        now = self._ctx.clock.now()
+        service = self._ctx.crl_service()
+        first = self._next_crl is None
+        self._next_crl = next_fetch(box_id(self._ctx.store), now)
+        status = service.status()
+        if not status or not service.sources():
+            return
+        if first and all(i.age is not None and i.age.freshness == "fresh" for i in status):
+            return
+        outcomes = service.fetch_all()
+        for outcome in outcomes:
+            if not outcome.ok or outcome.kind == "stored":
+                self._log(f"liste de révocation {outcome.url} : {outcome.fr}")
+        self._crl_alerts(service.status())
+        if outcomes and not any(o.ok for o in outcomes):
+            self._next_crl = min(self._next_crl, now + timedelta(hours=1))
+            first_failure = next(o for o in outcomes if not o.ok)
+            raise BaliseError(
+                f"aucune liste de révocation téléchargée ({first_failure.fr})",
+                f"no revocation list downloaded ({first_failure.en})",
+                code="CRL_FETCH",
+            )
+
+    def _crl_alerts(self, status: list[Any]) -> None:
+        """One alert per issuer whose CRL is missing or past its nextUpdate plus the grace
+        (production then refuses to sign), raised again only after it was acknowledged."""
+        tracking = self._ctx.tracking(self._env)
+        store = self._ctx.returns_store
+        for item in status:
+            if item.age is not None and item.age.freshness != "stale":
+                continue
+            subject = f"crl:{item.issuer_key}"
+            if store.open_alert("crl_stale", subject) is not None:
+                continue
+            if item.age is None:
+                fr = f"aucune liste de révocation pour l'autorité {item.subject}"
+                en = f"no revocation list for the authority {item.subject}"
+            else:
+                fr, en = item.age.words()
+                fr, en = f"{item.subject} : {fr}", f"{item.subject}: {en}"
+            tracking.alert(
+                "crl_stale",
+                subject,
+                f"Liste de révocation : {fr} ; en production, la signature est refusée.",
+                f"Revocation list: {en}; in production, signing is refused.",
+                {"issuer": item.subject},
+            )
 
     # -- status -----------------------------------------------------------------------------
 
