@@ -35,6 +35,7 @@ from balise.services.transmission import TransmissionService
 
 if TYPE_CHECKING:
     from balise.adapters.pkcs11 import Pkcs11Signer
+    from balise.services.crl import CrlService
     from balise.services.provisioning import ProvisioningService
 
 
@@ -121,27 +122,49 @@ class Context:
         found = probe_modules(str(self.params.get("mode")))
         return found[0].kind if found else "configured"
 
+    def crl_service(self) -> CrlService:
+        """IGC-Santé CRLs fetched over HTTP(S) (verified TLS with ``ca_bundle`` or the system's
+        store for https), kept under ``<data dir>/crl``."""
+        from balise.adapters.crl_store import FileCrlStore
+        from balise.adapters.http_fetch import UrllibFetcher
+        from balise.services.crl import CrlService
+
+        bundle = self.params.get("ca_bundle")
+        fetcher = UrllibFetcher(ca_pem=bundle if isinstance(bundle, list) else ())
+        return CrlService(
+            self.params, fetcher, FileCrlStore(self.data_dir / "crl"), self.journal, self.clock
+        )
+
     def cert_checker(self) -> CertChecker:
-        """Chain to the configured IGC-Santé roots; without roots, only production refuses."""
+        """Chain to the configured IGC-Santé roots and revocation by the CRL kept for the card's
+        issuer; without roots, or without a current CRL, only production refuses."""
         roots = self.params.get("igc_roots")
         intermediates = self.params.get("igc_intermediates")
         production = self.params.get("mode") == "production"
+        crls = self.crl_service()
 
         def check(identity: CardIdentity) -> CertVerdict:
             from balise.adapters.certcheck import check_card  # pyhanko: only when a card is read
+            from balise.services.crl import revocation_words
 
             if not isinstance(roots, list) or not roots:
                 words = "racines IGC-Santé non configurées : chaîne du certificat non vérifiée"
                 return CertVerdict(
                     not production, words, "IGC-Santé roots not configured: chain not checked"
                 )
+            kept = crls.for_certificate(identity.signature_cert_der)
             result = check_card(
                 identity,
                 self.clock,
                 roots=roots,
                 intermediates=intermediates if isinstance(intermediates, list) else (),
+                crl=kept.full.der if kept is not None and kept.full is not None else None,
+                delta_crl=kept.delta.der if kept is not None and kept.delta is not None else None,
             )
-            return CertVerdict(result.ok, result.words, result.words_en)
+            if not result.ok:
+                return CertVerdict(False, result.words, result.words_en)
+            ok, fr, en = revocation_words(kept, production=production)
+            return CertVerdict(ok, f"{result.words} {fr}", f"{result.words_en} {en}")
 
         return check
 

@@ -599,3 +599,37 @@ class RetentionOutcome:
 
 class RetentionStore(Protocol):
     def purge(self, cutoff: str, now: str) -> RetentionOutcome: ...
+
+
+# -- trust: revocation lists and the organisms' certificates --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCrl:
+    """A revocation list the box verified and kept: ``issuer_key`` names the accepted issuing CA
+    (its name and key), ``kind`` is ``full`` or ``delta``; ``der`` is exactly what was fetched."""
+
+    issuer_key: str
+    kind: Literal["full", "delta"]
+    der: bytes = field(repr=False)
+    url: str
+    fetched: str  # ISO 8601, UTC
+
+
+class CrlStore(Protocol):
+    """The last good CRL of each accepted issuer (and its delta CRL, if any)."""
+
+    def get(self, issuer_key: str, kind: Literal["full", "delta"]) -> StoredCrl | None: ...
+
+    def put(self, crl: StoredCrl) -> None:
+        """Keep ``crl`` in place of the one of the same issuer and kind, durably."""
+        ...
+
+    def all(self) -> list[StoredCrl]: ...
+
+
+class HttpFetcher(Protocol):
+    """One short HTTP(S) GET: verified TLS for https, no redirect, no proxy, bounded size and
+    time. Any failure is a BaliseError (code ``FETCH_FAILED``) in words."""
+
+    def fetch(self, url: str) -> bytes: ...

@@ -126,9 +126,11 @@ async def check_signature_certificate_async(
     roots: Sequence[bytes | str],
     intermediates: Sequence[bytes | str] = (),
     crl: bytes | str | None = None,
+    delta_crl: bytes | None = None,
 ) -> CertCheck:
     """Check ``cert_der`` at ``moment`` against ``roots`` (the only trust anchors), building the
-    path through ``intermediates`` (from the card and the configuration); never fetches."""
+    path through ``intermediates`` (from the card and the configuration); never fetches. A
+    ``delta_crl`` counts with ``crl`` when the latter names it (FreshestCRL)."""
     try:
         cert = x509.load_der_x509_certificate(cert_der)
     except ValueError:
@@ -214,7 +216,11 @@ async def check_signature_certificate_async(
         other_certs=[_asn1(c) for c in others],
         moment=moment,
         allow_fetching=False,
-        crls=[crl_obj.public_bytes(Encoding.DER)] if applies and crl_obj is not None else [],
+        crls=(
+            [crl_obj.public_bytes(Encoding.DER), *([delta_crl] if delta_crl else [])]
+            if applies and crl_obj is not None
+            else []
+        ),
         revinfo_policy=CertRevTrustPolicy(
             RevocationCheckingPolicy(rule, RevocationCheckingRule.NO_CHECK),
             freshness=_ANY_AGE,
@@ -298,11 +304,17 @@ def check_signature_certificate(
     roots: Sequence[bytes | str],
     intermediates: Sequence[bytes | str] = (),
     crl: bytes | str | None = None,
+    delta_crl: bytes | None = None,
 ) -> CertCheck:
     """Synchronous :func:`check_signature_certificate_async` (for workers and the CLI)."""
     return _run(
         check_signature_certificate_async(
-            cert_der, moment=moment, roots=roots, intermediates=intermediates, crl=crl
+            cert_der,
+            moment=moment,
+            roots=roots,
+            intermediates=intermediates,
+            crl=crl,
+            delta_crl=delta_crl,
         )
     )
 
@@ -314,6 +326,7 @@ def check_card(
     roots: Sequence[bytes | str],
     intermediates: Sequence[bytes | str] = (),
     crl: bytes | str | None = None,
+    delta_crl: bytes | None = None,
 ) -> CertCheck:
     """Check the card's signature certificate at the clock's time, with the intermediates the
     card carries and the configured ones (``igc_roots``, ``igc_intermediates``)."""
@@ -323,4 +336,5 @@ def check_card(
         roots=roots,
         intermediates=[*identity.extra_certs_der, *intermediates],
         crl=crl,
+        delta_crl=delta_crl,
     )

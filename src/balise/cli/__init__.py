@@ -39,6 +39,7 @@ from balise.cli.mail import (
     cmd_returns_list,
     cmd_send,
 )
+from balise.cli.trust import add_parsers as add_trust_parsers
 from balise.domain.errors import BaliseError
 
 
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     add_kiosk_parser(sub)
     add_backup_parsers(sub)
+    add_trust_parsers(sub)
     return parser
 
 

@@ -193,6 +193,14 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             "crl_url", _S.GLOBAL, "Adresse de la liste de révocation", "CRL address", _text(500)
         ),
         ParamSpec(
+            "crl_grace_hours",
+            _S.GLOBAL,
+            "Délai de grâce d'une liste de révocation périmée (heures)",
+            "Grace for an out-of-date revocation list (hours)",
+            _int_range(0, 24 * 7),
+            default=24,
+        ),
+        ParamSpec(
             "arl_overdue_days",
             _S.GLOBAL,
             "Délai d'ARL (jours)",

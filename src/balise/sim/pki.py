@@ -208,6 +208,7 @@ def _issue_practitioner(
     now: datetime,
     not_before: datetime | None,
     not_after: datetime | None,
+    crl_urls: Sequence[str] = (),
 ) -> Practitioner:
     if not re.fullmatch(r"\d{11}", rpps):
         raise ValueError(f"an RPPS number has 11 digits, got {rpps!r}")
@@ -231,6 +232,7 @@ def _issue_practitioner(
         extensions=[
             _leaf_constraints(),
             (_key_usage(content_commitment=True), True),
+            *_distribution_points(crl_urls),
         ],
         not_before=start,
         not_after=end,
@@ -251,6 +253,22 @@ def _issue_practitioner(
     return Practitioner(
         rpps=rpps, display_name=display_name, signature=signature, authentication=authentication
     )
+
+
+def _distribution_points(crl_urls: Sequence[str]) -> list[tuple[x509.ExtensionType, bool]]:
+    """The CRL distribution points extension naming ``crl_urls`` (none when empty)."""
+    if not crl_urls:
+        return []
+    points = [
+        x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        for url in crl_urls
+    ]
+    return [(x509.CRLDistributionPoints(points), False)]
 
 
 def _issue_organism(
@@ -311,9 +329,11 @@ class TestPKI:
         *,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        crl_urls: Sequence[str] = (),
     ) -> Practitioner:
         """Issue a CPS-like pair (signature: nonRepudiation; authentication: digitalSignature)
-        for ``rpps`` (11 digits) under the intermediate CA."""
+        for ``rpps`` (11 digits) under the intermediate CA; ``crl_urls`` go into the signature
+        certificate's CRL distribution points."""
         return _issue_practitioner(
             self.directory,
             self.intermediate,
@@ -322,6 +342,7 @@ class TestPKI:
             now=self.now,
             not_before=not_before,
             not_after=not_after,
+            crl_urls=crl_urls,
         )
 
     def issue_organism(
