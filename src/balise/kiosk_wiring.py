@@ -9,9 +9,10 @@ import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from balise.adapters.kek import locate_kek
+from balise.adapters.listings import Listing, SqliteListings
 from balise.domain.atr import ModuleKind, can_sign
 from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
@@ -41,6 +42,7 @@ from balise.ui.backend import (
     ParamLine,
     ProfileParams,
     ProfileSummary,
+    Rows,
     SendReport,
     SendStep,
 )
@@ -122,6 +124,25 @@ class _GuardedSession:
 
     def close(self) -> None:
         self._inner.close()
+
+
+T = TypeVar("T")
+
+
+class _LockedRows(Generic[T]):
+    """A listing read under the backend's lock (one SQLite connection for the worker threads)."""
+
+    def __init__(self, listing: Listing[T], lock: threading.RLock) -> None:
+        self._listing = listing
+        self._lock = lock
+
+    def count(self) -> int:
+        with self._lock:
+            return self._listing.count()
+
+    def page(self, limit: int, *, after: int | None = None, before: int | None = None) -> list[T]:
+        with self._lock:
+            return self._listing.page(limit, after=after, before=before)
 
 
 def hygiene(ctx: Context) -> dict[str, list[Hygiene]]:
@@ -236,10 +257,9 @@ class WiredBackend:
         with self._lock:
             transmission = self.ctx.transmission()
             profiles = []
+            listings = SqliteListings(self.ctx.store)
             for profile in self.ctx.params.ids(Scope.PROFILE):
-                counts: dict[LotState, int] = {}
-                for lot in self.ctx.lots.lots(None, profile):
-                    counts[lot.state] = counts.get(lot.state, 0) + 1
+                counts = listings.lot_counts(profile)  # counted by the database
                 name = self.ctx.params.get("display_name", profile=profile)
                 net: tuple[Literal["ok", "waiting", "idle", "unknown"], str, str]
                 try:
@@ -251,7 +271,7 @@ class WiredBackend:
                     ProfileSummary(profile, str(name or profile), counts, net[0], net[1], net[2])
                 )
             last, nxt = self._purge_times()
-            alerts = len(self.ctx.tracking(self.env).alerts())
+            alerts = listings.alerts().count()
             synced = self.clock_synchronized()
         try:
             weak = locate_kek(self.env).protection == "faible"
@@ -391,13 +411,14 @@ class WiredBackend:
 
     # -- Lots, Retours, Alertes ----------------------------------------------------------
 
-    def lots(self) -> list[LotRecord]:
-        with self._lock:
-            return self.ctx.lots.lots()
+    def _listings(self) -> SqliteListings:
+        return SqliteListings(self.ctx.store)
 
-    def quarantined(self) -> list[QuarantineRecord]:
-        with self._lock:
-            return self.ctx.lots.quarantined()
+    def lot_rows(self) -> Rows[LotRecord]:
+        return _LockedRows(self._listings().lots(), self._lock)
+
+    def refused_rows(self) -> Rows[QuarantineRecord]:
+        return _LockedRows(self._listings().quarantine(), self._lock)
 
     def lot_detail(self, lot_id: int) -> LotDetail:
         with self._lock:
@@ -413,21 +434,18 @@ class WiredBackend:
             ):
                 entry = json.loads(details)
                 history.append((str(when), str(entry.get("from", "")), str(entry.get("to", ""))))
-            tracking = self.ctx.tracking(self.env)
-            returns = tuple(r for r in tracking.returns() if r.lot_id == lot_id)
-            return LotDetail(lot, tuple(history), returns, tuple(tracking.payments(lot_id)))
+            store = self.ctx.returns_store
+            returns = tuple(store.returns_for_lot(lot_id))
+            return LotDetail(lot, tuple(history), returns, tuple(store.payments(lot_id)))
 
-    def returns(self) -> list[ReturnRecord]:
-        with self._lock:
-            return self.ctx.tracking(self.env).returns()
+    def return_rows(self) -> Rows[ReturnRecord]:
+        return _LockedRows(self._listings().returns(), self._lock)
 
-    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]:
-        with self._lock:
-            return self.ctx.tracking(self.env).payments(lot_id)
+    def payment_rows(self) -> Rows[PaymentRecord]:
+        return _LockedRows(self._listings().payments(), self._lock)
 
-    def alerts(self) -> list[AlertRecord]:
-        with self._lock:
-            return self.ctx.tracking(self.env).alerts()
+    def alert_rows(self) -> Rows[AlertRecord]:
+        return _LockedRows(self._listings().alerts(), self._lock)
 
     def acknowledge_alert(self, alert_id: int) -> bool:
         with self._lock:

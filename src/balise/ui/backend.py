@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, cast
 
 from balise.domain.lotstate import LotState
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backen
     from balise.services.technician import Attempt, GateStatus
 
 __all__ = [
+    "LAST_ID",
     "CardStatus",
     "DeferredBackend",
     "DoctorLine",
@@ -31,6 +32,7 @@ __all__ = [
     "ParamLine",
     "ProfileParams",
     "ProfileSummary",
+    "Rows",
     "SendReport",
     "SendStep",
     "deferred_backend",
@@ -141,6 +143,26 @@ class ProfileParams:
     findings: tuple[Hygiene, ...] = field(default=())
 
 
+T_co = TypeVar("T_co", covariant=True)
+
+# ``page(..., before=LAST_ID)``: the last rows of a listing.
+LAST_ID = 2**63 - 1
+
+
+class Rows(Protocol[T_co]):
+    """A listing too long to load whole, read a page at a time in id order (blocking calls:
+    screens make them from thread workers)."""
+
+    def count(self) -> int: ...
+
+    def page(
+        self, limit: int, *, after: int | None = None, before: int | None = None
+    ) -> Sequence[T_co]:
+        """Up to ``limit`` rows: those just after id ``after`` (the first rows when both are
+        None), or those just before id ``before`` (``LAST_ID``: the last rows)."""
+        ...
+
+
 class KioskBackend(Protocol):
     """Every call may block (database, card, network): screens call them from thread workers."""
 
@@ -180,17 +202,21 @@ class KioskBackend(Protocol):
     def send_now(self, profile: str, progress: Callable[[SendStep], None]) -> SendReport: ...
 
     # -- Lots, Retours, Alertes ----------------------------------------------------------
-    def lots(self) -> list[LotRecord]: ...
+    def lot_rows(self) -> Rows[LotRecord]:
+        """Every lot, in id order (cheap: no database work until a page is asked)."""
+        ...
 
-    def quarantined(self) -> list[QuarantineRecord]: ...
+    def refused_rows(self) -> Rows[QuarantineRecord]: ...
 
     def lot_detail(self, lot_id: int) -> LotDetail: ...
 
-    def returns(self) -> list[ReturnRecord]: ...
+    def return_rows(self) -> Rows[ReturnRecord]: ...
 
-    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]: ...
+    def payment_rows(self) -> Rows[PaymentRecord]: ...
 
-    def alerts(self) -> list[AlertRecord]: ...
+    def alert_rows(self) -> Rows[AlertRecord]:
+        """The alerts not acknowledged yet."""
+        ...
 
     def acknowledge_alert(self, alert_id: int) -> bool: ...
 

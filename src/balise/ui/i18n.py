@@ -116,6 +116,8 @@ FR: dict[str, str] = {
     "lots.col.organism": "Organisme",
     "lots.quarantine": "Fichiers refusés (non transmis) : {n}",
     "lots.refused": "{name} reçu le {date} : {reasons}",
+    "lots.count": "{total} lot(s) · lignes {first} à {last} · Début / Fin : premier / dernier",
+    "list.window": "lignes {first} à {last} sur {total} · Début / Fin : première / dernière",
     "lot.title": "Lot n° {id}",
     "lot.line": "Lot {number} du {date} · {invoices} facture(s) · {total} · {organism}",
     "lot.state": "État : {state}",
@@ -312,6 +314,8 @@ EN: dict[str, str] = {
     "lots.col.organism": "Organism",
     "lots.quarantine": "Refused files (not sent): {n}",
     "lots.refused": "{name} received {date}: {reasons}",
+    "lots.count": "{total} lot(s) · rows {first} to {last} · Home / End: first / last",
+    "list.window": "rows {first} to {last} of {total} · Home / End: first / last",
     "lot.title": "Lot no. {id}",
     "lot.line": "Lot {number} of {date} · {invoices} invoice(s) · {total} · {organism}",
     "lot.state": "State: {state}",
@@ -431,6 +435,12 @@ def euros(cents: int) -> str:
     if _current[0] == "en":
         return f"€{cents / 100:,.2f}"
     return f"{cents / 100:,.2f} €".replace(",", " ").replace(".", ",")
+
+
+def number(n: int) -> str:
+    """A count as people read it: 60 000 (French), 60,000 (English)."""
+    text = f"{n:,}"
+    return text if _current[0] == "en" else text.replace(",", " ")
 
 
 def lot_date(aammjj: str) -> str:

@@ -11,12 +11,21 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from balise.ui.i18n import pick, t
+from balise.ui.i18n import number, pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
     from balise.ports import AlertRecord
+
+
+def _alert_row(alert: AlertRecord) -> tuple[Text, ...]:
+    return row(str(alert.id), alert.created[:16].replace("T", " "), pick(alert.fr, alert.en))
+
+
+def _alert_id(alert: AlertRecord) -> int:
+    return alert.id
 
 
 class AlertsScreen(KioskScreen):
@@ -28,36 +37,27 @@ class AlertsScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="alerts-screen"):
-            yield DataTable[Text](id="alerts", cursor_type="row")
+            yield Plain("", id="alerts-count")
+            yield LazyTable(_alert_row, _alert_id, id="alerts")
             yield Plain("", id="alerts-empty")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = t("alerts.title")
-        table = self.query_one("#alerts", DataTable)
+        table: LazyTable[AlertRecord] = self.query_one("#alerts", LazyTable)
         for key in ("id", "date", "words"):
             table.add_column(t(f"alerts.col.{key}"), key=key)
-        self.load()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
-    def load(self) -> None:
-        alerts = self.backend.alerts()
-        self.app.call_from_thread(self._show, alerts)
-
-    def _show(self, alerts: list[AlertRecord]) -> None:
-        table = self.query_one("#alerts", DataTable)
-        table.clear()
-        for alert in alerts:
-            table.add_row(
-                *row(
-                    str(alert.id),
-                    alert.created[:16].replace("T", " "),
-                    pick(alert.fr, alert.en),
-                ),
-                key=str(alert.id),
-            )
-        self.query_one("#alerts-empty", Static).update("" if alerts else t("alerts.empty"))
         table.focus()
+        table.show(self.backend.alert_rows)
+
+    def on_lazy_table_changed(self, event: LazyTable.Changed) -> None:
+        count = (
+            t("list.window", first=event.first, last=event.last, total=number(event.total))
+            if event.total
+            else ""
+        )
+        self.query_one("#alerts-count", Static).update(count)
+        self.query_one("#alerts-empty", Static).update("" if event.total else t("alerts.empty"))
 
     def action_acknowledge(self) -> None:
         table = self.query_one("#alerts", DataTable)
@@ -70,8 +70,8 @@ class AlertsScreen(KioskScreen):
     def _acknowledge(self, alert_id: int) -> None:
         if self.backend.acknowledge_alert(alert_id):
             self.app.call_from_thread(self.notify, t("alerts.acked", id=alert_id), timeout=3)
-        alerts = self.backend.alerts()
-        self.app.call_from_thread(self._show, alerts)
+        table: LazyTable[AlertRecord] = self.query_one("#alerts", LazyTable)
+        self.app.call_from_thread(table.reload)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -13,9 +13,10 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
-from balise.ui.backend import LotDetail
-from balise.ui.i18n import euros, lot_date, pick, t
+from balise.ui.backend import LAST_ID, LotDetail
+from balise.ui.i18n import euros, lot_date, number, pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
 
 
@@ -41,6 +42,18 @@ def lot_row(lot: LotRecord) -> tuple[Text, ...]:
     )
 
 
+def lot_table(table_id: str) -> LazyTable[LotRecord]:
+    """The lots, a page at a time (a box holds ten years of them)."""
+    return LazyTable(lot_row, _lot_id, id=table_id, zebra_stripes=True)
+
+
+def _lot_id(lot: LotRecord) -> int:
+    return lot.id
+
+
+REFUSED_SHOWN = 20
+
+
 class LotsScreen(KioskScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "detail", "key.detail", priority=True, id="lots-detail"),
@@ -50,36 +63,42 @@ class LotsScreen(KioskScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="lots-screen"):
-            yield DataTable[Text](id="lots", cursor_type="row", zebra_stripes=True)
+            yield Plain("", id="lots-count")
+            yield lot_table("lots")
             yield Plain("", id="quarantine")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = t("lots.title")
-        lot_columns(self.query_one("#lots", DataTable))
-        self.load()
+        table: LazyTable[LotRecord] = self.query_one("#lots", LazyTable)
+        lot_columns(table)
+        table.focus()
+        table.show(self.backend.lot_rows)
+        self.load_refused()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
-    def load(self) -> None:
-        lots = self.backend.lots()
-        refused = self.backend.quarantined()
-        self.app.call_from_thread(self._show, lots, refused)
+    def load_refused(self) -> None:
+        rows = self.backend.refused_rows()
+        count = rows.count()
+        refused = list(rows.page(REFUSED_SHOWN, before=LAST_ID)) if count else []
+        self.app.call_from_thread(self._show_refused, count, refused)
 
-    def _show(self, lots: list[LotRecord], refused: list[QuarantineRecord]) -> None:
-        table = self.query_one("#lots", DataTable)
-        table.clear()
-        for lot in lots:
-            table.add_row(*lot_row(lot), key=str(lot.id))
-        table.focus()
-        lines = [t("lots.quarantine", n=len(refused))] if refused else []
-        for record in refused[:20]:
+    def _show_refused(self, count: int, refused: list[QuarantineRecord]) -> None:
+        lines = [t("lots.quarantine", n=number(count))] if count else []
+        for record in reversed(refused):  # the latest first
             reasons = "; ".join(pick(p.fr, p.en) for p in record.problems)
             lines.append(
                 t("lots.refused", name=record.name, date=record.received[:10], reasons=reasons)
             )
-        if not lots:
-            lines.insert(0, t("lots.empty"))
         self.query_one("#quarantine", Static).update("\n".join(lines))
+
+    def on_lazy_table_changed(self, event: LazyTable.Changed) -> None:
+        words = (
+            t("lots.count", total=number(event.total), first=event.first, last=event.last)
+            if event.total
+            else t("lots.empty")
+        )
+        self.query_one("#lots-count", Static).update(words)
 
     def action_detail(self) -> None:
         table = self.query_one("#lots", DataTable)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header, Static
 
-from balise.ui.i18n import euros, lot_date, pick, t
+from balise.ui.i18n import euros, lot_date, number, pick, t
 from balise.ui.screens.base import KioskScreen
+from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
@@ -23,62 +23,70 @@ def _state(code: str | None) -> str:
     return t(f"payment.state.{code}") if code in ("P", "R", "D") else (code or "—")
 
 
+def _return_row(r: ReturnRecord) -> tuple[Text, ...]:
+    lot = f"{r.lot_number} ({lot_date(r.lot_date)})" if r.lot_number and r.lot_date else "—"
+    return row(r.received[:10], r.kind.upper(), lot, pick(r.words_fr, r.words_en))
+
+
+def _payment_row(p: PaymentRecord) -> tuple[Text, ...]:
+    amc = f"{euros(p.amc_paid or 0)} {_state(p.amc_state)}" if p.amc_asked else "—"
+    return row(
+        f"{p.lot_number} ({lot_date(p.lot_date)})",
+        str(p.invoice_number),
+        f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {_state(p.amo_state)}",
+        amc,
+        ", ".join(p.reasons) or "—",
+    )
+
+
+def _ident(record: ReturnRecord | PaymentRecord) -> int:
+    return record.id
+
+
 class ReturnsScreen(KioskScreen):
+    """Both listings are read a page at a time: ten years of NOEMIE hold millions of invoices."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "key.back", id="returns-back"),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._empty: dict[str, bool] = {}
+
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="returns-screen"):
-            yield Plain(t("returns.title"), classes="title")
-            yield DataTable[Text](id="returns", cursor_type="row")
-            yield Plain(t("payments.title"), classes="title")
-            yield DataTable[Text](id="payments", cursor_type="row")
+            yield Plain(t("returns.title"), classes="title", id="returns-title")
+            yield LazyTable(_return_row, _ident, id="returns")
+            yield Plain(t("payments.title"), classes="title", id="payments-title")
+            yield LazyTable(_payment_row, _ident, id="payments")
             yield Plain("", id="returns-empty")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = t("returns.title")
-        returns = self.query_one("#returns", DataTable)
+        returns: LazyTable[ReturnRecord] = self.query_one("#returns", LazyTable)
         for key in ("date", "kind", "lot", "words"):
             returns.add_column(t(f"returns.col.{key}"), key=key)
-        payments = self.query_one("#payments", DataTable)
+        payments: LazyTable[PaymentRecord] = self.query_one("#payments", LazyTable)
         for key in ("lot", "invoice", "amo", "amc", "reasons"):
             label = t("returns.col.lot") if key == "lot" else t(f"payments.col.{key}")
             payments.add_column(label, key=key)
-        self.load()
+        returns.focus()
+        returns.show(self.backend.return_rows)
+        payments.show(self.backend.payment_rows)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
-    def load(self) -> None:
-        returns = self.backend.returns()
-        payments = self.backend.payments()
-        self.app.call_from_thread(self._show, returns, payments)
-
-    def _show(self, returns: list[ReturnRecord], payments: list[PaymentRecord]) -> None:
-        table = self.query_one("#returns", DataTable)
-        for r in returns:
-            lot = f"{r.lot_number} ({lot_date(r.lot_date)})" if r.lot_number and r.lot_date else "—"
-            table.add_row(*row(r.received[:10], r.kind.upper(), lot, pick(r.words_fr, r.words_en)))
-        pay = self.query_one("#payments", DataTable)
-        for p in payments:
-            amc = f"{euros(p.amc_paid or 0)} {_state(p.amc_state)}" if p.amc_asked else "—"
-            pay.add_row(
-                *row(
-                    f"{p.lot_number} ({lot_date(p.lot_date)})",
-                    str(p.invoice_number),
-                    f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {_state(p.amo_state)}",
-                    amc,
-                    ", ".join(p.reasons) or "—",
-                )
-            )
-        empty = []
-        if not returns:
-            empty.append(t("returns.empty"))
-        if not payments:
-            empty.append(t("payments.empty"))
+    def on_lazy_table_changed(self, event: LazyTable.Changed) -> None:
+        which = "returns" if event.table.id == "returns" else "payments"
+        title = t(f"{which}.title")
+        if event.total:
+            window = t("list.window", first=event.first, last=event.last, total=number(event.total))
+            title = f"{title} · {window}"
+        self.query_one(f"#{which}-title", Static).update(title)
+        self._empty[which] = not event.total
+        empty = [t(f"{key}.empty") for key in ("returns", "payments") if self._empty.get(key)]
         self.query_one("#returns-empty", Static).update("\n".join(empty))
-        table.focus()
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -21,7 +20,8 @@ from balise.ui.backend import DoctorLine, JournalCheck, ProfileParams
 from balise.ui.i18n import language, pick, t
 from balise.ui.screens.base import KioskScreen
 from balise.ui.screens.dialogs import ConfirmDialog
-from balise.ui.screens.lots import lot_columns, lot_row
+from balise.ui.screens.lots import lot_columns, lot_table
+from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class TechnicianScreen(KioskScreen):
         with Vertical(id="technician"):
             with VerticalScroll(id="tech-scroll"):
                 yield Plain(t("tech.intro"), id="tech-content")
-            yield DataTable[Text](id="tech-lots", cursor_type="row")
+            yield lot_table("tech-lots")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -83,7 +83,10 @@ class TechnicianScreen(KioskScreen):
 
     def action_view(self, view: View) -> None:
         self._show_view(view)
-        self.load(view)
+        if view == "lots":
+            self._lots()
+        else:
+            self.load(view)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="tech")
     def load(self, view: View) -> None:
@@ -96,9 +99,6 @@ class TechnicianScreen(KioskScreen):
         elif view == "journal":
             report = self.backend.verify_journal()
             self.app.call_from_thread(self._journal, report)
-        elif view == "lots":
-            lots = self.backend.lots()
-            self.app.call_from_thread(self._lots, lots)
 
     def _say(self, lines: list[str]) -> None:
         self.query_one("#tech-content", Static).update("\n".join(lines))
@@ -128,12 +128,10 @@ class TechnicianScreen(KioskScreen):
         )
         self._say([first, t("tech.journal.head", hash=report.head_hash)])
 
-    def _lots(self, lots: list[LotRecord]) -> None:
+    def _lots(self) -> None:
         self._say([t("tech.lots.help")])
-        table = self.query_one("#tech-lots", DataTable)
-        table.clear()
-        for lot in lots:
-            table.add_row(*lot_row(lot), key=str(lot.id))
+        table: LazyTable[LotRecord] = self.query_one("#tech-lots", LazyTable)
+        table.show(self.backend.lot_rows)
         table.focus()
 
     def _chosen(self) -> int | None:
@@ -174,8 +172,8 @@ class TechnicianScreen(KioskScreen):
         except BaliseError as exc:
             words = t("kiosk.error", why=exc.message(language()))
         self.app.call_from_thread(self.notify, words, timeout=4)
-        lots = self.backend.lots()
-        self.app.call_from_thread(self._lots, lots)
+        table: LazyTable[LotRecord] = self.query_one("#tech-lots", LazyTable)
+        self.app.call_from_thread(table.reload)
 
     # -- the provisioning window ---------------------------------------------------------
 
