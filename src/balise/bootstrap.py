@@ -180,6 +180,7 @@ class Context:
             self.journal,
             self.clock,
             self.exchange(env),
+            params=self.params,
         )
 
     def purge(

@@ -29,6 +29,7 @@ from balise.adapters.classifier_child import (
 )
 from balise.domain.classify import Classification, ClassifyPolicy, UnknownReason
 from balise.domain.returns import parse_return
+from balise.domain.signed_return import return_stream
 from balise.ports import AnalysisFailed
 
 WALL_SECONDS_PER_MESSAGE: Final = 20.0
@@ -41,7 +42,8 @@ def _result_from_json(facts: dict[str, Any], payload: bytes) -> Classification:
     if kind not in ("arl", "noemie", "damaged", "unknown"):
         raise ValueError(kind)
     reason = UnknownReason(facts["reason"]) if facts["reason"] is not None else None
-    parsed = parse_return(payload) if facts["has_payload"] else None
+    stream = return_stream(payload) if facts["has_payload"] else None  # PROFILE.md §3.1
+    parsed = parse_return(stream[0]) if stream is not None else None
     if kind != "unknown" and (parsed is None or parsed.header is None):
         raise ValueError("return without a readable payload")
     return Classification(

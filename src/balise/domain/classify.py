@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Literal
 
 from balise.domain.returns import ParsedReturn, parse_return
+from balise.domain.signed_return import return_stream
 
 ClassKind = Literal["arl", "noemie", "damaged", "unknown"]
 
@@ -497,7 +498,12 @@ def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
         decoded = gunzip_bounded(decoded, policy.max_gunzip_out, policy.max_gunzip_ratio)
         if isinstance(decoded, UnknownReason):
             return _unknown(decoded, raw, meta, description=description)
-    parsed = parse_return(decoded)
+    # A signing organism's payload is a SignedData around the stream (PROFILE.md §3.1): read
+    # through it here; the signature is verified before the return may change anything.
+    stream = return_stream(decoded)
+    if stream is None:
+        return _unknown(UnknownReason.BAD_ENCODING, raw, meta, description=description)
+    parsed = parse_return(stream[0])
     header = parsed.header
     if header is None:
         return _unknown(UnknownReason.BAD_HEADER, raw, meta, description=description)

@@ -9,10 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from balise.cms import CmsError, verify_signed_data
 from balise.domain.journal import JsonValue
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
-from balise.domain.returns import Arl, Noemie, ParsedReturn, Share
+from balise.domain.params import Scope
+from balise.domain.returns import Arl, Noemie, ParsedReturn, ReturnHeader, Share
+from balise.domain.signed_return import looks_signed, return_stream
 from balise.ports import (
     AlertRecord,
     Clock,
@@ -25,6 +28,7 @@ from balise.ports import (
 )
 from balise.services.certwatch import Expiry
 from balise.services.lots import LotTransitions
+from balise.services.params import ParameterService
 
 S = LotState
 # "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
@@ -69,6 +73,7 @@ class TrackingService:
         journal: Journal,
         clock: Clock,
         exchange: Exchange | None = None,
+        params: ParameterService | None = None,
     ) -> None:
         self._repo = repo
         self._lots = lots
@@ -76,6 +81,7 @@ class TrackingService:
         self._journal = journal
         self._clock = clock
         self._exchange = exchange
+        self._params = params
 
     def _now(self) -> str:
         return self._clock.now().isoformat(timespec="seconds")
@@ -134,6 +140,7 @@ class TrackingService:
         header = parsed.header
         assert header is not None  # the classifier only hands over returns with a valid header
         when = self._now()
+        raw_payload = payload
         base = {
             "emitter": header.emitter,
             "organism_type": header.organism_type,
@@ -184,6 +191,22 @@ class TrackingService:
             )
             return TrackOutcome(rid, "damaged", (), tuple(alerts))
 
+        stream = return_stream(payload) if payload is not None else None
+        signed = stream is not None and stream[1]
+        if stream is not None:
+            payload = stream[0]  # what is kept and published: the entity stream itself
+        signers = self._return_signers(profile, header, parsed, own_emitter)
+        if signers:
+            problem = self._signature_problem(raw_payload, signers)
+            if problem is not None:
+                was, kind = kind, "damaged"  # what ``store`` writes from here on
+                return self._refuse_unsigned(
+                    profile, was, parsed, base, detail, store, signers, problem
+                )
+            detail["signature"] = "vérifiée"
+        elif signed:
+            detail["signature"] = "non vérifiée (aucun certificat de signature configuré)"
+
         if header.emitter != own_emitter:
             # Addressed to another practitioner of this box but found in this mailbox: never
             # applied (a return only changes lots of the mailbox's own practitioner).
@@ -207,6 +230,109 @@ class TrackingService:
         return self._record_noemie(
             profile, header.emitter, parsed.noemie, base, detail, store, words
         )
+
+    # -- signed returns (PROFILE.md §3.1) ------------------------------------------------------
+
+    def _organisms_signing(self, ids: set[str]) -> dict[str, list[str]]:
+        """The return-signing certificates (PEM) of those organisms that have one."""
+        assert self._params is not None
+        found: dict[str, list[str]] = {}
+        for ident in sorted(ids):
+            value = self._params.get("return_signing_cert", organism=ident)
+            if isinstance(value, list) and value:
+                found[ident] = value
+        return found
+
+    def _return_signers(
+        self, profile: str, header: ReturnHeader, parsed: ParsedReturn, own: str | None
+    ) -> dict[str, list[str]]:
+        """Every organism this return speaks for — the one its 000 header names, and the
+        addressee of every lot of this mailbox it would touch — that signs its returns."""
+        if self._params is None:
+            return {}
+        ids: set[str] = set()
+        for ident in self._params.ids(Scope.ORGANISM):
+            number = "000000" + "".join(
+                str(self._params.get(n, organism=ident) or "???")
+                for n in ("regime", "caisse", "centre")
+            )
+            if number == header.organism_number:
+                ids.add(ident)
+        keys: list[tuple[int, object]] = []
+        if parsed.arl is not None:
+            keys.append((parsed.arl.lot_number, parsed.arl.lot_date))
+        if parsed.noemie is not None:
+            keys += [(n.lot_number, n.lot_date) for n in parsed.noemie.lots]
+        for lot_number, day in keys:
+            lot = self._find_lot(profile, header.emitter, lot_number, _aammjj(day))
+            if lot is not None:
+                ids.add(lot.organism)
+        return self._organisms_signing(ids)
+
+    def _signature_problem(
+        self, payload: bytes | None, signers: dict[str, list[str]]
+    ) -> tuple[str, str, str] | None:
+        """None when ``payload`` is a SignedData verified against one of the organisms'
+        return-signing certificates, else (code, French, English)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        if payload is None or not looks_signed(payload):
+            return (
+                "RETURN_UNSIGNED",
+                "retour non signé alors que l'organisme signe ses retours",
+                "unsigned return from an organism that signs its returns",
+            )
+        ders = [
+            x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(Encoding.DER)
+            for pems in signers.values()
+            for pem in pems
+        ]
+        try:
+            verified = verify_signed_data(payload, ders, at=self._clock.now())
+        except CmsError as exc:
+            return "RETURN_BAD_SIGNATURE", f"signature du retour refusée : {exc.fr}", exc.en
+        if verified.signer_cert_der not in ders:
+            return (
+                "RETURN_BAD_SIGNATURE",
+                "retour signé par un autre certificat que celui de l'organisme",
+                "return signed with another certificate than the organism's",
+            )
+        return None
+
+    def _refuse_unsigned(
+        self,
+        profile: str,
+        kind: str,
+        parsed: ParsedReturn,
+        base: dict[str, str | None],
+        detail: dict[str, JsonValue],
+        store: _Store,
+        signers: dict[str, list[str]],
+        problem: tuple[str, str, str],
+    ) -> TrackOutcome:
+        """Kept as damaged evidence (never published to retours/, never applied), alerted."""
+        code, fr, en = problem
+        if parsed.arl is not None:
+            base["lot_number"] = f"{parsed.arl.lot_number:03d}"
+            base["lot_date"] = _aammjj(parsed.arl.lot_date)
+        organisms: list[JsonValue] = list(sorted(signers))
+        detail.update(
+            {"problem": "signature", "signature": code, "organisms": organisms, "was": kind}
+        )
+        rid = store("damaged", None, None)
+        alert = self.alert(
+            "return_unsigned",
+            f"return:{rid}",
+            f"Retour ({kind.upper()}) au nom de {', '.join(sorted(signers))} reçu dans la BAL du "
+            f"profil {profile} : {fr} — conservé comme preuve, non appliqué (possible "
+            "usurpation d'expéditeur)",
+            f"Return ({kind.upper()}) in the name of {', '.join(sorted(signers))} received in "
+            f"profile {profile}'s mailbox: {en} — kept as evidence, not applied (possible "
+            "spoofed sender)",
+            {"return": rid, "code": code},
+        )
+        return TrackOutcome(rid, "damaged", (), (alert,))
 
     def _record_arl(
         self,

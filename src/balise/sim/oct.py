@@ -54,7 +54,7 @@ from balise.domain.returns import (
     build_noemie,
 )
 from balise.sim.dovecot import DovecotServer
-from balise.sim.returnmail import phishing_mail, return_mail, spam_mail
+from balise.sim.returnmail import phishing_mail, return_mail, sign_return, spam_mail
 from balise.sim.smtpd import Received, SmtpServer
 
 __all__ = [
@@ -136,7 +136,9 @@ class OctSimulator:
     MIME entity, gunzip, verify the SignedData against ``trusted_roots_der``, validate the lot
     (test mode when ``test_flow``), detect duplicates (same emitter, lot number and date, or same
     content, already answered positively), then answer an ARL+ (and, with ``send_noemie``, a
-    NOEMIE paying every invoice in full) or an ARL− whose 290 says why. The SMTP client always
+    NOEMIE paying every invoice in full) or an ARL− whose 290 says why; an organism listed in
+    ``return_signers`` (its address, signing key and certificate) signs its returns (CMS
+    SignedData around the payload, PROFILE.md §3.1). The SMTP client always
     gets a 250: a bad lot is answered, never refused. Mail that names no lot or no known mailbox
     is not answered and is listed in ``errors``. With ``answer_delay`` > 0 the answers arrive
     that many seconds later (from a timer thread); :meth:`wait_answers` waits for them.
@@ -158,6 +160,7 @@ class OctSimulator:
         test_flow: bool = True,
         send_noemie: bool = True,
         answer_delay: float = 0.0,
+        return_signers: Sequence[OrganismKey] = (),
     ) -> None:
         if answer_delay < 0:
             raise OctSimulatorError("Délai de réponse négatif.", "Negative answer delay.")
@@ -175,6 +178,8 @@ class OctSimulator:
         self._test_flow = test_flow
         self._send_noemie = send_noemie
         self._delay = answer_delay
+        # Organisms that sign their returns (PROFILE.md §3.1): address → its signing key.
+        self._signers = {o.address.lower(): o for o in return_signers}
         self._recipients: dict[str, list[_Recipient]] = {}
         for organism in organisms:
             self._recipients.setdefault(organism.address.lower(), []).append(_load(organism))
@@ -383,6 +388,9 @@ class OctSimulator:
         # The box trusts only organism domains (*.rss.fr by default): answer from the organism's
         # own address, as the real OCTs do.
         domain = organism.rpartition("@")[2] or "oct.rss.fr"
+        signer = self._signers.get(organism.lower())
+        if signer is not None:
+            payload = sign_return(payload, signer.key_pem, signer.cert_pem)
         return return_mail(
             payload,
             f"{prefix}/{kind}/Z",

@@ -363,6 +363,38 @@ class TestPKI:
             not_after=not_after,
         )
 
+    def issue_return_signer(
+        self,
+        name: str,
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> Issued:
+        """Issue an organism's return-signing certificate (digitalSignature, nonRepudiation)
+        under the intermediate CA; its key stays in the test directory so the OCT simulator
+        can sign the returns it answers (PROFILE.md §3.1)."""
+        start, end = _leaf_validity(self.now, not_before, not_after)
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "ORGANISMES TEST"),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        return _issue(
+            self.directory,
+            name,
+            subject,
+            issuer=self.intermediate,
+            extensions=[
+                _leaf_constraints(),
+                (_key_usage(digital_signature=True, content_commitment=True), True),
+            ],
+            not_before=start,
+            not_after=end,
+        )
+
     def issue_tls_server(self, name: str, hosts: Sequence[str]) -> Issued:
         """Issue a TLS server certificate signed by the root (trust ``root_pem``); each host is
         a DNS name or an IP address (e.g. ``127.0.0.2``) and goes into subjectAltName."""

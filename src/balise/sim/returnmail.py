@@ -4,10 +4,18 @@ mails built the way organisms send them (PROFILE.md §3) and hostile ones (spam,
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
 from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from balise.cms import sign_data
 
 __all__ = [
     "SAMPLE_BAL_ADDRESS",
@@ -17,6 +25,7 @@ __all__ = [
     "envelope",
     "phishing_mail",
     "return_mail",
+    "sign_return",
     "spam_mail",
 ]
 
@@ -44,6 +53,23 @@ def edi_part(
     part = MIMEApplication(body, "EDI-consent")
     part["Content-Description"] = description
     return part
+
+
+def sign_return(
+    payload: bytes, key_pem: Path, cert_pem: Path, *, signing_time: datetime | None = None
+) -> bytes:
+    """``payload`` (an entity stream) wrapped in a DER CMS SignedData signed with an organism's
+    return-signing key and certificate (PROFILE.md §3.1): what a signing organism sends."""
+    key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError("an RSA key is expected")
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    return sign_data(
+        payload,
+        cert.public_bytes(serialization.Encoding.DER),
+        lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256()),
+        signing_time=signing_time or datetime.now(UTC),
+    )
 
 
 def envelope(
