@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from balise.adapters.archive import decrypt_chunks, derive_master, open_archive
+from balise.adapters.archive import derive_master, open_archive, payload_blocks
 from balise.adapters.backup_db import THROTTLE_FILE, unlock
 from balise.adapters.clock import FixedClock
 from balise.backup_wiring import backup_service, restore_archive
@@ -86,7 +86,7 @@ def test_restore_on_another_box_same_data_chain_verified_secrets_work_nowhere_in
     handle, header = open_archive(archive)
     with handle:
         keys = unlock(archive, derive_master(RECOVERY, header.kdf)).keys
-        payload = b"".join(decrypt_chunks(handle, header, keys))
+        payload = b"".join(payload_blocks(handle, header, keys))
     assert payload.startswith(b"SQLite format 3") and secret not in payload
     assert box.ctx.kek.key not in payload and box.ctx.kek.key not in archive.read_bytes()
 

@@ -17,13 +17,12 @@ from balise.adapters.kek import create_key_file
 from balise.backup_wiring import backup_service
 from balise.bootstrap import open_context
 from balise.domain.journal import JournalEntry
-from balise.domain.lotbuild import make_invoices
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import Box, SyncedClock, configure_box
-from tests.support.clock import TEST_NOW, TEST_TODAY, fixed_clock
-from tests.support.lot_corpus import valid_lot
-from tests.support.sauvegarde_support import RECOVERY, flip
+from tests.support.clock import TEST_NOW, fixed_clock
+from tests.support.mail_corpus import NOEMIE
+from tests.support.sauvegarde_support import RECOVERY, flip, record_return
 from tests.support.small_fs import SmallFs
 
 
@@ -163,12 +162,11 @@ def test_archives_beyond_the_backup_quota_are_pruned_with_an_alert(
     box: Box, tmp_path: Path
 ) -> None:
     box.ctx.params.set("recovery_passphrase", RECOVERY)
-    intake = box.ctx.intake()
-    # about 1.5 MiB of lots, so that three archives need more than the 4 MiB quota
-    for number in range(1, 5):
-        invoices = make_invoices(750, seed=number, care_date=TEST_TODAY - timedelta(days=2))
-        big = valid_lot(TEST_TODAY, lot_number=number, invoices=invoices)
-        assert intake.import_bytes(f"gros-{number}.lot", big, f"t:{number}").accepted
+    # about 1.5 MiB of returns' mail, stored encrypted (archives compress, ciphertext does not),
+    # so that three archives need more than the 4 MiB quota
+    for number in range(3):
+        raw = os.urandom(500 * 1024)
+        record_return(box.ctx, box.env.env, NOEMIE, f"gros-{number}", raw=raw)
     assert box.env.run("params", "set", "backup_quota_mib", "4").returncode == 0
     dest = tmp_path / "sauvegardes"
     made = [_made_at(box.env, dest, TEST_NOW - timedelta(days=d)) for d in (2, 1)]

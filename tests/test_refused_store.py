@@ -10,7 +10,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from balise.adapters.archive import decrypt_chunks, derive_master, open_archive
+from balise.adapters.archive import derive_master, open_archive, payload_blocks
 from balise.adapters.backup_db import unlock
 from balise.backup_wiring import backup_service
 from tests.support.box import Box
@@ -84,7 +84,7 @@ def test_backups_carry_refused_files_metadata_and_hash_not_their_bytes(
     handle, header = open_archive(archive)
     with handle:
         keys = unlock(archive, derive_master(RECOVERY, header.kdf)).keys
-        payload = b"".join(decrypt_chunks(handle, header, keys))
+        payload = b"".join(payload_blocks(handle, header, keys))
     assert SENTINEL not in payload
     snapshot = tmp_path / "copie.db"
     snapshot.write_bytes(payload)

@@ -23,7 +23,10 @@ RECOVERY = "phrase de secours du cabinet 42"
 FILLER_ENTRIES = 300
 
 
-def record_return(ctx: Context, env: dict[str, str], payload: bytes, uidl: str) -> str:
+def record_return(
+    ctx: Context, env: dict[str, str], payload: bytes, uidl: str, *, raw: bytes | None = None
+) -> str:
+    """Store ``payload`` as a return received in a mail (``raw``, stored encrypted)."""
     parsed = parse_return(payload)
     outcome = ctx.tracking(env).record(
         profile="p1",
@@ -33,7 +36,7 @@ def record_return(ctx: Context, env: dict[str, str], payload: bytes, uidl: str) 
         kind=parsed.kind if parsed.kind != "not_a_return" else "damaged",
         parsed=parsed,
         words=(parsed.words("fr"), parsed.words("en")),
-        raw=b"raw mail bytes " + uidl.encode(),
+        raw=b"raw mail bytes " + uidl.encode() if raw is None else raw,
         payload=payload,
     )
     return outcome.status

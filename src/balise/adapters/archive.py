@@ -5,12 +5,30 @@ Layout (all integers big-endian)::
     MAGIC (8) | header length (4) | header (canonical JSON) | SHA-256 of the three before (32)
     | chunk 0 | chunk 1 | ... | final chunk
 
-The header carries the Argon2id parameters and salt, a random 32-byte archive nonce, a key-check
-value and the manifest. Every chunk is AES-256-GCM over ``chunk_size`` plaintext bytes (the final
-one shorter, possibly empty) with the nonce ``index (11 bytes) || final flag (1 byte)`` and the
-header's SHA-256 as associated data — the STREAM construction of age: reordering, truncation,
-extension or any edited byte fails authentication. The unkeyed header checksum tells a damaged
-header from a wrong passphrase (only the keyed check says "wrong passphrase").
+The header carries its format, the Argon2id parameters and salt, a random 32-byte archive nonce, a
+key-check value and the manifest. Every chunk is AES-256-GCM over ``chunk_size`` plaintext bytes
+(the final one shorter, possibly empty) with the nonce ``index (11 bytes) || final flag (1 byte)``
+and the header's SHA-256 as associated data — the STREAM construction of age: reordering,
+truncation, extension or any edited byte fails authentication. The unkeyed header checksum tells a
+damaged header from a wrong passphrase (only the keyed check says "wrong passphrase").
+
+Formats (the header's ``format``):
+
+- 1 (archives made before compression; still read, verified and restored): the chunks' plaintext
+  is the SQLite database itself.
+- 2 (what the box writes): the chunks' plaintext is ONE Zstandard frame of the database
+  (``compression: "zstd"``) — compressed, then encrypted, streamed block by block: neither the
+  database nor the archive is ever held in memory. Decompression is bounded: it stops with
+  BACKUP_DAMAGED as soon as the output passes the manifest's ``payload_size`` (itself at most
+  :data:`MAX_PAYLOAD`), and a frame asking for a window above :data:`MAX_WINDOW` is refused, so a
+  hostile archive can neither expand without limit nor make the reader allocate much.
+
+Compressing before encrypting leaks the compressed length, which depends on the content, some of
+which outsiders choose (mail they send, lot files dropped in the exchange account). That is
+harmless here: an archive is made from the whole database once a day (or when a key is plugged),
+never on an outsider's demand, so there is no oracle to query many times with adaptive content
+next to a secret (what CRIME/BREACH need); and the secrets in the database (the vault's values,
+the copies of mail) are themselves ciphertext, whose compressed size tells nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -25,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,8 +54,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from balise.domain.errors import ConfigError, IntegrityError, ValidationError
 
 MAGIC = b"BALSAV\x00\x01"
-FORMAT = 1
+FORMAT_PLAIN = 1  # read only: the database itself in the chunks (archives made before format 2)
+FORMAT_ZSTD = 2  # one Zstandard frame of the database in the chunks
+FORMAT = FORMAT_ZSTD
+ZSTD_LEVEL = 3
+# Decompression bounds: what a frame may ask for its window (level 3 uses 2 MiB on a large
+# database), and the largest database a manifest may declare (far above what the box's disk,
+# 16 to 256 GB, can hold).
+MAX_WINDOW = 8 * 1024 * 1024
+MAX_PAYLOAD = 1024**4
 DEFAULT_CHUNK = 1024 * 1024
+READ_BLOCK = 1024 * 1024
 MAX_HEADER = 64 * 1024
 TAG = 16
 # Bounds on KDF parameters read from an untrusted header (a forged header must not make the box
@@ -171,6 +200,7 @@ class Header:
     manifest: dict[str, Any]
     digest: bytes
     payload_offset: int
+    format: int = FORMAT
 
 
 def _damaged(fr: str, en: str) -> IntegrityError:
@@ -195,10 +225,12 @@ def write_archive(
     chunk_size: int = DEFAULT_CHUNK,
     on_chunk: Callable[[int], None] | None = None,
 ) -> int:
-    """Encrypt ``source`` into ``out``; returns the number of bytes written."""
+    """Compress ``source`` (the manifest's ``payload_size`` bytes) and encrypt it into ``out``,
+    block by block (format 2); returns the number of bytes written."""
     keys = ArchiveKeys.derive(master, nonce)
     header = {
-        "format": FORMAT,
+        "format": FORMAT_ZSTD,
+        "compression": "zstd",
         "kdf": master.kdf.as_json(),
         "nonce": _b64(nonce),
         "check": _b64(keys.check),
@@ -211,23 +243,54 @@ def write_archive(
     prefix = MAGIC + len(body).to_bytes(4, "big") + body
     digest = hashlib.sha256(prefix).digest()
     out.write(prefix + digest)
-    written = len(prefix) + len(digest)
-    aead = AESGCM(keys.payload)
-    index = 0
-    pending = source.read(chunk_size)
-    while True:
-        following = source.read(chunk_size) if len(pending) == chunk_size else b""
-        final = len(pending) < chunk_size
-        sealed = aead.encrypt(_chunk_nonce(index, final), pending, digest)
-        out.write(sealed)
-        written += len(sealed)
-        if on_chunk is not None:
-            on_chunk(index)
-        if final:
-            return written
-        index += 1
-        # On a chunk boundary ``following`` is empty: an empty final chunk closes the stream.
-        pending = following
+    sealer = _Sealer(out, AESGCM(keys.payload), digest, chunk_size, on_chunk)
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+    for block in iter(lambda: source.read(READ_BLOCK), b""):
+        sealer.feed(compressor.compress(block))
+    sealer.feed(compressor.flush())
+    sealer.close()
+    return len(prefix) + len(digest) + sealer.written
+
+
+class _Sealer:
+    """Cuts a stream into ``chunk_size`` chunks and seals each as it is full; the final chunk is
+    shorter (empty when the stream ends on a chunk boundary), so truncation is always seen."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        aead: AESGCM,
+        digest: bytes,
+        chunk_size: int,
+        on_chunk: Callable[[int], None] | None,
+    ) -> None:
+        self._out, self._aead, self._digest = out, aead, digest
+        self._chunk_size, self._on_chunk = chunk_size, on_chunk
+        self._pending = bytearray()
+        self._index = 0
+        self.written = 0
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        # A full chunk is sealed as not final only once a byte beyond it is known to exist.
+        while len(self._pending) > self._chunk_size:
+            self._seal(bytes(self._pending[: self._chunk_size]), final=False)
+            del self._pending[: self._chunk_size]
+
+    def close(self) -> None:
+        if len(self._pending) == self._chunk_size:
+            self._seal(bytes(self._pending), final=False)
+            self._pending.clear()
+        self._seal(bytes(self._pending), final=True)
+        self._pending.clear()
+
+    def _seal(self, plain: bytes, *, final: bool) -> None:
+        sealed = self._aead.encrypt(_chunk_nonce(self._index, final), plain, self._digest)
+        self._out.write(sealed)
+        self.written += len(sealed)
+        if self._on_chunk is not None:
+            self._on_chunk(self._index)
+        self._index += 1
 
 
 def read_header(handle: BinaryIO) -> Header:
@@ -249,8 +312,11 @@ def read_header(handle: BinaryIO) -> Header:
         raise _damaged("en-tête altéré (somme de contrôle)", "header altered (checksum)")
     try:
         data = json.loads(body)
-        if data.get("format") != FORMAT:
+        version = data.get("format")
+        if version not in (FORMAT_PLAIN, FORMAT_ZSTD):
             raise ValueError("unknown format")
+        if version == FORMAT_ZSTD and data.get("compression") != "zstd":
+            raise ValueError("unknown compression")
         kdf = KdfParams.from_json(data.get("kdf"))
         nonce = _unb64(data.get("nonce"))
         check = _unb64(data.get("check"))
@@ -262,9 +328,14 @@ def read_header(handle: BinaryIO) -> Header:
             raise ValueError("bad chunk size")
         if not isinstance(manifest, dict):
             raise ValueError("bad manifest")
+        size = manifest.get("payload_size")
+        if version == FORMAT_ZSTD and (
+            not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_PAYLOAD
+        ):
+            raise ValueError("bad payload size")
     except (ValueError, AttributeError) as exc:
         raise _damaged("en-tête illisible", "header unreadable") from exc
-    return Header(kdf, nonce, check, chunk_size, manifest, digest, len(prefix) + 32)
+    return Header(kdf, nonce, check, chunk_size, manifest, digest, len(prefix) + 32, version)
 
 
 def check_key(header: Header, master: MasterKey) -> ArchiveKeys:
@@ -304,6 +375,66 @@ def decrypt_chunks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Itera
             return
         index += 1
         block = following
+
+
+def payload_blocks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Iterator[bytes]:
+    """The archived database, block by block (at most :data:`READ_BLOCK` bytes each), whatever
+    the format. Format 2: decompressed within the bounds of the module's docstring. Any defect
+    raises BACKUP_DAMAGED, at the latest when the iteration ends (the final chunk is
+    authenticated then): a caller acts on what it read only once it has read it all, and checks
+    it against the manifest's SHA-256 and size."""
+    chunks = decrypt_chunks(handle, header, keys)
+    if header.format == FORMAT_PLAIN:
+        yield from chunks
+        return
+    limit = int(header.manifest["payload_size"])
+    source = io.BufferedReader(_ChunkReader(chunks), buffer_size=READ_BLOCK)
+    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
+        source, read_size=READ_BLOCK, read_across_frames=True, closefd=False
+    )
+    total = 0
+    with reader:
+        while True:
+            try:
+                # One byte more than declared is enough to see a payload that is too long.
+                block = reader.read(min(READ_BLOCK, limit - total + 1))
+            except zstandard.ZstdError as exc:
+                raise _damaged(
+                    "contenu compressé illisible", "compressed content unreadable"
+                ) from exc
+            if not block:
+                break
+            total += len(block)
+            if total > limit:
+                raise _damaged(
+                    "contenu plus long que le manifeste ne le déclare",
+                    "content longer than the manifest declares",
+                )
+            yield block
+    if total != limit or source.read(1) or any(chunks):
+        raise _damaged("contenu incomplet", "content incomplete")
+
+
+class _ChunkReader(io.RawIOBase):
+    """The decrypted chunks as a raw binary stream (what the decompressor reads from)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._current = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._current:
+            following = next(self._chunks, None)
+            if following is None:
+                return 0
+            self._current = memoryview(following)
+        size = min(len(buffer), len(self._current))
+        buffer[:size] = self._current[:size]
+        self._current = self._current[size:]
+        return size
 
 
 def authenticate_header(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> None:
