@@ -251,3 +251,16 @@ def test_cli_fetch_and_agent_first_cycle(box: Box, pki: TestPKI, crl_server: Crl
     crl_server.files.clear()
     failed = box.env.run("crl", "fetch")
     assert failed.returncode == 1 and "refusé" in failed.stdout and "404" in failed.stdout
+
+
+def test_egress_list_lets_the_crl_points_and_the_directory_through(box: Box, pki: TestPKI) -> None:
+    from balise.cli.egress import egress_entries
+
+    card = pki.issue_practitioner(
+        "10006666666", "Dr Pare FEU", crl_urls=["http://crl.igc-test.example:8080/e.crl"]
+    )
+    trust(box.ctx, pki, card)
+    box.ctx.params.set("sesam_vitale_directory", "ldap://annuaire.sv-test.example")
+    found = {(e.purpose, e.host, e.port, e.refused) for e in egress_entries(box.ctx.params)}
+    assert ("crl", "crl.igc-test.example", 8080, "") in found
+    assert ("sv-directory", "annuaire.sv-test.example", 389, "") in found

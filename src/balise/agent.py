@@ -35,6 +35,7 @@ STATUS_VERSION = 1
 TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
 OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
 MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
+ORGANISMS_PERIOD_S = 3600.0  # the directory is asked at most hourly (each organism weekly)
 DEFAULT_POP3_INTERVAL_S = 300
 # Failures that mean "no network": shown as such, alerted only when they last.
 NETWORK_CODES = frozenset({"SMTP_NETWORK", "POP3_UNREACHABLE"})
@@ -121,6 +122,7 @@ class Agent:
         self._backup: BackupService | None = None
         self._last_retention: datetime | None = None
         self._next_crl: datetime | None = None
+        self._next_organisms = 0.0
         self.cycles = 0
 
     # -- control ----------------------------------------------------------------------------
@@ -182,6 +184,9 @@ class Agent:
             self._next_crl is None or self._ctx.clock.now() >= self._next_crl
         ):
             self._guard("crl", report, self._crl)
+        if not self.stopping and time.monotonic() >= self._next_organisms:
+            self._next_organisms = time.monotonic() + ORGANISMS_PERIOD_S * self._scale
+            self._guard("organisms", report, self._organisms)
         self._write_status("en marche")
         return report
 
@@ -377,6 +382,27 @@ class Agent:
                 f"aucune liste de révocation téléchargée ({first_failure.fr})",
                 f"no revocation list downloaded ({first_failure.en})",
                 code="CRL_FETCH",
+            )
+
+    def _organisms(self) -> None:
+        """The organisms' certificates from the SESAM-Vitale directory, each refreshed once a
+        week (at most one try an hour while the directory does not answer)."""
+        if not isinstance(self._ctx.params.get("sesam_vitale_directory"), str):
+            return
+        service = self._ctx.organism_certs()
+        due = service.due()
+        if not due:
+            return
+        outcomes = service.refresh(due)
+        for outcome in outcomes:
+            if outcome.kind != "unchanged":
+                self._log(f"annuaire, organisme {outcome.organism} : {outcome.fr}")
+        failed = [o for o in outcomes if not o.ok and o.kind != "skipped"]
+        if failed and len(failed) == len([o for o in outcomes if o.kind != "skipped"]):
+            raise BaliseError(
+                f"annuaire SESAM-Vitale : {failed[0].fr}",
+                f"SESAM-Vitale directory: {failed[0].en}",
+                code="DIRECTORY_FETCH",
             )
 
     def _crl_alerts(self, status: list[Any]) -> None:

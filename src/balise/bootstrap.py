@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,9 @@ from balise.services.transmission import TransmissionService
 
 if TYPE_CHECKING:
     from balise.adapters.pkcs11 import Pkcs11Signer
+    from balise.ports import OrganismDirectory
     from balise.services.crl import CrlService
+    from balise.services.organisms import OrganismCertService
     from balise.services.provisioning import ProvisioningService
 
 
@@ -94,13 +97,52 @@ class Context:
             self.clock,
             self.exchange(env),
             alerts=self.returns_store,
+            recipients=self.organism_certs().recipient_pems,
         )
 
     def transitions(self) -> LotTransitions:
         return LotTransitions(self.lots, self.journal, self.clock)
 
     def signing(self) -> SigningService:
-        return SigningService(self.lots, self.transitions(), self.journal, self.clock, self.params)
+        return SigningService(
+            self.lots,
+            self.transitions(),
+            self.journal,
+            self.clock,
+            self.params,
+            recipients=self.organism_certs().recipient_pems,
+        )
+
+    def organism_certs(self) -> OrganismCertService:
+        """The organisms' encryption certificates: hand-set, else fetched from the SESAM-Vitale
+        directory (``sesam_vitale_directory``) and validated against ``sesam_vitale_roots``."""
+        from balise.adapters.organism_store import FileOrganismCertStore
+        from balise.services.organisms import OrganismCertService
+
+        url = self.params.get("sesam_vitale_directory")
+        base = self.params.get("sesam_vitale_base")
+        production = self.params.get("mode") == "production"
+
+        def directory() -> OrganismDirectory:
+            from balise.adapters.ldap_directory import PRODUCTION_BASE, TEST_BASE, Ldap3Directory
+
+            chosen = base if isinstance(base, str) else PRODUCTION_BASE if production else TEST_BASE
+            return Ldap3Directory(str(url), chosen)
+
+        def validate(der: bytes, roots: Sequence[str], moment: datetime) -> tuple[str, str] | None:
+            from balise.adapters.certcheck import check_encryption_certificate
+
+            return check_encryption_certificate(der, roots, moment)
+
+        return OrganismCertService(
+            self.params,
+            directory if isinstance(url, str) else None,
+            FileOrganismCertStore(self.data_dir / "organismes"),
+            self.journal,
+            self.clock,
+            validate,
+            alerts=self.returns_store,
+        )
 
     def card_signer(self, token_label: str | None = None) -> Pkcs11Signer:
         """The card through the configured PKCS#11 module, else the first one found."""

@@ -123,6 +123,11 @@ class Exchange(Protocol):
 
     def publish(self, relpath: str, data: bytes, *, durable: bool = True) -> None: ...
 
+    def publish_batch(self, files: Sequence[tuple[str, bytes]]) -> int:
+        """Publish under ``retours/`` together, each file whole or absent, leaving alone a file
+        already holding the same bytes; returns how many were written."""
+        ...
+
     def sync(self) -> None: ...
 
 
@@ -633,3 +638,22 @@ class HttpFetcher(Protocol):
     time. Any failure is a BaliseError (code ``FETCH_FAILED``) in words."""
 
     def fetch(self, url: str) -> bytes: ...
+
+
+class OrganismDirectory(Protocol):
+    """The SESAM-Vitale public directory (LDAP, anonymous): what it says proves nothing until
+    the caller validated it."""
+
+    def certificates(self, cn: str) -> list[bytes]:
+        """The ``userCertificate;binary`` values of the entry ``cn`` under the configured base
+        (DER bytes as they came, [] when the entry or the attribute is absent); a BaliseError
+        (code ``DIRECTORY_UNREACHABLE``) when the directory cannot be asked."""
+        ...
+
+
+class OrganismCertStore(Protocol):
+    """What the box fetched and validated for each organism (JSON-able records)."""
+
+    def load(self, organism: str) -> dict[str, Any] | None: ...
+
+    def save(self, organism: str, record: Mapping[str, Any]) -> None: ...

@@ -338,3 +338,59 @@ def check_card(
         crl=crl,
         delta_crl=delta_crl,
     )
+
+
+async def _check_encryption_async(
+    cert_der: bytes, roots: Sequence[str], moment: datetime
+) -> tuple[str, str] | None:
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+        configured = _load_certs(roots)
+    except ValueError:
+        return "certificat illisible", "unreadable certificate"
+    anchors = [c for c in configured if c.issuer == c.subject]
+    others = [c for c in configured if c.issuer != c.subject]
+    if not anchors:
+        return (
+            "aucune autorité SESAM-Vitale racine configurée (sesam_vitale_roots)",
+            "no SESAM-Vitale root authority configured (sesam_vitale_roots)",
+        )
+    context = ValidationContext(
+        trust_roots=[_asn1(c) for c in anchors],
+        other_certs=[_asn1(c) for c in others],
+        moment=moment,
+        allow_fetching=False,
+        revinfo_policy=CertRevTrustPolicy(
+            RevocationCheckingPolicy(
+                RevocationCheckingRule.NO_CHECK, RevocationCheckingRule.NO_CHECK
+            )
+        ),
+    )
+    validator = CertificateValidator(_asn1(cert), validation_context=context)
+    try:
+        await validator.async_validate_usage({"key_encipherment"})  # type: ignore[no-untyped-call]
+    except PathBuildingError:
+        return (
+            "certificat non émis par l'autorité SESAM-Vitale configurée",
+            "certificate not issued by the configured SESAM-Vitale authority",
+        )
+    except (ExpiredError, NotYetValidError):
+        return "certificat hors de sa période de validité", "certificate outside its validity"
+    except InvalidCertificateError:
+        return (
+            "certificat sans l'usage de chiffrement (keyEncipherment)",
+            "certificate without the encryption usage (keyEncipherment)",
+        )
+    except (PathValidationError, ValidationError, ValueError):
+        return "chaîne de certification invalide", "invalid certificate chain"
+    return None
+
+
+def check_encryption_certificate(
+    cert_der: bytes, roots: Sequence[str], moment: datetime
+) -> tuple[str, str] | None:
+    """Why an organism's encryption certificate (from the directory) may not be used at
+    ``moment`` — path to a configured SESAM-Vitale root (self-signed certificates of ``roots``;
+    the others serve as intermediates), dates, keyEncipherment — in French and English; None when
+    it may."""
+    return _run(_check_encryption_async(cert_der, roots, moment))

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from balise.cli.common import EXIT_OK, _context, _err, _out
 from balise.domain.params import Scope
+from balise.services.crl import configured_sources
 from balise.services.params import ParameterService
 
 Proto = Literal["tcp", "udp"]
@@ -140,9 +141,16 @@ def egress_entries(params: ParameterService) -> list[EgressEntry]:
     """Fixed hosts, the configured CRL host, then every profile's SMTP and POP3 endpoints; those
     the helper could not load are kept, marked refused."""
     entries: list[EgressEntry] = list(FIXED)
-    crl = crl_destination(params.value("crl_url"))
-    if crl is not None:
-        entries.append(crl)
+    for url in configured_sources(params):  # crl_url and the certificates' CRL points
+        crl = crl_destination(url)
+        if crl is not None:
+            entries.append(crl)
+    directory = params.value("sesam_vitale_directory")
+    if isinstance(directory, str):
+        parts = urlsplit(directory)
+        entries.append(
+            checked(EgressEntry("sv-directory", parts.hostname or "", parts.port or 389, "tcp"))
+        )
     for profile in params.ids(Scope.PROFILE):
         for kind in ("smtp", "pop3"):
             host = params.value(f"{kind}.host", profile=profile)

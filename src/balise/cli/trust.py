@@ -1,4 +1,5 @@
-"""`balise crl ...`: the IGC-Santé revocation lists the card check relies on."""
+"""`balise crl ...` and `balise organisms ...`: the IGC-Santé revocation lists the card check relies
+on, and the organisms' encryption certificates from the SESAM-Vitale directory."""
 
 from __future__ import annotations
 
@@ -56,6 +57,75 @@ def cmd_crl_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK if outcomes and all(o.ok for o in outcomes) else EXIT_PROBLEM
 
 
+def cmd_organisms_fetch(args: argparse.Namespace) -> int:
+    """Ask the directory for one organism (--organism) or all (--all); one line each; exit 1
+    when one got nothing usable (its last good certificate is kept)."""
+    ctx = _context(args)
+    try:
+        service = ctx.organism_certs()
+        outcomes = service.refresh(None if args.all else [args.organism])
+    finally:
+        ctx.close()
+    if not outcomes:
+        _out("aucun organisme de ce nom" if not args.all else "aucun organisme configuré")
+        return EXIT_PROBLEM
+    for o in outcomes:
+        _out(f"{'ok    ' if o.ok else 'refusé'} {o.organism} : {o.fr}")
+    return EXIT_OK if all(o.ok or o.kind == "skipped" for o in outcomes) else EXIT_PROBLEM
+
+
+def cmd_organisms_list(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        listing = ctx.organism_certs().listing()
+    finally:
+        ctx.close()
+    if args.json:
+        _out(
+            json.dumps(
+                [
+                    {
+                        "organism": o.organism,
+                        "directory_name": o.directory_name,
+                        "used": o.used,
+                        "last_check": o.last_check,
+                        "last_error": o.last_error,
+                        "certificates": [
+                            {
+                                "source": c.source,
+                                "role": c.role,
+                                "subject": c.subject,
+                                "sha256": c.fingerprint,
+                                "not_before": c.not_before,
+                                "not_after": c.not_after,
+                            }
+                            for c in o.certificates
+                        ],
+                    }
+                    for o in listing
+                ],
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    for o in listing:
+        used = {"saisi": "certificats saisis", "annuaire": "certificat de l'annuaire"}.get(
+            o.used, "AUCUN certificat utilisable : ses lots restent prêts"
+        )
+        check = o.last_check or "jamais"
+        _out(f"{o.organism} ({o.directory_name or 'régime/caisse non renseignés'}) : {used}")
+        _out(f"  dernière vérification de l'annuaire : {check}")
+        if o.last_error:
+            _out(f"  dernier problème : {o.last_error}")
+        for c in o.certificates:
+            _out(
+                f"  {c.source:<8} {c.role:<11} expire le {c.not_after[:10]}  "
+                f"{c.fingerprint[:16]}…  {c.subject}"
+            )
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
     """The parser lines, called from ``build_parser``."""
     crl = sub.add_parser("crl", help="listes de révocation IGC-Santé").add_subparsers(
@@ -66,3 +136,18 @@ def add_parsers(sub: Any) -> None:
     )
     c_fetch.add_argument("--json", action="store_true")
     c_fetch.set_defaults(func=cmd_crl_fetch)
+    organisms = sub.add_parser(
+        "organisms", help="certificats de chiffrement des organismes"
+    ).add_subparsers(dest="action", required=True)
+    o_fetch = organisms.add_parser(
+        "fetch", help="interroger l'annuaire SESAM-Vitale et vérifier les certificats"
+    )
+    which = o_fetch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--organism", help="un organisme")
+    which.add_argument("--all", action="store_true", help="tous les organismes")
+    o_fetch.set_defaults(func=cmd_organisms_fetch)
+    o_list = organisms.add_parser(
+        "list", help="certificats de chaque organisme : origine, expiration, vérification"
+    )
+    o_list.add_argument("--json", action="store_true")
+    o_list.set_defaults(func=cmd_organisms_list)

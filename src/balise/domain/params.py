@@ -131,6 +131,15 @@ def _certificates(*, allow_expired: bool, at_least: int = 1) -> Callable[[str, d
     return parse
 
 
+def _ldap_url(raw: str, _now: datetime) -> Value:
+    value = raw.strip()
+    match = re.fullmatch(r"ldap://([A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?/?", value)
+    if not match or (match.group(2) and not 1 <= int(match.group(2)) <= 65535):
+        raise ValueError("adresse ldap://hôte[:port] attendue")
+    parse_host(match.group(1), _now)
+    return value.rstrip("/")
+
+
 def _passphrase(raw: str, _now: datetime) -> Value:
     if len(raw) < 10 or len(raw) > 256:
         raise ValueError("phrase de passe de 10 à 256 caractères attendue")
@@ -191,6 +200,27 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
         ),
         ParamSpec(
             "crl_url", _S.GLOBAL, "Adresse de la liste de révocation", "CRL address", _text(500)
+        ),
+        ParamSpec(
+            "sesam_vitale_roots",
+            _S.GLOBAL,
+            "Autorités SESAM-Vitale des certificats des organismes (PEM)",
+            "SESAM-Vitale authorities of the organisms' certificates (PEM)",
+            _certificates(allow_expired=False),
+        ),
+        ParamSpec(
+            "sesam_vitale_directory",
+            _S.GLOBAL,
+            "Annuaire SESAM-Vitale des organismes (ldap://hôte[:port])",
+            "SESAM-Vitale organism directory (ldap://host[:port])",
+            _ldap_url,
+        ),
+        ParamSpec(
+            "sesam_vitale_base",
+            _S.GLOBAL,
+            "Base de recherche de l'annuaire (sinon celle du mode)",
+            "Directory search base (else the mode's)",
+            _text(300),
         ),
         ParamSpec(
             "crl_grace_hours",

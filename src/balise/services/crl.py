@@ -129,6 +129,22 @@ def _short(name: x509.Name) -> str:
     return str(cns[0].value) if cns else name.rfc4514_string()[:80]
 
 
+def configured_sources(params: ParameterService) -> list[str]:
+    """``crl_url``, then the CRL distribution points of the configured certificates (the
+    practitioners' cards, the intermediates): also what the firewall must let through."""
+    urls: list[str] = []
+    configured = params.get("crl_url")
+    if isinstance(configured, str) and configured.strip():
+        urls.append(configured.strip())
+    certs = _pems(params.get("igc_intermediates"))
+    for profile in params.ids(Scope.PROFILE):
+        for name in ("signers.titular", "signers.locums"):
+            certs += _pems(params.get(name, profile=profile))
+    for cert in certs:
+        urls += _distribution_points(cert, x509.CRLDistributionPoints)
+    return list(dict.fromkeys(urls))
+
+
 class CrlService:
     """Fetch, verify and keep the CRLs of the accepted issuers; tell what is kept."""
 
@@ -163,16 +179,7 @@ class CrlService:
     def sources(self) -> list[str]:
         """``crl_url`` first, then the CRL distribution points of the configured certificates
         (the practitioners' cards, the intermediates), then the delta CRLs the kept CRLs name."""
-        urls: list[str] = []
-        configured = self._params.get("crl_url")
-        if isinstance(configured, str) and configured.strip():
-            urls.append(configured.strip())
-        certs = _pems(self._params.get("igc_intermediates"))
-        for profile in self._params.ids(Scope.PROFILE):
-            for name in ("signers.titular", "signers.locums"):
-                certs += _pems(self._params.get(name, profile=profile))
-        for cert in certs:
-            urls += _distribution_points(cert, x509.CRLDistributionPoints)
+        urls = configured_sources(self._params)
         for stored in self._store.all():
             if stored.kind == "full":
                 try:

@@ -88,6 +88,7 @@ class IntakeService:
         clock: Clock,
         exchange: Exchange | None = None,
         alerts: Alerts | None = None,
+        recipients: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._lots = lots
         self._params = params
@@ -95,6 +96,8 @@ class IntakeService:
         self._clock = clock
         self._exchange = exchange
         self._alerts = alerts
+        # organism -> PEM certificates a lot is encrypted to (hand-set, else from the directory)
+        self._recipient_pems = recipients
 
     def organisms(self) -> list[Organism]:
         found: list[Organism] = []
@@ -102,7 +105,11 @@ class IntakeService:
             parts = [self._params.get(n, organism=ident) for n in ("regime", "caisse", "centre")]
             if not all(isinstance(p, str) for p in parts):
                 continue
-            certs = self._params.get("recipient_certs", organism=ident)
+            certs = (
+                self._recipient_pems(ident)
+                if self._recipient_pems is not None
+                else self._params.get("recipient_certs", organism=ident)
+            )
             address = self._params.get("address", organism=ident)
             found.append(
                 Organism(

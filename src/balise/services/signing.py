@@ -92,12 +92,15 @@ class SigningService:
         journal: Journal,
         clock: Clock,
         params: ParameterService,
+        recipients: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._lots = lots
         self._transitions = transitions
         self._journal = journal
         self._clock = clock
         self._params = params
+        # organism -> PEM certificates a lot is encrypted to (hand-set, else from the directory)
+        self._recipient_pems = recipients
 
     def profiles_for(self, identity: CardIdentity) -> list[tuple[str, str]]:
         """(profile, role) pairs whose allowed signers include this card's certificate."""
@@ -135,8 +138,11 @@ class SigningService:
             )
 
     def _recipients(self, lot: LotRecord, now: datetime) -> tuple[bytes, ...]:
-        value = self._params.get("recipient_certs", organism=lot.organism)
-        pems = value if isinstance(value, list) else []
+        if self._recipient_pems is not None:
+            pems = self._recipient_pems(lot.organism)
+        else:
+            value = self._params.get("recipient_certs", organism=lot.organism)
+            pems = value if isinstance(value, list) else []
         ders = []
         for pem in pems:
             cert, der = _pem_cert(pem)

@@ -24,10 +24,13 @@ __all__ = [
     "INTERMEDIATE_NAME",
     "LEAF_LIFETIME",
     "ROOT_NAME",
+    "SESAM_VITALE_CA_NAME",
     "Issued",
     "Practitioner",
+    "SesamVitalePKI",
     "TestPKI",
     "build_pki",
+    "build_sesam_vitale",
 ]
 
 ROOT_NAME: Final = "TEST AC RACINE IGC-SANTE FORTE"
@@ -492,3 +495,83 @@ def build_pki(directory: Path, *, now: datetime | None = None) -> TestPKI:
         chain_pem=chain_pem,
         now=now,
     )
+
+
+SESAM_VITALE_CA_NAME: Final = "TEST AC-SESAM-VITALE-TEST-2034"
+
+
+@dataclass(frozen=True, slots=True)
+class SesamVitalePKI:
+    """A SESAM-Vitale-like CA (every name says TEST) issuing the organisms' encryption
+    certificates that the public directory publishes; ``ca.cert_pem`` is what a box configures as
+    ``sesam_vitale_roots``."""
+
+    __test__ = False
+
+    directory: Path
+    ca: Issued
+    now: datetime
+
+    def issue_organism(
+        self,
+        cn: str,
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        encipherment: bool = True,
+    ) -> Issued:
+        """An organism certificate for the directory entry ``cn`` (e.g. ``01422@422.01.rss.fr``):
+        keyEncipherment and dataEncipherment (``encipherment=False``: digitalSignature only, a
+        certificate no lot may be encrypted to); the key stays here so tests can decrypt."""
+        start, end = _leaf_validity(self.now, not_before, not_after)
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "TEST GIE SESAM-VITALE"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "ORGANISMES TEST"),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
+        usage = (
+            _key_usage(key_encipherment=True, data_encipherment=True)
+            if encipherment
+            else _key_usage(digital_signature=True)
+        )
+        return _issue(
+            self.directory,
+            cn,
+            subject,
+            issuer=self.ca,
+            extensions=[_leaf_constraints(), (usage, True)],
+            not_before=start,
+            not_after=end,
+            stem=f"sv-{cn}",
+        )
+
+
+def build_sesam_vitale(directory: Path, *, now: datetime | None = None) -> SesamVitalePKI:
+    """The SESAM-Vitale-like CA under ``directory`` (valid from five years before ``now`` for ten
+    years, like the IGC-Santé test CAs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = _now() if now is None else now
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "TEST GIE SESAM-VITALE"),
+            x509.NameAttribute(NameOID.COMMON_NAME, SESAM_VITALE_CA_NAME),
+        ]
+    )
+    ca = _issue(
+        directory,
+        SESAM_VITALE_CA_NAME,
+        name,
+        issuer=None,
+        extensions=[
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_key_usage(key_cert_sign=True, crl_sign=True), True),
+        ],
+        not_before=now - _CA_BACKDATE,
+        not_after=now + _CA_LIFETIME,
+        stem="sesam-vitale-ca",
+    )
+    return SesamVitalePKI(directory=directory, ca=ca, now=now)
