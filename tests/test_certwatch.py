@@ -55,3 +55,35 @@ def test_agent_cycle_makes_the_daily_backup(box: Box) -> None:
     finally:
         agent.close()
     assert len(list((box.env.home / "echange" / "sauvegardes").glob("*"))) == len(archives)
+
+
+def test_alerts_at_30_7_and_1_days_then_expired_each_once(box: Box, pki: TestPKI) -> None:
+    now = TEST_NOW
+    end = now + timedelta(days=20, hours=12)
+    fetched = pki.issue_organism("TEST ORGANISME ANNUAIRE", not_after=end)
+    extra = [
+        ("organisme amc996, annuaire", "certificat de chiffrement", fetched.cert_pem.read_text())
+    ]
+    tracking = box.ctx.tracking()
+    seen: list[str] = []
+    for days_later, expected in (
+        (0, "cert_expiring"),
+        (14, "cert_expiring"),
+        (20, "cert_expiring"),
+        (21, "cert_expired"),
+    ):
+        when = now + timedelta(days=days_later)
+        found = [
+            e
+            for e in expiring(box.ctx.params, when, extra=extra)
+            if e.where.startswith("organisme")
+        ]
+        raised = tracking.check_certificates(found)
+        assert len(raised) == 1, days_later
+        assert tracking.check_certificates(found) == []  # once per threshold
+        alert = next(a for a in tracking.alerts() if a.id == raised[0])
+        assert alert.kind == expected
+        seen.append(alert.fr)
+    assert "moins de" not in seen[0]
+    assert "(moins de 7 jours)" in seen[1] and "(moins de 1 jour)" in seen[2]
+    assert "expiré le" in seen[3] and "amc996, annuaire" in seen[3]

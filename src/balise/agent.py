@@ -338,7 +338,13 @@ class Agent:
         raised = tracking.check_overdue(days if isinstance(days, int) else 3)
         if raised:
             self._log(f"{len(raised)} lot(s) sans ARL dans le délai : alerte")
-        certs = tracking.check_certificates(expiring(self._ctx.params, self._ctx.clock.now()))
+        certs = tracking.check_certificates(
+            expiring(
+                self._ctx.params,
+                self._ctx.clock.now(),
+                extra=self._ctx.organism_certs().watched(),
+            )
+        )
         if certs:
             self._log(f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte")
         tracking.publish_pending()

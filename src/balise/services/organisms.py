@@ -331,6 +331,19 @@ class OrganismCertService:
             return list(value)
         return self.directory_pems(organism)
 
+    def watched(self) -> list[tuple[str, str, str]]:
+        """(where, role, PEM) of every directory certificate kept, for the expiry watch."""
+        out: list[tuple[str, str, str]] = []
+        for ident in self._params.ids(Scope.ORGANISM):
+            record = self._store.load(ident) or {}
+            for key in ("current", "next"):
+                entry = record.get(key)
+                if isinstance(entry, dict) and isinstance(entry.get("pem"), str):
+                    out.append(
+                        (f"organisme {ident}, annuaire", "certificat de chiffrement", entry["pem"])
+                    )
+        return out
+
     # -- listing ---------------------------------------------------------------------------
 
     def listing(self) -> list[OrganismCerts]:

@@ -34,6 +34,8 @@ S = LotState
 # "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
 _SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
 _STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
+# Returns published per transaction (their files made durable together, then recorded).
+PUBLISH_BATCH = 256
 # store(status, lot_id, positive) -> return id, bound to one message in TrackingService.record.
 _Store = Callable[[str, int | None, bool | None], int]
 
@@ -487,12 +489,13 @@ class TrackingService:
         return raised
 
     def check_certificates(self, expiries: Sequence[Expiry]) -> list[int]:
-        """One alert per certificate and state (expiring, then expired); never repeated."""
+        """One alert per certificate and state (expiring within 30, 7 and 1 days, then expired);
+        never repeated."""
         raised: list[int] = []
         known = {(a.kind, a.subject) for a in self._repo.alerts(include_acknowledged=True)}
         for item in expiries:
             kind = "cert_expired" if item.expired else "cert_expiring"
-            subject = f"cert:{item.fingerprint}"
+            subject = f"cert:{item.fingerprint}" if item.expired else item.subject_key
             if (kind, subject) in known:
                 continue
             fr, en = item.words()
@@ -504,38 +507,42 @@ class TrackingService:
     # -- publication --------------------------------------------------------------------------
 
     def publish_pending(self) -> int:
-        """Write every not yet published return to retours/ (payload and lot status files);
-        idempotent, so a crash between commit and publication only delays it."""
+        """Write to retours/ what is new since the last publication: the payload of each return
+        not yet published and the status file of each lot it touches, where that file changes
+        (one already holding the same bytes is left alone). In batches of ``PUBLISH_BATCH``
+        returns, each one transaction whose files are made durable together
+        (``Exchange.publish_batch``) before the batch is recorded as published: a crash in
+        between only means they are looked at again, and nothing is written twice."""
         if self._exchange is None:
             return 0
         count = 0
-        touched: set[int] = set()
-        # One transaction for the run's bookkeeping; files are written before it commits, so a
-        # crash only means they are written again (publication is idempotent).
-        with self._repo.transaction():
-            for ret in self._repo.returns(unpublished=True):
-                folder = ret.emitter or "inconnu"
-                if ret.kind in ("arl", "noemie"):
-                    payload = self._repo.payload(ret.id)
-                    if payload is not None:
-                        stem = (
-                            f"arl-{ret.lot_date}-{ret.lot_number}"
-                            if ret.kind == "arl"
-                            else f"noemie-{ret.detail.get('created')}"
-                        )
-                        self._exchange.publish(
-                            f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload, durable=False
-                        )
-                if ret.lot_id is not None:
-                    touched.add(ret.lot_id)
-                touched |= self._repo.payment_lot_ids(ret.id)
-                self._repo.mark_published(ret.id)
-                count += 1
-            for lot_id in sorted(touched):
-                self._publish_status(lot_id, durable=False)
-            if count:
-                self._exchange.sync()  # files durable before the run records them as published
-        return count
+        while True:
+            with self._repo.transaction():
+                batch = self._repo.returns(unpublished=True, limit=PUBLISH_BATCH)
+                files: list[tuple[str, bytes]] = []
+                touched: set[int] = set()
+                for ret in batch:
+                    folder = ret.emitter or "inconnu"
+                    if ret.kind in ("arl", "noemie"):
+                        payload = self._repo.payload(ret.id)
+                        if payload is not None:
+                            stem = (
+                                f"arl-{ret.lot_date}-{ret.lot_number}"
+                                if ret.kind == "arl"
+                                else f"noemie-{ret.detail.get('created')}"
+                            )
+                            files.append((f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload))
+                    if ret.lot_id is not None:
+                        touched.add(ret.lot_id)
+                    touched |= self._repo.payment_lot_ids(ret.id)
+                files += [self._status_file(lot_id) for lot_id in sorted(touched)]
+                if files:
+                    self._exchange.publish_batch(files)
+                for ret in batch:
+                    self._repo.mark_published(ret.id)
+            count += len(batch)
+            if len(batch) < PUBLISH_BATCH:
+                return count
 
     def lot_status(self, lot_id: int) -> dict[str, JsonValue]:
         lot = self._lots.get(lot_id)
@@ -569,12 +576,11 @@ class TrackingService:
             "paiements": payments,
         }
 
-    def _publish_status(self, lot_id: int, *, durable: bool = True) -> None:
-        assert self._exchange is not None
+    def _status_file(self, lot_id: int) -> tuple[str, bytes]:
+        """The lot's status file under retours/: its name and its bytes."""
         status = self.lot_status(lot_id)
         name = f"{status['emetteur']}/lot-{status['date_lot']}-{status['lot']}.statut.json"
-        data = json.dumps(status, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        self._exchange.publish(name, data, durable=durable)
+        return name, json.dumps(status, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
 
 
 def _day(aammjj: str) -> str:
