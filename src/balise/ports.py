@@ -480,8 +480,11 @@ class ReturnsStore(Protocol):
     def add_payment(self, record: PaymentRecord) -> int: ...
 
     def returns(
-        self, profile: str | None = None, *, unpublished: bool = False
-    ) -> list[ReturnRecord]: ...
+        self, profile: str | None = None, *, unpublished: bool = False, limit: int | None = None
+    ) -> list[ReturnRecord]:
+        """Oldest first; ``unpublished``: only those not yet written to retours/ (the first
+        ``limit``)."""
+        ...
 
     def payment_lot_ids(self, return_id: int) -> set[int]: ...
 

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from balise.adapters.durable import fsync_dir
@@ -192,6 +193,47 @@ class ExchangeFolders:
         if durable:
             fsync_dir(target.parent)
 
+    def publish_batch(self, files: Sequence[tuple[str, bytes]]) -> int:
+        """Publish ``files`` (path under retours/, bytes) together, each one whole or absent;
+        returns how many were written. A file already there with the same bytes is new to
+        nobody and is left alone (not even its date changes). The others are written under
+        temporary names, made durable together (one :meth:`sync`), renamed into place, then each
+        folder they are in is fsynced once: a crash leaves every file complete or absent, never
+        a half or an empty one. On an error (a full disk), no temporary file stays behind."""
+        wanted: dict[Path, bytes] = {}
+        for relpath, data in files:  # every name checked before anything is written
+            wanted[self._inside(self.retours, relpath)] = data
+        written: list[tuple[Path, Path]] = []
+        try:
+            for target, data in wanted.items():
+                if _holds(target, data):
+                    continue
+                if target.parent not in self._made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._made.add(target.parent)
+                tmp = target.with_name(f".{target.name}.tmp")
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(tmp, flags, 0o640)
+                written.append((tmp, target))
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            if not written:
+                return 0
+            self.sync()  # the bytes on disk before any name points at them
+            for tmp, target in written:
+                os.replace(tmp, target)
+            for folder in sorted({target.parent for _, target in written}):
+                fsync_dir(folder)
+        except BaseException:
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        return len(written)
+
     def sync(self) -> None:
         """Make every file published so far durable: one syncfs of the exchange file system."""
         fd = os.open(self.retours, os.O_RDONLY)
@@ -222,6 +264,29 @@ class ExchangeFolders:
                 code="EXCHANGE_PATH",
             )
         return base.joinpath(*parts)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file (never a link) holding exactly ``data``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
+        held = bytearray()
+        while len(held) <= len(data):
+            block = os.read(fd, len(data) + 1 - len(held))
+            if not block:
+                break
+            held += block
+        return held == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _free(folder: Path, name: str) -> Path:

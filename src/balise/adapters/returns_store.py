@@ -321,16 +321,21 @@ class SqliteReturnsStore:
         return cur.lastrowid
 
     def returns(
-        self, profile: str | None = None, *, unpublished: bool = False
+        self, profile: str | None = None, *, unpublished: bool = False, limit: int | None = None
     ) -> list[ReturnRecord]:
         sql = f"SELECT {_RETURN_COLUMNS} FROM returns WHERE 1 = 1"  # noqa: S608
-        args: tuple[str, ...] = ()
+        args: list[str | int] = []
         if profile is not None:
             sql += " AND profile = ?"
-            args = (profile,)
+            args.append(profile)
         if unpublished:
+            # The partial index returns_unpublished: years of published returns are not read.
             sql += " AND published = 0"
-        return [_return(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_return(r) for r in self._conn.execute(sql, args)]
 
     def payment_lot_ids(self, return_id: int) -> set[int]:
         rows = self._conn.execute(

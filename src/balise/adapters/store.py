@@ -400,3 +400,10 @@ def _m0007(db: Database) -> None:
     # quota, and never travel in a backup: beyond, the row keeps its name, size, SHA-256 and
     # reasons, its content is emptied and content_dropped says why.
     db.execute("ALTER TABLE quarantine_files ADD COLUMN content_dropped TEXT")
+
+
+@migrations(name="0008_returns_unpublished")
+def _m0008(db: Database) -> None:
+    # Every purge and agent cycle asks which returns are not yet in retours/: after years, an
+    # index of those few only, instead of a scan of every return ever received.
+    db.execute("CREATE INDEX returns_unpublished ON returns(id) WHERE published = 0")
