@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from balise.services.certwatch import expiring
+from balise.sim.pki import TestPKI
 from balise.ui.app import BaliseApp
 from balise.ui.screens.home import HomeScreen
+from tests.support.clock import TEST_NOW
 from tests.support.kiosk_support import Kiosk
 
 pytestmark = pytest.mark.softhsm
@@ -60,3 +65,20 @@ async def test_cps4_on_an_opensc_box_is_not_supported_here(kiosk: Kiosk) -> None
         kiosk.cards.insert("cps4")
         await pilot.pause(0.3)
         assert "CPS4 non prise en charge ici (module OpenSC)" in _text(app, "#card")
+
+
+async def test_home_says_which_alerts_are_about_certificates(kiosk: Kiosk, pki: TestPKI) -> None:
+    # An organism's encryption certificate ends in five days: the daily check raises its alert,
+    # and Accueil says it apart from the other alerts.
+    soon = pki.issue_organism("TEST CPAM BIENTOT", not_after=TEST_NOW + timedelta(days=5))
+    ctx = kiosk.box.ctx
+    ctx.params.set("recipient_certs", soon.cert_pem.read_text(), organism="cpam422")
+    ctx.tracking().alert("anomaly", "test", "Courrier inconnu supprimé", "Unknown mail")
+    raised = ctx.tracking().check_certificates(expiring(ctx.params, ctx.clock.now()))
+    assert raised
+    app = kiosk.app()
+    async with app.run_test(size=(100, 35)) as pilot:
+        await pilot.pause(0.3)
+        words = _text(app, "#alerts")
+        assert f"{1 + len(raised)} à lire" in words
+        assert f"dont {len(raised)} sur les certificats" in words

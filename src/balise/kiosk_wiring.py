@@ -272,6 +272,7 @@ class WiredBackend:
                 )
             last, nxt = self._purge_times()
             alerts = listings.alerts().count()
+            trust = listings.open_alerts_of(TRUST_ALERT_KINDS)
             synced = self.clock_synchronized()
         try:
             weak = locate_kek(self.env).protection == "faible"
@@ -296,6 +297,7 @@ class WiredBackend:
             backup is None or backup.too_old,
             window,
             full,
+            trust,
         )
 
     def _disk_full_free_mib(self) -> int | None:
@@ -542,6 +544,13 @@ class WiredBackend:
                         lines.append(ParamLine(row.name, spec.label_fr, spec.label_en, row.shown))
                 out.append(ProfileParams(profile, tuple(lines), tuple(findings.get(profile, ()))))
             return out
+
+
+# Alerts about the box's trust anchors: certificates to renew, revocation lists out of date, an
+# organism's certificate refused or changed. Accueil names them apart from the others.
+TRUST_ALERT_KINDS = frozenset(
+    {"cert_expiring", "cert_expired", "crl_stale", "organism_cert_invalid", "organism_cert_changed"}
+)
 
 
 def build_backend(

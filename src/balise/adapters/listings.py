@@ -101,6 +101,15 @@ class SqliteListings:
         where = "1 = 1" if include_acknowledged else "acknowledged IS NULL"
         return Listing(self._conn, "alerts", _ALERT_COLUMNS, _alert, where)
 
+    def open_alerts_of(self, kinds: frozenset[str]) -> int:
+        """How many alerts of these kinds wait to be read (counted by the database)."""
+        marks = ", ".join("?" for _ in kinds)
+        row = self._conn.execute(
+            f"SELECT count(*) FROM alerts WHERE acknowledged IS NULL AND kind IN ({marks})",  # noqa: S608
+            tuple(sorted(kinds)),
+        ).fetchone()
+        return int(row[0])
+
     def lot_counts(self, profile: str) -> dict[LotState, int]:
         """How many lots of ``profile`` are in each state (counted by the database)."""
         rows = self._conn.execute(

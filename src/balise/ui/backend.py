@@ -76,6 +76,8 @@ class HomeSummary:
     provisioning_minutes_left: int | None = None
     # The data partition has no room left (domain/diskspace.py): MiB still free.
     disk_full_free_mib: int | None = None
+    # Among the alerts: certificates to renew, revocation lists out of date (see Alertes).
+    trust_alerts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

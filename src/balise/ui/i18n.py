@@ -54,6 +54,8 @@ FR: dict[str, str] = {
     "home.unknown": "inconnue",
     "home.alerts.none": "Alertes : aucune",
     "home.alerts.some": "Alertes : {n} à lire (touche A)",
+    "home.alerts.trust": "Alertes : {n} à lire (touche A), dont {trust} sur les certificats ou "
+    "les listes de révocation",
     "home.backup.none": "Sauvegarde : aucune sauvegarde réussie — appelez le technicien",
     "home.backup.hours": "Sauvegarde : dernière réussie il y a {n} h",
     "home.backup.days": "Sauvegarde : dernière réussie il y a {n} jours",
@@ -256,6 +258,8 @@ EN: dict[str, str] = {
     "home.unknown": "unknown",
     "home.alerts.none": "Alerts: none",
     "home.alerts.some": "Alerts: {n} to read (key A)",
+    "home.alerts.trust": "Alerts: {n} to read (key A), {trust} about certificates or revocation "
+    "lists",
     "home.backup.none": "Backup: no successful backup — call the technician",
     "home.backup.hours": "Backup: last successful {n} h ago",
     "home.backup.days": "Backup: last successful {n} days ago",

@@ -105,7 +105,10 @@ class HomeScreen(KioskScreen):
             )
         )
         alerts = self.query_one("#alerts", Static)
-        alerts.update(t("home.alerts.some", n=s.alerts) if s.alerts else t("home.alerts.none"))
+        if s.trust_alerts:
+            alerts.update(t("home.alerts.trust", n=s.alerts, trust=s.trust_alerts))
+        else:
+            alerts.update(t("home.alerts.some", n=s.alerts) if s.alerts else t("home.alerts.none"))
         alerts.set_class(s.alerts > 0, "attention")
         backup = self.query_one("#backup", Static)
         if s.backup_age_hours is None:
