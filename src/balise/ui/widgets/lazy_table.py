@@ -30,8 +30,8 @@ __all__ = ["LazyTable"]
 class LazyTable(DataTable[Text], Generic[T]):
     """A row-cursor DataTable fed by a :class:`balise.ui.backend.Rows` listing."""
 
-    PAGE: ClassVar[int] = 100
-    KEEP: ClassVar[int] = 300
+    PAGE: ClassVar[int] = 50
+    KEEP: ClassVar[int] = 150
     MARGIN: ClassVar[int] = 10
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -74,6 +74,11 @@ class LazyTable(DataTable[Text], Generic[T]):
         return self._total
 
     @property
+    def settled(self) -> bool:
+        """A listing is shown and no page is being read."""
+        return self._source is not None and not self._loading
+
+    @property
     def window_start(self) -> int:
         """Position in the whole listing of the first row in the table (0-based)."""
         return self._start
@@ -90,7 +95,11 @@ class LazyTable(DataTable[Text], Generic[T]):
             self._fetch("again" if self._window else "first")
 
     def action_first_row(self) -> None:
-        if self._factory is not None:
+        if self._factory is None:
+            return
+        if self._window and not self._more_above:
+            self.move_cursor(row=0)  # the first rows are shown already: nothing to read
+        else:
             self._fetch("first")
 
     def action_last_row(self) -> None:
@@ -115,6 +124,7 @@ class LazyTable(DataTable[Text], Generic[T]):
         after = self._window[-1][0] if self._window else None
         before = self._window[0][0] if self._window else None
         size = max(len(self._window), self.PAGE)
+        more_below = self._more_below
 
         def load() -> None:
             source = known or factory()
@@ -123,6 +133,10 @@ class LazyTable(DataTable[Text], Generic[T]):
             if where == "first":
                 total, items = source.count(), source.page(self.PAGE)
             elif where == "last":
+                if after is not None and not more_below and not source.page(1, after=after):
+                    # The last rows are shown already and none came since: no new page to read.
+                    self.app.call_from_thread(self._to_last)
+                    return
                 total, items = source.count(), source.page(self.PAGE, before=LAST_ID)
             elif where == "again":
                 total, items = source.count(), source.page(size, after=(before or 1) - 1)
@@ -134,6 +148,10 @@ class LazyTable(DataTable[Text], Generic[T]):
             self.app.call_from_thread(self._apply, where, rows, total)
 
         self.run_worker(load, thread=True, exclusive=True, group="lazy-page", exit_on_error=False)
+
+    def _to_last(self) -> None:
+        self._loading = False
+        self.move_cursor(row=len(self._window) - 1)
 
     def _apply(self, where: Where, rows: Sequence[tuple[int, Cells]], total: int | None) -> None:
         self._loading = False
