@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input
 
 from balise.kiosk_wiring import build_backend
 from balise.sim.dovecot import DovecotServer
+from balise.sim.pki import TestPKI
 from balise.ui import i18n
 from balise.ui.app import BaliseApp
 from balise.ui.screens.alerts import AlertsScreen
@@ -249,3 +250,27 @@ async def test_returns_screen_shows_arl_and_payments(
         await until(pilot, lambda: payments.row_count == 3)
         states = " ".join(str(c) for i in range(payments.row_count) for c in payments.get_row_at(i))
         assert "payé" in states and "rejeté" in states and "différé" in states
+
+
+async def test_technician_sees_each_organism_certificate_and_the_revocation_lists(
+    kiosk: Kiosk, pki: TestPKI
+) -> None:
+    params = kiosk.box.ctx.params
+    params.set("igc_roots", pki.root.cert_pem.read_text())
+    params.set("igc_intermediates", pki.intermediate.cert_pem.read_text())
+    app = kiosk.app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("t")
+        await _passphrase(pilot, app, PASSPHRASE)
+        await _passphrase(pilot, app, PASSPHRASE)
+        await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
+        tech = app.screen
+        assert isinstance(tech, TechnicianScreen)
+        await pilot.press("c")
+        await until(pilot, lambda: "Organisme cpam422" in tech.content_text)
+        text = tech.content_text
+        assert "chiffre vers la saisie" in text  # the box's certificate was pasted by hand
+        assert "saisi · chiffrement · jusqu'au" in text
+        assert "chiffre vers aucun certificat" in text  # the AMC has none: said, not hidden
+        # no CRL fetched yet for the IGC-Santé authorities: said for each of them
+        assert text.count(": aucune liste de révocation") >= 1

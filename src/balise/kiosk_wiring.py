@@ -531,6 +531,51 @@ class WiredBackend:
             report = self.ctx.journal.verify()
         return JournalCheck(report.ok, report.count, report.head_hash, report.describe())
 
+    def trust(self) -> list[tuple[str, str]]:
+        with self._lock:
+            organisms = self.ctx.organism_certs().listing()
+            crls = self.ctx.crl_service().status()
+        lines: list[tuple[str, str]] = []
+        for org in organisms:
+            used = {"annuaire": "l'annuaire", "saisi": "la saisie", "aucun": "aucun certificat"}
+            lines.append(
+                (
+                    f"Organisme {org.organism} : chiffre vers {used[org.used]}",
+                    f"Organism {org.organism}: encrypts to "
+                    + {"annuaire": "the directory's", "saisi": "the hand-set", "aucun": "none"}[
+                        org.used
+                    ],
+                )
+            )
+            for c in org.certificates:
+                lines.append(
+                    (
+                        f"  {c.source} · {c.role} · jusqu'au {c.not_after[:10]} · {c.subject}",
+                        f"  {c.source} · {c.role} · until {c.not_after[:10]} · {c.subject}",
+                    )
+                )
+            if org.last_check is not None:
+                lines.append(
+                    (
+                        f"  annuaire interrogé le {org.last_check[:16].replace('T', ' ')}"
+                        + (f" : {org.last_error}" if org.last_error else ""),
+                        f"  directory asked on {org.last_check[:16].replace('T', ' ')}"
+                        + (f": {org.last_error}" if org.last_error else ""),
+                    )
+                )
+        for issuer in crls:
+            if issuer.age is None:
+                words = ("aucune liste de révocation", "no revocation list")
+            else:
+                words = issuer.age.words()
+            lines.append(
+                (
+                    f"Autorité {issuer.subject} : {words[0]}",
+                    f"Authority {issuer.subject}: {words[1]}",
+                )
+            )
+        return lines
+
     def parameters(self) -> list[ProfileParams]:
         with self._lock:
             rows = self.ctx.params.rows()

@@ -243,6 +243,12 @@ class KioskBackend(Protocol):
 
     def parameters(self) -> list[ProfileParams]: ...
 
+    def trust(self) -> list[tuple[str, str]]:
+        """The trust anchors in words (French, English), one line each: every organism's
+        certificates (source, until when, last directory check) and the revocation lists kept
+        for each accepted authority."""
+        ...
+
     def technician_left(self) -> None:
         """Journal that technician mode was left (idle or by the key)."""
         ...

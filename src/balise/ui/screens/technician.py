@@ -27,7 +27,7 @@ from balise.ui.widgets.plain import Plain
 if TYPE_CHECKING:
     from balise.services.provisioning import WindowStatus
 
-View = Literal["intro", "params", "doctor", "journal", "lots", "window"]
+View = Literal["intro", "params", "doctor", "journal", "lots", "window", "trust"]
 KNOWN_WINDOW_ERRORS = ("no-interface", "no-address")
 
 
@@ -37,6 +37,7 @@ class TechnicianScreen(KioskScreen):
         Binding("p", "view('params')", "key.params", id="tech-params"),
         Binding("d", "view('doctor')", "key.doctor", id="tech-doctor"),
         Binding("j", "view('journal')", "key.journal", id="tech-journal"),
+        Binding("c", "view('trust')", "key.trust", id="tech-trust"),
         Binding("l", "view('lots')", "key.lots", id="tech-lots"),
         Binding("x", "cancel_lot", "key.cancel_lot", id="tech-cancel-lot"),
         Binding("e", "resend_lot", "key.resend", id="tech-resend-lot"),
@@ -99,6 +100,11 @@ class TechnicianScreen(KioskScreen):
         elif view == "journal":
             report = self.backend.verify_journal()
             self.app.call_from_thread(self._journal, report)
+        elif view == "trust":
+            lines = self.backend.trust()
+            self.app.call_from_thread(
+                self._say, [pick(fr, en) for fr, en in lines] or [t("tech.trust.none")]
+            )
 
     def _say(self, lines: list[str]) -> None:
         self.query_one("#tech-content", Static).update("\n".join(lines))
