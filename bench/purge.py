@@ -1,6 +1,9 @@
 """Purge cost: 1,000 return mails drained from one private Dovecot mailbox, refilled identically
 for each contender in the same run. Targets: Balise / bare poplib ≤ 3, Balise / getmail6 ≤ 0.5.
 
+Also the purge including its publication to retours/ (the payload of each return, the status
+file of each lot they touch) against bare poplib: target ≤ 2.
+
 Contenders:
 - bare: ``poplib.POP3_SSL`` with a verifying context, LIST then RETR+DELE per message, QUIT
   (the protocol's floor: nothing classified, nothing stored);
@@ -62,7 +65,8 @@ from tests.support.purge_support import make_sent
 
 USER = "bal1"
 PASSWORD = "bench-pop-secret"
-SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody (the project's interpreter may not be)
+SYSTEM_PYTHON = "/usr/bin/python3"
+PUBLISHED_TARGET = 2.0  # the purge including publication to retours/, against bare poplib  # readable by nobody (the project's interpreter may not be)
 
 
 class _Tls:
@@ -335,6 +339,8 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> None:
                 start = time.perf_counter()
                 published = purge.publish()
                 publication.append(time.perf_counter() - start)
+                retours = ctx.exchange(env).retours
+                files = sum(1 for p in retours.rglob("*") if p.is_file())
                 if profiler is not None and last:
                     profiler.disable()
             finally:
@@ -377,8 +383,11 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> None:
         print(f"ratio Balise / {name}: best {best:5.2f}, median {median:5.2f} "
               f"(objectif ≤ {target:g})   {_ok(best <= target)}")  # fmt: skip
     with_publication = [a + b for a, b in zip(balise, publication, strict=True)]
-    print(f"ratio Balise incl. publication / bare (medians): "
-          f"{statistics.median(with_publication) / statistics.median(bare):5.2f}")  # fmt: skip
+    best = min(with_publication) / min(bare)
+    median = statistics.median(with_publication) / statistics.median(bare)
+    print(f"purge of {n:,} returns including publication to retours/ ({files} files written) / "
+          f"bare poplib: best {best:5.2f}, median {median:5.2f} "
+          f"(objectif ≤ {PUBLISHED_TARGET:g})   {_ok(best <= PUBLISHED_TARGET)}")  # fmt: skip
     if profiler is not None:
         stats = pstats.Stats(profiler).sort_stats("cumulative")
         stats.print_stats(35)
