@@ -398,12 +398,21 @@ class TestPKI:
             not_after=end,
         )
 
-    def issue_tls_server(self, name: str, hosts: Sequence[str]) -> Issued:
+    def issue_tls_server(
+        self,
+        name: str,
+        hosts: Sequence[str],
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> Issued:
         """Issue a TLS server certificate signed by the root (trust ``root_pem``); each host is
-        a DNS name or an IP address (e.g. ``127.0.0.2``) and goes into subjectAltName."""
+        a DNS name or an IP address (e.g. ``127.0.0.2``) and goes into subjectAltName. Valid
+        from a day before the PKI's ``now`` for three years unless ``not_before`` /
+        ``not_after`` say otherwise (a mail server whose certificate ends soon)."""
         if not hosts:
             raise ValueError("a TLS server certificate needs at least one host")
-        start, end = _leaf_validity(self.now, None, None)
+        start, end = _leaf_validity(self.now, not_before, not_after)
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:
