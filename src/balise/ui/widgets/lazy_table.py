@@ -67,6 +67,7 @@ class LazyTable(DataTable[Text], Generic[T]):
         self._more_below = False
         self._loading = False
         self._rebuilding = False
+        self._asked = 0  # the latest read asked for: an older one that ends later is dropped
 
     @property
     def total(self) -> int:
@@ -121,21 +122,28 @@ class LazyTable(DataTable[Text], Generic[T]):
         factory, known = self._factory, self._source
         assert factory is not None
         self._loading = True
+        self._asked += 1
+        asked = self._asked
         after = self._window[-1][0] if self._window else None
         before = self._window[0][0] if self._window else None
         size = max(len(self._window), self.PAGE)
         more_below = self._more_below
 
         def load() -> None:
-            source = known or factory()
-            self._source = source
+            try:
+                read(known or factory())
+            except Exception:
+                self.app.call_from_thread(self._failed, asked)
+                raise  # the worker reports it (exit_on_error=False: the kiosk stays up)
+
+        def read(source: Rows[T]) -> None:
             total: int | None = None
             if where == "first":
                 total, items = source.count(), source.page(self.PAGE)
             elif where == "last":
                 if after is not None and not more_below and not source.page(1, after=after):
                     # The last rows are shown already and none came since: no new page to read.
-                    self.app.call_from_thread(self._to_last)
+                    self.app.call_from_thread(self._to_last, asked, source)
                     return
                 total, items = source.count(), source.page(self.PAGE, before=LAST_ID)
             elif where == "again":
@@ -145,16 +153,31 @@ class LazyTable(DataTable[Text], Generic[T]):
             else:
                 items = source.page(self.PAGE, before=before)
             rows = [(self._ident(item), self._cells(item)) for item in items]
-            self.app.call_from_thread(self._apply, where, rows, total)
+            self.app.call_from_thread(self._apply, where, rows, total, asked, source)
 
         self.run_worker(load, thread=True, exclusive=True, group="lazy-page", exit_on_error=False)
 
-    def _to_last(self) -> None:
-        self._loading = False
+    def _failed(self, asked: int) -> None:
+        if asked == self._asked:
+            self._loading = False  # the next key tries again
+
+    def _to_last(self, asked: int, source: Rows[T]) -> None:
+        if asked != self._asked:
+            return
+        self._source, self._loading = source, False
         self.move_cursor(row=len(self._window) - 1)
 
-    def _apply(self, where: Where, rows: Sequence[tuple[int, Cells]], total: int | None) -> None:
-        self._loading = False
+    def _apply(
+        self,
+        where: Where,
+        rows: Sequence[tuple[int, Cells]],
+        total: int | None,
+        asked: int,
+        source: Rows[T],
+    ) -> None:
+        if asked != self._asked:
+            return  # a later read (End pressed meanwhile, another listing) decides what is shown
+        self._source, self._loading = source, False
         if total is not None:
             self._total = total
         full = len(rows) == self.PAGE
