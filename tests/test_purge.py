@@ -350,7 +350,9 @@ def test_pipelined_fetch_and_delete_match_one_by_one_and_an_error_deletes_nothin
     sizes = session.sizes()
     wanted = [(n, sizes[n]) for n in sorted(sizes)]
     pipelined = session.retr_many(wanted)
-    assert sorted(pipelined) == sorted(mails)
+    fetched = [p for p in pipelined if isinstance(p, bytes)]
+    assert len(fetched) == len(pipelined)  # every answer within its budget
+    assert sorted(fetched) == sorted(mails)
     session.pipelining = False
     assert session.retr_many(wanted) == pipelined
     # One bad number among pipelined DELEs: an error, and without QUIT nothing is deleted.
