@@ -19,6 +19,7 @@ from balise.domain.lotmail import Delivery, SendReport
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Value
+from balise.domain.servercert import ServerCertificate
 
 
 class Clock(Protocol):
@@ -295,6 +296,12 @@ class MailboxSession(Protocol):
 
     @property
     def bytes_received(self) -> int: ...
+
+    @property
+    def server_certificate(self) -> ServerCertificate | None:
+        """The certificate the server presented in the session's verified TLS handshake (None
+        when it could not be read)."""
+        ...
 
     def uidl(self) -> dict[int, str]: ...
 

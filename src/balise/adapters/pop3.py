@@ -12,7 +12,9 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, Final, ParamSpec, TypeVar
 
+from balise.adapters.peercert import presented
 from balise.domain.errors import BaliseError
+from balise.domain.servercert import ServerCertificate
 from balise.ports import Pop3Settings, Unfetched
 
 # poplib refuses lines over 2,048 bytes, which would break a session on a legal but long line;
@@ -157,14 +159,26 @@ class Pop3Session:
     With ``pipelining`` (the server announced PIPELINING, RFC 2449) the ``*_many`` calls send
     their commands in one write and then read the answers in order; otherwise one by one."""
 
-    def __init__(self, client: _Pop3 | _Pop3Ssl, where: str, *, pipelining: bool = False) -> None:
+    def __init__(
+        self,
+        client: _Pop3 | _Pop3Ssl,
+        where: str,
+        *,
+        pipelining: bool = False,
+        server_certificate: ServerCertificate | None = None,
+    ) -> None:
         self._client = client
         self._where = where
         self.pipelining = pipelining
+        self._server_certificate = server_certificate
 
     @property
     def bytes_received(self) -> int:
         return self._client.received
+
+    @property
+    def server_certificate(self) -> ServerCertificate | None:
+        return self._server_certificate
 
     def _call(self, what: str, func: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         try:
@@ -293,7 +307,13 @@ class Pop3Mailbox:
                         code="POP3_NO_STLS",
                     )
                 client.stls(context)
-            session = Pop3Session(client, where)
+            # The handshake is done and verified (implicit TLS, or STLS just above).
+            sock = client.sock
+            session = Pop3Session(
+                client,
+                where,
+                server_certificate=presented(sock if isinstance(sock, ssl.SSLSocket) else None),
+            )
             try:
                 client.user(settings.user)
                 client.pass_(settings.password)

@@ -11,6 +11,7 @@ from typing import Final, NoReturn
 
 import aiosmtplib
 
+from balise.adapters.peercert import presented
 from balise.domain.errors import ConfigError
 from balise.domain.lotmail import (
     CertificateUnverified,
@@ -22,6 +23,7 @@ from balise.domain.lotmail import (
     TlsTooOld,
     TransmissionError,
 )
+from balise.domain.servercert import ServerCertificate
 from balise.ports import SmtpTls
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -161,8 +163,9 @@ class SmtpSender:
         # Each protocol object the client uses (STARTTLS replaces it): waited on at the end.
         protocols: list[object] = []
         refused: list[tuple[int, MessageRefused]] = []
+        server_cert: ServerCertificate | None = None
         try:
-            await self._open(client, host, port, tls, user, password)
+            server_cert = await self._open(client, host, port, tls, user, password)
             protocols.append(client.protocol)
             for index, (mail_from, rcpt, data) in enumerate(messages):
                 try:
@@ -194,11 +197,12 @@ class SmtpSender:
             self._raise(exc, host, port)
         finally:
             await self._close(client, protocols)
-        return SendReport(tuple(accepted), tuple(refused))
+        return SendReport(tuple(accepted), tuple(refused), server_cert)
 
     async def _open(
         self, client: aiosmtplib.SMTP, host: str, port: int, tls: SmtpTls, user: str, password: str
-    ) -> None:
+    ) -> ServerCertificate | None:
+        """Connect (TLS verified), then log in; the certificate the server presented."""
         try:
             await client.connect()
         except aiosmtplib.SMTPException as exc:
@@ -216,7 +220,10 @@ class SmtpSender:
                 f"la connexion à {_where(host, port)} n'est pas chiffrée : aucun identifiant envoyé",
                 f"the connection to {_where(host, port)} is not encrypted: no credentials sent",
             )
+        # The TLS transport (STARTTLS replaced the first one): its verified peer's certificate.
+        server_cert = presented(client.get_transport_info("ssl_object"))
         await client.login(user, password)
+        return server_cert
 
     @staticmethod
     async def _close(client: aiosmtplib.SMTP, protocols: list[object]) -> None:

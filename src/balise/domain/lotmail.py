@@ -12,6 +12,7 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
 
 from balise.domain.errors import BaliseError, ValidationError
+from balise.domain.servercert import ServerCertificate
 
 COUNTER_MODULO = 100_000  # 5 digits: 00000..99999, then back to 00000
 DEFAULT_CODE6 = "100500"  # the value seen in public code (PROFILE.md §2)
@@ -81,10 +82,13 @@ class MessageRefused(TransmissionError):
 
 @dataclass(frozen=True, slots=True)
 class SendReport:
-    """What one SMTP session did: the indexes accepted (250) and those refused, with the words."""
+    """What one SMTP session did: the indexes accepted (250) and those refused, with the words;
+    and the certificate the server presented in the verified TLS handshake (for the expiry
+    watch; None when it could not be read)."""
 
     accepted: tuple[int, ...]
     refused: tuple[tuple[int, MessageRefused], ...] = ()
+    server_cert: ServerCertificate | None = None
 
 
 def _invalid(fr: str, en: str) -> ValidationError:
