@@ -338,12 +338,13 @@ class Agent:
         raised = tracking.check_overdue(days if isinstance(days, int) else 3)
         if raised:
             self._log(f"{len(raised)} lot(s) sans ARL dans le délai : alerte")
+        now = self._ctx.clock.now()
         certs = tracking.check_certificates(
-            expiring(
-                self._ctx.params,
-                self._ctx.clock.now(),
-                extra=self._ctx.organism_certs().watched(),
-            )
+            [
+                *expiring(self._ctx.params, now, extra=self._ctx.organism_certs().watched()),
+                # What the practitioners' SMTP and POP3 servers last presented.
+                *self._ctx.server_certs().expiring(now),
+            ]
         )
         if certs:
             self._log(f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte")

@@ -25,6 +25,7 @@ from balise.domain.card import CardIdentity
 from balise.domain.errors import ConfigError
 from balise.domain.hygiene import refuse_new_refusals
 from balise.ports import Clock, MessageClassifier
+from balise.services.certwatch import ServerCertWatch
 from balise.services.classifier import ClassifierService
 from balise.services.intake import IntakeService
 from balise.services.lots import LotTransitions
@@ -243,7 +244,15 @@ class Context:
             self.journal,
             self.clock,
             crash_at=crash_at,
+            server_certs=self.server_certs(),
         )
+
+    def server_certs(self) -> ServerCertWatch:
+        """The certificates the mail servers presented (recorded by sending and the purge),
+        for the expiry watch."""
+        from balise.adapters.server_certs import SqliteServerCertStore
+
+        return ServerCertWatch(SqliteServerCertStore(self.store), self.journal, self.clock)
 
     def transmission(self, *, timeout: float | None = None) -> TransmissionService:
         """Lot mails sent over aiosmtplib; Message-IDs name this box's host."""
@@ -266,6 +275,7 @@ class Context:
             SqliteOutbox(self.store),
             host,
             send_lock=send_lock(self.data_dir / "locks"),
+            server_certs=self.server_certs(),
         )
 
 

@@ -19,7 +19,7 @@ from balise.domain.lotmail import Delivery, SendReport
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Value
-from balise.domain.servercert import ServerCertificate
+from balise.domain.servercert import MailService, ServerCertificate
 
 
 class Clock(Protocol):
@@ -667,3 +667,43 @@ class OrganismCertStore(Protocol):
     def load(self, organism: str) -> dict[str, Any] | None: ...
 
     def save(self, organism: str, record: Mapping[str, Any]) -> None: ...
+
+
+# -- the mail servers' certificates (expiry watch) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeenServerCert:
+    """The certificate one practitioner's mail server last presented in a verified handshake,
+    and when: first seen (this certificate), last seen (ISO 8601, UTC)."""
+
+    profile: str
+    service: MailService
+    host: str
+    port: int
+    subject: str
+    not_after: str  # ISO 8601, UTC
+    der: bytes = field(repr=False)
+    first_seen: str
+    last_seen: str
+
+
+class ServerCertStore(Protocol):
+    """The last certificate seen for each (profile, service), durably."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def record(
+        self,
+        profile: str,
+        service: MailService,
+        host: str,
+        port: int,
+        cert: ServerCertificate,
+        when: str,
+    ) -> bool:
+        """Keep ``cert`` as the one (profile, service) presents, seen at ``when``, in place of
+        the one seen before; True when it is another certificate (or the first)."""
+        ...
+
+    def all(self) -> list[SeenServerCert]: ...

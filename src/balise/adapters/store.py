@@ -407,3 +407,24 @@ def _m0008(db: Database) -> None:
     # Every purge and agent cycle asks which returns are not yet in retours/: after years, an
     # index of those few only, instead of a scan of every return ever received.
     db.execute("CREATE INDEX returns_unpublished ON returns(id) WHERE published = 0")
+
+
+@migrations(name="0009_server_certificates")
+def _m0009(db: Database) -> None:
+    # The certificate each practitioner's mail servers (SMTP, POP3) last presented in a verified
+    # TLS handshake, and when: the expiry watch warns before it ends. One row per profile and
+    # service, replaced when the server presents another certificate.
+    db.execute(
+        """CREATE TABLE server_certs (
+            profile TEXT NOT NULL,
+            service TEXT NOT NULL CHECK (service IN ('smtp', 'pop3')),
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            subject TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            der BLOB NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            PRIMARY KEY (profile, service)
+        )"""
+    )

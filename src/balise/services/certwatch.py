@@ -1,4 +1,5 @@
-"""Certificates the box depends on (signers, organisms, trust roots): expired or expiring soon."""
+"""Certificates the box depends on (signers, organisms, trust roots, and the certificates its
+mail servers present): expired or expiring soon."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from balise.domain.params import Scope
+from balise.domain.servercert import MailService, ServerCertificate
+from balise.ports import Clock, Journal, SeenServerCert, ServerCertStore
 from balise.services.params import ParameterService
 
 WARN_DAYS = 30
@@ -29,6 +32,18 @@ _WATCHED = (
 
 
 @dataclass(frozen=True, slots=True)
+class ServerWords:
+    """For a certificate mail servers present: which servers, whose (French, English), and what
+    stops when it ends (``plural``: more than one thing)."""
+
+    servers_fr: str  # « du serveur d'envoi smtp.example.net:465 (praticien p1) »
+    servers_en: str  # "of the sending server smtp.example.net:465 (practitioner p1)"
+    stops_fr: str
+    stops_en: str
+    plural: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Expiry:
     """One certificate past or near its end of validity."""
 
@@ -39,6 +54,7 @@ class Expiry:
     not_after: datetime
     expired: bool
     threshold: int | None = None  # the tightest of THRESHOLDS reached (None: expired)
+    server: ServerWords | None = None  # a certificate the practitioner's mail host must renew
 
     @property
     def subject_key(self) -> str:
@@ -49,6 +65,8 @@ class Expiry:
 
     def words(self) -> tuple[str, str]:
         day = f"{self.not_after:%d/%m/%Y}"
+        if self.server is not None:
+            return self._server_words(self.server, day)
         if self.expired:
             return (
                 f"Certificat expiré le {day} : {self.role} ({self.where}) — {self.subject}. "
@@ -56,15 +74,43 @@ class Expiry:
                 f"Certificate expired on {self.not_after:%Y-%m-%d}: {self.role} ({self.where}) — "
                 f"{self.subject}. Lots depending on it cannot move on.",
             )
-        soon_fr = f" (moins de {self.threshold} jour{'s' if self.threshold != 1 else ''})"
-        soon_en = f" (less than {self.threshold} day{'s' if self.threshold != 1 else ''})"
-        if self.threshold is None or self.threshold == THRESHOLDS[0]:
-            soon_fr = soon_en = ""
+        soon_fr, soon_en = self._soon()
         return (
             f"Certificat à renouveler : {self.role} ({self.where}) expire le {day}{soon_fr} — "
             f"{self.subject}",
             f"Certificate to renew: {self.role} ({self.where}) expires on "
             f"{self.not_after:%Y-%m-%d}{soon_en} — {self.subject}",
+        )
+
+    def _server_words(self, server: ServerWords, day: str) -> tuple[str, str]:
+        if self.expired:
+            return (
+                f"Certificat {server.servers_fr} expiré le {day} — {self.subject} : la boîte "
+                f"refuse ce serveur (« certificat non reconnu ») ; {server.stops_fr} "
+                f"reprendr{'ont' if server.plural else 'a'} quand l'hébergeur de la messagerie "
+                "l'aura renouvelé.",
+                f"Certificate {server.servers_en} expired on {self.not_after:%Y-%m-%d} — "
+                f"{self.subject}: the box refuses this server ('certificate not trusted'); "
+                f"{server.stops_en} will resume once the mail host has renewed it.",
+            )
+        soon_fr, soon_en = self._soon()
+        return (
+            f"Certificat {server.servers_fr} expire le {day}{soon_fr} — {self.subject}. "
+            "Prévenez l'hébergeur de la messagerie : s'il n'est pas renouvelé, "
+            f"{server.stops_fr} s'arrêter{'ont' if server.plural else 'a'} à cette date "
+            "(« certificat non reconnu »).",
+            f"Certificate {server.servers_en} expires on {self.not_after:%Y-%m-%d}{soon_en} — "
+            f"{self.subject}. Tell the mail host: unless it is renewed, {server.stops_en} will "
+            "stop on that date ('certificate not trusted').",
+        )
+
+    def _soon(self) -> tuple[str, str]:
+        if self.threshold is None or self.threshold == THRESHOLDS[0]:
+            return "", ""
+        plural = "s" if self.threshold != 1 else ""
+        return (
+            f" (moins de {self.threshold} jour{plural})",
+            f" (less than {self.threshold} day{plural})",
         )
 
 
@@ -99,18 +145,139 @@ def expiring(
             watched += [(where, role, pem) for pem in (value if isinstance(value, list) else [])]
     for where, role, pem in [*watched, *extra]:
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
-        end = cert.not_valid_after_utc
-        if end > horizon:
-            continue
-        found.append(
-            Expiry(
-                hashlib.sha256(pem.encode("ascii")).hexdigest()[:16],
-                where,
-                role,
-                cert.subject.rfc4514_string()[:120],
-                end,
-                end <= now,
-                None if end <= now else _threshold(end, now),
-            )
-        )
+        fingerprint = hashlib.sha256(pem.encode("ascii")).hexdigest()[:16]
+        item = _expiry(cert, fingerprint, where, role, now, horizon)
+        if item is not None:
+            found.append(item)
     return found
+
+
+def _expiry(
+    cert: x509.Certificate,
+    fingerprint: str,
+    where: str,
+    role: str,
+    now: datetime,
+    horizon: datetime,
+    server: ServerWords | None = None,
+) -> Expiry | None:
+    """``cert`` as an Expiry, or None when it ends after ``horizon``."""
+    end = cert.not_valid_after_utc
+    if end > horizon:
+        return None
+    return Expiry(
+        fingerprint,
+        where,
+        role,
+        cert.subject.rfc4514_string()[:120],
+        end,
+        end <= now,
+        None if end <= now else _threshold(end, now),
+        server,
+    )
+
+
+# What each mail server is called, and what stops without it (French, English).
+_SERVICE_WORDS: dict[MailService, tuple[str, str, str, str]] = {
+    "smtp": ("serveur d'envoi", "sending server", "l'envoi des lots", "sending the lots"),
+    "pop3": (
+        "serveur de relève",
+        "mailbox server",
+        "la relève des retours",
+        "fetching the returns",
+    ),
+}
+
+
+def _and(parts: Sequence[str], word: str) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} {word} {parts[-1]}"
+
+
+class ServerCertWatch:
+    """The certificates the practitioners' mail servers (SMTP, POP3) present, recorded after
+    each verified TLS handshake and watched like the box's own: the mail host renews them, the
+    box warns before sending or the purge stops on « certificat non reconnu »."""
+
+    def __init__(self, store: ServerCertStore, journal: Journal, clock: Clock) -> None:
+        self._store = store
+        self._journal = journal
+        self._clock = clock
+
+    def seen(
+        self,
+        profile: str,
+        service: MailService,
+        host: str,
+        port: int,
+        cert: ServerCertificate | None,
+    ) -> None:
+        """Keep ``cert`` as what ``profile``'s ``service`` server presents now (it replaces the
+        one seen before: a renewed certificate ends the watch of the old one); another
+        certificate than before is journaled."""
+        if cert is None:
+            return
+        when = self._clock.now().isoformat(timespec="seconds")
+        with self._store.transaction():
+            if self._store.record(profile, service, host, port, cert, when):
+                self._journal.append(
+                    "tls.server_certificate",
+                    f"profile:{profile}",
+                    {
+                        "service": service,
+                        "host": host,
+                        "port": port,
+                        "subject": cert.subject,
+                        "not_after": cert.not_after.isoformat(),
+                        "sha256": hashlib.sha256(cert.der).hexdigest(),
+                    },
+                )
+
+    def seen_certificates(self) -> list[SeenServerCert]:
+        return self._store.all()
+
+    def expiring(self, now: datetime, warn_days: int = WARN_DAYS) -> list[Expiry]:
+        """The certificates last seen on the mail servers that are expired, or expiring within
+        ``warn_days`` (30, 7, 1 days as for the box's own): one per certificate, naming every
+        server and practitioner that presents it."""
+        horizon = now + timedelta(days=warn_days)
+        by_cert: dict[bytes, list[SeenServerCert]] = {}
+        for row in self._store.all():
+            by_cert.setdefault(row.der, []).append(row)
+        found: list[Expiry] = []
+        order = list(_SERVICE_WORDS)
+        for der, rows in by_cert.items():
+            rows.sort(key=lambda r: (order.index(r.service), r.profile))
+            services = [s for s in _SERVICE_WORDS if any(r.service == s for r in rows)]
+            words = ServerWords(
+                _and(
+                    [
+                        f"du {_SERVICE_WORDS[r.service][0]} {r.host}:{r.port} "
+                        f"(praticien {r.profile})"
+                        for r in rows
+                    ],
+                    "et",
+                ),
+                _and(
+                    [
+                        f"of the {_SERVICE_WORDS[r.service][1]} {r.host}:{r.port} "
+                        f"(practitioner {r.profile})"
+                        for r in rows
+                    ],
+                    "and",
+                ),
+                _and([_SERVICE_WORDS[s][2] for s in services], "et"),
+                _and([_SERVICE_WORDS[s][3] for s in services], "and"),
+                plural=len(services) > 1,
+            )
+            item = _expiry(
+                x509.load_der_x509_certificate(der),
+                hashlib.sha256(der).hexdigest()[:16],
+                ", ".join(sorted({f"praticien {r.profile}" for r in rows})),
+                ", ".join(f"{_SERVICE_WORDS[r.service][0]} {r.host}:{r.port}" for r in rows),
+                now,
+                horizon,
+                words,
+            )
+            if item is not None:
+                found.append(item)
+        return found

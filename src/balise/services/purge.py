@@ -31,6 +31,7 @@ from balise.ports import (
     ReturnsStore,
     Unfetched,
 )
+from balise.services.certwatch import ServerCertWatch
 from balise.services.classifier import DEFAULT_SIZE_CAP, ClassifierService, Verdict, box_policy
 from balise.services.params import ParameterService
 from balise.services.tracking import TrackingService
@@ -131,6 +132,7 @@ class PurgeService:
         *,
         size_cap: int = DEFAULT_SIZE_CAP,
         crash_at: CrashPoint | None = None,
+        server_certs: ServerCertWatch | None = None,
     ) -> None:
         self._params = params
         self._repo = repo
@@ -141,6 +143,8 @@ class PurgeService:
         self._clock = clock
         self._size_cap = size_cap
         self.crash_at = crash_at
+        # Where the certificate the POP3 server presented is kept for the expiry watch.
+        self._server_certs = server_certs
 
     def close(self) -> None:
         """Stop the classifier worker process."""
@@ -212,6 +216,10 @@ class PurgeService:
             deleted = 0
             stopped: str | None = None
             try:
+                if self._server_certs is not None:
+                    self._server_certs.seen(
+                        profile, "pop3", settings.host, settings.port, session.server_certificate
+                    )
                 uidls = session.uidl()
                 sizes = session.sizes()
                 numbers = sorted(sizes)

@@ -34,6 +34,7 @@ from balise.domain.lotmail import (
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
 from balise.ports import Clock, Journal, LotStore, MailSender, Outbox, SmtpTls
+from balise.services.certwatch import ServerCertWatch
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
 
@@ -109,6 +110,7 @@ class TransmissionService:
         *,
         code6: str = DEFAULT_CODE6,
         send_lock: Callable[[str], AbstractContextManager[None]] | None = None,
+        server_certs: ServerCertWatch | None = None,
     ) -> None:
         self._lots = lots
         self._transitions = transitions
@@ -121,6 +123,8 @@ class TransmissionService:
         self._code6 = code6
         # Cross-process, per profile (raises SEND_LOCKED when held): see the module docstring.
         self._send_lock = send_lock or (lambda _profile: nullcontext())
+        # Where the certificate the SMTP server presented is kept for the expiry watch.
+        self._server_certs = server_certs
 
     # -- freezing -------------------------------------------------------------------------
 
@@ -258,6 +262,10 @@ class TransmissionService:
                 on_accepted,
             )
             refused = dict(report.refused)
+            if self._server_certs is not None:
+                self._server_certs.seen(
+                    profile, "smtp", settings.host, settings.port, report.server_cert
+                )
         except TransmissionError as exc:
             session_error = exc
         waiting: list[int] = []
