@@ -182,6 +182,7 @@ def main(argv: list[str]) -> int:
         if restored.returncode != 0:
             print(restored.stderr, file=sys.stderr)
             return 1
+        restored_size = (other.home / "balise.db").stat().st_size
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -196,8 +197,8 @@ def main(argv: list[str]) -> int:
     print(f"sqlite3 .dump | zstd -3:  {peer_size / 1e6:8.1f} MB   {secs(peer_times)}")
     print(f"balise backup:            {archive_size / 1e6:8.1f} MB   {secs(balise_times)}, "
           f"peak {peak / MIB:.0f} MiB")  # fmt: skip
-    print(f"balise restore:           {db_size / 1e6:8.1f} MB   {restore_time:6.2f} s, "
-          f"peak {restore_peak / MIB:.0f} MiB")  # fmt: skip
+    print(f"balise restore:           {restored_size / 1e6:8.1f} MB   {restore_time:6.2f} s, "
+          f"peak {restore_peak / MIB:.0f} MiB (the database restored, compact)")  # fmt: skip
     print(f"archive / database: {archive_size / db_size:5.2f}")
     print(f"ratio size Balise / peer: {size_ratio:5.2f} "
           f"(objectif ≤ {SIZE_TARGET:g})   {_ok(size_ratio <= SIZE_TARGET)}")  # fmt: skip
