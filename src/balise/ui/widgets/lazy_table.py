@@ -221,7 +221,20 @@ class LazyTable(DataTable[Text], Generic[T]):
             self.clear()
             for ident, cells in window:
                 self.add_row(*cells, key=str(ident))
+            self._measure_now()
             if window:
                 self.move_cursor(row=max(0, min(cursor, len(window) - 1)), animate=False)
         finally:
             self._rebuilding = False
+
+    def _measure_now(self) -> None:
+        """Size the new rows now rather than when the table is next idle (DataTable's own
+        ``_on_idle`` step, Textual being pinned): the cursor then scrolls to its row before the
+        first paint, so End paints the last rows once instead of the top of the window first."""
+        pending = getattr(self, "_new_rows", None)
+        if not isinstance(pending, set) or not hasattr(self, "_update_dimensions"):
+            return  # another Textual: it measures on idle, at the price of one more paint
+        new_rows = set(pending)
+        pending.clear()
+        self._require_update_dimensions = False
+        self._update_dimensions(new_rows)
