@@ -105,6 +105,16 @@ class SqliteJournal:
                 str(row[7]),
             )
 
+    def about(self, subject: str) -> Iterator[JournalEntry]:
+        """The entries about ``subject`` (``lot:12``...), oldest first, filtered by SQLite."""
+        cursor = self._store.conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE subject = ? ORDER BY seq",  # noqa: S608
+            (subject,),
+        )
+        for row in cursor:
+            seq, *text = row
+            yield JournalEntry(int(seq), *(str(v) for v in text))
+
     def head(self) -> JournalEntry | None:
         row = self._store.conn.execute("SELECT max(seq) FROM journal").fetchone()
         if row is None or row[0] is None:

@@ -142,7 +142,7 @@ def cmd_lots_show(args: argparse.Namespace) -> int:
     ctx = _context(args)
     try:
         lot = _lot(ctx, args.id)
-        history = [e for e in ctx.journal.entries() if e.subject == f"lot:{lot.id}"]
+        history = list(ctx.journal.about(f"lot:{lot.id}"))
     finally:
         ctx.close()
     _out(_lot_line(lot))
