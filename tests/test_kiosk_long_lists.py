@@ -123,7 +123,8 @@ async def test_alerts_screen_keeps_its_place_when_one_is_acknowledged(
     box: Box, app: BaliseApp
 ) -> None:
     tracking = box.ctx.tracking(box.env.env)
-    template = tracking.alert("test_alert", "lot:1", "alerte d'essai", "test alert")
+    words = "alerte d'essai, " * 12 + "fin de l'alerte"  # longer than the screen
+    template = tracking.alert("test_alert", "lot:1", words, "test alert")
     many_alerts(box.ctx, template, 499)
     last_id = box.ctx.store.conn.execute("SELECT max(id) FROM alerts").fetchone()[0]
     async with app.run_test(size=(110, 35)) as pilot:
@@ -134,6 +135,8 @@ async def test_alerts_screen_keeps_its_place_when_one_is_acknowledged(
         assert "sur 500" in _text(app, "#alerts-count")
         await pilot.press("end")
         await until(pilot, lambda: _first_and_last(table)[1] == last_id)
+        # The table cuts the words to the screen; the chosen alert's are shown whole below it.
+        assert _text(app, "#alert-words").replace("\n", " ").endswith("fin de l'alerte")
         await pilot.press("up", "enter")  # acknowledge the last but one
         await until(pilot, lambda: "sur 499" in _text(app, "#alerts-count"))
         assert _first_and_last(table)[1] == last_id  # still at the end of the list

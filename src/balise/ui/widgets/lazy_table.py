@@ -60,7 +60,7 @@ class LazyTable(DataTable[Text], Generic[T]):
         self._ident = ident
         self._factory: Callable[[], Rows[T]] | None = None
         self._source: Rows[T] | None = None
-        self._window: list[tuple[int, Cells]] = []
+        self._window: list[tuple[int, Cells, T]] = []
         self._start = 0  # position in the whole listing of the window's first row (0-based)
         self._total = 0
         self._more_above = False
@@ -73,6 +73,11 @@ class LazyTable(DataTable[Text], Generic[T]):
     def total(self) -> int:
         """How many rows the listing had when last counted."""
         return self._total
+
+    def highlighted(self) -> T | None:
+        """The record under the cursor (screens show its details beside the table)."""
+        row = self.cursor_row
+        return self._window[row][2] if 0 <= row < len(self._window) and self.row_count else None
 
     @property
     def settled(self) -> bool:
@@ -152,7 +157,7 @@ class LazyTable(DataTable[Text], Generic[T]):
                 items = source.page(self.PAGE, after=after)
             else:
                 items = source.page(self.PAGE, before=before)
-            rows = [(self._ident(item), self._cells(item)) for item in items]
+            rows = [(self._ident(item), self._cells(item), item) for item in items]
             self.app.call_from_thread(self._apply, where, rows, total, asked, source)
 
         self.run_worker(load, thread=True, exclusive=True, group="lazy-page", exit_on_error=False)
@@ -170,7 +175,7 @@ class LazyTable(DataTable[Text], Generic[T]):
     def _apply(
         self,
         where: Where,
-        rows: Sequence[tuple[int, Cells]],
+        rows: Sequence[tuple[int, Cells, T]],
         total: int | None,
         asked: int,
         source: Rows[T],
@@ -214,12 +219,12 @@ class LazyTable(DataTable[Text], Generic[T]):
             self.Changed(self, self._total, start + 1 if window else 0, start + len(window))
         )
 
-    def _rebuild(self, window: list[tuple[int, Cells]], cursor: int) -> None:
+    def _rebuild(self, window: list[tuple[int, Cells, T]], cursor: int) -> None:
         self._rebuilding = True
         try:
             self._window = window
             self.clear()
-            for ident, cells in window:
+            for ident, cells, _item in window:
                 self.add_row(*cells, key=str(ident))
             self._measure_now()
             if window:
