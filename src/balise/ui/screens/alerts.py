@@ -35,6 +35,12 @@ def _alert_id(alert: AlertRecord) -> int:
 
 
 class AlertsScreen(KioskScreen):
+    # Fixed heights: the lines above and below the table change at every move of the cursor,
+    # and must not make the table's size (and paint) change with them.
+    DEFAULT_CSS = """
+    #alerts-count { height: 1; }
+    #alert-words { height: 3; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "acknowledge", "key.ack", priority=True, id="alerts-ack"),
         Binding("escape", "back", "key.back", id="alerts-back"),
