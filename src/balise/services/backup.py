@@ -13,6 +13,7 @@ from pathlib import Path
 from balise.domain.errors import BaliseError, DiskFullError
 from balise.domain.journal import JsonValue
 from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, PruneOutcome, ReturnsStore
+from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
 
 DAILY = timedelta(hours=24)
@@ -243,15 +244,11 @@ class BackupService:
     ) -> None:
         """Raise an alert unless one of this kind and subject is still open (best effort when
         the full disk is the one holding the alerts: the backup's error still says it)."""
-        try:
-            with self._alerts.transaction():
-                if self._alerts.open_alert(kind, subject) is not None:
-                    return
-                when = self._clock.now().isoformat(timespec="seconds")
-                alert_id = self._alerts.add_alert(kind, subject, (fr, en), details, when)
-                self._journal.append("alert.raised", subject, {"kind": kind, "alert": alert_id})
-        except DiskFullError:
-            return
+        when = self._clock.now().isoformat(timespec="seconds")
+        raise_once(
+            self._alerts, self._journal, self._alerts.transaction(), when, kind, subject,
+            (fr, en), details,
+        )  # fmt: skip
 
     def _disk_full(self, dest: Path, fr: str, en: str) -> DestinationResult:
         """No room, at the destination or for the snapshot: nothing was published (the partial

@@ -25,6 +25,7 @@ from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineReco
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
 from balise.ports import Alerts, Clock, Exchange, Journal, LotStore
+from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
 
 MAX_NAME = 120
@@ -358,15 +359,11 @@ class IntakeService:
         the full disk is the one holding the alerts, the caller's error still says it."""
         if self._alerts is None:
             return
-        try:
-            with self._lots.transaction():
-                if self._alerts.open_alert(kind, subject) is not None:
-                    return
-                when = self._clock.now().isoformat(timespec="seconds")
-                alert_id = self._alerts.add_alert(kind, subject, (fr, en), details, when)
-                self._journal.append("alert.raised", subject, {"kind": kind, "alert": alert_id})
-        except DiskFullError:
-            return
+        when = self._clock.now().isoformat(timespec="seconds")
+        raise_once(
+            self._alerts, self._journal, self._lots.transaction(), when, kind, subject,
+            (fr, en), details,
+        )  # fmt: skip
 
     def _alert_set_aside(self, aside: Sequence[IntakeOutcome]) -> None:
         names = ", ".join(o.name for o in aside[:ALERT_NAMES])
