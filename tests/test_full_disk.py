@@ -5,9 +5,8 @@ filled tmpfs (tests/support/small_fs.py), a real SMTP server (aiosmtpd, implicit
 
 from __future__ import annotations
 
-import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,8 @@ from balise.adapters.smtp import SmtpSender
 from balise.agent import Agent
 from balise.bootstrap import Context
 from balise.domain.errors import DiskFullError
-from balise.domain.lotmail import SendReport
 from balise.domain.lotstate import LotState
 from balise.kiosk_wiring import build_backend
-from balise.ports import SmtpTls
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.ui.app import BaliseApp
@@ -33,7 +30,7 @@ from tests.support.mail_fixtures import TlsCA
 from tests.support.signed_lots import configure_smtp, sign_lots
 from tests.support.small_fs import SmallFs
 from tests.test_kiosk_sign import until
-from tests.test_transmission import HOST, frozen_mail, service
+from tests.test_transmission import HOST, HookedSender, frozen_mail, service
 
 pytestmark = pytest.mark.mail
 
@@ -80,33 +77,18 @@ async def test_a_full_disk_before_sending_sends_nothing_and_marks_nothing(
     assert [e.hash for e in ctx.journal.entries()][: len(entries)] == entries  # nothing lost
 
 
-class FillAfterFirst250:
+class FillAfterFirst250(HookedSender):
     """A real SmtpSender; the disk fills up right after the server's first 250 (as another
     writer could fill it), before Balise records the lot as sent."""
 
     def __init__(self, inner: SmtpSender, fs: SmallFs) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._fs = fs
 
-    async def send_batch(
-        self,
-        host: str,
-        port: int,
-        tls: SmtpTls,
-        user: str,
-        password: str,
-        context: ssl.SSLContext,
-        messages: Sequence[tuple[str, str, bytes]],
-        on_accepted: Callable[[int], None],
-    ) -> SendReport:
-        def accepted(index: int) -> None:
-            if index == 0:
-                self._fs.fill()
-            on_accepted(index)
-
-        return await self._inner.send_batch(
-            host, port, tls, user, password, context, messages, accepted
-        )
+    def accepted(self, index: int, on_accepted: Callable[[int], None]) -> None:
+        if index == 0:
+            self._fs.fill()
+        on_accepted(index)
 
 
 async def test_a_disk_filling_after_the_250_never_marks_sent_then_resends_the_same_mail(

@@ -43,11 +43,15 @@ class SimulatedCrash(BaseException):
     """The process dies right after the server's 250, before the local commit."""
 
 
-class CrashAfter250:
-    """A MailSender whose process "dies" after the first 250: on_accepted never commits."""
+class HookedSender:
+    """A real MailSender whose ``accepted(index, on_accepted)`` runs at each server 250 in place
+    of the service's own callback (which it may call, or not)."""
 
     def __init__(self, inner: SmtpSender) -> None:
         self._inner = inner
+
+    def accepted(self, index: int, on_accepted: Callable[[int], None]) -> None:
+        on_accepted(index)
 
     async def send_batch(
         self,
@@ -60,12 +64,23 @@ class CrashAfter250:
         messages: Sequence[tuple[str, str, bytes]],
         on_accepted: Callable[[int], None],
     ) -> SendReport:
-        def crash(_index: int) -> None:
-            raise SimulatedCrash
-
         return await self._inner.send_batch(
-            host, port, tls, user, password, context, messages, crash
+            host,
+            port,
+            tls,
+            user,
+            password,
+            context,
+            messages,
+            lambda index: self.accepted(index, on_accepted),
         )
+
+
+class CrashAfter250(HookedSender):
+    """A MailSender whose process "dies" after the first 250: on_accepted never commits."""
+
+    def accepted(self, index: int, on_accepted: Callable[[int], None]) -> None:
+        raise SimulatedCrash
 
 
 def service(
