@@ -150,15 +150,14 @@ def test_a_depot_of_500_mixed_files_is_drained_without_following_links(
     assert len(alerts) == 1 and "mis de côté" in alerts[0].fr
 
 
-UID = 64123  # no account: the box's user as seen by the kernel, nothing else
+UID = 64123  # no account: the exchange account as seen by the kernel, nothing else
 
 
 @pytest.fixture
 def box_for_uid(pki: TestPKI) -> Iterator[tuple[BaliseEnv, Context]]:
-    """A configured box whose data dir and exchange belong to UID, outside pytest's private tmp
-    (0700, closed to UID), removed afterwards."""
+    """A configured box in a folder of its own under /tmp, removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("dropping to another user id needs root (CI runs as root)")
+        pytest.skip("dropping capabilities and giving files away needs root (CI runs as root)")
     base = Path(tempfile.mkdtemp(prefix="balise-uid-", dir="/tmp"))
     try:
         base.chmod(0o755)
@@ -176,19 +175,15 @@ def box_for_uid(pki: TestPKI) -> Iterator[tuple[BaliseEnv, Context]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _chown_tree(root: Path, uid: int) -> None:
-    os.lchown(root, uid, uid)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.lchown(Path(folder) / name, uid, uid)
-
-
 def test_a_lot_the_box_user_may_not_read_is_set_aside_and_the_next_one_is_taken(
     box_for_uid: tuple[BaliseEnv, Context],
 ) -> None:
     """The real case: the SFTP client made its file 0600. Tests run as root, for whom no mode
-    bit is a barrier, so the command runs under another user id (setpriv), as the box's balise
-    user does; the file belongs to root, as it would to the exchange account."""
+    bit is a barrier: the command runs as root without the capabilities that override file modes
+    (setpriv drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH), bound by them as the box's balise
+    user is; the file and the folder belong to another user id, as they would to the exchange
+    account. (Running as another user id instead needs the checkout and its venv readable by
+    that user, which a CI clone in a private folder is not.)"""
     env, ctx = box_for_uid
     exchange = ctx.exchange(env.env)
     base_ns = int(TEST_NOW.timestamp()) * 10**9 - 10**12
@@ -199,13 +194,16 @@ def test_a_lot_the_box_user_may_not_read_is_set_aside_and_the_next_one_is_taken(
     folder = exchange.new / "b-dossier.lot"  # root's folder: the box user may not move it away
     folder.mkdir()
     os.utime(folder, ns=(base_ns + 1, base_ns + 1))
-    _chown_tree(env.home, UID)
-    os.chown(env.kek_file, UID, UID)
     (exchange.new / "a-verrouille.lot").chmod(0o600)
-    os.chown(exchange.new / "a-verrouille.lot", 0, 0)
-    os.chown(folder, 0, 0)
+    os.chown(exchange.new / "a-verrouille.lot", UID, UID)
+    os.chown(folder, UID, UID)
 
-    as_box = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--"]
+    as_box = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--",
+    ]
     result = _intake({**env.env, "PYTHONDONTWRITEBYTECODE": "1"}, *as_box)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ÉCARTÉ a-verrouille.lot" in result.stdout and "ACCEPTÉ c-bon.lot" in result.stdout
