@@ -1,5 +1,6 @@
 """The repository builds, tests and documents itself alone: no tracked file reaches for the
-reference folder beside the project (``../shared``) or for a path outside the checkout."""
+reference folder beside the project or for a path outside the checkout. (The examples below are
+assembled from pieces, so that this file does not itself match what it looks for.)"""
 
 from __future__ import annotations
 
@@ -55,10 +56,11 @@ def test_no_tracked_file_reaches_outside_the_repository() -> None:
 
 
 def test_the_pattern_catches_what_it_must() -> None:
+    up, ref = "..", "shared"
     for bad in (
-        'SAMPLES = Path("/work/shared/samples")',
-        'Path(__file__).resolve().parents[2] / "shared" / "samples"',
-        "see ../shared/design/PROFILE.md",
+        f'SAMPLES = Path("/work/{ref}/samples")',
+        f'Path(__file__).resolve().parents[2] / "{ref}" / "samples"',
+        f"see {up}/{ref}/design/PROFILE.md",
     ):
         assert OUTSIDE.search(bad), bad
     assert not OUTSIDE.search("a BAL is never shared / two practitioners")
