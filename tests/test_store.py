@@ -67,3 +67,19 @@ def test_write_takes_the_lock_immediately(balise_env: BaliseEnv) -> None:
     finally:
         other.close()
         ctx.close()
+
+
+def test_retention_finds_the_payments_of_a_return_by_index(balise_env: BaliseEnv) -> None:
+    # Deleting an old return makes SQLite look for payments still pointing at it (foreign key):
+    # without an index that is a scan of every payment, per return — an hour on a ten-year box.
+    ctx = balise_env.context()
+    try:
+        plan = " ".join(
+            str(row[-1])
+            for row in ctx.store.conn.execute(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM payments WHERE return_id = ?", (1,)
+            )
+        )
+    finally:
+        ctx.close()
+    assert "USING COVERING INDEX payments_return" in plan or "USING INDEX payments_return" in plan

@@ -428,3 +428,11 @@ def _m0009(db: Database) -> None:
             PRIMARY KEY (profile, service)
         )"""
     )
+
+
+@migrations(name="0010_payments_by_return")
+def _m0010(db: Database) -> None:
+    # Retention deletes old returns, and each delete makes SQLite look for the payments that
+    # still point at it (the foreign key): without this index, a scan of every payment per return
+    # — the first retention of a ten-year box took most of an hour (bench/scale.py).
+    db.execute("CREATE INDEX payments_return ON payments(return_id)")
