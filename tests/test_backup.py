@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -139,17 +138,15 @@ def test_wrong_passphrase_refused_with_growing_delays_then_right_one_restores(
 ) -> None:
     fill_box(box)
     archive = _archive(box, tmp_path / "out")
-    durations = []
-    for _ in range(2):
-        start = time.monotonic()
+    # through the command: each wrong passphrase is counted durably, before its penalty is paid
+    # (the penalties themselves are observed below through the injected sleep: no test times a
+    # subprocess, a loaded CI machine would make that flaky)
+    for failures in (1, 2):
         refused = other_box.run("restore", str(archive), stdin="pas la bonne phrase\n")
-        durations.append(time.monotonic() - start)
         assert refused.returncode == 2 and "BACKUP_WRONG_PASSPHRASE" in refused.stderr
         assert not (other_box.home / "balise.db").exists()
-    # penalties of 1 s then 2 s on top of the same work (loose margin: shared CI machines)
-    assert durations[0] >= 1.0 and durations[1] >= 2.0 and durations[1] >= durations[0] + 0.5
-    state = json.loads((other_box.home / THROTTLE_FILE).read_text())
-    assert state["failures"] == 2
+        state = json.loads((other_box.home / THROTTLE_FILE).read_text())
+        assert state["failures"] == failures
     # in one process (a terminal allows three tries): the delays keep growing, durably
     sleeps: list[float] = []
     answers = iter(["encore faux", "toujours faux", RECOVERY])
