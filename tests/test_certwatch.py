@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from balise.agent import Agent
 from balise.services.certwatch import expiring
+from balise.services.tracking import AUTO_RESOLVER
 from balise.sim.pki import TestPKI
 from tests.support.box import Box
 from tests.support.clock import TEST_NOW
@@ -87,3 +88,20 @@ def test_alerts_at_30_7_and_1_days_then_expired_each_once(box: Box, pki: TestPKI
     assert "moins de" not in seen[0]
     assert "(moins de 7 jours)" in seen[1] and "(moins de 1 jour)" in seen[2]
     assert "expiré le" in seen[3] and "amc996, annuaire" in seen[3]
+
+
+def test_a_replaced_certificate_resolves_its_alert_by_itself(box: Box, pki: TestPKI) -> None:
+    now = TEST_NOW
+    soon = pki.issue_organism("TEST CPAM BIENTOT", not_after=now + timedelta(days=10))
+    box.ctx.params.set("recipient_certs", soon.cert_pem.read_text(), organism="cpam422")
+    tracking = box.ctx.tracking()
+    [raised] = tracking.check_certificates(expiring(box.ctx.params, now))
+    assert [a.id for a in tracking.alerts()] == [raised]
+    # The technician (or the directory) puts the organism's new certificate in place.
+    renewed = pki.issue_organism("TEST CPAM RENOUVELE", not_after=now + timedelta(days=700))
+    box.ctx.params.set("recipient_certs", renewed.cert_pem.read_text(), organism="cpam422")
+    assert tracking.check_certificates(expiring(box.ctx.params, now)) == []
+    assert tracking.alerts() == []  # nothing open any more: Accueil counts none
+    [alert] = tracking.alerts(include_acknowledged=True)
+    assert alert.acknowledged_by == AUTO_RESOLVER
+    assert [e.kind for e in box.ctx.journal.entries()].count("alert.resolved") == 1

@@ -15,6 +15,7 @@ import pytest
 from balise.agent import Agent, CycleReport
 from balise.bootstrap import Context
 from balise.ports import AlertRecord
+from balise.services.tracking import AUTO_RESOLVER
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import Issued, TestPKI
@@ -144,12 +145,16 @@ def test_smtp_certificate_ending_in_5_days_alerted_once_until_renewed(
         server.wait_received(1)
     finally:
         server.stop()
-    # Six days on, the old certificate has expired: no alert about it any more, and none about
-    # the renewed one (84 days left).
+    # Six days on, the old certificate has expired: its alert resolved itself once the renewed
+    # certificate was seen (nothing left for the practice to do), no new alert about it, and
+    # none about the renewed one (84 days left).
     six_days_on = later(sending_box, 6)
     try:
         agent_cycle(six_days_on, env)
-        assert cert_alerts(six_days_on) == [alert]
+        [resolved] = cert_alerts(six_days_on)
+        assert resolved.id == alert.id and resolved.acknowledged_by == AUTO_RESOLVER
+        # nothing open about certificates: Accueil's « dont N sur les certificats » counts none
+        assert not [a for a in six_days_on.tracking().alerts() if a.kind in CERT_KINDS]
     finally:
         six_days_on.close()
     changes = [e for e in ctx.journal.entries() if e.kind == "tls.server_certificate"]
@@ -185,9 +190,12 @@ def test_pop3_certificate_ending_in_5_days_alerted_once_until_renewed(
     six_days_on = later(sending_box, 6)
     try:
         assert "purge:p1" not in agent_cycle(six_days_on, env).failed
-        assert cert_alerts(six_days_on) == [alert]
+        [resolved] = cert_alerts(six_days_on)
+        assert resolved.id == alert.id and resolved.acknowledged_by == AUTO_RESOLVER
     finally:
         six_days_on.close()
+    kinds = [e.kind for e in ctx.journal.entries()]
+    assert kinds.count("alert.resolved") == 1
 
 
 def test_one_certificate_on_both_servers_after_starttls_is_one_alert_naming_both(
@@ -212,3 +220,27 @@ def test_one_certificate_on_both_servers_after_starttls_is_one_alert_naming_both
         f"127.0.0.1:{dovecot.pop3_port} (praticien p1) expire le"
     ) in alert.fr
     assert "l'envoi des lots et la relève des retours s'arrêteront" in alert.fr
+
+
+def test_a_certificate_the_host_renews_on_time_raises_nothing(sending_box: SendingBox) -> None:
+    """Mail hosts renew with about a month left (certbot renews Let's Encrypt's 90-day
+    certificates when 30 days remain): 20 days left is not late, no alert at each renewal."""
+    ctx, pki, env = sending_box.ctx, sending_box.pki, sending_box.env.env
+    server = smtp_server(server_cert(pki, "smtp renouvellement en cours", 20))
+    try:
+        configure_smtp(ctx, server, None)
+        trust_test_root(ctx, pki)
+        sign_lots(ctx, pki, [1])
+        assert agent_cycle(ctx, env).sent == 1
+        server.wait_received(1)
+    finally:
+        server.stop()
+    assert cert_alerts(ctx) == []
+    # Left unrenewed, it is worth telling from 14 days on.
+    eight_days_on = later(sending_box, 8)
+    try:
+        agent_cycle(eight_days_on, env)
+        [alert] = cert_alerts(eight_days_on)
+        assert alert.kind == "cert_expiring" and "moins de" not in alert.fr
+    finally:
+        eight_days_on.close()

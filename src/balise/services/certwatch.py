@@ -18,6 +18,11 @@ from balise.services.params import ParameterService
 WARN_DAYS = 30
 # An alert when a certificate comes within each of these many days of its end (once each).
 THRESHOLDS = (30, 7, 1)
+# The mail servers' certificates are renewed by their host, usually with a month left (certbot
+# renews Let's Encrypt's 90-day certificates when 30 days remain): a warning from 30 days would
+# fire at every renewal. Within 14 days, the renewal is late and worth telling the practice.
+SERVER_WARN_DAYS = 14
+SERVER_THRESHOLDS = (14, 7, 1)
 
 # (scope, parameter, words) of every certificate parameter worth watching.
 _WATCHED = (
@@ -53,13 +58,18 @@ class Expiry:
     subject: str
     not_after: datetime
     expired: bool
-    threshold: int | None = None  # the tightest of THRESHOLDS reached (None: expired)
+    threshold: int | None = None  # the tightest of its thresholds reached (None: expired)
     server: ServerWords | None = None  # a certificate the practitioner's mail host must renew
 
     @property
+    def first_threshold(self) -> int:
+        return SERVER_THRESHOLDS[0] if self.server is not None else THRESHOLDS[0]
+
+    @property
     def subject_key(self) -> str:
-        """The alert subject: one per certificate and threshold (30 days keeps the plain form)."""
-        if self.threshold is None or self.threshold == THRESHOLDS[0]:
+        """The alert subject: one per certificate and threshold (the first threshold keeps the
+        plain form)."""
+        if self.threshold is None or self.threshold == self.first_threshold:
             return f"cert:{self.fingerprint}"
         return f"cert:{self.fingerprint}:{self.threshold}d"
 
@@ -105,7 +115,7 @@ class Expiry:
         )
 
     def _soon(self) -> tuple[str, str]:
-        if self.threshold is None or self.threshold == THRESHOLDS[0]:
+        if self.threshold is None or self.threshold == self.first_threshold:
             return "", ""
         plural = "s" if self.threshold != 1 else ""
         return (
@@ -114,9 +124,11 @@ class Expiry:
         )
 
 
-def _threshold(end: datetime, now: datetime) -> int | None:
+def _threshold(
+    end: datetime, now: datetime, thresholds: Sequence[int] = THRESHOLDS
+) -> int | None:
     left = end - now
-    reached = [t for t in THRESHOLDS if left <= timedelta(days=t)]
+    reached = [t for t in thresholds if left <= timedelta(days=t)]
     return min(reached) if reached else None
 
 
@@ -172,7 +184,9 @@ def _expiry(
         cert.subject.rfc4514_string()[:120],
         end,
         end <= now,
-        None if end <= now else _threshold(end, now),
+        None
+        if end <= now
+        else _threshold(end, now, THRESHOLDS if server is None else SERVER_THRESHOLDS),
         server,
     )
 
@@ -235,10 +249,10 @@ class ServerCertWatch:
     def seen_certificates(self) -> list[SeenServerCert]:
         return self._store.all()
 
-    def expiring(self, now: datetime, warn_days: int = WARN_DAYS) -> list[Expiry]:
+    def expiring(self, now: datetime, warn_days: int = SERVER_WARN_DAYS) -> list[Expiry]:
         """The certificates last seen on the mail servers that are expired, or expiring within
-        ``warn_days`` (30, 7, 1 days as for the box's own): one per certificate, naming every
-        server and practitioner that presents it."""
+        ``warn_days`` (SERVER_THRESHOLDS: 14, 7, 1 days — the host renews them itself): one per
+        certificate, naming every server and practitioner that presents it."""
         horizon = now + timedelta(days=warn_days)
         by_cert: dict[bytes, list[SeenServerCert]] = {}
         for row in self._store.all():

@@ -36,6 +36,9 @@ _SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
 _STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
 # Returns published per transaction (their files made durable together, then recorded).
 PUBLISH_BATCH = 256
+CERT_ALERT_KINDS = ("cert_expiring", "cert_expired")
+# Who resolved an alert that ended by itself (shown in the acknowledged-by column).
+AUTO_RESOLVER = "balise (résolue d'elle-même)"
 # store(status, lot_id, positive) -> return id, bound to one message in TrackingService.record.
 _Store = Callable[[str, int | None, bool | None], int]
 
@@ -490,9 +493,23 @@ class TrackingService:
 
     def check_certificates(self, expiries: Sequence[Expiry]) -> list[int]:
         """One alert per certificate and state (expiring within 30, 7 and 1 days, then expired);
-        never repeated."""
+        never repeated. ``expiries`` is the whole list of what is expired or expiring now: an
+        open certificate alert whose certificate is no longer in it (renewed by the mail host,
+        replaced from the directory, or removed) is resolved by itself, journaled — a box left
+        alone for years does not pile up alerts nobody can act on."""
         raised: list[int] = []
         known = {(a.kind, a.subject) for a in self._repo.alerts(include_acknowledged=True)}
+        current = {item.fingerprint for item in expiries}
+        for alert in self._repo.alerts():
+            fingerprint = alert.subject.split(":")[1] if alert.subject.startswith("cert:") else ""
+            if alert.kind in CERT_ALERT_KINDS and fingerprint and fingerprint not in current:
+                with self._repo.transaction():
+                    if self._repo.acknowledge(alert.id, AUTO_RESOLVER, self._now()):
+                        self._journal.append(
+                            "alert.resolved",
+                            f"alert:{alert.id}",
+                            {"kind": alert.kind, "reason": "certificate_renewed_or_removed"},
+                        )
         for item in expiries:
             kind = "cert_expired" if item.expired else "cert_expiring"
             subject = f"cert:{item.fingerprint}" if item.expired else item.subject_key
