@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from balise.cli.egress import RESOLVERS, EgressEntry, checked, crl_destination
+from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
 
 HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -23,6 +24,14 @@ HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61
 def _set(balise_env: BaliseEnv, *args: str) -> None:
     result = balise_env.run("params", "set", *args)
     assert result.returncode == 0, result.stderr
+
+
+def _card_pointing_at(balise_env: BaliseEnv, pki: TestPKI, url: str) -> None:
+    """A practitioner's card whose certificate names ``url`` as its CRL distribution point:
+    outside input the box takes as it is (``crl_url`` itself is checked when it is set, but a
+    certificate is signed by its issuer, not by us)."""
+    card = pki.issue_practitioner("10001234567", "Dr Point DISTRIBUTION", crl_urls=[url])
+    _set(balise_env, "signers.titular", card.signature.cert_pem.read_text(), "--profile", "p1")
 
 
 def _listed(balise_env: BaliseEnv) -> tuple[list[dict[str, Any]], str, str]:
@@ -60,11 +69,11 @@ def _accepted(entries: list[dict[str, Any]]) -> set[tuple[str, int, str]]:
 
 
 def test_a_scoped_ipv6_crl_is_refused_and_every_other_destination_stays(
-    balise_env: BaliseEnv,
+    balise_env: BaliseEnv, pki: TestPKI
 ) -> None:
     _set(balise_env, "smtp.host", "smtp.oct-a.fr", "--profile", "p1")
     _set(balise_env, "pop3.host", "pop.oct-a.fr", "--profile", "p1")
-    _set(balise_env, "crl_url", "http://[fe80::1%eth0]/ac.crl")
+    _card_pointing_at(balise_env, pki, "http://[fe80::1%eth0]/ac.crl")
     entries, text, stderr = _listed(balise_env)
     refused = [e for e in entries if e.get("refused")]
     assert [(e["purpose"], e["host"]) for e in refused] == [("crl", "fe80::1%eth0")]
@@ -82,9 +91,9 @@ def test_a_scoped_ipv6_crl_is_refused_and_every_other_destination_stays(
     assert "refusé" in stderr and "fe80::1%eth0" in stderr
 
 
-def test_a_port_out_of_range_is_refused_not_a_crash(balise_env: BaliseEnv) -> None:
+def test_a_port_out_of_range_is_refused_not_a_crash(balise_env: BaliseEnv, pki: TestPKI) -> None:
     _set(balise_env, "smtp.host", "smtp.oct-a.fr", "--profile", "p1")
-    _set(balise_env, "crl_url", "http://crl.igc-test.fr:80808/ac.crl")
+    _card_pointing_at(balise_env, pki, "http://crl.igc-test.fr:80808/ac.crl")
     entries, text, _ = _listed(balise_env)
     refused = [e for e in entries if e.get("refused")]
     assert [e["purpose"] for e in refused] == ["crl"]
@@ -94,14 +103,30 @@ def test_a_port_out_of_range_is_refused_not_a_crash(balise_env: BaliseEnv) -> No
     assert "refusé" in text
 
 
-def test_a_garbage_host_is_refused(balise_env: BaliseEnv) -> None:
-    _set(balise_env, "crl_url", "http://crl igc;flush ruleset/ac.crl")
+def test_a_garbage_host_is_refused(balise_env: BaliseEnv, pki: TestPKI) -> None:
+    _card_pointing_at(balise_env, pki, "http://crl igc;flush ruleset/ac.crl")
     entries, _, _ = _listed(balise_env)
     refused = [e for e in entries if e.get("refused")]
     assert [e["purpose"] for e in refused] == ["crl"]
     assert "hôte" in refused[0]["refused"]
     assert all(_loadable(h, p) for h, p, _ in _accepted(entries))
     assert ("deb.debian.org", 443, "tcp") in _accepted(entries)
+
+
+def test_crl_url_is_checked_when_it_is_set(balise_env: BaliseEnv) -> None:
+    for bad in (
+        "http://[fe80::1%eth0]/ac.crl",
+        "http://crl.igc-test.fr:80808/ac.crl",
+        "http://crl igc;flush ruleset/ac.crl",
+        "ftp://crl.igc-test.fr/ac.crl",
+        "crl.igc-test.fr/ac.crl",
+        "http://user:motdepasse@crl.igc-test.fr/ac.crl",
+    ):
+        result = balise_env.run("params", "set", "crl_url", bad)
+        assert result.returncode != 0, bad
+        assert "adresse http://" in result.stderr, result.stderr
+        assert balise_env.run("params", "get", "crl_url").stdout.strip() in ("", "(non défini)")
+    _set(balise_env, "crl_url", "http://[2001:db8::7]:8080/ac.crl")  # an IP literal, no zone
 
 
 def test_a_good_crl_host_and_port_are_listed(balise_env: BaliseEnv) -> None:

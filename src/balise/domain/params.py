@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -140,6 +141,28 @@ def _ldap_url(raw: str, _now: datetime) -> Value:
     return value.rstrip("/")
 
 
+def _http_url(raw: str, _now: datetime) -> Value:
+    """An http:// or https:// address of a host (a CRL is signed: plain HTTP is how the
+    IGC-Santé publishes them); printable ASCII only, no credentials in it."""
+    value = raw.strip()
+    match = re.fullmatch(
+        r"(https?)://([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::([0-9]{1,5}))?"
+        r"(/[\x21-\x7e]{0,400})?",
+        value,
+    )
+    if not match or (match.group(3) and not 1 <= int(match.group(3)) <= 65535):
+        raise ValueError("adresse http://hôte[:port]/chemin ou https://… attendue")
+    host = match.group(2)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError as exc:
+            raise ValueError("adresse http://hôte[:port]/chemin ou https://… attendue") from exc
+    else:
+        parse_host(host, _now)
+    return value
+
+
 def _passphrase(raw: str, _now: datetime) -> Value:
     if len(raw) < 10 or len(raw) > 256:
         raise ValueError("phrase de passe de 10 à 256 caractères attendue")
@@ -199,7 +222,7 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             _certificates(allow_expired=False),
         ),
         ParamSpec(
-            "crl_url", _S.GLOBAL, "Adresse de la liste de révocation", "CRL address", _text(500)
+            "crl_url", _S.GLOBAL, "Adresse de la liste de révocation", "CRL address", _http_url
         ),
         ParamSpec(
             "sesam_vitale_roots",
