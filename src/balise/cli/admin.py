@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from balise.bootstrap import resolve_data_dir
@@ -17,6 +19,13 @@ from balise.cli.common import (
 )
 from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.params import spec_for
+
+
+def changed_by(env: Mapping[str, str] | None = None) -> str:
+    """Who the journal names for a change made here: "provision" when provision.yml runs the
+    command (it sets BALISE_CHANGED_BY=provision), else "cli"."""
+    environ = os.environ if env is None else env
+    return "provision" if environ.get("BALISE_CHANGED_BY") == "provision" else "cli"
 
 
 def cmd_params_set(args: argparse.Namespace) -> int:
@@ -43,7 +52,9 @@ def cmd_params_set(args: argparse.Namespace) -> int:
     raw = args.value if args.value is not None else _read_stdin(secret=spec.secret)
     ctx = _context(args)
     try:
-        ctx.params.set(args.name, raw, profile=args.profile, organism=args.organism)
+        ctx.params.set(
+            args.name, raw, profile=args.profile, organism=args.organism, by=changed_by()
+        )
     finally:
         ctx.close()
     where = (

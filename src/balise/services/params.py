@@ -1,14 +1,23 @@
-"""Parameter use cases: set (validated, encrypted, journaled), get (secrets masked), list, rotate."""
+"""Parameter use cases: set (validated, encrypted, journaled), get (secrets masked), list, rotate.
+
+:class:`ParameterService` is the ONE way a parameter changes, whoever changes it — ``balise params
+set`` (and provision.yml, which runs it), the kiosk's technician mode, the first-start wizard and
+a practitioner's self-service with their card: the schema's validation, the mailbox hygiene rules
+(:func:`balise.domain.hygiene.refuse_new_refusals`, always on) and a journal entry naming who
+made the change (``by``) are applied here, so a rule is never checked in one path and forgotten
+in another."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from balise.domain.errors import ValidationError
+from balise.domain.hygiene import refuse_new_refusals
+from balise.domain.journal import JsonValue
 from balise.domain.params import (
     SCHEMA,
     ParamSpec,
@@ -60,36 +69,50 @@ class ParamRow:
 
 
 class ParamView:
-    """A read-only view of the parameters, optionally with one change applied (the would-be state
+    """A read-only view of the parameters, optionally with changes applied (the would-be state
     a validator judges before anything is written)."""
 
     def __init__(
-        self, vault: Vault, change: tuple[str, str, Value] | None = None, *, created: str = ""
+        self,
+        vault: Vault,
+        changes: Mapping[tuple[str, str], Value] | None = None,
+        *,
+        created: Iterable[str] = (),
     ) -> None:
         self._vault = vault
-        self._change = change  # (scope key, name, value)
-        self._created = created  # a profile id the change creates
+        self._changes = dict(changes or {})  # (scope key, name) -> value
+        self._created = frozenset(created)  # profile ids the changes create
 
     def value(
         self, name: str, *, profile: str | None = None, organism: str | None = None
     ) -> Value | None:
         spec = spec_for(name, profile=profile, organism=organism)
         key = scope_key(spec.scope, check_scope_id(spec.scope, profile or organism))
-        if self._change is not None and self._change[:2] == (key, spec.name):
-            return self._change[2]
+        if (key, spec.name) in self._changes:
+            return self._changes[(key, spec.name)]
         value = self._vault.get(key, spec.name)
         return spec.default if value is None else value
 
     def profile_ids(self) -> list[str]:
         prefix = f"{Scope.PROFILE.value}:"
         ids = {s[len(prefix) :] for s, _ in self._vault.names() if s.startswith(prefix)}
-        if self._created:
-            ids.add(self._created)
-        return sorted(ids)
+        return sorted(ids | self._created)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One parameter change as typed (the raw text the schema parses)."""
+
+    name: str
+    raw: str = field(repr=False)
+    profile: str | None = None
+    organism: str | None = None
 
 
 # Called with (parameter name, state before, would-be state after); raises a BaliseError to refuse.
 ParamValidator = Callable[[str, ParamView, ParamView], None]
+# Applied to every change whatever the path (the mailbox hygiene rules).
+ALWAYS: tuple[ParamValidator, ...] = (refuse_new_refusals,)
 
 
 class ParameterService:
@@ -105,52 +128,72 @@ class ParameterService:
         self._vault = vault
         self._journal = journal
         self._clock = clock
-        self._validators = tuple(validators)
+        self._validators = ALWAYS + tuple(v for v in validators if v not in ALWAYS)
 
     def view(self) -> ParamView:
         """The current parameters, secrets included (for checks such as mailbox hygiene)."""
         return ParamView(self._vault)
 
     def set(
-        self, name: str, raw: str, *, profile: str | None = None, organism: str | None = None
+        self,
+        name: str,
+        raw: str,
+        *,
+        profile: str | None = None,
+        organism: str | None = None,
+        by: str | None = None,
     ) -> ParamSpec:
-        spec = spec_for(name, profile=profile, organism=organism)
-        ident = check_scope_id(spec.scope, profile or organism)
-        value = parse_value(spec, raw, self._clock.now())
-        stored: Value = value
-        if spec.hashed:
-            salt = os.urandom(16)
-            stored = hash_passphrase(str(value), salt)
-        key = scope_key(spec.scope, ident)
+        """One change (see :meth:`apply`)."""
+        return self.apply([Change(name, raw, profile, organism)], by=by)[0]
+
+    def apply(self, changes: Sequence[Change], *, by: str | None = None) -> list[ParamSpec]:
+        """Several changes saved together or not at all: each value parsed by the schema, then
+        the validators (mailbox hygiene) judge the state with ALL of them applied, then one
+        transaction writes them, each journaled (never a secret) with ``by``, who made it (a
+        practitioner's RPPS read from their card, "technicien", "cli", "provision")."""
+        now = self._clock.now()
+        parsed: list[tuple[ParamSpec, str, str, Value, Value]] = []
+        for change in changes:
+            spec = spec_for(change.name, profile=change.profile, organism=change.organism)
+            ident = check_scope_id(spec.scope, change.profile or change.organism)
+            value = parse_value(spec, change.raw, now)
+            stored: Value = value
+            if spec.hashed:
+                stored = hash_passphrase(str(value), os.urandom(16))
+            parsed.append((spec, ident, scope_key(spec.scope, ident), value, stored))
         with self._vault.transaction():
-            created = spec.scope is not Scope.GLOBAL and not any(
-                s == key for s, _ in self._vault.names()
+            existing = {s for s, _ in self._vault.names()}
+            created: list[tuple[ParamSpec, str, str]] = []
+            for spec, ident, key, _value, _stored in parsed:
+                new = spec.scope is not Scope.GLOBAL and key not in existing
+                if new and all(k != key for _, _, k in created):
+                    created.append((spec, ident, key))
+            before = ParamView(self._vault)
+            after = ParamView(
+                self._vault,
+                {(key, spec.name): stored for spec, _, key, _, stored in parsed},
+                created=[i for spec, i, _ in created if spec.scope is Scope.PROFILE],
             )
-            if self._validators:
-                new = ParamView(
-                    self._vault,
-                    (key, spec.name, stored),
-                    created=ident if spec.scope is Scope.PROFILE else "",
-                )
+            for name in dict.fromkeys(spec.name for spec, *_ in parsed):
                 for validator in self._validators:
-                    validator(spec.name, ParamView(self._vault), new)
-            self._vault.put(key, spec.name, stored)
-            details: dict[str, str | bool | int | None] = {
-                "name": spec.name,
-                "scope": spec.scope.value,
-            }
-            if ident:
-                details["id"] = ident
-            if spec.secret:
-                details["value"] = "(masqué)"
-            elif isinstance(value, list):
-                details["value"] = f"{len(value)} élément(s)"
-            else:
-                details["value"] = value
-            if created:
-                self._journal.append(f"{spec.scope.value}.created", key, {"id": ident})
-            self._journal.append("param.set", f"{key or 'global'}/{spec.name}", details)
-        return spec
+                    validator(name, before, after)
+            for spec, ident, key in created:
+                self._journal.append(f"{spec.scope.value}.created", key, _who({"id": ident}, by))
+            for spec, ident, key, value, stored in parsed:
+                self._vault.put(key, spec.name, stored)
+                details: dict[str, JsonValue] = {"name": spec.name, "scope": spec.scope.value}
+                if ident:
+                    details["id"] = ident
+                if spec.secret:
+                    details["value"] = "(masqué)"
+                elif isinstance(value, list):
+                    details["value"] = f"{len(value)} élément(s)"
+                else:
+                    details["value"] = value
+                self._journal.append(
+                    "param.set", f"{key or 'global'}/{spec.name}", _who(details, by)
+                )
+        return [spec for spec, *_ in parsed]
 
     def get(
         self,
@@ -198,6 +241,12 @@ class ParameterService:
             value = self._vault.get(key, name)
             out.append(ParamRow(scope, ident, name, show(spec, value)))
         return out
+
+
+def _who(details: dict[str, JsonValue], by: str | None) -> dict[str, JsonValue]:
+    if by:
+        details["by"] = by
+    return details
 
 
 def show(spec: ParamSpec, value: Value | None) -> str:
