@@ -3,20 +3,24 @@ place, with bootstrap, that knows both these services and their SQLite adapters)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from balise.adapters.archive import derive_master, open_archive
+from balise.adapters.archive import ArchiveKeys, Header, check_key, derive_master, open_archive
 from balise.adapters.backup_db import (
+    ExtractedFacts,
     PassphraseThrottle,
     SqliteBackupArchiver,
     SqliteRetention,
     VerifiedArchive,
     check_target,
+    extract,
     install,
+    prepare_extract_dir,
     unlock,
 )
 from balise.adapters.clock import SystemClock
@@ -159,3 +163,48 @@ def restore_archive(
         facts.kept_aside,
         entry.seq,
     )
+
+
+def extract_archive(
+    archive: Path,
+    dest: Path,
+    ask: Callable[[], str],
+    *,
+    attempts: int = 1,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ExtractedFacts:
+    """Open an archive without a box (no KEK, no data folder): the passphrase asked up to
+    ``attempts`` times (growing delays, not durable: there is no box to keep them), then the
+    database and the archive's header written into ``dest`` (absent or empty), streamed and
+    checked against the manifest. A folder this call created is removed again on failure."""
+    handle, header = open_archive(archive)
+    handle.close()
+    created = prepare_extract_dir(dest)
+    try:
+        keys = _keys_with_passphrase(header, ask, attempts, sleep)
+        return extract(archive, header, keys, dest)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+        raise
+
+
+def _keys_with_passphrase(
+    header: Header, ask: Callable[[], str], attempts: int, sleep: Callable[[float], None]
+) -> ArchiveKeys:
+    throttle = _throttle(None, sleep)
+    for attempt in range(1, attempts + 1):
+        throttle.wait()
+        phrase = ask()
+        try:
+            master = derive_master(phrase, header.kdf)
+        finally:
+            del phrase
+        try:
+            return check_key(header, master)
+        except ValidationError:
+            throttle.fail()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

@@ -365,9 +365,7 @@ def decrypt_chunks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Itera
         try:
             plain = aead.decrypt(_chunk_nonce(index, final), block, header.digest)
         except InvalidTag as exc:
-            raise _damaged(
-                f"bloc {index} non authentifié", f"chunk {index} failed authentication"
-            ) from exc
+            raise _unauthenticated(aead, header, index, block, final) from exc
         if final and len(plain) == header.chunk_size:
             raise _damaged("archive tronquée", "archive truncated")
         yield plain
@@ -375,6 +373,29 @@ def decrypt_chunks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Itera
             return
         index += 1
         block = following
+
+
+def _unauthenticated(
+    aead: AESGCM, header: Header, index: int, block: bytes, final: bool
+) -> IntegrityError:
+    """Why a chunk failed, in the words a person needs: a last chunk that opens as a middle one
+    means the file was cut after it (a copy interrupted, a key pulled out too soon)."""
+    if final and len(block) == header.chunk_size + TAG:
+        try:
+            aead.decrypt(_chunk_nonce(index, False), block, header.digest)
+        except InvalidTag:
+            pass
+        else:
+            return _damaged(
+                f"archive tronquée : elle s'arrête après le bloc {index} (copie interrompue ?)",
+                f"archive truncated: it ends after chunk {index} (copy interrupted?)",
+            )
+    if final:
+        return _damaged(
+            f"dernier bloc (n° {index}) non authentifié : archive tronquée ou modifiée",
+            f"last chunk ({index}) failed authentication: archive truncated or modified",
+        )
+    return _damaged(f"bloc {index} non authentifié", f"chunk {index} failed authentication")
 
 
 def payload_blocks(handle: BinaryIO, header: Header, keys: ArchiveKeys) -> Iterator[bytes]:

@@ -1,5 +1,6 @@
 """Backups and evidence retention on the SQLite store: online-backup snapshots sealed into archives,
-restore onto a fresh box (vault re-wrapped under its KEK), and the journal-checkpointing purge."""
+restore onto a fresh box (vault re-wrapped under its KEK), extraction without a box (a plain
+database for a technician), and the journal-checkpointing purge."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from balise.adapters.archive import (
     DEFAULT_CHUNK,
+    MAGIC,
     ArchiveKeys,
     Header,
     MasterKey,
@@ -34,12 +36,13 @@ from balise.adapters.archive import (
     read_header,
     write_archive,
 )
+from balise.adapters.clock import FixedClock
 from balise.adapters.durable import fsync_dir, no_room
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
 from balise.domain.errors import BaliseError, ConfigError, DiskFullError, IntegrityError, StateError
-from balise.domain.journal import GENESIS_HASH, JournalEntry, verify_chain
+from balise.domain.journal import GENESIS_HASH
 from balise.domain.lotstate import TERMINAL
 from balise.ports import BackupOutcome, PruneOutcome, RetentionOutcome, Vault
 
@@ -67,16 +70,6 @@ def counts(conn: sqlite3.Connection) -> dict[str, Any]:
 def _anchor(conn: sqlite3.Connection) -> tuple[int, str]:
     row = conn.execute("SELECT seq, hash FROM journal_anchor WHERE id = 1").fetchone()
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
-
-
-def _entries(conn: sqlite3.Connection, since: int) -> Iterator[JournalEntry]:
-    cursor = conn.execute(
-        "SELECT seq, time, kind, actor, subject, details, prev_hash, hash FROM journal "
-        "WHERE seq > ? ORDER BY seq",
-        (since,),
-    )
-    for row in cursor:
-        yield JournalEntry(*(int(row[0]), *(str(v) for v in row[1:])))  # type: ignore[arg-type]
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -467,7 +460,7 @@ def install(
             _check_payload(header, payload_blocks(handle, header, verified.keys), out)
             out.flush()
             os.fsync(out.fileno())
-        head_seq, head_hash, facts = _check_and_rewrap(snap, header, verified.keys, kek)
+        head_seq, head_hash, facts = _check_and_rewrap(snap, header, verified.keys, kek, when)
         replaced, aside = _move_in(snap, data_dir, when)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -475,39 +468,44 @@ def install(
 
 
 def _check_and_rewrap(
-    snap: Path, header: Header, keys: ArchiveKeys, kek: Kek
+    snap: Path, header: Header, keys: ArchiveKeys, kek: Kek, when: datetime
 ) -> tuple[int, str, dict[str, Any]]:
-    conn = sqlite3.connect(str(snap), isolation_level=None)
+    # The snapshot opened as the box opens its store (migrations of an older archive applied
+    # here, before anything is moved in), and its journal checked by the box's own full check:
+    # streamed from the anchor with the "reordered" diagnosis, the anchor named by a retention
+    # checkpoint, and the verified head the archive carries still the entry stored at its
+    # number (a journal rewritten below it is refused even when its own hashes agree). The
+    # check then remembers the head it reached: the restored box's daily check starts there.
+    store = Store(snap.parent)
     try:
-        anchor_seq, anchor_hash = _anchor(conn)
-        report = verify_chain(
-            _entries(conn, anchor_seq), anchor_hash=anchor_hash, anchor_seq=anchor_seq
-        )
-        head_seq, head_hash = _head(conn)
+        journal = SqliteJournal(store, FixedClock(when), "restore")
+        report = journal.verify(full=True)
+        head_seq, head_hash = _head(store.conn)
         if not report.ok or head_hash != header.manifest.get("journal_head_hash"):
+            why = report.describe() if not report.ok else "tête différente du manifeste"
             raise IntegrityError(
-                f"journal de l'archive rompu : {report.describe()}",
+                f"journal de l'archive rompu : {why}",
                 f"journal in the archive broken at entry {report.broken_seq}",
                 code="RESTORE_CHAIN",
             )
-        conn.execute("BEGIN")
-        for key_id, wrapped in conn.execute("SELECT id, wrapped FROM vault_keys").fetchall():
-            try:
-                dek = aes_key_unwrap(keys.vault_wrap, bytes(wrapped))
-            except InvalidUnwrap as exc:
-                raise IntegrityError(
-                    "clé du coffre de l'archive illisible",
-                    "vault key in the archive unreadable",
-                    code="RESTORE_VAULT",
-                ) from exc
-            conn.execute(
-                "UPDATE vault_keys SET wrapped = ?, kek_fingerprint = ? WHERE id = ?",
-                (aes_key_wrap(kek.key, dek), kek.fingerprint, key_id),
-            )
-        conn.execute("COMMIT")
-        facts = counts(conn)
+        with store.write():
+            conn = store.conn
+            for key_id, wrapped in conn.execute("SELECT id, wrapped FROM vault_keys").fetchall():
+                try:
+                    dek = aes_key_unwrap(keys.vault_wrap, bytes(wrapped))
+                except InvalidUnwrap as exc:
+                    raise IntegrityError(
+                        "clé du coffre de l'archive illisible",
+                        "vault key in the archive unreadable",
+                        code="RESTORE_VAULT",
+                    ) from exc
+                conn.execute(
+                    "UPDATE vault_keys SET wrapped = ?, kek_fingerprint = ? WHERE id = ?",
+                    (aes_key_wrap(kek.key, dek), kek.fingerprint, key_id),
+                )
+        facts = counts(store.conn)
     finally:
-        conn.close()
+        store.close()  # the last connection: its WAL is folded into the file and removed
     return head_seq, head_hash, facts
 
 
@@ -534,6 +532,136 @@ def _move_in(snap: Path, data_dir: Path, when: datetime) -> tuple[str | None, st
     os.replace(snap, target)
     fsync_dir(data_dir)
     return replaced, aside
+
+
+# -- extraction without a box -----------------------------------------------------------------
+
+EXTRACT_DB = DB_NAME
+EXTRACT_HEADER = "entete.json"
+# Room kept free beyond the database on the technician's disk (its directory entries, the
+# header file, what the system needs to go on).
+EXTRACT_MARGIN = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedFacts:
+    """What ``balise backup extract`` wrote."""
+
+    database: Path
+    header_file: Path
+    size: int
+    manifest: dict[str, Any]
+
+
+def prepare_extract_dir(dest: Path) -> bool:
+    """Make sure ``dest`` can receive an extraction: created (0700) when absent, else an empty
+    folder that is not a link. Returns whether it was created (to remove it on failure)."""
+    try:
+        info = os.lstat(dest)
+    except FileNotFoundError:
+        try:
+            dest.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"impossible de créer le dossier {dest} ({exc.strerror})",
+                f"cannot create the folder {dest} ({exc.strerror})",
+                code="EXTRACT_TARGET",
+            ) from exc
+        return True
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise StateError(
+            f"{dest} n'est pas un dossier (un lien symbolique n'est jamais suivi)",
+            f"{dest} is not a folder (a symbolic link is never followed)",
+            code="EXTRACT_TARGET",
+        )
+    with os.scandir(dest) as entries:
+        if next(entries, None) is not None:
+            raise StateError(
+                f"le dossier {dest} n'est pas vide : extraction refusée (choisissez un dossier "
+                "vide ou absent)",
+                f"the folder {dest} is not empty: extraction refused (choose an empty or "
+                "missing folder)",
+                code="EXTRACT_NOT_EMPTY",
+            )
+    return False
+
+
+def extract(path: Path, header: Header, keys: ArchiveKeys, dest: Path) -> ExtractedFacts:
+    """Write the archived database and the archive's header into the empty folder ``dest``,
+    streamed (decrypted, decompressed and hashed block by block, in constant memory), checked
+    against the manifest before it takes its name. The names written are this function's own,
+    never read from the archive, and are created inside ``dest``'s opened descriptor without
+    following links: nothing lands outside ``dest``. On any failure what was written is removed.
+
+    The database is the one the box archived: the vault's values stay encrypted under the
+    vault's data key, itself wrapped under the archive's vault-wrap key (see
+    docs/backup-format.md); nothing secret is written in clear."""
+    size = header.manifest.get("payload_size")
+    dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    written: list[str] = []
+    partial = f"{PARTIAL_PREFIX}{EXTRACT_DB}"
+    try:
+        room = os.statvfs(dir_fd)
+        if isinstance(size, int) and room.f_bavail * room.f_frsize < size + EXTRACT_MARGIN:
+            raise DiskFullError(
+                f"Disque plein : {dest} n'a pas la place de la base ({size // (1024 * 1024)} Mio)",
+                f"Disk full: {dest} has no room for the database ({size // (1024 * 1024)} MiB)",
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        handle, again = open_archive(path)
+        with handle:
+            if again.digest != header.digest:
+                raise IntegrityError(
+                    "l'archive a changé pendant l'extraction",
+                    "the archive changed during the extraction",
+                    code="BACKUP_DAMAGED",
+                )
+            raw_header = _raw_header(handle, header)
+            out_fd = os.open(partial, flags, 0o600, dir_fd=dir_fd)
+            written.append(partial)
+            with os.fdopen(out_fd, "wb") as out:
+                _check_payload(again, payload_blocks(handle, again, keys), out)
+                out.flush()
+                os.fsync(out.fileno())
+        os.rename(partial, EXTRACT_DB, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        written = [EXTRACT_DB]
+        text = json.dumps(json.loads(raw_header), ensure_ascii=False, indent=1, sort_keys=True)
+        head_fd = os.open(EXTRACT_HEADER, flags, 0o600, dir_fd=dir_fd)
+        written.append(EXTRACT_HEADER)
+        with os.fdopen(head_fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.fsync(dir_fd)
+    except BaseException as exc:
+        for name in written:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+        if isinstance(exc, OSError) and no_room(exc):
+            raise DiskFullError(
+                f"Disque plein : {dest} n'a plus de place, extraction abandonnée",
+                f"Disk full: no room left in {dest}, extraction abandoned",
+            ) from exc
+        raise
+    finally:
+        os.close(dir_fd)
+    return ExtractedFacts(
+        dest / EXTRACT_DB, dest / EXTRACT_HEADER, int(size or 0), dict(header.manifest)
+    )
+
+
+def _raw_header(handle: BinaryIO, header: Header) -> bytes:
+    """The header's JSON exactly as the archive holds it (checked against its SHA-256 again)."""
+    handle.seek(len(MAGIC))
+    raw_len = handle.read(4)
+    body = handle.read(int.from_bytes(raw_len, "big"))
+    if hashlib.sha256(MAGIC + raw_len + body).digest() != header.digest:
+        raise IntegrityError(
+            "l'archive a changé pendant l'extraction",
+            "the archive changed during the extraction",
+            code="BACKUP_DAMAGED",
+        )
+    return body
 
 
 # -- retention --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`balise` commands — backup, backup verify, restore and the evidence retention purge."""
+"""`balise` commands — backup, backup verify, backup extract, restore and the evidence retention
+purge."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from balise.backup_wiring import (
     backup_service,
+    extract_archive,
     restore_archive,
     retention_service,
     unlock_with_passphrase,
@@ -100,6 +102,31 @@ def cmd_backup_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_backup_extract(args: argparse.Namespace) -> int:
+    archive = Path(args.archive)
+    facts = extract_archive(archive, Path(args.extract_to), _ask_passphrase, attempts=_attempts())
+    if args.json:
+        shown = {
+            "database": str(facts.database),
+            "header": str(facts.header_file),
+            "size": facts.size,
+            "manifest": facts.manifest,
+        }
+        _out(json.dumps(shown, ensure_ascii=False, indent=1, sort_keys=True))
+        return EXIT_OK
+    _out(
+        f"archive ouverte : {archive.name} (chaque bloc authentifié, contenu conforme au manifeste)"
+    )
+    _out(f"base SQLite     : {facts.database} ({_size(facts.size)})")
+    _out(f"en-tête         : {facts.header_file}")
+    _show_manifest(facts.manifest)
+    _out(
+        "Les paramètres secrets (mots de passe, clés) restent chiffrés dans la base, comme sur la "
+        "boîte : rien de secret n'est écrit en clair (voir docs/backup-format.md)."
+    )
+    return EXIT_OK
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     report = restore_archive(
@@ -150,6 +177,24 @@ def add_parsers(sub: Any) -> None:
     b_verify.add_argument("archive")
     b_verify.add_argument("--json", action="store_true")
     b_verify.set_defaults(func=cmd_backup_verify)
+    b_extract = b_sub.add_parser(
+        "extract",
+        help="ouvrir une archive sans boîte : base SQLite ordinaire et en-tête dans un dossier",
+        description="Déchiffre une archive avec la phrase de passe de secours (demandée au "
+        "terminal, ou lue sur l'entrée standard) et écrit dans DOSSIER la base SQLite "
+        "(balise.db) et l'en-tête de l'archive (entete.json). Ni clé de la boîte ni dossier de "
+        "données ne sont nécessaires.",
+    )
+    b_extract.add_argument("archive", help="l'archive (fichier .sauvegarde)")
+    b_extract.add_argument(
+        "--to",
+        dest="extract_to",
+        metavar="DOSSIER",
+        required=True,
+        help="dossier de sortie, absent ou vide (créé en 0700)",
+    )
+    b_extract.add_argument("--json", action="store_true", help="résultat en JSON")
+    b_extract.set_defaults(func=cmd_backup_extract)
     restore = sub.add_parser("restore", help="restaurer une sauvegarde sur cette boîte")
     restore.add_argument("archive")
     restore.add_argument(
