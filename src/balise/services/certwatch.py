@@ -124,9 +124,7 @@ class Expiry:
         )
 
 
-def _threshold(
-    end: datetime, now: datetime, thresholds: Sequence[int] = THRESHOLDS
-) -> int | None:
+def _threshold(end: datetime, now: datetime, thresholds: Sequence[int] = THRESHOLDS) -> int | None:
     left = end - now
     reached = [t for t in thresholds if left <= timedelta(days=t)]
     return min(reached) if reached else None
