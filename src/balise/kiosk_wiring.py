@@ -39,7 +39,9 @@ from balise.ui.backend import (
     JournalCheck,
     KioskBackend,
     LotDetail,
+    ParamField,
     ParamLine,
+    ParamScope,
     ProfileParams,
     ProfileSummary,
     Rows,
@@ -576,6 +578,47 @@ class WiredBackend:
             )
         return lines
 
+    def param_ids(self, scope: ParamScope) -> list[str]:
+        with self._lock:
+            self._technician_only()
+            return self.ctx.params.ids(Scope(scope))
+
+    def param_fields(self, scope: ParamScope, ident: str) -> list[ParamField]:
+        from balise.services.params import show
+
+        wanted = Scope(scope)
+        profile, organism = _where(wanted, ident)
+        with self._lock:
+            self._technician_only()
+            out = []
+            for (sc, name), spec in SCHEMA.items():
+                if sc is not wanted:
+                    continue
+                value = self.ctx.params.get(name, profile=profile, organism=organism)
+                stored = self.ctx.vault.get(_key(wanted, ident), name)
+                out.append(
+                    ParamField(
+                        name,
+                        spec.label_fr,
+                        spec.label_en,
+                        show(spec, stored) if stored is not None or value is None else
+                        f"{show(spec, value)} (par défaut)",
+                        spec.secret,
+                        name in CERTIFICATE_PARAMS,
+                        "" if spec.secret or isinstance(value, list) or value is None
+                        else str(value),
+                    )
+                )  # fmt: skip
+            return out
+
+    def set_parameter(self, scope: ParamScope, ident: str, name: str, raw: str) -> None:
+        with self._lock:
+            self._technician_only()
+            if name in CERTIFICATE_PARAMS:
+                raw = read_pem_file(raw)
+            profile, organism = _where(Scope(scope), ident)
+            self.ctx.params.set(name, raw, profile=profile, organism=organism, by="technicien")
+
     def parameters(self) -> list[ProfileParams]:
         with self._lock:
             rows = self.ctx.params.rows()
@@ -589,6 +632,72 @@ class WiredBackend:
                         lines.append(ParamLine(row.name, spec.label_fr, spec.label_en, row.shown))
                 out.append(ProfileParams(profile, tuple(lines), tuple(findings.get(profile, ()))))
             return out
+
+
+# Parameters holding certificates: on the kiosk they are read from a PEM file (a USB key).
+CERTIFICATE_PARAMS = frozenset(
+    {
+        "ca_bundle",
+        "igc_roots",
+        "igc_intermediates",
+        "sesam_vitale_roots",
+        "signers.titular",
+        "signers.locums",
+        "recipient_certs",
+        "return_signing_cert",
+    }
+)
+MAX_PEM_FILE = 1024 * 1024
+
+
+def _where(scope: Scope, ident: str) -> tuple[str | None, str | None]:
+    """(profile, organism) for the parameter service's keywords."""
+    return (
+        ident if scope is Scope.PROFILE else None,
+        ident if scope is Scope.ORGANISM else None,
+    )
+
+
+def _key(scope: Scope, ident: str) -> str:
+    from balise.services.params import scope_key
+
+    return scope_key(scope, ident)
+
+
+def read_pem_file(path: str) -> str:
+    """The text of a PEM file named by the technician (a USB key): an absolute path to a regular
+    file of at most 1 MiB, not followed through a symbolic link."""
+    import os
+    import stat
+
+    where = path.strip()
+    if not where.startswith("/") or "\x00" in where:
+        raise ValidationError(
+            "chemin absolu du fichier PEM attendu (par exemple /media/usb/certificat.pem)",
+            "absolute path of the PEM file expected (e.g. /media/usb/certificate.pem)",
+            code="PARAM_FILE",
+        )
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValidationError(
+            f"fichier illisible : {where} ({exc.strerror})",
+            f"cannot read file: {where} ({exc.strerror})",
+            code="PARAM_FILE",
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValidationError(
+                f"{where} n'est pas un fichier", f"{where} is not a file", code="PARAM_FILE"
+            )
+        data = handle.read(MAX_PEM_FILE + 1)
+    if len(data) > MAX_PEM_FILE:
+        raise ValidationError(
+            f"{where} dépasse 1 Mio : ce n'est pas un fichier de certificats",
+            f"{where} is over 1 MiB: not a certificate file",
+            code="PARAM_FILE",
+        )
+    return data.decode("ascii", errors="replace")
 
 
 # Alerts about the box's trust anchors: certificates to renew, revocation lists out of date, an

@@ -29,6 +29,7 @@ __all__ = [
     "JournalCheck",
     "KioskBackend",
     "LotDetail",
+    "ParamField",
     "ParamLine",
     "ProfileParams",
     "ProfileSummary",
@@ -129,6 +130,22 @@ class ParamLine:
     label_fr: str
     label_en: str
     shown: str  # secrets masked
+
+
+@dataclass(frozen=True, slots=True)
+class ParamField:
+    """One parameter as the technician edits it: a secret is never shown back (masked)."""
+
+    name: str
+    label_fr: str
+    label_en: str
+    shown: str
+    secret: bool
+    certificates: bool  # typed as the path of a PEM file (a USB key), not pasted
+    value: str = field(default="", repr=False)  # the editable text; "" for secrets and lists
+
+
+ParamScope = Literal["global", "profile", "organism"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +259,20 @@ class KioskBackend(Protocol):
     def verify_journal(self) -> JournalCheck: ...
 
     def parameters(self) -> list[ProfileParams]: ...
+
+    def param_ids(self, scope: ParamScope) -> list[str]:
+        """The practitioner profiles or organisms configured (technician mode only)."""
+        ...
+
+    def param_fields(self, scope: ParamScope, ident: str) -> list[ParamField]:
+        """Every parameter of the schema for that scope, secrets masked (technician mode only)."""
+        ...
+
+    def set_parameter(self, scope: ParamScope, ident: str, name: str, raw: str) -> None:
+        """One change through the parameter service (validation, hygiene, journal "by
+        technicien"); a certificate parameter's ``raw`` is the path of a PEM file. Refused
+        unless the technician gate was passed."""
+        ...
 
     def trust(self) -> list[tuple[str, str]]:
         """The trust anchors in words (French, English), one line each: every organism's

@@ -216,6 +216,31 @@ FR: dict[str, str] = {
     "tech.window.help": "O : ouvrir (ou revoir) la fenêtre · F : la fermer maintenant.",
     "tech.window.requested": "Ouverture demandée.",
     "tech.window.close_requested": "Fermeture demandée.",
+    # parameters edited on the kiosk (technician mode)
+    "key.edit": "Modifier",
+    "tech.params.edit": "M : modifier un paramètre (mêmes règles que balise params set).",
+    "edit.title": "Modifier les paramètres",
+    "edit.scopes": "Que voulez-vous modifier ?",
+    "edit.scopes.help": "Flèches puis Entrée · Échap : retour.",
+    "edit.fields.help": "Entrée : modifier le paramètre choisi · Échap : retour aux choix.",
+    "edit.scope.global": "Paramètres du boîtier",
+    "edit.scope.profile": "Praticien {id}",
+    "edit.scope.organism": "Organisme {id}",
+    "edit.scope.new_profile": "Nouveau praticien…",
+    "edit.scope.new_organism": "Nouvel organisme…",
+    "edit.new.profile": "Identifiant du nouveau praticien",
+    "edit.new.organism": "Identifiant du nouvel organisme",
+    "edit.new.help": "Minuscules, chiffres, - et _ (32 au plus), par exemple p2. Entrée : "
+    "continuer · Échap : annuler.",
+    "edit.current": "Valeur actuelle : {shown}",
+    "edit.help": "Tapez la nouvelle valeur puis Entrée · Échap : ne rien changer.",
+    "edit.help.secret": "Secret : tapez-le puis Entrée ; il ne sera jamais réaffiché. "
+    "Échap : ne rien changer.",
+    "edit.help.certificates": "Chemin du fichier PEM (clé USB), par exemple "
+    "/media/usb/certificat.pem, puis Entrée · Échap : ne rien changer.",
+    "edit.saving": "Enregistrement…",
+    "edit.refused": "Refusé, rien n'est enregistré : {why}",
+    "edit.saved": "{name} : enregistré.",
 }
 
 EN: dict[str, str] = {
@@ -415,6 +440,31 @@ EN: dict[str, str] = {
     "tech.window.help": "O: open (or show) the window · F: close it now.",
     "tech.window.requested": "Opening requested.",
     "tech.window.close_requested": "Closing requested.",
+    # parameters edited on the kiosk (technician mode)
+    "key.edit": "Edit",
+    "tech.params.edit": "M: edit a parameter (same rules as balise params set).",
+    "edit.title": "Edit parameters",
+    "edit.scopes": "What do you want to change?",
+    "edit.scopes.help": "Arrows then Enter · Escape: back.",
+    "edit.fields.help": "Enter: edit the chosen parameter · Escape: back to the choices.",
+    "edit.scope.global": "Box parameters",
+    "edit.scope.profile": "Practitioner {id}",
+    "edit.scope.organism": "Organism {id}",
+    "edit.scope.new_profile": "New practitioner…",
+    "edit.scope.new_organism": "New organism…",
+    "edit.new.profile": "Identifier of the new practitioner",
+    "edit.new.organism": "Identifier of the new organism",
+    "edit.new.help": "Lowercase, digits, - and _ (at most 32), e.g. p2. Enter: continue · "
+    "Escape: cancel.",
+    "edit.current": "Current value: {shown}",
+    "edit.help": "Type the new value then Enter · Escape: change nothing.",
+    "edit.help.secret": "Secret: type it then Enter; it is never shown back. Escape: change "
+    "nothing.",
+    "edit.help.certificates": "Path of the PEM file (USB key), e.g. /media/usb/certificate.pem, "
+    "then Enter · Escape: change nothing.",
+    "edit.saving": "Saving…",
+    "edit.refused": "Refused, nothing saved: {why}",
+    "edit.saved": "{name}: saved.",
 }
 
 CATALOGUES: dict[Lang, dict[str, str]] = {"fr": FR, "en": EN}

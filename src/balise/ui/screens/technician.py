@@ -35,6 +35,7 @@ class TechnicianScreen(KioskScreen):
     CSS_PATH = "../styles/technician.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "view('params')", "key.params", id="tech-params"),
+        Binding("m", "edit_params", "key.edit", id="tech-edit"),
         Binding("d", "view('doctor')", "key.doctor", id="tech-doctor"),
         Binding("j", "view('journal')", "key.journal", id="tech-journal"),
         Binding("c", "view('trust')", "key.trust", id="tech-trust"),
@@ -74,7 +75,17 @@ class TechnicianScreen(KioskScreen):
             return self.view == "lots"
         if action == "close_window":
             return self.view == "window"
+        if action == "edit_params":
+            return self.view == "params"
         return True
+
+    def action_edit_params(self) -> None:
+        from balise.ui.screens.params_edit import ParamEditScreen
+
+        def back(_result: None) -> None:
+            self.load("params")
+
+        self.app.push_screen(ParamEditScreen(), back)
 
     def _show_view(self, view: View) -> None:
         self.view = view
@@ -121,7 +132,7 @@ class TechnicianScreen(KioskScreen):
                 label = line.label_en if english else line.label_fr
                 lines.append(f"  {label} : {line.shown}")
             lines.append("")
-        self._say(lines or [t("tech.params.none")])
+        self._say([*(lines or [t("tech.params.none")]), t("tech.params.edit")])
 
     def _doctor(self, checks: list[DoctorLine]) -> None:
         self._say([f"{t('tech.doctor.' + c.status):<10} {c.name:<22} {c.message}" for c in checks])
