@@ -1,11 +1,12 @@
-"""Backups of years of a busy practice: the archive is compressed (then encrypted), made and
-restored in constant memory; archives of the format before compression still verify and restore;
-a hostile archive cannot make the box decompress without limit."""
+"""Backups of years of a busy practice: the archive is compressed (then encrypted), made, restored
+and extracted without a box in constant memory; archives of the format before compression still
+verify and restore; a hostile archive cannot make the box decompress without limit."""
 
 from __future__ import annotations
 
 import io
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def test_years_of_a_practice_back_up_compressed_and_restore_in_constant_memory(
         assert mine.fetchone() == theirs.fetchone()  # the newest lot, byte for byte
     finally:
         ctx_b.close()
+
+    # a technician's machine: no box, no KEK
+    bare = {k: v for k, v in other_box.env.items() if not k.startswith("BALISE_")}
+    extracted, extract_peak = run_measured(
+        [BALISE, "backup", "extract", str(archive), "--to", str(tmp_path / "extrait")],
+        bare,
+        stdin=RECOVERY + "\n",
+    )
+    assert extracted.returncode == 0, extracted.stderr
+    assert extract_peak < PEAK_BOUND, extract_peak
+    opened = sqlite3.connect(f"file:{tmp_path / 'extrait' / 'balise.db'}?mode=ro", uri=True)
+    try:
+        newest = "SELECT sha256, envelope FROM lots ORDER BY id DESC"
+        assert opened.execute(newest).fetchone() == box.ctx.store.conn.execute(newest).fetchone()
+    finally:
+        opened.close()
 
 
 def test_an_archive_of_the_format_before_compression_still_verifies_and_restores(
