@@ -1,0 +1,315 @@
+"""The mailbox connection test of the first-start wizard, the technician and a practitioner's
+self-service: before mail settings are saved, the box checks that the SMTP server's certificate
+is trusted (TLS verified, TLS 1.2 at least) and that it accepts AUTH, and that the POP3 server
+accepts the login — each failure said in words (wrong password, certificate not trusted, host
+unreachable, consumer webmail refused by the hygiene rules). Nothing is sent: SMTP opens one
+session, logs in and quits; POP3 logs in and quits without touching a message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from balise.domain.errors import BaliseError, ConfigError
+from balise.domain.hygiene import webmail_domain
+from balise.domain.lotmail import (
+    CertificateUnverified,
+    CredentialsRefused,
+    NetworkDown,
+    StartTlsMissing,
+    TlsTooOld,
+)
+from balise.domain.params import SCHEMA, Scope, parse_value
+from balise.ports import Mailbox, MailSender, Pop3Settings, SmtpTls
+from balise.services.params import ParameterService
+from balise.services.transmission import tls_client_context
+
+Reason = Literal[
+    "ok", "wrong_password", "cert_untrusted", "unreachable", "webmail", "no_tls", "other"
+]
+Part = Literal["smtp", "pop3", "hygiene"]
+
+# The mail parameters' parsers never read the date (only certificates do).
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+# The parameters a connection test reads (a profile's mail settings).
+MAIL_PARAMS = (
+    "bal_address",
+    "smtp.host",
+    "smtp.port",
+    "smtp.tls",
+    "smtp.user",
+    "smtp.password",
+    "pop3.host",
+    "pop3.port",
+    "pop3.tls",
+    "pop3.user",
+    "pop3.password",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """One practitioner's mailbox as typed or saved; the passwords never appear in a repr."""
+
+    bal_address: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 465
+    smtp_tls: SmtpTls = "implicit"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    pop3_host: str = ""
+    pop3_port: int = 995
+    pop3_tls: Literal["implicit", "stls"] = "implicit"
+    pop3_user: str = ""
+    pop3_password: str = field(default="", repr=False)
+
+    @classmethod
+    def of_profile(cls, params: ParameterService, profile: str | None) -> MailSettings:
+        """What is saved for ``profile`` (defaults where nothing is; empty without a profile)."""
+        if profile is None:
+            return cls()
+        values = {name: params.value(name, profile=profile) for name in MAIL_PARAMS}
+        return cls().changed({k: str(v) for k, v in values.items() if v is not None})
+
+    def changed(self, typed: Mapping[str, str]) -> MailSettings:
+        """These settings with ``typed`` values (parameter names) parsed by the schema: a bad
+        value raises the same ValidationError as `balise params set`."""
+        updates: dict[str, object] = {}
+        for name, raw in typed.items():
+            if name not in MAIL_PARAMS:
+                continue
+            value = parse_value(SCHEMA[(Scope.PROFILE, name)], raw, _EPOCH)
+            updates[name.replace(".", "_")] = value
+        return replace(self, **updates)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    part: Part
+    reason: Reason
+    fr: str
+    en: str
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    results: tuple[PartResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def words(self, lang: str = "fr") -> list[str]:
+        return [r.en if lang == "en" else r.fr for r in self.results]
+
+
+def _smtp_failure(exc: BaliseError, where: str) -> PartResult:
+    if isinstance(exc, CredentialsRefused):
+        return PartResult(
+            "smtp",
+            "wrong_password",
+            f"SMTP {where} : mot de passe (ou identifiant) refusé par le serveur",
+            f"SMTP {where}: password (or user name) refused by the server",
+        )
+    if isinstance(exc, CertificateUnverified):
+        return PartResult(
+            "smtp",
+            "cert_untrusted",
+            f"SMTP {where} : certificat du serveur non reconnu (autorité non approuvée ou nom "
+            "différent) ; aucun mot de passe envoyé",
+            f"SMTP {where}: server certificate not trusted (unknown authority or other name); "
+            "no password sent",
+        )
+    if isinstance(exc, StartTlsMissing | TlsTooOld):
+        return PartResult(
+            "smtp",
+            "no_tls",
+            f"SMTP {where} : pas de TLS sûr (mode TLS à vérifier) ; aucun mot de passe envoyé",
+            f"SMTP {where}: no safe TLS (check the TLS mode); no password sent",
+        )
+    if isinstance(exc, NetworkDown):
+        return PartResult(
+            "smtp",
+            "unreachable",
+            f"SMTP {where} : serveur injoignable (nom, port ou réseau à vérifier)",
+            f"SMTP {where}: server unreachable (check the name, port or network)",
+        )
+    return PartResult("smtp", "other", f"SMTP {where} : {exc.fr}", f"SMTP {where}: {exc.en}")
+
+
+_POP3_REASONS: dict[str, Reason] = {
+    "POP3_AUTH": "wrong_password",
+    "POP3_CERT": "cert_untrusted",
+    "POP3_UNREACHABLE": "unreachable",
+    "POP3_NO_STLS": "no_tls",
+    "POP3_TLS": "no_tls",
+}
+
+
+def _pop3_failure(exc: BaliseError, where: str) -> PartResult:
+    reason = _POP3_REASONS.get(exc.code, "other")
+    words = {
+        "wrong_password": (
+            "mot de passe (ou identifiant) refusé par le serveur",
+            "password (or user name) refused by the server",
+        ),
+        "cert_untrusted": (
+            "certificat du serveur non reconnu (autorité non approuvée ou nom différent) ; "
+            "aucun mot de passe envoyé",
+            "server certificate not trusted (unknown authority or other name); no password sent",
+        ),
+        "unreachable": (
+            "serveur injoignable (nom, port ou réseau à vérifier)",
+            "server unreachable (check the name, port or network)",
+        ),
+        "no_tls": (
+            "pas de TLS sûr (mode TLS à vérifier) ; aucun mot de passe envoyé",
+            "no safe TLS (check the TLS mode); no password sent",
+        ),
+    }.get(reason, (exc.fr, exc.en))
+    return PartResult("pop3", reason, f"POP3 {where} : {words[0]}", f"POP3 {where}: {words[1]}")
+
+
+class ConnectionTester:
+    """Tests one mailbox's settings against its real servers (blocking: call it from a worker)."""
+
+    def __init__(
+        self,
+        sender: MailSender,
+        mailbox: Mailbox,
+        ca_pems: Sequence[str] = (),
+        *,
+        webmail_override: bool = False,
+        timeout: float = 15.0,
+    ) -> None:
+        self._sender = sender
+        self._mailbox = mailbox
+        self._ca_pems = tuple(ca_pems)
+        self._webmail_override = webmail_override
+        self._timeout = timeout
+
+    @classmethod
+    def for_box(
+        cls, params: ParameterService, sender: MailSender, mailbox: Mailbox, timeout: float = 15.0
+    ) -> ConnectionTester:
+        cas = params.value("ca_bundle")
+        return cls(
+            sender,
+            mailbox,
+            cas if isinstance(cas, list) else (),
+            webmail_override=params.value("webmail_override") == "oui",
+            timeout=timeout,
+        )
+
+    def test(self, settings: MailSettings) -> ConnectionReport:
+        missing = [
+            name
+            for name, value in (
+                ("smtp.host", settings.smtp_host),
+                ("smtp.user", settings.smtp_user),
+                ("smtp.password", settings.smtp_password),
+                ("pop3.host", settings.pop3_host),
+                ("pop3.user", settings.pop3_user),
+                ("pop3.password", settings.pop3_password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                "réglages incomplets pour le test de connexion : " + ", ".join(missing),
+                "settings incomplete for the connection test: " + ", ".join(missing),
+                code="MAIL_TEST_INCOMPLETE",
+            )
+        refused = self._webmail(settings)
+        if refused is not None:
+            return ConnectionReport((refused,))  # no password goes to a consumer webmail host
+        return ConnectionReport((self._smtp(settings), self._pop3(settings)))
+
+    def _webmail(self, s: MailSettings) -> PartResult | None:
+        if self._webmail_override:
+            return None
+        hits = []
+        if "@" in s.bal_address and (d := webmail_domain(s.bal_address.rsplit("@", 1)[1])):
+            hits.append((f"adresse de la BAL chez {d}", f"mailbox address at {d}"))
+        for where_fr, where_en, host in (
+            ("serveur SMTP", "SMTP server", s.smtp_host),
+            ("serveur POP3", "POP3 server", s.pop3_host),
+        ):
+            if host and (d := webmail_domain(host)):
+                hits.append((f"{where_fr} chez {d}", f"{where_en} at {d}"))
+        if not hits:
+            return None
+        return PartResult(
+            "hygiene",
+            "webmail",
+            "messagerie grand public refusée par les règles d'hygiène ("
+            + ", ".join(fr for fr, _ in hits)
+            + ") : une BAL professionnelle est attendue ; rien n'a été tenté",
+            "consumer webmail refused by the hygiene rules ("
+            + ", ".join(en for _, en in hits)
+            + "): a professional mailbox is expected; nothing was tried",
+        )
+
+    def _smtp(self, s: MailSettings) -> PartResult:
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        context = tls_client_context(self._ca_pems)
+        try:
+            asyncio.run(
+                asyncio.wait_for(
+                    self._sender.send_batch(
+                        s.smtp_host,
+                        s.smtp_port,
+                        s.smtp_tls,
+                        s.smtp_user,
+                        s.smtp_password,
+                        context,
+                        [],  # nothing sent: connect, TLS verified, AUTH, QUIT
+                        lambda _index: None,
+                    ),
+                    self._timeout * 2,
+                )
+            )
+        except TimeoutError:
+            return _smtp_failure(NetworkDown("délai dépassé", "timed out"), where)
+        except BaliseError as exc:
+            return _smtp_failure(exc, where)
+        return PartResult(
+            "smtp",
+            "ok",
+            f"SMTP {where} : certificat vérifié, identifiants acceptés",
+            f"SMTP {where}: certificate verified, credentials accepted",
+        )
+
+    def _pop3(self, s: MailSettings) -> PartResult:
+        where = f"{s.pop3_host}:{s.pop3_port}"
+        settings = Pop3Settings(
+            host=s.pop3_host,
+            port=s.pop3_port,
+            tls=s.pop3_tls,
+            user=s.pop3_user,
+            password=s.pop3_password,
+            ca_pem=self._ca_pems,
+            timeout=self._timeout,
+        )
+        try:
+            session = self._mailbox.open(settings)
+        except BaliseError as exc:
+            return _pop3_failure(exc, where)
+        try:
+            session.quit()
+        except BaliseError:
+            session.close()
+        return PartResult(
+            "pop3",
+            "ok",
+            f"POP3 {where} : certificat vérifié, connexion acceptée",
+            f"POP3 {where}: certificate verified, login accepted",
+        )
