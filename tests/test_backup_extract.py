@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.support import backup_reader
 from tests.support.balise_env import BALISE
 from tests.support.box import Box
 from tests.support.sauvegarde_support import RECOVERY, fill_box
+from tests.support.small_fs import SmallFs
 
 READER = Path(backup_reader.__file__)
 FORMAT1 = Path(__file__).parent / "data" / "backups" / "format1.sauvegarde"
@@ -223,3 +225,18 @@ def test_extract_refuses_a_folder_not_empty_or_a_link_before_asking_anything(
 
     code, _, err = _extract(archive, tmp_path / "x", env, "", "--passphrase", RECOVERY)
     assert code != 0 and not (tmp_path / "x").exists()  # never an argument
+
+
+def test_extract_onto_a_disk_too_small_says_so_and_leaves_nothing(
+    box: Box, tmp_path: Path, small_fs: Callable[[int], SmallFs]
+) -> None:
+    fill_box(box)
+    archive = Path(backup_service(box.ctx).backup(tmp_path / "out").path)
+    with archive.open("rb") as handle:
+        size = backup_reader.parse_header(handle).manifest["payload_size"]
+    fs = small_fs(16 * 1024)
+    fs.fill(leave=size // 2)  # a key with room for half the database
+    dest = fs.root / "ouverte"
+    code, _, err = _extract(archive, dest, _technician_env(tmp_path))
+    assert code != 0 and "[DISK_FULL]" in err and "Disque plein" in err, err
+    assert not dest.exists()

@@ -538,9 +538,9 @@ def _move_in(snap: Path, data_dir: Path, when: datetime) -> tuple[str | None, st
 
 EXTRACT_DB = DB_NAME
 EXTRACT_HEADER = "entete.json"
-# Room kept free beyond the database on the technician's disk (its directory entries, the
-# header file, what the system needs to go on).
-EXTRACT_MARGIN = 16 * 1024 * 1024
+# Room asked beyond the database on the technician's disk (the header file, directory entries);
+# a write that still finds the disk full fails the same way, and removes what it wrote.
+EXTRACT_MARGIN = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,7 +597,14 @@ def extract(path: Path, header: Header, keys: ArchiveKeys, dest: Path) -> Extrac
     vault's data key, itself wrapped under the archive's vault-wrap key (see
     docs/backup-format.md); nothing secret is written in clear."""
     size = header.manifest.get("payload_size")
-    dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # replaced by a link or removed since it was checked
+        raise StateError(
+            f"{dest} n'est plus un dossier ({exc.strerror})",
+            f"{dest} is no longer a folder ({exc.strerror})",
+            code="EXTRACT_TARGET",
+        ) from exc
     written: list[str] = []
     partial = f"{PARTIAL_PREFIX}{EXTRACT_DB}"
     try:
