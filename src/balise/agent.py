@@ -187,6 +187,10 @@ class Agent:
         if not self.stopping and time.monotonic() >= self._next_organisms:
             self._next_organisms = time.monotonic() + ORGANISMS_PERIOD_S * self._scale
             self._guard("organisms", report, self._organisms)
+        if not self.stopping:  # retours/etat.json for the practice software (docs/exchange.md)
+            from balise.exchange_state import refresh_in_cycle
+
+            self._guard("etat", report, partial(refresh_in_cycle, self._ctx, self._env))
         self._write_status("en marche")
         return report
 

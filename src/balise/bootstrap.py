@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
     from balise.services.crl import CrlService
     from balise.services.organisms import OrganismCertService
     from balise.services.provisioning import ProvisioningService
+
+
+def _refresh_state(ctx: Context, env: Mapping[str, str] | None) -> None:
+    """retours/etat.json after an intake round (balise.exchange_state, imported when needed)."""
+    from balise.exchange_state import refresh_after_intake
+
+    refresh_after_intake(ctx, env)
 
 
 def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -99,6 +107,7 @@ class Context:
             self.exchange(env),
             alerts=self.returns_store,
             recipients=self.organism_certs().recipient_pems,
+            after_round=partial(_refresh_state, self, env),
         )
 
     def transitions(self) -> LotTransitions:

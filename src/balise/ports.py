@@ -131,6 +131,10 @@ class Exchange(Protocol):
 
     def sync(self) -> None: ...
 
+    def published(self, relpath: str, limit: int) -> bytes | None:
+        """At most ``limit`` bytes of a file published under ``retours/``, or None."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WindowState:

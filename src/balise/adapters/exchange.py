@@ -24,6 +24,9 @@ ASIDE_IN_PLACE = ".ecarte-"
 # File names made from a dropped name stay far below NAME_MAX (255 bytes) with their suffixes.
 NAME_BYTES = 200
 READ_BLOCK = 1024 * 1024
+# What the box publishes under retours/ is read by the exchange account's group (the folder's,
+# through its set-group-ID bit), written by the box alone.
+PUBLISHED_MODE = 0o640
 # A read that fails with one of these is the file's fault (or its owner's), not the box's.
 _UNREADABLE = frozenset(
     {
@@ -175,12 +178,11 @@ class ExchangeFolders:
         and call :meth:`sync` once before they record the publication.
         """
         target = self._inside(self.retours, relpath)
-        if target.parent not in self._made:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(target.parent)
+        self._folder(target.parent)
         tmp = target.with_name(f".{target.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PUBLISHED_MODE)
         try:
+            os.fchmod(fd, PUBLISHED_MODE)  # whatever the umask (the CLI runs with 077)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -208,14 +210,13 @@ class ExchangeFolders:
             for target, data in wanted.items():
                 if _holds(target, data):
                     continue
-                if target.parent not in self._made:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._made.add(target.parent)
+                self._folder(target.parent)
                 tmp = target.with_name(f".{target.name}.tmp")
                 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(tmp, flags, 0o640)
+                fd = os.open(tmp, flags, PUBLISHED_MODE)
                 written.append((tmp, target))
                 try:
+                    os.fchmod(fd, PUBLISHED_MODE)  # whatever the umask (the CLI runs with 077)
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
@@ -233,6 +234,48 @@ class ExchangeFolders:
                 tmp.unlink(missing_ok=True)
             raise
         return len(written)
+
+    def _folder(self, folder: Path) -> None:
+        """Make ``folder`` (under retours/) and its missing parents readable by the exchange
+        account's group whatever the process's umask (the CLI runs with 077): 0750, and the
+        set-group-ID bit of retours/ kept, so that the files inside belong to that group."""
+        if folder in self._made:
+            return
+        missing: list[Path] = []
+        step = folder
+        while step != self.retours and not step.is_dir():
+            missing.append(step)
+            step = step.parent
+        for made in reversed(missing):
+            try:
+                made.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by another process, with these same modes
+            made.chmod(0o750 | (made.parent.stat().st_mode & stat.S_ISGID))
+        self._made.add(folder)
+
+    def published(self, relpath: str, limit: int) -> bytes | None:
+        """At most ``limit`` bytes of the file published at ``relpath`` under retours/, or None
+        when there is none (a link or anything but a regular file counts as none)."""
+        path = self._inside(self.retours, relpath)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            held = bytearray()
+            while len(held) < limit:
+                block = os.read(fd, limit - len(held))
+                if not block:
+                    break
+                held += block
+            return bytes(held)
+        finally:
+            os.close(fd)
 
     def sync(self) -> None:
         """Make every file published so far durable: one syncfs of the exchange file system."""

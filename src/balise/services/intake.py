@@ -27,6 +27,7 @@ from balise.domain.params import Scope
 from balise.ports import Alerts, Clock, Exchange, Journal, LotStore
 from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
+from balise.services.receipts import publish_receipt, receipt_document
 
 MAX_NAME = 120
 # The shown name also names the refusal report (retours/refus/<name>.txt): far below NAME_MAX.
@@ -90,6 +91,7 @@ class IntakeService:
         exchange: Exchange | None = None,
         alerts: Alerts | None = None,
         recipients: Callable[[str], list[str]] | None = None,
+        after_round: Callable[[], None] | None = None,
     ) -> None:
         self._lots = lots
         self._params = params
@@ -99,6 +101,9 @@ class IntakeService:
         self._alerts = alerts
         # organism -> PEM certificates a lot is encrypted to (hand-set, else from the directory)
         self._recipient_pems = recipients
+        # Runs after a round of scan_depot that took something (the box's state file for the
+        # practice software, retours/etat.json); it must not raise.
+        self._after_round = after_round
 
     def organisms(self) -> list[Organism]:
         found: list[Organism] = []
@@ -261,6 +266,7 @@ class IntakeService:
         if exchange is None:
             return
         aside: list[IntakeOutcome] = []
+        taken = 0
         try:
             for name in exchange.pending():
                 try:
@@ -275,10 +281,13 @@ class IntakeService:
                     continue
                 if outcome.set_aside is not None:
                     aside.append(outcome)
+                taken += 1
                 yield outcome
         finally:
             if aside:
                 self._alert_set_aside(aside)
+        if taken and self._after_round is not None:
+            self._after_round()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -316,6 +325,7 @@ class IntakeService:
             problems = (QuarantineProblem(exc.code, None, exc.fr, exc.en),)
             self._publish_refusal(shown, problems)
             refused = IntakeOutcome(shown, False, problems=problems, content_kept=False)
+            self._publish_receipt(exchange, refused, None, None, set_aside=True)
             return self._set_aside(exchange, name, refused)
         outcome = self.import_bytes(
             name, data, f"depot:{name}", size=size, on_refusal=self._publish_refusal
@@ -324,10 +334,38 @@ class IntakeService:
             # Refused before (a crash before the removal, or the same file from a USB key): the
             # practice software still gets its reasons here.
             self._publish_refusal(outcome.name, outcome.problems)
-        if outcome.accepted or outcome.content_kept:
+        keep = outcome.accepted or outcome.content_kept
+        # Over the size cap only a prefix was read: no SHA-256 of the whole file to give.
+        sha = hashlib.sha256(data).hexdigest() if size <= MAX_FILE_SIZE else None
+        # The receipt is durable before the file leaves depot/new: a crash in between takes the
+        # file again (already stored) and writes its receipt then.
+        self._publish_receipt(exchange, outcome, sha, size, set_aside=not keep)
+        if keep:
             exchange.remove(name)
             return outcome
         return self._set_aside(exchange, name, outcome)
+
+    def _publish_receipt(
+        self,
+        exchange: Exchange,
+        outcome: IntakeOutcome,
+        sha: str | None,
+        size: int | None,
+        *,
+        set_aside: bool,
+    ) -> None:
+        lot = self._lots.get(outcome.lot_id) if outcome.lot_id is not None else None
+        document = receipt_document(
+            name=outcome.name,
+            sha256=sha,
+            size=size,
+            taken=self._clock.now().isoformat(timespec="seconds"),
+            lot=lot if outcome.accepted else None,
+            problems=outcome.problems,
+            again=outcome.already,
+            set_aside=set_aside,
+        )
+        publish_receipt(exchange, document)
 
     def _publish_refusal(self, shown: str, problems: Sequence[QuarantineProblem]) -> None:
         if self._exchange is not None:

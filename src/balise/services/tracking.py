@@ -36,6 +36,9 @@ _SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
 _STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
 # Returns published per transaction (their files made durable together, then recorded).
 PUBLISH_BATCH = 256
+# The version of the lot status files (*.statut.json) of docs/exchange.md: a new key may be added
+# within a version; a key removed or changed in meaning makes the next one.
+STATUS_SCHEMA = "balise.statut/1"
 CERT_ALERT_KINDS = ("cert_expiring", "cert_expired")
 # Who resolved an alert that ended by itself (shown in the acknowledged-by column).
 AUTO_RESOLVER = "balise (résolue d'elle-même)"
@@ -584,6 +587,7 @@ class TrackingService:
             for r in self._repo.returns_for_lot(lot_id)
         ]
         return {
+            "schema": STATUS_SCHEMA,
             "lot": lot.lot_number,
             "date_lot": lot.lot_date,
             "emetteur": lot.emitter,
