@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def test_every_file_taken_gets_a_receipt_and_no_receipt_replaces_another_files(
     again = checked("recu", recus / "mauvais.lot.json")
     assert again["deja_recu"] is True and again["sha256"] == hashlib.sha256(bad).hexdigest()
     assert not [p for p in recus.iterdir() if p.name.startswith(".")]  # no temporary left
+    # Readable by the exchange account's group although the CLI runs with umask 077.
+    for made in (recus, exchange.retours / "refus", *recus.iterdir()):
+        wanted = 0o750 if made.is_dir() else 0o640
+        assert stat.S_IMODE(made.stat().st_mode) & 0o777 == wanted, made
 
     # The box's state, refreshed by the intake round: no secret, no outside text.
     state = checked("etat", exchange.retours / "etat.json")
