@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import balise
-from balise.exchange_state import REFRESH_S, refresh_state
+from balise.exchange_state import KEEP_DAYS, REFRESH_S, prune_receipts, refresh_state
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
@@ -168,3 +168,28 @@ def test_the_state_is_rewritten_when_the_journal_moved_or_it_is_stale_not_at_eve
     assert held["genere_le"] == (TEST_NOW + timedelta(seconds=REFRESH_S + 2)).isoformat(
         timespec="seconds"
     )
+
+
+def test_receipts_and_reports_are_kept_ninety_days_then_removed_once_a_day(
+    balise_env: BaliseEnv, pki: TestPKI
+) -> None:
+    ctx = box_at(balise_env, TEST_NOW)
+    try:
+        configure_box(ctx, pki)
+        exchange = ctx.exchange(balise_env.env)
+        for name in ("ancien.lot", "recent.lot"):
+            _drop(exchange.root, name, f"pas un lot : {name}\n".encode())
+        assert len(list(ctx.intake(balise_env.env).scan_depot())) == 2
+        recus, refus = exchange.retours / "recus", exchange.retours / "refus"
+        for days, name in ((KEEP_DAYS + 1, "ancien.lot"), (KEEP_DAYS - 1, "recent.lot")):
+            when = (TEST_NOW - timedelta(days=days)).timestamp()
+            for made in (recus / f"{name}.json", refus / f"{name}.txt"):
+                os.utime(made, (when, when))
+
+        assert prune_receipts(ctx, balise_env.env) == 2
+        assert sorted(p.name for p in recus.iterdir()) == ["recent.lot.json"]
+        assert sorted(p.name for p in refus.iterdir()) == ["recent.lot.txt"]
+        assert (exchange.retours / "etat.json").exists()  # only receipts and reports go
+        assert prune_receipts(ctx, balise_env.env) == 0  # once a day
+    finally:
+        ctx.close()

@@ -27,6 +27,9 @@ from balise.services.certwatch import expiring
 SCHEMA = "balise.etat/1"
 STATE_FILE = "etat.json"
 REFRESH_S = 300
+# Receipts (retours/recus/) and refusal reports (retours/refus/) are kept this long.
+KEEP_DAYS = 90
+PRUNED_KEY = "exchange.pruned"
 # Every certificate, however far its end: the state file lists them all.
 _ALL_DAYS = 365 * 100
 
@@ -150,9 +153,25 @@ def refresh_state(
     return True
 
 
+def prune_receipts(ctx: Context, env: Mapping[str, str] | None = None) -> int:
+    """Once a day: the receipts and refusal reports older than KEEP_DAYS removed (the practice
+    software cannot remove them, and reads them within minutes); returns how many."""
+    now = ctx.clock.now()
+    today = now.date().isoformat()
+    if ctx.store.meta_get(PRUNED_KEY) == today:
+        return 0
+    exchange = ctx.exchange(env)
+    cutoff = (now - timedelta(days=KEEP_DAYS)).timestamp()
+    removed = sum(exchange.prune(folder, cutoff) for folder in ("recus", "refus"))
+    ctx.store.meta_set(PRUNED_KEY, today)
+    return removed
+
+
 def refresh_in_cycle(ctx: Context, env: Mapping[str, str] | None = None) -> None:
-    """The agent's call, once per cycle: cheap while the published state is fresh."""
+    """The agent's call, once per cycle: cheap while the published state is fresh (and the
+    daily pruning of old receipts done)."""
     refresh_state(ctx, env)
+    prune_receipts(ctx, env)
 
 
 def refresh_after_intake(ctx: Context, env: Mapping[str, str] | None = None) -> None:

@@ -135,6 +135,10 @@ class Exchange(Protocol):
         """At most ``limit`` bytes of a file published under ``retours/``, or None."""
         ...
 
+    def prune(self, folder: str, older_than: float, limit: int = 10_000) -> int:
+        """Remove the files of ``retours/<folder>/`` older than ``older_than`` (epoch seconds)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WindowState:

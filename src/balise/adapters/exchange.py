@@ -254,6 +254,33 @@ class ExchangeFolders:
             made.chmod(0o750 | (made.parent.stat().st_mode & stat.S_ISGID))
         self._made.add(folder)
 
+    def prune(self, folder: str, older_than: float, limit: int = 10_000) -> int:
+        """Remove the regular files of ``retours/<folder>/`` last modified before ``older_than``
+        (seconds since the epoch), at most ``limit`` per call; returns how many. Temporary files
+        and anything but a regular file are left alone."""
+        base = self._inside(self.retours, folder)
+        removed = 0
+        try:
+            entries = os.scandir(base)
+        except FileNotFoundError:
+            return 0
+        with entries:
+            for entry in entries:
+                if removed >= limit:
+                    break
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < older_than:
+                    os.unlink(base / entry.name)
+                    removed += 1
+        if removed:
+            fsync_dir(base)
+        return removed
+
     def published(self, relpath: str, limit: int) -> bytes | None:
         """At most ``limit`` bytes of the file published at ``relpath`` under retours/, or None
         when there is none (a link or anything but a regular file counts as none)."""
