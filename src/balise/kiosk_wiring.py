@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from balise.adapters.kek import locate_kek
 from balise.adapters.listings import Listing, SqliteListings
 from balise.domain.atr import ModuleKind, can_sign
-from balise.domain.card import CardError, CardIdentity, CardRemoved, PinState
+from balise.domain.card import (
+    CardError,
+    CardIdentity,
+    CardNotSupported,
+    CardProof,
+    CardRemoved,
+    PinState,
+)
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.domain.diskspace import is_full
 from balise.domain.errors import BaliseError, StateError, ValidationError
@@ -32,6 +39,7 @@ from balise.ports import (
 )
 from balise.services.technician import GateRecord
 from balise.ui.backend import (
+    CardCheck,
     CardStatus,
     DoctorLine,
     HomeSummary,
@@ -39,6 +47,7 @@ from balise.ui.backend import (
     JournalCheck,
     KioskBackend,
     LotDetail,
+    MailTest,
     ParamField,
     ParamLine,
     ParamScope,
@@ -53,7 +62,10 @@ from balise.ui.demo_hooks import DemoHooks
 if TYPE_CHECKING:
     from balise.bootstrap import Context
     from balise.services.backup import BackupStatus
+    from balise.services.connection import ConnectionTester
+    from balise.services.enrolment import AuthCertChecker
     from balise.services.provisioning import WindowStatus
+    from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
@@ -103,6 +115,20 @@ class _GuardedSigner:
 
     def pin_state(self) -> PinState:
         return self._inner.pin_state()
+
+    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof:
+        if self._removed.is_set():
+            raise CardRemoved()
+        prove = getattr(self._inner, "prove", None)
+        if prove is None:
+            raise CardNotSupported(
+                "Cette carte ne sait pas prouver qui la détient (clé d'authentification).",
+                "This card cannot prove who holds it (authentication key).",
+            )
+        proof = prove(pin, challenge)
+        if not isinstance(proof, CardProof) or self._removed.is_set():
+            raise CardRemoved()
+        return proof
 
     def login(
         self, pin: bytearray | None, *, allowed_signatures: int | None = None
@@ -193,6 +219,8 @@ class WiredBackend:
         self._module_kind: ModuleKind | None = None
         # Passed the technician gate since technician mode was last left.
         self._technician = False
+        # The card that proved who holds it (wizard, self-service); forgotten when it is pulled.
+        self._proven: CardIdentity | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -216,6 +244,7 @@ class WiredBackend:
                     self._removed.set()
                     self._signer = None
                     self._identity = None
+                    self._proven = None
             callback(event)
 
         self._cards.start(on_event)
@@ -484,6 +513,250 @@ class WiredBackend:
             self._technician = False
             self.ctx.journal.append("technician.logout", "technician", {})
 
+    # -- first-start wizard and self-service with the card ---------------------------------
+
+    def needs_setup(self) -> bool:
+        with self._lock:
+            return not self.ctx.params.ids(Scope.PROFILE)
+
+    def card_check(self) -> CardCheck:
+        with self._lock:
+            signer = _GuardedSigner(self._signer_factory(), self._removed)
+            identity = signer.identify()
+            verdict = self.ctx.cert_checker()(identity)
+            pin = signer.pin_state()
+            profiles = tuple(self.ctx.signing().profiles_for(identity))
+            with self._state_lock:
+                self._signer, self._identity, self._proven = signer, identity, None
+        ok, fr, en = verdict.ok, verdict.words_fr, verdict.words_en
+        if ok and pin.locked:
+            ok, fr, en = False, "Carte bloquée (code PIN).", "Card locked (PIN)."
+        return CardCheck(identity.holder_name, identity.rpps, ok, fr, en, pin.tries_left, profiles)
+
+    def prove_card(self, pin: bytearray | None, purpose: str) -> tuple[str, str]:
+        from balise.services.enrolment import prove_card
+
+        try:
+            with self._state_lock:
+                signer, identity = self._signer, self._identity
+            if signer is None or identity is None:
+                raise CardRemoved()
+            with self._lock:
+                proven = prove_card(
+                    signer,
+                    identity,
+                    pin,
+                    check_cert=self.ctx.cert_checker(),
+                    check_auth_cert=self._auth_checker(),
+                    journal=self.ctx.journal,
+                    purpose=purpose,
+                )
+            with self._state_lock:
+                if self._identity is not identity:
+                    raise CardRemoved()
+                self._proven = identity
+            return proven.fr, proven.en
+        finally:
+            if pin is not None:
+                pin[:] = bytes(len(pin))
+
+    def _auth_checker(self) -> AuthCertChecker:
+        """The card's authentication certificate: chain to the configured IGC-Santé roots,
+        digitalSignature usage, dates and the CRL kept for its issuer (as for signing)."""
+        from balise.services.crl import revocation_words
+        from balise.services.signing import CertVerdict
+
+        params = self.ctx.params
+        roots = params.get("igc_roots")
+        intermediates = params.get("igc_intermediates")
+        production = params.get("mode") == "production"
+        crls = self.ctx.crl_service()
+        clock = self.ctx.clock
+
+        def check(der: bytes, extra: tuple[bytes, ...]) -> CertVerdict:
+            from balise.adapters.certcheck import check_signature_certificate
+
+            if not isinstance(roots, list) or not roots:
+                return CertVerdict(
+                    not production,
+                    "racines IGC-Santé non configurées : chaîne non vérifiée",
+                    "IGC-Santé roots not configured: chain not checked",
+                )
+            kept = crls.for_certificate(der)
+            result = check_signature_certificate(
+                der,
+                moment=clock.now(),
+                roots=roots,
+                intermediates=[*extra, *(intermediates if isinstance(intermediates, list) else ())],
+                crl=kept.full.der if kept is not None and kept.full is not None else None,
+                delta_crl=kept.delta.der if kept is not None and kept.delta is not None else None,
+                usage="digital_signature",
+            )
+            if not result.ok:
+                return CertVerdict(False, result.words, result.words_en)
+            ok, fr, en = revocation_words(kept, production=production)
+            return CertVerdict(ok, fr, en)
+
+        return check
+
+    def _proven_identity(self) -> CardIdentity:
+        with self._state_lock:
+            proven = self._proven
+        if proven is None:
+            raise StateError(
+                "La carte n'a pas encore prouvé qui la détient (code PIN).",
+                "The card has not proven who holds it yet (PIN).",
+                code="CARD_NOT_PROVEN",
+            )
+        return proven
+
+    def _tester(self) -> ConnectionTester:
+        import socket
+
+        from balise.adapters.pop3 import Pop3Mailbox
+        from balise.adapters.smtp import SmtpSender
+        from balise.domain.lotmail import box_hostname
+        from balise.services.connection import ConnectionTester
+
+        sender = SmtpSender(local_hostname=box_hostname(socket.gethostname()), timeout=10)
+        return ConnectionTester.for_box(self.ctx.params, sender, Pop3Mailbox(), timeout=10)
+
+    def test_mail(self, typed: Mapping[str, str], profile: str | None = None) -> MailTest:
+        from balise.services.connection import MailSettings
+
+        with self._lock:
+            settings = MailSettings.of_profile(self.ctx.params, profile).changed(typed)
+            tester = self._tester()
+        report = tester.test(settings)  # the network, outside the lock
+        return MailTest(
+            report.ok,
+            tuple(r.fr for r in report.results),
+            tuple(r.en for r in report.results),
+        )
+
+    def organism_ids(self) -> list[str]:
+        with self._lock:
+            return self.ctx.params.ids(Scope.ORGANISM)
+
+    def check_values(self, scope: ParamScope, typed: Mapping[str, str]) -> None:
+        from balise.domain.params import parse_value
+
+        now = self.ctx.clock.now()
+        for name, raw in typed.items():
+            parse_value(SCHEMA[(Scope(scope), name)], raw, now)
+
+    def complete_setup(self, plan: SetupPlan) -> str:
+        from balise.services.params import Change
+        from balise.services.setup import new_recovery_passphrase, setup_changes
+
+        identity = self._proven_identity()
+        test = self.test_mail(plan.mail())
+        if not test.ok:
+            raise ValidationError(
+                "test de connexion en échec, rien n'est enregistré : " + " ; ".join(test.lines_fr),
+                "connection test failed, nothing saved: " + "; ".join(test.lines_en),
+                code="MAIL_TEST_FAILED",
+            )
+        pems = {org.ident: read_pem_file(org.pem_path) for org in plan.organisms}
+        with self._lock:
+            if self.ctx.params.ids(Scope.PROFILE):
+                raise StateError(
+                    "Ce boîtier a déjà un praticien : l'assistant de mise en service ne sert "
+                    "qu'au premier démarrage.",
+                    "This box already has a practitioner: the setup wizard only serves the first "
+                    "start.",
+                    code="SETUP_DONE",
+                )
+            changes = setup_changes(plan, identity, "p1", pems)
+            passphrase = ""
+            if self.ctx.params.get("recovery_passphrase") is None:
+                passphrase = new_recovery_passphrase()
+                changes.append(Change("recovery_passphrase", passphrase))
+            self.ctx.params.apply(changes, by=identity.rpps)
+            self.ctx.journal.append(
+                "setup.completed",
+                "profile:p1",
+                {"by": identity.rpps, "organisms": [o.ident for o in plan.organisms]},
+            )
+        return passphrase
+
+    def _my_profile(self, identity: CardIdentity) -> str:
+        """The profile whose TITULAR is this card (a locum's card signs, it changes nothing)."""
+        mine = [p for p, role in self.ctx.signing().profiles_for(identity) if role == "titulaire"]
+        if not mine:
+            raise StateError(
+                f"{identity.holder_name} n'est titulaire d'aucun profil de ce boîtier : rien à "
+                "modifier ici.",
+                f"{identity.holder_name} is the titular of no profile on this box: nothing to "
+                "change here.",
+                code="NOT_TITULAR",
+            )
+        return mine[0]
+
+    def my_parameters(self) -> tuple[str, list[ParamLine]]:
+        identity = self._proven_identity()
+        with self._lock:
+            profile = self._my_profile(identity)
+            lines = [
+                ParamLine(
+                    r.name,
+                    SCHEMA[(Scope.PROFILE, r.name)].label_fr,
+                    SCHEMA[(Scope.PROFILE, r.name)].label_en,
+                    r.shown,
+                )
+                for r in self.ctx.params.rows()
+                if r.scope is Scope.PROFILE and r.ident == profile
+            ]
+        return profile, lines
+
+    def change_bal_password(self, password: str) -> MailTest:
+        from balise.services.params import Change
+
+        identity = self._proven_identity()
+        with self._lock:
+            profile = self._my_profile(identity)
+        typed = {"smtp.password": password, "pop3.password": password}
+        test = self.test_mail(typed, profile)
+        if test.ok:
+            with self._lock:
+                self.ctx.params.apply(
+                    [Change(name, raw, profile=profile) for name, raw in typed.items()],
+                    by=identity.rpps,
+                )
+        return test
+
+    def _locum_pems(self, profile: str) -> list[str]:
+        value = self.ctx.params.value("signers.locums", profile=profile)
+        return value if isinstance(value, list) else []
+
+    def locums(self) -> list[tuple[str, str]]:
+        from balise.services.setup import certificate_holder
+        from balise.services.signing import fingerprint
+
+        identity = self._proven_identity()
+        with self._lock:
+            pems = self._locum_pems(self._my_profile(identity))
+        return [(fingerprint(_der(pem)), certificate_holder(pem)) for pem in pems]
+
+    def add_locum(self, pem_path: str) -> None:
+        identity = self._proven_identity()
+        text = read_pem_file(pem_path)
+        with self._lock:
+            profile = self._my_profile(identity)
+            pems = self._locum_pems(profile)
+            self.ctx.params.set(
+                "signers.locums", "".join([*pems, text]), profile=profile, by=identity.rpps
+            )
+
+    def remove_locum(self, fingerprint: str) -> None:
+        from balise.services.signing import fingerprint as fingerprint_of
+
+        identity = self._proven_identity()
+        with self._lock:
+            profile = self._my_profile(identity)
+            kept = [p for p in self._locum_pems(profile) if fingerprint_of(_der(p)) != fingerprint]
+            self.ctx.params.set("signers.locums", "".join(kept), profile=profile, by=identity.rpps)
+
     # -- the provisioning window -------------------------------------------------------------
 
     def _technician_only(self) -> None:
@@ -662,6 +935,13 @@ def _key(scope: Scope, ident: str) -> str:
     from balise.services.params import scope_key
 
     return scope_key(scope, ident)
+
+
+def _der(pem: str) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(Encoding.DER)
 
 
 def read_pem_file(path: str) -> str:

@@ -47,6 +47,8 @@ CheckCode = Literal[
     "ok", "expired", "not_yet_valid", "unknown_issuer", "revoked", "bad_usage", "bad_crl", "invalid"
 ]
 
+Usage = Literal["non_repudiation", "digital_signature"]
+
 # A CRL past its nextUpdate still tells what it knew: use it (a revoked certificate stays revoked)
 # and say its age; certvalidator's default would drop it silently.
 _ANY_AGE: Final = timedelta(days=36500)
@@ -127,10 +129,12 @@ async def check_signature_certificate_async(
     intermediates: Sequence[bytes | str] = (),
     crl: bytes | str | None = None,
     delta_crl: bytes | None = None,
+    usage: Usage = "non_repudiation",
 ) -> CertCheck:
     """Check ``cert_der`` at ``moment`` against ``roots`` (the only trust anchors), building the
     path through ``intermediates`` (from the card and the configuration); never fetches. A
-    ``delta_crl`` counts with ``crl`` when the latter names it (FreshestCRL)."""
+    ``delta_crl`` counts with ``crl`` when the latter names it (FreshestCRL). ``usage``: the key
+    usage required (``digital_signature`` for the card's authentication certificate)."""
     try:
         cert = x509.load_der_x509_certificate(cert_der)
     except ValueError:
@@ -229,7 +233,7 @@ async def check_signature_certificate_async(
     )
     validator = CertificateValidator(_asn1(cert), validation_context=context)
     try:
-        await validator.async_validate_usage({"non_repudiation"})  # type: ignore[no-untyped-call]
+        await validator.async_validate_usage({usage})  # type: ignore[no-untyped-call]
     except RevokedError as exc:
         when = exc.revocation_dt
         return _result(
@@ -305,6 +309,7 @@ def check_signature_certificate(
     intermediates: Sequence[bytes | str] = (),
     crl: bytes | str | None = None,
     delta_crl: bytes | None = None,
+    usage: Usage = "non_repudiation",
 ) -> CertCheck:
     """Synchronous :func:`check_signature_certificate_async` (for workers and the CLI)."""
     return _run(
@@ -315,6 +320,7 @@ def check_signature_certificate(
             intermediates=intermediates,
             crl=crl,
             delta_crl=delta_crl,
+            usage=usage,
         )
     )
 

@@ -21,6 +21,7 @@ from balise.domain.card import (
     CardError,
     CardIdentity,
     CardNotSupported,
+    CardProof,
     CardRemoved,
     PinLocked,
     PinState,
@@ -565,6 +566,66 @@ class Pkcs11Signer:
             pin=held,
             allowed_signatures=allowed_signatures,
         )
+
+    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof:
+        """The card proves who holds it: exactly one C_Login with ``pin``, then ``challenge``
+        signed (SHA-256, PKCS#1 v1.5) with the AUTHENTICATION key — the private key with the
+        CKA_ID of the card's digitalSignature certificate that is not the nonRepudiation one,
+        never the signature key — then logout and close, whatever happens."""
+        if self._identity is None:
+            self.identify()
+        state = self.pin_state()
+        if state.locked:
+            raise PinLocked()
+        if state.protected_path and pin is not None:
+            raise ValidationError(
+                "Ce lecteur a son propre clavier : le code se tape sur le lecteur.",
+                "This reader has its own keypad: the PIN is typed on the reader.",
+                code="PIN_ON_READER",
+            )
+        if not state.protected_path and not pin:
+            raise ValidationError("Code PIN vide.", "Empty PIN.", code="PIN_EMPTY")
+        token = self._token()
+        session = self._open_session(token)
+        rv = self.cryptoki.login(_handle(session), CKU_USER, pin)
+        if rv != CKR_OK:
+            self._close_session(session, logged_in=False)
+            raise self._login_error(rv)
+        try:
+            leaves = [c for c in self._certificates(session) if not c.is_ca and c.key_id]
+            chosen = [
+                c for c in leaves if c.usage("digital_signature") and not c.usage("non_repudiation")
+            ]
+            if not chosen:
+                raise CardNotSupported(
+                    "Aucun certificat d'authentification sur la carte.",
+                    "No authentication certificate on the card.",
+                )
+            auth = chosen[0]
+            keys = [
+                k
+                for k in session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: auth.key_id}
+                )
+                if isinstance(k, pkcs11.SignMixin)
+            ]
+            if len(keys) != 1:
+                raise CardNotSupported(
+                    "La clé d'authentification de la carte est introuvable.",
+                    "The card's authentication key was not found.",
+                )
+            signature: bytes = keys[0].sign(challenge, mechanism=Mechanism.SHA256_RSA_PKCS)
+        except _REMOVED_ERRORS as exc:
+            raise CardRemoved() from exc
+        except pkcs11.PKCS11Error as exc:
+            raise CardError(
+                f"La carte a refusé de prouver son identité ({type(exc).__name__}).",
+                f"The card refused to prove its identity ({type(exc).__name__}).",
+                code="CARD_FAILURE",
+            ) from exc
+        finally:
+            self._close_session(session, logged_in=True)
+        return CardProof(auth.der, challenge, signature)
 
     def _login_error(self, rv: int) -> CardError:
         if rv in _WRONG:

@@ -26,6 +26,16 @@ class CardIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class CardProof:
+    """A challenge signed by the card's AUTHENTICATION key (never the signature key) after the
+    PIN, with that key's certificate: the box verifies both before trusting who holds the card."""
+
+    auth_cert_der: bytes
+    challenge: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PinState:
     """Read fresh before every prompt (PROFILE.md §5 mapping from the token flags)."""
 

@@ -16,11 +16,13 @@ if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backen
     from balise.domain.lotrecord import LotRecord, QuarantineRecord
     from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
     from balise.services.provisioning import WindowStatus
+    from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
 
 __all__ = [
     "LAST_ID",
+    "CardCheck",
     "CardStatus",
     "DeferredBackend",
     "DoctorLine",
@@ -29,6 +31,7 @@ __all__ = [
     "JournalCheck",
     "KioskBackend",
     "LotDetail",
+    "MailTest",
     "ParamField",
     "ParamLine",
     "ProfileParams",
@@ -49,6 +52,29 @@ class CardStatus:
     can_sign: bool = False
     fr: str = "aucune carte"
     en: str = "no card"
+
+
+@dataclass(frozen=True, slots=True)
+class CardCheck:
+    """The card read WITHOUT PIN for the wizard and self-service: who, and whether it may go on
+    (a revoked, expired or unknown card is refused here, before anything else is shown)."""
+
+    name: str
+    rpps: str
+    ok: bool
+    fr: str
+    en: str
+    tries_left: int
+    profiles: tuple[tuple[str, str], ...] = ()  # (profile, role) this card signs for
+
+
+@dataclass(frozen=True, slots=True)
+class MailTest:
+    """A mailbox connection test, one line per server (or the hygiene refusal)."""
+
+    ok: bool
+    lines_fr: tuple[str, ...]
+    lines_en: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +309,53 @@ class KioskBackend(Protocol):
     def technician_left(self) -> None:
         """Journal that technician mode was left (idle or by the key)."""
         ...
+
+    # -- first-start wizard and self-service with the card ---------------------------------
+    def needs_setup(self) -> bool:
+        """No practitioner configured yet: the first-start wizard is offered."""
+        ...
+
+    def card_check(self) -> CardCheck:
+        """The card in the reader read without PIN (identity, signature certificate verdict)."""
+        ...
+
+    def prove_card(self, pin: bytearray | None, purpose: str) -> tuple[str, str]:
+        """The card proves who holds it (challenge signed by its authentication key, verified
+        with its IGC-Santé chain and revocation); the PIN buffer is overwritten; the words."""
+        ...
+
+    def test_mail(self, typed: Mapping[str, str], profile: str | None = None) -> MailTest:
+        """The connection test on ``profile``'s saved settings with ``typed`` applied."""
+        ...
+
+    def organism_ids(self) -> list[str]:
+        """The organisms already configured (by the image or the technician)."""
+        ...
+
+    def check_values(self, scope: ParamScope, typed: Mapping[str, str]) -> None:
+        """Each typed value parsed by the parameter schema (ValidationError in words)."""
+        ...
+
+    def complete_setup(self, plan: SetupPlan) -> str:
+        """Save the wizard's settings for the proven card (connection tested again first); the
+        first backup recovery passphrase, to show once ("" when one was already set)."""
+        ...
+
+    def my_parameters(self) -> tuple[str, list[ParamLine]]:
+        """The proven card's own profile (titular) and its parameters, secrets masked."""
+        ...
+
+    def change_bal_password(self, password: str) -> MailTest:
+        """Self-service: the new BAL password tested on both servers, saved only when it works."""
+        ...
+
+    def locums(self) -> list[tuple[str, str]]:
+        """(fingerprint, holder) of each locum allowed to sign for the proven card's profile."""
+        ...
+
+    def add_locum(self, pem_path: str) -> None: ...
+
+    def remove_locum(self, fingerprint: str) -> None: ...
 
     # -- the provisioning window (technician mode only) ---------------------------------------
     def provisioning_window(self) -> WindowStatus:
