@@ -20,8 +20,8 @@ demo: deps
 	$(BIN)/balise demo
 
 lint: deps
-	$(BIN)/ruff check src tests bench $(PY_SCRIPTS)
-	$(BIN)/ruff format --check src tests bench $(PY_SCRIPTS)
+	$(BIN)/ruff check src tests bench examples $(PY_SCRIPTS)
+	$(BIN)/ruff format --check src tests bench examples $(PY_SCRIPTS)
 
 typecheck: deps
 	$(BIN)/mypy
