@@ -128,7 +128,7 @@ def test_flipped_byte_anywhere_or_truncation_refused_before_writing(
     bad.write_bytes(good.read_bytes())
     flip(bad, size // 3)
     refused = other_box.run("restore", str(bad), stdin=RECOVERY + "\n")
-    assert refused.returncode == 2 and "BACKUP_DAMAGED" in refused.stderr
+    assert refused.returncode == 1 and "BACKUP_DAMAGED" in refused.stderr
     assert not other_box.home.exists()
     assert other_box.run("restore", str(good), stdin=RECOVERY + "\n").returncode == 0
 
@@ -143,7 +143,7 @@ def test_wrong_passphrase_refused_with_growing_delays_then_right_one_restores(
     # subprocess, a loaded CI machine would make that flaky)
     for failures in (1, 2):
         refused = other_box.run("restore", str(archive), stdin="pas la bonne phrase\n")
-        assert refused.returncode == 2 and "BACKUP_WRONG_PASSPHRASE" in refused.stderr
+        assert refused.returncode == 1 and "BACKUP_WRONG_PASSPHRASE" in refused.stderr
         assert not (other_box.home / "balise.db").exists()
         state = json.loads((other_box.home / THROTTLE_FILE).read_text())
         assert state["failures"] == failures
@@ -170,7 +170,7 @@ def test_restore_refuses_a_box_holding_data_unless_forced(
     fill_box(box)
     archive = _archive(box, tmp_path / "out")
     refused = balise_env.run("restore", str(archive), stdin=RECOVERY + "\n")
-    assert refused.returncode == 2 and "RESTORE_NOT_EMPTY" in refused.stderr
+    assert refused.returncode == 1 and "RESTORE_NOT_EMPTY" in refused.stderr
     forced = balise_env.run("restore", str(archive), "--force", stdin=RECOVERY + "\n")
     assert forced.returncode == 0, forced.stderr
     assert any(
@@ -194,12 +194,12 @@ def test_verify_reports_the_manifest_without_restoring(
     assert not (other_box.home / "balise.db").exists()
     flip(archive, archive.stat().st_size - 3)
     damaged = box.env.run("backup", "verify", str(archive))
-    assert damaged.returncode == 2 and "BACKUP_DAMAGED" in damaged.stderr
+    assert damaged.returncode == 1 and "BACKUP_DAMAGED" in damaged.stderr
 
 
 def test_backup_without_recovery_passphrase_is_refused(box: Box, tmp_path: Path) -> None:
     made = box.env.run("backup", "--to", str(tmp_path / "out"))
-    assert made.returncode == 2 and "BACKUP_NO_PASSPHRASE" in made.stderr
+    assert made.returncode == 1 and "BACKUP_NO_PASSPHRASE" in made.stderr
     assert not list((tmp_path / "out").glob("*.sauvegarde"))
     assert box.ctx.journal.head().kind == "backup.failed"  # type: ignore[union-attr]
     # the agent's round fails once, then waits before retrying (no journal line per cycle)

@@ -92,14 +92,14 @@ def test_a_folder_that_is_not_a_demo_is_refused_untouched(tmp_path: Path) -> Non
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me")
     done = demo("--no-kiosk", "--once", "--dir", str(tmp_path))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "n'est pas vide et ne vient pas d'une démonstration" in done.stderr
     assert precious.read_text() == "keep me"
 
 
 def test_another_pcscd_is_named_with_how_to_stop_it(pcscd: PcscdRunner, tmp_path: Path) -> None:
     done = demo("--no-kiosk", "--once", "--dir", str(tmp_path / "demo"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert f"Un autre pcscd tourne déjà (pid {pcscd.pid}" in done.stderr
     assert f"kill {pcscd.pid}" in done.stderr
     assert pcscd.pid in running_pcscd_pids()  # the demo never touches someone else's pcscd

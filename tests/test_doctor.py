@@ -20,7 +20,10 @@ CHECKS = (
 def test_doctor_reports_every_check(balise_env: BaliseEnv) -> None:
     assert balise_env.run("params", "set", "mode", "demo").returncode == 0
     result = balise_env.run("doctor")
-    assert result.returncode == 0, result.stdout
+    # Warnings (weak key, no practitioner, no pcscd) are problems found unless tolerated.
+    assert result.returncode == 1, result.stdout
+    assert "PROBLÈME" not in result.stdout and "ATTENTION" in result.stdout
+    assert balise_env.run("doctor", "--allow-warnings").returncode == 0
     for name in CHECKS:
         assert any(name in line for line in result.stdout.splitlines()), name
     assert "WAL, synchronous=FULL" in result.stdout
@@ -42,7 +45,8 @@ def test_weak_key_in_production_is_a_problem_until_overridden(balise_env: Balise
     assert result.returncode == 1
     assert "protection faible" in result.stdout and "dérogation" in result.stdout
     assert balise_env.run("params", "set", "weak_key_override", "oui").returncode == 0
-    assert balise_env.run("doctor").returncode == 0
+    assert balise_env.run("doctor").returncode == 1  # the weak key stays a warning
+    assert balise_env.run("doctor", "--allow-warnings").returncode == 0
 
 
 def test_doctor_names_a_broken_journal(balise_env: BaliseEnv) -> None:

@@ -145,7 +145,7 @@ def test_cancel_is_journaled_and_terminal(box: Box) -> None:
     assert result.returncode == 0, result.stderr
     assert box.ctx.lots.get(lot_id).state is LotState.CANCELLED  # type: ignore[union-attr]
     again = box.env.run("lots", "cancel", str(lot_id))
-    assert again.returncode == 2 and "ne peut pas passer" in again.stderr
+    assert again.returncode == 1 and "ne peut pas passer" in again.stderr
     kinds = [(e.kind, e.subject) for e in box.ctx.journal.entries()]
     assert kinds.count(("lot.state", f"lot:{lot_id}")) == 2
     assert box.env.run("journal", "verify").returncode == 0

@@ -168,7 +168,7 @@ def test_demo_without_sim_extra_says_what_is_missing() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "la démonstration a besoin des simulateurs" in result.stderr
     assert "aiosmtpd" in result.stderr
     assert "pip install 'balise[sim]'" in result.stderr

@@ -28,7 +28,7 @@ def test_a_gmail_bal_is_refused_with_nothing_written(balise_env: BaliseEnv) -> N
     setup(balise_env)
     before = journal_size(balise_env)
     done = balise_env.run("params", "set", "bal_address", "cab0042@gmail.com", "--profile", "p1")
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "grand public" in done.stderr and "rien n'est enregistré" in done.stderr
     assert "[HYG_WEBMAIL]" in done.stderr
     shown = balise_env.run("params", "get", "bal_address", "--profile", "p1")
@@ -36,7 +36,7 @@ def test_a_gmail_bal_is_refused_with_nothing_written(balise_env: BaliseEnv) -> N
     assert journal_size(balise_env) == before
     # A webmail server is refused the same way, for a brand-new profile too.
     done = balise_env.run("params", "set", "smtp.host", "smtp.orange.fr", "--profile", "p3")
-    assert done.returncode == 2 and "[HYG_WEBMAIL]" in done.stderr
+    assert done.returncode == 1 and "[HYG_WEBMAIL]" in done.stderr
     assert "p3" not in balise_env.run("params", "list").stdout
 
 
@@ -51,7 +51,7 @@ def test_the_override_admits_webmail_and_cannot_be_withdrawn_under_it(
     assert "dérogation" in doctor.stdout and "[HYG_WEBMAIL]" in doctor.stdout
     # Withdrawing the override would turn the warning into a refusal: refused.
     done = balise_env.run("params", "set", "webmail_override", "non")
-    assert done.returncode == 2 and "[HYG_WEBMAIL]" in done.stderr
+    assert done.returncode == 1 and "[HYG_WEBMAIL]" in done.stderr
     assert balise_env.run("params", "get", "webmail_override").stdout.strip() == "oui"
 
 
@@ -60,7 +60,7 @@ def test_a_shared_bal_is_refused_with_nothing_written(balise_env: BaliseEnv) -> 
     done = balise_env.run(
         "params", "set", "bal_address", "CAB0042@bal.example.net", "--profile", "p2"
     )
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "[HYG_SHARED_BAL]" in done.stderr and "p1, p2" in done.stderr
     shown = balise_env.run("params", "get", "bal_address", "--profile", "p2")
     assert shown.stdout.strip() == "cab0077@bal.example.net"

@@ -125,7 +125,7 @@ def test_disk_full_before_the_run_deletes_nothing_then_the_next_run_drains(
 
     run = small_box.env.run("purge", "--once")
 
-    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.returncode == 1, run.stdout + run.stderr
     assert "[DISK_FULL]" in run.stderr and "Disque plein" in run.stderr
     assert "Traceback" not in run.stderr
     assert _server_uidls(mailboxes, tls_ca) == all_uidls  # every message still on the server
@@ -147,7 +147,7 @@ def test_disk_filling_up_during_the_run_deletes_only_what_was_committed(
 
     run = small_box.env.run("purge", "--once")
 
-    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.returncode == 1, run.stdout + run.stderr
     assert "[DISK_FULL]" in run.stderr and "Traceback" not in run.stderr
     committed = _committed(small_box.ctx)
     left = _server_uidls(mailboxes, tls_ca)
@@ -189,7 +189,7 @@ def test_full_exchange_disk_keeps_the_returns_recorded_and_publishes_them_later(
 
         run = env.run("purge", "--once", env=with_exchange)
 
-        assert run.returncode == 2, run.stdout + run.stderr
+        assert run.returncode == 1, run.stdout + run.stderr
         assert "[DISK_FULL]" in run.stderr and "retours/" in run.stderr
         assert mailboxes.maildir_count("bal1") == 0  # their outcomes were committed first
         assert [r.status for r in ctx.tracking().returns()] == ["applied", "applied"]

@@ -155,4 +155,4 @@ def test_a_moved_anchor_is_detected(balise_env: BaliseEnv) -> None:
 
 def test_retention_period_below_one_day_refused(balise_env: BaliseEnv) -> None:
     run = balise_env.run("retention", "run", "--older-than-days", "0")
-    assert run.returncode == 2 and "RETENTION_DAYS" in run.stderr
+    assert run.returncode == 1 and "RETENTION_DAYS" in run.stderr

@@ -460,7 +460,7 @@ async def test_cli_send_and_resend_of_an_overdue_lot(
     assert "1 lot(s) envoyé(s)" in done.stdout
     assert len(smtp_implicit.wait_received(2)) == 2
     refused = env.run("lots", "resend", str(fresh))
-    assert refused.returncode == 2 and "pas encore en retard" in refused.stderr
+    assert refused.returncode == 1 and "pas encore en retard" in refused.stderr
     done = env.run("lots", "resend", str(old))
     assert done.returncode == 0, done.stderr
     assert "renvoi demandé" in done.stdout

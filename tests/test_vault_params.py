@@ -90,7 +90,7 @@ def test_no_kek_means_nothing_starts(balise_env: BaliseEnv) -> None:
     env = dict(balise_env.env)
     env.pop("BALISE_KEK_FILE")
     result = balise_env.run("params", "set", "mode", "demo", env=env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "KEK" in result.stderr
     assert not balise_env.home.exists()
 
@@ -104,9 +104,9 @@ def test_wrong_kek_is_refused_before_anything_is_written(
     create_key_file(other)
     env = dict(balise_env.env, BALISE_KEK_FILE=str(other))
     result = balise_env.run("params", "set", "arl_overdue_days", "5", env=env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "ne correspond pas" in result.stderr
-    assert balise_env.run("params", "get", "mode", env=env).returncode == 2
+    assert balise_env.run("params", "get", "mode", env=env).returncode == 1
     assert _snapshot(balise_env) == before
 
 
@@ -115,10 +115,10 @@ def test_short_or_world_readable_kek_is_refused(balise_env: BaliseEnv, tmp_path:
     short.write_bytes(b"too short")
     short.chmod(0o600)
     result = balise_env.run("params", "list", env=dict(balise_env.env, BALISE_KEK_FILE=str(short)))
-    assert result.returncode == 2 and "KEK_INVALID" in result.stderr
+    assert result.returncode == 1 and "KEK_INVALID" in result.stderr
     balise_env.kek_file.chmod(0o644)
     result = balise_env.run("params", "list")
-    assert result.returncode == 2 and "lisible par tous" in result.stderr
+    assert result.returncode == 1 and "lisible par tous" in result.stderr
 
 
 def test_corrupted_entry_fails_authentication(balise_env: BaliseEnv) -> None:
@@ -130,7 +130,7 @@ def test_corrupted_entry_fails_authentication(balise_env: BaliseEnv) -> None:
     conn.commit()
     conn.close()
     result = balise_env.run("params", "get", "pop3.host", "--profile", "p1")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "corrompue" in result.stderr and "VAULT_CORRUPT" in result.stderr
     doctor = balise_env.run("doctor")
     assert doctor.returncode == 1 and "entrées corrompues" in doctor.stdout
@@ -181,7 +181,7 @@ def test_bad_values_are_refused_and_nothing_is_written(
     assert balise_env.run("params", "set", "mode", "test").returncode == 0
     before = _snapshot(balise_env)
     result = balise_env.run(*args)
-    assert result.returncode == 2, result.stdout
+    assert result.returncode == 1, result.stdout
     assert words in result.stderr
     assert _snapshot(balise_env) == before
 
@@ -191,9 +191,9 @@ def test_certificates_are_checked(balise_env: BaliseEnv, pki: TestPKI, tmp_path:
     before = _snapshot(balise_env)
     garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     bad = balise_env.run("params", "set", "recipient_certs", "--organism", "amo", stdin=garbage)
-    assert bad.returncode == 2 and "ne se lit pas" in bad.stderr
+    assert bad.returncode == 1 and "ne se lit pas" in bad.stderr
     none = balise_env.run("params", "set", "recipient_certs", "--organism", "amo", stdin="hello")
-    assert none.returncode == 2 and "PEM" in none.stderr
+    assert none.returncode == 1 and "PEM" in none.stderr
     now = TEST_NOW
     expired = pki.issue_organism(
         "TEST CPAM EXPIREE", not_before=now - timedelta(days=400), not_after=now - timedelta(days=5)
@@ -201,7 +201,7 @@ def test_certificates_are_checked(balise_env: BaliseEnv, pki: TestPKI, tmp_path:
     old = balise_env.run(
         "params", "set", "recipient_certs", "--organism", "amo", stdin=expired.cert_pem.read_text()
     )
-    assert old.returncode == 2 and "expiré" in old.stderr
+    assert old.returncode == 1 and "expiré" in old.stderr
     assert _snapshot(balise_env) == before
     good = balise_env.run(
         "params",
@@ -227,7 +227,7 @@ def test_rotate_key_with_new_kek(balise_env: BaliseEnv, tmp_path: Path) -> None:
     result = balise_env.run("params", "rotate-key", "--new-kek-file", str(new))
     assert result.returncode == 0, result.stderr
     assert "2 paramètre(s)" in result.stdout
-    assert balise_env.run("params", "list").returncode == 2  # the old KEK no longer opens it
+    assert balise_env.run("params", "list").returncode == 1  # the old KEK no longer opens it
     env = dict(balise_env.env, BALISE_KEK_FILE=str(new))
     assert "smtp.example.net" in balise_env.run("params", "list", env=env).stdout
     conn = sqlite3.connect(balise_env.home / "balise.db")

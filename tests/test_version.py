@@ -51,7 +51,7 @@ def test_python_m_balise_version() -> None:
 def test_python_m_balise_is_the_command() -> None:
     result = _run(sys.executable, "-m", "balise", "--help")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: balise ")
+    assert result.stdout.startswith("utilisation : balise ")
     assert "--version" in result.stdout
 
 

@@ -21,6 +21,19 @@ from balise.ports import Clock
 Status = Literal["ok", "warn", "problem"]
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 LABELS = {"ok": "OK", "warn": "ATTENTION", "problem": "PROBLÈME"}
+# The stable code of each check (`balise doctor --json`): the names are words for people.
+CODES = {
+    "dossier de données": "data_dir",
+    "clé (KEK)": "kek",
+    "base de données": "database",
+    "journal": "journal",
+    "paramètres": "params",
+    "hygiène des BAL": "mailbox_hygiene",
+    "module PKCS#11": "pkcs11_module",
+    "service pcscd": "pcscd",
+    "lecteurs": "readers",
+    "horloge": "clock",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +41,10 @@ class Check:
     name: str
     status: Status
     message: str
+
+    @property
+    def code(self) -> str:
+        return CODES[self.name]
 
     def line(self) -> str:
         return f"{LABELS[self.status]:<10} {self.name:<22} {self.message}"
@@ -108,7 +125,12 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
         )
     else:
         checks.append(
-            Check("base de données", "problem", f"réglages de durabilité incorrects : {pragmas}")
+            Check(
+                "base de données",
+                "problem",
+                "réglages de durabilité incorrects : "
+                + ", ".join(f"{name}={value}" for name, value in sorted(pragmas.items())),
+            )
         )
     report = ctx.journal.verify(full=False)  # what is new since the last check
     checks.append(Check("journal", "ok" if report.ok else "problem", report.describe()))
@@ -198,8 +220,10 @@ def _readers_check() -> Check:
         from smartcard.System import readers
 
         names = [str(r) for r in readers()]
-    except Exception as exc:  # noqa: BLE001 — any PC/SC failure is reported in words
-        return Check("lecteurs", "warn", f"liste des lecteurs impossible : {type(exc).__name__}")
+    except Exception:  # noqa: BLE001 — any PC/SC failure is reported in words
+        return Check(
+            "lecteurs", "warn", "liste des lecteurs impossible : pcscd ne répond pas comme prévu"
+        )
     if not names:
         return Check("lecteurs", "warn", "aucun lecteur de carte branché")
     return Check("lecteurs", "ok", ", ".join(names))

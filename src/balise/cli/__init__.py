@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from balise.cli.admin import (
 )
 from balise.cli.agent import cmd_agent
 from balise.cli.backup import add_parsers as add_backup_parsers
-from balise.cli.common import EXIT_ERROR, _err
+from balise.cli.common import EXIT_FAILURE, EXIT_USAGE, _err, _json, json_flag, wants_json
 from balise.cli.egress import cmd_egress_list
 from balise.cli.kiosk import add_kiosk_parser
 from balise.cli.lots import (
@@ -39,44 +40,81 @@ from balise.cli.mail import (
     cmd_returns_list,
     cmd_send,
 )
+from balise.cli.parsing import Parser, UsageError, integer, number
+from balise.cli.parsing import install as install_french
 from balise.cli.trust import add_parsers as add_trust_parsers
 from balise.domain.errors import BaliseError
 
+# The commands without --json, and why: they run until stopped and speak to people or the journal.
+WITHOUT_JSON = {
+    "agent": "the background service: its words go to the system journal (logging)",
+    "kiosk": "the screen of the box",
+    "demo": "starts the whole demonstration, then the kiosk",
+}
+
+ENVIRONMENT = """\
+variables d'environnement :
+  BALISE_HOME             dossier de données (sinon --data-dir)
+  BALISE_KEK_FILE         fichier de la clé de chiffrement des paramètres (KEK), si aucun
+                          identifiant systemd ne la fournit
+  CREDENTIALS_DIRECTORY   dossier des identifiants systemd : la KEK y est lue dans balise.kek
+                          (prioritaire sur BALISE_KEK_FILE)
+  BALISE_EXCHANGE         dossier d'échange avec le logiciel métier (défaut : <données>/echange)
+  BALISE_PROVISIONING_DIR dossier de la fenêtre de mise en service (défaut : /run/balise)
+  BALISE_LANG             en : messages d'erreur en anglais (défaut : français)
+  BALISE_DEBUG            1 : une erreur interne montre sa trace Python au lieu d'un message
+  BALISE_WORKER_CPU       secondes de processeur du tri d'un courrier (essais)
+  BALISE_WORKER_AS        mémoire (octets) du tri d'un courrier (essais)
+
+codes de sortie :
+  0 succès ; 1 échec ou problème trouvé (avertissements de doctor compris, sauf
+  --allow-warnings) ; 2 ligne de commande invalide.
+  --json : un document JSON sur la sortie standard, de la forme décrite par
+  docs/schemas/cli/<commande>.schema.json ; une erreur y est {"error": {"code", "fr", "en"}}.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="balise", description="Balise — boîtier de télétransmission"
+    install_french()
+    parser = Parser(
+        prog="balise",
+        description="Balise — boîtier de télétransmission",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_VersionAction, help="afficher la version et quitter")
     parser.add_argument("--data-dir", help="dossier de données (sinon BALISE_HOME)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMANDE")
 
     params = sub.add_parser("params", help="paramètres chiffrés").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     p_set = params.add_parser("set", help="définir un paramètre")
-    p_set.add_argument("name")
+    p_set.add_argument("name", metavar="NOM", help="nom du paramètre (ex. smtp.host)")
     p_set.add_argument("value", nargs="?", help="valeur (sinon lue sur l'entrée standard)")
     p_set.add_argument(
         "--secret", action="store_true", help="valeur secrète lue sur l'entrée standard"
     )
     _scope_options(p_set)
+    json_flag(p_set)
     p_set.set_defaults(func=cmd_params_set)
     p_get = params.add_parser("get", help="lire un paramètre (secrets masqués)")
-    p_get.add_argument("name")
+    p_get.add_argument("name", metavar="NOM", help="nom du paramètre")
     _scope_options(p_get)
+    json_flag(p_get)
     p_get.set_defaults(func=cmd_params_get)
     p_list = params.add_parser("list", help="tous les paramètres (secrets masqués)")
-    p_list.add_argument("--json", action="store_true")
+    json_flag(p_list)
     p_list.set_defaults(func=cmd_params_list)
     p_rot = params.add_parser(
         "rotate-key", help="nouvelle clé de données (et, en option, nouvelle KEK)"
     )
     p_rot.add_argument("--new-kek-file", help="fichier de la nouvelle KEK")
+    json_flag(p_rot)
     p_rot.set_defaults(func=cmd_params_rotate)
 
     journal = sub.add_parser("journal", help="journal chaîné").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     j_verify = journal.add_parser(
         "verify",
@@ -88,68 +126,87 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="revérifier toute la chaîne, pas seulement ce qui est nouveau",
     )
+    json_flag(j_verify)
     j_verify.set_defaults(func=cmd_journal_verify)
     j_show = journal.add_parser("show", help="afficher le journal")
     j_show.add_argument("--since", help="numéro d'entrée ou date ISO (AAAA-MM-JJ)")
+    json_flag(j_show)
     j_show.set_defaults(func=cmd_journal_show)
 
     imp = sub.add_parser("import", help="importer des fichiers de lots")
-    imp.add_argument("files", nargs="+")
+    imp.add_argument("files", nargs="+", metavar="FICHIER", help="fichier de lot à importer")
+    json_flag(imp)
     imp.set_defaults(func=cmd_import)
     intake = sub.add_parser("intake", help="prendre les lots déposés dans depot/new")
     intake.add_argument("--once", action="store_true", help="un seul passage (défaut)")
+    json_flag(intake)
     intake.set_defaults(func=cmd_intake)
 
-    lots = sub.add_parser("lots", help="lots").add_subparsers(dest="action", required=True)
+    lots = sub.add_parser("lots", help="lots").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     l_list = lots.add_parser("list", help="tous les lots et les fichiers en quarantaine")
-    l_list.add_argument("--json", action="store_true")
+    json_flag(l_list)
     l_list.set_defaults(func=cmd_lots_list)
     l_show = lots.add_parser("show", help="un lot et son historique")
-    l_show.add_argument("id", type=int)
+    l_show.add_argument("id", type=integer, metavar="ID", help="numéro du lot")
+    json_flag(l_show)
     l_show.set_defaults(func=cmd_lots_show)
     l_cancel = lots.add_parser("cancel", help="retirer un lot prêt ou signé")
-    l_cancel.add_argument("id", type=int)
+    l_cancel.add_argument("id", type=integer, metavar="ID", help="numéro du lot")
     l_cancel.add_argument("--reason", help="motif (journalisé)")
+    json_flag(l_cancel)
     l_cancel.set_defaults(func=cmd_lots_cancel)
     l_resend = lots.add_parser("resend", help="renvoyer un lot envoyé en retard (mêmes octets)")
-    l_resend.add_argument("id", type=int)
+    l_resend.add_argument("id", type=integer, metavar="ID", help="numéro du lot")
+    json_flag(l_resend)
     l_resend.set_defaults(func=cmd_lots_resend)
     send = sub.add_parser("send", help="envoyer les lots signés dus (une session par BAL)")
     send.add_argument("--profile", help="un seul profil praticien")
+    json_flag(send)
     send.set_defaults(func=cmd_send)
 
     purge = sub.add_parser("purge", help="relever et vider les BAL (retours, courrier inconnu)")
     purge.add_argument("--once", action="store_true", help="un seul passage (défaut)")
     purge.add_argument("--profile", help="une seule BAL : ce profil praticien")
+    json_flag(purge)
     purge.set_defaults(func=cmd_purge)
     returns = sub.add_parser("returns", help="retours reçus").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     r_list = returns.add_parser("list", help="ARL et NOEMIE reçus, et paiements")
-    r_list.add_argument("--json", action="store_true")
+    json_flag(r_list)
     r_list.set_defaults(func=cmd_returns_list)
-    alerts = sub.add_parser("alerts", help="alertes").add_subparsers(dest="action", required=True)
+    alerts = sub.add_parser("alerts", help="alertes").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     a_list = alerts.add_parser("list", help="alertes non acquittées")
-    a_list.add_argument("--json", action="store_true")
+    json_flag(a_list)
     a_list.add_argument("--all", action="store_true", help="y compris les alertes acquittées")
     a_list.set_defaults(func=cmd_alerts_list)
     a_ack = alerts.add_parser("ack", help="acquitter une alerte")
-    a_ack.add_argument("id", type=int)
+    a_ack.add_argument("id", type=integer, metavar="ID", help="numéro de l'alerte")
+    json_flag(a_ack)
     a_ack.set_defaults(func=cmd_alerts_ack)
 
     sign = sub.add_parser("sign", help="signer les lots prêts avec la carte CPS")
     sign.add_argument("--profile", help="praticien (si la carte peut signer pour plusieurs)")
     sign.add_argument(
-        "--lot", type=int, action="append", help="lot à signer (sinon tous les prêts)"
+        "--lot",
+        type=integer,
+        action="append",
+        metavar="ID",
+        help="lot à signer (sinon tous les prêts ; option répétable)",
     )
     sign.add_argument("--token", help="étiquette du jeton PKCS#11 (plusieurs cartes)")
+    json_flag(sign)
     sign.set_defaults(func=cmd_sign)
 
     egress = sub.add_parser("egress", help="hôtes joignables (pare-feu)").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     e_list = egress.add_parser("list", help="la liste unique des destinations autorisées")
-    e_list.add_argument("--json", action="store_true")
+    json_flag(e_list)
     e_list.add_argument("--output", help="écrire la liste dans ce fichier (remplacement atomique)")
     e_list.set_defaults(func=cmd_egress_list)
 
@@ -157,20 +214,27 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="service de fond : dépôt, envois, relève des BAL, ARL en retard"
     )
     agent.add_argument("--once", action="store_true", help="un seul cycle puis arrêt")
-    agent.add_argument("--max-cycles", type=int, help="arrêt après N cycles")
+    agent.add_argument("--max-cycles", type=integer, help="arrêt après N cycles")
     agent.add_argument(
-        "--interval-scale", type=float, default=1.0, help="facteur des délais (essais : 0,01)"
+        "--interval-scale", type=number, default=1.0, help="facteur des délais (essais : 0,01)"
     )
     agent.set_defaults(func=cmd_agent)
 
     doctor = sub.add_parser("doctor", help="vérifications de l'installation")
+    doctor.add_argument(
+        "--allow-warnings",
+        action="store_true",
+        help="sortir avec 0 malgré des avertissements (seuls les problèmes donnent 1)",
+    )
+    json_flag(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
     kek = sub.add_parser("kek", help="clé de chiffrement des paramètres").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     k_create = kek.add_parser("create", help="créer un fichier de clé aléatoire (0600)")
-    k_create.add_argument("path")
+    k_create.add_argument("path", metavar="FICHIER", help="fichier à créer (jamais écrasé)")
+    json_flag(k_create)
     k_create.set_defaults(func=cmd_kek_create)
 
     demo = sub.add_parser("demo", help="démonstration sur les réglages embarqués")
@@ -217,16 +281,77 @@ def _scope_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(words)
+    except UsageError as exc:
+        return _usage_error(exc, "--json" in words)
     func: Callable[[argparse.Namespace], int] = args.func
+    as_json = wants_json(args)
     try:
         return func(args)
     except BaliseError as exc:
-        lang = "en" if os.environ.get("BALISE_LANG") == "en" else "fr"
-        _err(("error: " if lang == "en" else "erreur : ") + exc.message(lang) + f" [{exc.code}]")
-        return EXIT_ERROR
+        return _failure(exc.code, exc.fr, exc.en, as_json)
     except KeyboardInterrupt:
-        return EXIT_ERROR
+        return _failure("INTERRUPTED", "interrompu", "interrupted", as_json)
+    except OSError as exc:
+        fr, en = _os_words(exc)
+        return _failure("OS_ERROR", fr, en, as_json)
+    except Exception:
+        if os.environ.get("BALISE_DEBUG") == "1":
+            raise
+        return _failure(
+            "INTERNAL",
+            "erreur interne inattendue : rien n'a été perdu ; relancez avec BALISE_DEBUG=1 "
+            "pour le détail technique et signalez-le",
+            "unexpected internal error: nothing was lost; run again with BALISE_DEBUG=1 for "
+            "the technical detail and report it",
+            as_json,
+        )
+
+
+def _lang() -> str:
+    return "en" if os.environ.get("BALISE_LANG") == "en" else "fr"
+
+
+def _failure(code: str, fr: str, en: str, as_json: bool) -> int:
+    """A failure: a line on stderr for people; with --json, also the error object on stdout."""
+    lang = _lang()
+    _err(("error: " if lang == "en" else "erreur : ") + (en if lang == "en" else fr) + f" [{code}]")
+    if as_json:
+        _json({"error": {"code": code, "fr": fr, "en": en}})
+    return EXIT_FAILURE
+
+
+def _usage_error(exc: UsageError, as_json: bool) -> int:
+    """argparse refused the command line: its usage line and the reason, exit status 2."""
+    exc.parser.print_usage(sys.stderr)
+    _err(f"{exc.parser.prog} : erreur : {exc.message}")
+    if as_json:
+        en = f"invalid command line (see {exc.parser.prog} --help)"
+        _json({"error": {"code": "USAGE", "fr": exc.message, "en": en}})
+    return EXIT_USAGE
+
+
+_ERRNO_FR = {
+    errno.EACCES: "permission refusée",
+    errno.EPERM: "opération non permise",
+    errno.ENOENT: "fichier ou dossier introuvable",
+    errno.ENOSPC: "disque plein",
+    errno.EROFS: "système de fichiers en lecture seule",
+    errno.EEXIST: "existe déjà",
+    errno.ENOTDIR: "n'est pas un dossier",
+    errno.EISDIR: "est un dossier",
+    errno.EIO: "erreur d'entrée-sortie du disque",
+}
+
+
+def _os_words(exc: OSError) -> tuple[str, str]:
+    """An operating system error in words (never the exception's repr)."""
+    where = f"{exc.filename} : " if exc.filename else ""
+    fr = _ERRNO_FR.get(exc.errno or 0, "erreur du système")
+    en = exc.strerror or "system error"
+    return f"{where}{fr}", f"{where}{en}"
 
 
 if __name__ == "__main__":

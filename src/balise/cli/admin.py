@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from balise.bootstrap import resolve_data_dir
 from balise.cli.common import (
@@ -14,9 +15,12 @@ from balise.cli.common import (
     EXIT_PROBLEM,
     _context,
     _err,
+    _json,
     _out,
     _read_stdin,
+    wants_json,
 )
+from balise.cli.jsonstream import write_array
 from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.params import spec_for
 
@@ -62,6 +66,17 @@ def cmd_params_set(args: argparse.Namespace) -> int:
         if (args.profile or args.organism)
         else ""
     )
+    if wants_json(args):
+        _json(
+            {
+                "name": spec.name,
+                "profile": args.profile,
+                "organism": args.organism,
+                "secret": spec.secret,
+                "saved": True,
+            }
+        )
+        return EXIT_OK
     _out(f"{spec.name}{where} : enregistré (chiffré)")
     return EXIT_OK
 
@@ -73,6 +88,20 @@ def cmd_params_get(args: argparse.Namespace) -> int:
         value = ctx.params.get(args.name, profile=args.profile, organism=args.organism)
     finally:
         ctx.close()
+    if wants_json(args):
+        # get() shows a secret masked (********): the JSON holds what the text shows.
+        shown: Any = value if isinstance(value, list | None) else str(value)
+        _json(
+            {
+                "name": spec.name,
+                "profile": args.profile,
+                "organism": args.organism,
+                "secret": spec.secret,
+                "defined": value is not None,
+                "value": shown,
+            }
+        )
+        return EXIT_OK if value is not None else EXIT_PROBLEM
     if value is None:
         _out("(non défini)")
         return EXIT_PROBLEM
@@ -80,7 +109,6 @@ def cmd_params_get(args: argparse.Namespace) -> int:
         _out("\n".join(value) if value else "(vide)")
     else:
         _out(str(value))
-    del spec
     return EXIT_OK
 
 
@@ -91,15 +119,11 @@ def cmd_params_list(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     if args.json:
-        _out(
-            json.dumps(
-                [
-                    {"scope": r.scope.value, "id": r.ident, "name": r.name, "value": r.shown}
-                    for r in rows
-                ],
-                ensure_ascii=False,
-                indent=1,
-            )
+        _json(
+            [
+                {"scope": r.scope.value, "id": r.ident, "name": r.name, "value": r.shown}
+                for r in rows
+            ]
         )
         return EXIT_OK
     if not rows:
@@ -129,6 +153,9 @@ def cmd_params_rotate(args: argparse.Namespace) -> int:
             )
     finally:
         ctx.close()
+    if wants_json(args):
+        _json({"reencrypted": count, "new_kek": bool(args.new_kek_file)})
+        return EXIT_OK
     _out(f"nouvelle clé de données : {count} paramètre(s) rechiffré(s)")
     if args.new_kek_file:
         _out(
@@ -144,6 +171,22 @@ def cmd_journal_verify(args: argparse.Namespace) -> int:
         report = ctx.journal.verify(full=args.full)
     finally:
         ctx.close()
+    if wants_json(args):
+        _json(
+            {
+                "ok": report.ok,
+                "entries": report.count,
+                "checked": report.checked,
+                "head_hash": report.head_hash,
+                "full": report.since_seq is None,
+                "since_seq": report.since_seq,
+                "last_verified": before.verified if before is not None else None,
+                "last_full_verified": before.full_verified if before is not None else None,
+                "broken_seq": report.broken_seq,
+                "problem": None if report.ok else report.describe(),
+            }
+        )
+        return EXIT_OK if report.ok else EXIT_PROBLEM
     if report.ok:
         _out(f"OK : {report.count} entrées ; tête {report.head_hash}")
         if report.since_seq is not None and before is not None:
@@ -173,11 +216,30 @@ def cmd_journal_show(args: argparse.Namespace) -> int:
                 since_seq = int(args.since)
             else:
                 since_time = args.since
-        for entry in ctx.journal.entries(since_seq):
-            if since_time and entry.time < since_time:
-                continue
+        entries = (
+            entry
+            for entry in ctx.journal.entries(since_seq)
+            if not since_time or entry.time >= since_time
+        )
+        if wants_json(args):
+            # Streamed: a journal of ten years is never held whole.
+            write_array(
+                {
+                    "seq": e.seq,
+                    "time": e.time,
+                    "actor": e.actor,
+                    "kind": e.kind,
+                    "subject": e.subject,
+                    "details": json.loads(e.details),
+                }
+                for e in entries
+            )
+            _out("")
+            return EXIT_OK
+        for entry in entries:
             _out(
-                f"{entry.seq:>6} {entry.time} {entry.actor:<8} {entry.kind:<20} {entry.subject} {entry.details}"
+                f"{entry.seq:>6} {entry.time} {entry.actor:<8} {entry.kind:<20} {entry.subject} "
+                f"{entry.details}"
             )
     finally:
         ctx.close()
@@ -188,9 +250,27 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from balise.doctor import run_checks
 
     checks = run_checks(resolve_data_dir(args.data_dir))
-    for check in checks:
-        _out(check.line())
-    return EXIT_PROBLEM if any(c.status == "problem" for c in checks) else EXIT_OK
+    problems = sum(c.status == "problem" for c in checks)
+    warnings = sum(c.status == "warn" for c in checks)
+    # A warning is a problem found unless the technician said it is tolerated here.
+    failed = problems > 0 or (warnings > 0 and not args.allow_warnings)
+    if wants_json(args):
+        _json(
+            {
+                "ok": not failed,
+                "problems": problems,
+                "warnings": warnings,
+                "warnings_allowed": bool(args.allow_warnings),
+                "checks": [
+                    {"code": c.code, "name": c.name, "status": c.status, "message": c.message}
+                    for c in checks
+                ],
+            }
+        )
+    else:
+        for check in checks:
+            _out(check.line())
+    return EXIT_PROBLEM if failed else EXIT_OK
 
 
 def cmd_kek_create(args: argparse.Namespace) -> int:
@@ -203,6 +283,9 @@ def cmd_kek_create(args: argparse.Namespace) -> int:
             f"{args.path} existe déjà : rien n'est écrasé",
             f"{args.path} already exists: nothing overwritten",
         ) from exc
+    if wants_json(args):
+        _json({"path": args.path, "created": True})
+        return EXIT_OK
     _out(
         f"clé créée : {args.path} (0600) — protection faible tant qu'elle reste sur le même disque"
     )

@@ -19,7 +19,8 @@ from balise.backup_wiring import (
     verify_with_box_key,
 )
 from balise.bootstrap import open_context, resolve_data_dir
-from balise.cli.common import EXIT_OK, _context, _out
+from balise.cli.common import EXIT_OK, _context, _json, _out, json_flag, wants_json
+from balise.cli.parsing import integer
 from balise.domain.errors import BaliseError, ConfigError
 
 TTY_ATTEMPTS = 3
@@ -66,6 +67,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
         outcome = service.backup(dest)
     finally:
         ctx.close()
+    if wants_json(args):
+        _json({"path": str(outcome.path), "size": outcome.size, "manifest": outcome.manifest})
+        return EXIT_OK
     _out(f"sauvegarde écrite : {outcome.path} ({_size(outcome.size)})")
     _show_manifest(outcome.manifest)
     return EXIT_OK
@@ -136,6 +140,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
         force=args.force,
         attempts=_attempts(),
     )
+    if wants_json(args):
+        _json(
+            {
+                "source_box": report.source_box,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "restore_seq": report.restore_seq,
+                "counts": report.counts,
+                "kept_aside": str(report.kept_aside) if report.kept_aside else None,
+            }
+        )
+        return EXIT_OK
     _out(
         f"restauration faite depuis la boîte {report.source_box} : journal repris à l'entrée "
         f"n° {report.head_seq} ({report.head_hash}), restauration journalisée "
@@ -158,6 +174,17 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
         outcome = retention_service(ctx).run(ctx.clock.now(), older_than_days=args.older_than_days)
     finally:
         ctx.close()
+    if wants_json(args):
+        _json(
+            {
+                "cutoff": outcome.cutoff,
+                "removed": outcome.removed,
+                "journal_removed": outcome.journal_removed,
+                "removed_sha256": outcome.removed_sha256 or None,
+                "checkpoint_seq": outcome.checkpoint_seq,
+            }
+        )
+        return EXIT_OK
     removed = ", ".join(f"{k} {v}" for k, v in outcome.removed.items() if v) or "rien d'autre"
     _out(f"conservation : antérieur au {outcome.cutoff[:10]} retiré — {removed}")
     _out(
@@ -171,11 +198,12 @@ def add_parsers(sub: Any) -> None:
     """The parser lines, called from ``build_parser``."""
     backup = sub.add_parser("backup", help="sauvegarde chiffrée (et sa vérification)")
     backup.add_argument("--to", help="dossier de destination (sinon sauvegardes/ de l'échange)")
+    json_flag(backup)
     backup.set_defaults(func=cmd_backup)
-    b_sub = backup.add_subparsers(dest="action", required=False)
+    b_sub = backup.add_subparsers(dest="action", required=False, metavar="ACTION")
     b_verify = b_sub.add_parser("verify", help="vérifier une archive et afficher son manifeste")
-    b_verify.add_argument("archive")
-    b_verify.add_argument("--json", action="store_true")
+    b_verify.add_argument("archive", metavar="ARCHIVE", help="fichier .sauvegarde à vérifier")
+    json_flag(b_verify)
     b_verify.set_defaults(func=cmd_backup_verify)
     b_extract = b_sub.add_parser(
         "extract",
@@ -196,14 +224,18 @@ def add_parsers(sub: Any) -> None:
     b_extract.add_argument("--json", action="store_true", help="résultat en JSON")
     b_extract.set_defaults(func=cmd_backup_extract)
     restore = sub.add_parser("restore", help="restaurer une sauvegarde sur cette boîte")
-    restore.add_argument("archive")
+    restore.add_argument("archive", metavar="ARCHIVE", help="fichier .sauvegarde à restaurer")
     restore.add_argument(
         "--force", action="store_true", help="remplacer les données présentes (gardées à côté)"
     )
+    json_flag(restore)
     restore.set_defaults(func=cmd_restore)
     retention = sub.add_parser("retention", help="conservation des preuves").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     r_run = retention.add_parser("run", help="retirer ce qui dépasse la durée de conservation")
-    r_run.add_argument("--older-than-days", type=int, help="durée (sinon retention_days)")
+    r_run.add_argument(
+        "--older-than-days", type=integer, help="durée en jours (sinon retention_days)"
+    )
+    json_flag(r_run)
     r_run.set_defaults(func=cmd_retention_run)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from balise.bootstrap import Context, open_context, resolve_data_dir
 from balise.domain.errors import ValidationError
 from balise.domain.lotrecord import LotRecord
 
-EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
+# Exit statuses of every `balise` command (README, "Conventions of the command"):
+EXIT_OK = 0  # success: the work is done, nothing to report
+EXIT_FAILURE = 1  # a failure, or a problem found (doctor's warnings included, unless tolerated)
+EXIT_USAGE = 2  # the command line itself is wrong (argparse: unknown option, missing argument)
+EXIT_PROBLEM = EXIT_FAILURE  # "a problem found" reads better at some call sites
+EXIT_ERROR = EXIT_FAILURE  # older name, kept for the modules that still use it
 MAX_STDIN = 1024 * 1024
+# Where the JSON Schema of each command's --json output lives in the repository.
+SCHEMA_DIR = "docs/schemas/cli"
 
 
 def _out(text: str) -> None:
@@ -21,6 +30,25 @@ def _out(text: str) -> None:
 
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def _json(document: Any) -> None:
+    """One JSON document on stdout (the shape of docs/schemas/cli/<command>.schema.json)."""
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+
+
+def json_flag(p: argparse.ArgumentParser) -> None:
+    """``--json`` on a command that reports something; its shape is the command's schema."""
+    name = "-".join(p.prog.split()[1:])
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help=f"sortie JSON (forme : docs/schemas/cli/{name}.schema.json)",
+    )
 
 
 def _context(args: argparse.Namespace) -> Context:

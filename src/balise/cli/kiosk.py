@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from balise.bootstrap import resolve_data_dir
 from balise.cli.common import EXIT_OK
@@ -40,7 +40,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_kiosk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_kiosk_parser(sub: Any) -> None:
     kiosk = sub.add_parser("kiosk", help="la borne (écran et clavier du boîtier)")
     kiosk.add_argument("--lang", choices=("fr", "en"), default="fr", help="langue de l'écran")
     kiosk.add_argument(

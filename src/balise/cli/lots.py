@@ -3,31 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from balise.cli.common import (
-    EXIT_ERROR,
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_PROBLEM,
     _context,
     _err,
+    _json,
     _lot,
     _lot_line,
     _out,
     _read_pin,
+    wants_json,
 )
 from balise.cli.jsonstream import rows, write_document
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue
-from balise.domain.lotrecord import LotRecord, QuarantineRecord
+from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
+
+if TYPE_CHECKING:
+    from balise.services.intake import IntakeOutcome
+
+
+def _problems_json(problems: Iterable[QuarantineProblem]) -> list[JsonValue]:
+    return [{"code": p.code, "fr": p.fr, "en": p.en} for p in problems]
+
+
+def _outcome_json(outcome: IntakeOutcome) -> JsonValue:
+    """One file taken or not (import, intake): the same shape for both commands."""
+    if outcome.set_aside is not None:
+        kind = "set_aside"
+    elif outcome.accepted:
+        kind = "already" if outcome.already else "accepted"
+    else:
+        kind = "refused"
+    return {
+        "name": outcome.name,
+        "outcome": kind,
+        "lot_id": outcome.lot_id,
+        "quarantine_id": outcome.quarantine_id,
+        "set_aside": outcome.set_aside,
+        "problems": _problems_json(outcome.problems),
+    }
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from balise.domain.lotfile import MAX_FILE_SIZE
 
+    as_json = wants_json(args)
     ctx = _context(args)
     worst = EXIT_OK
+    files: list[JsonValue] = []
     try:
         intake = ctx.intake()
         for name in args.files:
@@ -37,28 +69,58 @@ def cmd_import(args: argparse.Namespace) -> int:
                     data = handle.read(MAX_FILE_SIZE + 1)
                     size = os.fstat(handle.fileno()).st_size
             except OSError as exc:
-                _err(f"ILLISIBLE {name} : {exc.strerror}")
-                worst = EXIT_ERROR
+                words = _unreadable_words(exc)
+                _err(f"ILLISIBLE {name} : {words}")
+                files.append(
+                    {
+                        "name": name,
+                        "outcome": "unreadable",
+                        "lot_id": None,
+                        "quarantine_id": None,
+                        "set_aside": None,
+                        "problems": [{"code": "IMPORT_UNREADABLE", "fr": words, "en": words}],
+                    }
+                )
+                worst = EXIT_FAILURE
                 continue
             outcome = intake.import_bytes(path.name, data, f"import:{path.resolve()}", size=size)
+            files.append(_outcome_json(outcome))
             if outcome.accepted and outcome.lot_id is not None:
                 lot = ctx.lots.get(outcome.lot_id)
                 assert lot is not None
                 prefix = "DÉJÀ IMPORTÉ" if outcome.already else "ACCEPTÉ"
-                _out(f"{prefix} {outcome.name} : lot n° {lot.id}, {_lot_line(lot).strip()}")
+                if not as_json:
+                    _out(f"{prefix} {outcome.name} : lot n° {lot.id}, {_lot_line(lot).strip()}")
             else:
                 worst = max(worst, EXIT_PROBLEM)
-                _out(f"REFUSÉ {outcome.name} (quarantaine n° {outcome.quarantine_id}) :")
-                for problem in outcome.problems:
-                    _out(f"    [{problem.code}] {problem.fr}")
+                if not as_json:
+                    _out(f"REFUSÉ {outcome.name} (quarantaine n° {outcome.quarantine_id}) :")
+                    for problem in outcome.problems:
+                        _out(f"    [{problem.code}] {problem.fr}")
     finally:
         ctx.close()
+    if as_json:
+        _json({"files": files})
     return worst
+
+
+def _unreadable_words(exc: OSError) -> str:
+    from errno import EACCES, EISDIR, ENOENT
+
+    return {
+        ENOENT: "fichier introuvable",
+        EACCES: "lecture refusée (droits)",
+        EISDIR: "c'est un dossier",
+    }.get(exc.errno or 0, "lecture impossible")
 
 
 def cmd_intake(args: argparse.Namespace) -> int:
     ctx = _context(args)
     try:
+        if wants_json(args):
+            # Streamed: a depot holds at most what intake takes in one pass, still never built.
+            write_document([("files", rows(ctx.intake().scan_depot(), _outcome_json))])
+            return EXIT_OK
         count = 0
         for outcome in ctx.intake().scan_depot():
             count += 1
@@ -104,7 +166,7 @@ def _refused_json(q: QuarantineRecord) -> JsonValue:
         "size": q.size,
         "content_kept": q.content_kept,
         "received": q.received,
-        "problems": [{"code": p.code, "fr": p.fr, "en": p.en} for p in q.problems],
+        "problems": _problems_json(q.problems),
     }
 
 
@@ -145,6 +207,27 @@ def cmd_lots_show(args: argparse.Namespace) -> int:
         history = list(ctx.journal.about(f"lot:{lot.id}"))
     finally:
         ctx.close()
+    if wants_json(args):
+        _json(
+            {
+                "lot": _lot_json(lot),
+                "addressee": lot.addressee,
+                "flow": lot.flow,
+                "source": lot.source.split(":", 1)[0],
+                "signer": lot.signer,
+                "history": [
+                    {
+                        "seq": e.seq,
+                        "time": e.time,
+                        "actor": e.actor,
+                        "kind": e.kind,
+                        "details": json.loads(e.details),
+                    }
+                    for e in history
+                ],
+            }
+        )
+        return EXIT_OK
     _out(_lot_line(lot))
     _out(
         f"  émetteur {lot.emitter}, destinataire {lot.addressee} ({lot.organism}), flux {lot.flow}"
@@ -171,6 +254,9 @@ def cmd_lots_cancel(args: argparse.Namespace) -> int:
         ctx.transitions().move(lot.id, lot.state, LotState.CANCELLED, note=args.reason or "")
     finally:
         ctx.close()
+    if wants_json(args):
+        _json({"lot_id": args.id, "state": LotState.CANCELLED.value})
+        return EXIT_OK
     _out(f"lot n° {args.id} annulé")
     return EXIT_OK
 
@@ -179,6 +265,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from balise.hardening import protect_process
     from balise.services.signing import BatchEvent, examine_card, sign_with_card
 
+    as_json = wants_json(args)
+    # With --json, stdout holds the document alone: the words for people go to stderr.
+    say = _err if as_json else _out
     protect_process()
     ctx = _context(args)
     try:
@@ -186,9 +275,24 @@ def cmd_sign(args: argparse.Namespace) -> int:
         signer = ctx.card_signer(args.token)
         report = examine_card(service, signer, ctx.cert_checker())
         who = report.identity
-        _out(f"Carte de {who.holder_name} (RPPS {who.rpps}) — {report.cert.words_fr}")
+        document: dict[str, JsonValue] = {
+            "card": {
+                "holder": who.holder_name,
+                "rpps": who.rpps,
+                "certificate": report.cert.words_fr,
+            },
+            "profile": None,
+            "signed": [],
+            "not_signed": [],
+            "skipped": [],
+            "refusal": report.refusal_fr,
+            "stopped": None,
+        }
+        say(f"Carte de {who.holder_name} (RPPS {who.rpps}) — {report.cert.words_fr}")
         if report.refusal_fr:
             _err(f"Signature impossible : {report.refusal_fr}")
+            if as_json:
+                _json(document)
             return EXIT_PROBLEM
         profiles = [p for p, _ in report.profiles]
         profile = args.profile or (profiles[0] if len(profiles) == 1 else None)
@@ -198,31 +302,43 @@ def cmd_sign(args: argparse.Namespace) -> int:
                 "give --profile among: " + ", ".join(profiles),
                 code="PROFILE_CHOICE",
             )
+        document["profile"] = profile
         ready = service.ready_lots(profile)
         lot_ids = args.lot or [lot.id for lot in ready]
         if not lot_ids:
-            _out("aucun lot prêt à signer")
+            say("aucun lot prêt à signer")
+            if as_json:
+                _json(document)
             return EXIT_OK
-        _out(f"{len(lot_ids)} lot(s) à signer pour {profile}")
+        say(f"{len(lot_ids)} lot(s) à signer pour {profile}")
         if report.pin.protected_path:
-            _out("Tapez votre code sur le lecteur.")
+            say("Tapez votre code sur le lecteur.")
             pin = None
         else:
             tries = report.pin.tries_left
-            _out(f"Essais restants : {tries}" + (" — DERNIER ESSAI" if tries == 1 else ""))
+            say(f"Essais restants : {tries}" + (" — DERNIER ESSAI" if tries == 1 else ""))
             pin = _read_pin()
+        skipped: list[JsonValue] = []
 
         def show(event: BatchEvent) -> None:
             if event.kind == "signed":
-                _out(f"  signé {event.done}/{event.total} (lot n° {event.lot_id})")
+                say(f"  signé {event.done}/{event.total} (lot n° {event.lot_id})")
             elif event.kind == "skipped":
-                _out(f"  lot n° {event.lot_id} laissé prêt : {event.message}")
+                skipped.append({"lot_id": event.lot_id, "message": event.message})
+                say(f"  lot n° {event.lot_id} laissé prêt : {event.message}")
 
         result = sign_with_card(service, signer, pin, who, profile, lot_ids, progress=show)
-        _out(f"{len(result.signed)} lot(s) signé(s), {len(result.not_signed)} non signé(s)")
+        say(f"{len(result.signed)} lot(s) signé(s), {len(result.not_signed)} non signé(s)")
         if result.stopped_fr:
             _err(f"Arrêt : {result.stopped_fr}")
-            return EXIT_PROBLEM
-        return EXIT_OK
+        if as_json:
+            document.update(
+                signed=list(result.signed),
+                not_signed=list(result.not_signed),
+                skipped=skipped,
+                stopped=result.stopped_fr,
+            )
+            _json(document)
+        return EXIT_PROBLEM if result.stopped_fr else EXIT_OK
     finally:
         ctx.close()

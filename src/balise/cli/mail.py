@@ -6,14 +6,16 @@ import argparse
 from typing import TYPE_CHECKING
 
 from balise.cli.common import (
-    EXIT_ERROR,
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_PROBLEM,
     _context,
     _err,
     _ids,
+    _json,
     _lot,
     _out,
+    wants_json,
 )
 from balise.cli.jsonstream import rows, write_array, write_document
 from balise.domain.errors import BaliseError
@@ -21,7 +23,24 @@ from balise.domain.journal import JsonValue
 
 if TYPE_CHECKING:
     from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+    from balise.services.purge import PurgeReport
     from balise.services.transmission import SendOutcome
+
+
+def _outcome_json(outcome: SendOutcome) -> JsonValue:
+    return {
+        "profile": outcome.profile,
+        "sent": list(outcome.sent),
+        "waiting": list(outcome.waiting),
+        "error": None
+        if outcome.error_code is None
+        else {"code": outcome.error_code, "fr": outcome.error_fr, "en": outcome.error_en},
+        "next_attempt": outcome.next_attempt.isoformat() if outcome.next_attempt else None,
+    }
+
+
+def _outcome_status(outcome: SendOutcome) -> int:
+    return EXIT_PROBLEM if outcome.waiting else EXIT_OK
 
 
 def _print_outcome(outcome: SendOutcome) -> int:
@@ -44,8 +63,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from balise.domain.params import Scope
 
+    as_json = wants_json(args)
     ctx = _context(args)
     worst = EXIT_OK
+    results: list[JsonValue] = []
     try:
         service = ctx.transmission()
         profiles = [args.profile] if args.profile else ctx.params.ids(Scope.PROFILE)
@@ -56,11 +77,26 @@ def cmd_send(args: argparse.Namespace) -> int:
                 if args.profile:
                     raise
                 _err(f"{profile} : {exc.fr} [{exc.code}]")
-                worst = EXIT_ERROR
+                results.append(
+                    {
+                        "profile": profile,
+                        "sent": [],
+                        "waiting": [],
+                        "error": {"code": exc.code, "fr": exc.fr, "en": exc.en},
+                        "next_attempt": None,
+                    }
+                )
+                worst = EXIT_FAILURE
                 continue
-            worst = max(worst, _print_outcome(outcome))
+            if as_json:
+                results.append(_outcome_json(outcome))
+                worst = max(worst, _outcome_status(outcome))
+            else:
+                worst = max(worst, _print_outcome(outcome))
     finally:
         ctx.close()
+    if as_json:
+        _json({"profiles": results})
     return worst
 
 
@@ -72,6 +108,10 @@ def cmd_lots_resend(args: argparse.Namespace) -> int:
         lot = _lot(ctx, args.id)
         service = ctx.transmission()
         service.resend(lot.id)
+        if wants_json(args):
+            outcome = asyncio.run(service.send_pending(lot.profile))
+            _json({"lot_id": lot.id, "message_id": lot.message_id, **_send_doc(outcome)})
+            return _outcome_status(outcome)
         _out(f"lot n° {lot.id} : renvoi demandé (mêmes octets, Message-ID {lot.message_id})")
         code = _print_outcome(asyncio.run(service.send_pending(lot.profile)))
     finally:
@@ -79,25 +119,49 @@ def cmd_lots_resend(args: argparse.Namespace) -> int:
     return code
 
 
+def _send_doc(outcome: SendOutcome) -> dict[str, JsonValue]:
+    return {"profiles": [_outcome_json(outcome)]}
+
+
+def _report_json(report: PurgeReport) -> JsonValue:
+    return {
+        "profile": report.profile,
+        "messages": report.total,
+        "returns": report.returns,
+        "unknown": report.unknown,
+        "duplicates": report.duplicates,
+        "deleted": report.deleted,
+        "bytes_received": report.bytes_received,
+        "alert_id": report.alert_id,
+        "stopped": report.stopped,
+    }
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
+    as_json = wants_json(args)
+    say = _err if as_json else _out
     ctx = _context(args)
     purge = ctx.purge()
     worst = EXIT_OK
+    reports: list[JsonValue] = []
     try:
         profiles = [args.profile] if args.profile else purge.profiles()
         if not profiles:
-            _out("aucune BAL configurée (pop3.host)")
+            say("aucune BAL configurée (pop3.host)")
         for profile in profiles:
             report = purge.run_once(
                 profile,
-                lambda p: _out(f"  {p.profile} : message {p.done}/{p.total} ({p.outcome})"),
+                lambda p: say(f"  {p.profile} : message {p.done}/{p.total} ({p.outcome})"),
             )
-            _out(report.words())
+            reports.append(_report_json(report))
+            say(report.words())
             if report.stopped or report.alert_id is not None:
                 worst = EXIT_PROBLEM
     finally:
         purge.close()
         ctx.close()
+    if as_json:
+        _json({"profiles": reports})
     return worst
 
 
@@ -203,5 +267,8 @@ def cmd_alerts_ack(args: argparse.Namespace) -> int:
         done = ctx.tracking().acknowledge(args.id, "cli")
     finally:
         ctx.close()
+    if wants_json(args):
+        _json({"alert_id": args.id, "acknowledged": done})
+        return EXIT_OK if done else EXIT_PROBLEM
     _out("alerte acquittée" if done else "alerte inconnue ou déjà acquittée")
     return EXIT_OK if done else EXIT_PROBLEM

@@ -4,10 +4,10 @@ on, and the organisms' encryption certificates from the SESAM-Vitale directory."
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context, _out
+from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context, _json, _out, json_flag, wants_json
+from balise.domain.errors import ConfigError
 
 
 def cmd_crl_fetch(args: argparse.Namespace) -> int:
@@ -16,17 +16,21 @@ def cmd_crl_fetch(args: argparse.Namespace) -> int:
     try:
         service = ctx.crl_service()
         if not service.issuers():
-            _out(
+            raise ConfigError(
                 "aucune autorité IGC-Santé configurée (igc_roots, igc_intermediates) : aucune "
-                "liste à télécharger"
+                "liste à télécharger",
+                "no IGC-Santé authority configured (igc_roots, igc_intermediates): no list to "
+                "fetch",
+                code="CRL_NO_AUTHORITY",
             )
-            return EXIT_PROBLEM
         if not service.sources():
-            _out(
+            raise ConfigError(
                 "aucune adresse de liste de révocation (crl_url, ou points de distribution des "
-                "certificats configurés)"
+                "certificats configurés)",
+                "no revocation list address (crl_url, or the configured certificates' "
+                "distribution points)",
+                code="CRL_NO_SOURCE",
             )
-            return EXIT_PROBLEM
         outcomes = service.fetch_all()
         status = service.status()
     finally:
@@ -46,7 +50,7 @@ def cmd_crl_fetch(args: argparse.Namespace) -> int:
             }
             for o in outcomes
         ]
-        _out(json.dumps(data, ensure_ascii=False, indent=1))
+        _json(data)
     else:
         for o in outcomes:
             mark = "ok    " if o.ok else "refusé"
@@ -67,9 +71,16 @@ def cmd_organisms_fetch(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     if not outcomes:
-        _out("aucun organisme de ce nom" if not args.all else "aucun organisme configuré")
-        return EXIT_PROBLEM
-    for o in outcomes:
+        raise ConfigError(
+            "aucun organisme de ce nom" if not args.all else "aucun organisme configuré",
+            "no organism of that name" if not args.all else "no organism configured",
+            code="ORGANISM_UNKNOWN",
+        )
+    if wants_json(args):
+        _json(
+            [{"organism": o.organism, "outcome": o.kind, "fr": o.fr, "en": o.en} for o in outcomes]
+        )
+    for o in outcomes if not wants_json(args) else ():
         _out(f"{'ok    ' if o.ok else 'refusé'} {o.organism} : {o.fr}")
     return EXIT_OK if all(o.ok or o.kind == "skipped" for o in outcomes) else EXIT_PROBLEM
 
@@ -81,32 +92,28 @@ def cmd_organisms_list(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     if args.json:
-        _out(
-            json.dumps(
-                [
-                    {
-                        "organism": o.organism,
-                        "directory_name": o.directory_name,
-                        "used": o.used,
-                        "last_check": o.last_check,
-                        "last_error": o.last_error,
-                        "certificates": [
-                            {
-                                "source": c.source,
-                                "role": c.role,
-                                "subject": c.subject,
-                                "sha256": c.fingerprint,
-                                "not_before": c.not_before,
-                                "not_after": c.not_after,
-                            }
-                            for c in o.certificates
-                        ],
-                    }
-                    for o in listing
-                ],
-                ensure_ascii=False,
-                indent=1,
-            )
+        _json(
+            [
+                {
+                    "organism": o.organism,
+                    "directory_name": o.directory_name,
+                    "used": o.used,
+                    "last_check": o.last_check,
+                    "last_error": o.last_error,
+                    "certificates": [
+                        {
+                            "source": c.source,
+                            "role": c.role,
+                            "subject": c.subject,
+                            "sha256": c.fingerprint,
+                            "not_before": c.not_before,
+                            "not_after": c.not_after,
+                        }
+                        for c in o.certificates
+                    ],
+                }
+                for o in listing
+            ]
         )
         return EXIT_OK
     for o in listing:
@@ -134,7 +141,7 @@ def add_parsers(sub: Any) -> None:
     c_fetch = crl.add_parser(
         "fetch", help="télécharger, vérifier et conserver les listes des autorités acceptées"
     )
-    c_fetch.add_argument("--json", action="store_true")
+    json_flag(c_fetch)
     c_fetch.set_defaults(func=cmd_crl_fetch)
     organisms = sub.add_parser(
         "organisms", help="certificats de chiffrement des organismes"
@@ -145,9 +152,10 @@ def add_parsers(sub: Any) -> None:
     which = o_fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("--organism", help="un organisme")
     which.add_argument("--all", action="store_true", help="tous les organismes")
+    json_flag(o_fetch)
     o_fetch.set_defaults(func=cmd_organisms_fetch)
     o_list = organisms.add_parser(
         "list", help="certificats de chaque organisme : origine, expiration, vérification"
     )
-    o_list.add_argument("--json", action="store_true")
+    json_flag(o_list)
     o_list.set_defaults(func=cmd_organisms_list)
