@@ -40,7 +40,7 @@ from balise.cli.mail import (
     cmd_returns_list,
     cmd_send,
 )
-from balise.cli.parsing import Parser, UsageError, integer, number
+from balise.cli.parsing import Parser, RawEpilogFormatter, UsageError, integer, number
 from balise.cli.parsing import install as install_french
 from balise.cli.trust import add_parsers as add_trust_parsers
 from balise.domain.errors import BaliseError
@@ -60,11 +60,17 @@ variables d'environnement :
   CREDENTIALS_DIRECTORY   dossier des identifiants systemd : la KEK y est lue dans balise.kek
                           (prioritaire sur BALISE_KEK_FILE)
   BALISE_EXCHANGE         dossier d'échange avec le logiciel métier (défaut : <données>/echange)
-  BALISE_PROVISIONING_DIR dossier de la fenêtre de mise en service (défaut : /run/balise)
+  BALISE_PROVISIONING_DIR dossier de la fenêtre de mise en service
+                          (défaut : /run/balise-provisioning)
+  BALISE_CHANGED_BY       provision : les paramètres changés sont journalisés comme venant
+                          de la mise en service (sinon : cli)
   BALISE_LANG             en : messages d'erreur en anglais (défaut : français)
   BALISE_DEBUG            1 : une erreur interne montre sa trace Python au lieu d'un message
   BALISE_WORKER_CPU       secondes de processeur du tri d'un courrier (essais)
   BALISE_WORKER_AS        mémoire (octets) du tri d'un courrier (essais)
+  NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, JOURNAL_STREAM, INVOCATION_ID
+                          posées par systemd : état et chien de garde du service de fond,
+                          messages au journal du système
 
 codes de sortie :
   0 succès ; 1 échec ou problème trouvé (avertissements de doctor compris, sauf
@@ -80,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="balise",
         description="Balise — boîtier de télétransmission",
         epilog=ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawEpilogFormatter,
     )
     parser.add_argument("--version", action=_VersionAction, help="afficher la version et quitter")
     parser.add_argument("--data-dir", help="dossier de données (sinon BALISE_HOME)")
@@ -250,7 +256,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_kiosk_parser(sub)
     add_backup_parsers(sub)
     add_trust_parsers(sub)
+    _french_metavars(parser)
     return parser
+
+
+# The placeholder of each option's value in usage and help (argparse would show the English
+# destination name: DATA_DIR, PROFILE...).
+METAVARS = {
+    "data_dir": "DOSSIER",
+    "profile": "PROFIL",
+    "organism": "ORGANISME",
+    "new_kek_file": "FICHIER",
+    "since": "DEPUIS",
+    "reason": "MOTIF",
+    "token": "JETON",
+    "output": "FICHIER",
+    "max_cycles": "N",
+    "interval_scale": "FACTEUR",
+    "dir": "DOSSIER",
+    "to": "DOSSIER",
+    "extract_to": "DOSSIER",
+    "older_than_days": "JOURS",
+    "lot": "ID",
+}
+
+
+def _french_metavars(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _french_metavars(child)
+        elif (
+            action.option_strings
+            and action.nargs != 0
+            and action.metavar is None
+            and action.choices is None
+            and action.dest in METAVARS
+        ):
+            action.metavar = METAVARS[action.dest]
 
 
 class _VersionAction(argparse.Action):

@@ -13,7 +13,8 @@ with ``--json``) and returns exit status 2.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import textwrap
+from typing import Any, NoReturn
 
 CATALOGUE: dict[str, str] = {
     # Help and usage
@@ -75,8 +76,27 @@ class UsageError(Exception):
         self.message = message
 
 
+class Formatter(argparse.HelpFormatter):
+    """Help lines wrapped between words only (a file name such as lots-list.schema.json is
+    never cut at its hyphen)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class RawEpilogFormatter(Formatter):
+    """The top-level help: its epilog (environment variables, exit statuses) kept as laid out."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class Parser(argparse.ArgumentParser):
     """The parser (and subparsers) of `balise`: usage errors raised, never printed here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
