@@ -5,7 +5,8 @@ mailbox's own practitioner, conflicts and damage alerted, overdue lots flagged, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -90,6 +91,13 @@ class TrackingService:
         self._clock = clock
         self._exchange = exchange
         self._params = params
+        # Within one record(): the lots looked up by (emitter, number, date).
+        self._lots_seen: dict[tuple[str, str, str], LotRecord | None] | None = None
+        # Within :meth:`organisms_read_once`: the organisms' numbers and return-signing
+        # certificates as read (None outside it: read at every return).
+        self._read_once = False
+        self._organisms: dict[str, str] | None = None
+        self._signing: dict[str, list[str] | None] = {}
 
     def _now(self) -> str:
         return self._clock.now().isoformat(timespec="seconds")
@@ -127,7 +135,13 @@ class TrackingService:
     # -- matching -----------------------------------------------------------------------------
 
     def _find_lot(self, profile: str, emitter: str, number: int, day: str) -> LotRecord | None:
-        lot = self._lots.find_by_key(emitter, f"{number:03d}", day)
+        key = (emitter, f"{number:03d}", day)
+        if self._lots_seen is not None and key in self._lots_seen:
+            lot = self._lots_seen[key]
+        else:
+            lot = self._lots.find_by_key(*key)
+            if self._lots_seen is not None:
+                self._lots_seen[key] = lot
         return lot if lot is not None and lot.profile == profile else None
 
     def record(
@@ -145,6 +159,37 @@ class TrackingService:
     ) -> TrackOutcome:
         """Store one recognised or damaged return and apply it where the trust rules allow.
         Call inside a transaction (the purge commits it with the message's dedup row)."""
+        # The lots it names are looked up once (for its signers, then to apply it); nothing
+        # changes them before it is applied.
+        self._lots_seen = {}
+        try:
+            return self._record(
+                profile=profile,
+                own_emitter=own_emitter,
+                uidl=uidl,
+                sha256=sha256,
+                kind=kind,
+                parsed=parsed,
+                words=words,
+                raw=raw,
+                payload=payload,
+            )
+        finally:
+            self._lots_seen = None
+
+    def _record(
+        self,
+        *,
+        profile: str,
+        own_emitter: str | None,
+        uidl: str,
+        sha256: str,
+        kind: str,
+        parsed: ParsedReturn,
+        words: tuple[str, str],
+        raw: bytes,
+        payload: bytes | None,
+    ) -> TrackOutcome:
         header = parsed.header
         assert header is not None  # the classifier only hands over returns with a valid header
         when = self._now()
@@ -241,14 +286,53 @@ class TrackingService:
 
     # -- signed returns (PROFILE.md §3.1) ------------------------------------------------------
 
+    @contextmanager
+    def organisms_read_once(self) -> Iterator[None]:
+        """Within it, the organisms' numbers and return-signing certificates are read from the
+        parameters once, not for every return (a purge run: each return read them all, which was
+        a third of the purge's time; the run's classification policy is fixed at its start the
+        same way)."""
+        self._read_once, self._organisms, self._signing = True, None, {}
+        try:
+            yield
+        finally:
+            self._read_once, self._organisms, self._signing = False, None, {}
+
+    def _organism_numbers(self) -> dict[str, str]:
+        """Each organism's number as a 000 header writes it (``000000`` + regime, caisse,
+        centre)."""
+        assert self._params is not None
+        if self._organisms is not None:
+            return self._organisms
+        numbers = {
+            ident: "000000"
+            + "".join(
+                str(self._params.get(n, organism=ident) or "???")
+                for n in ("regime", "caisse", "centre")
+            )
+            for ident in self._params.ids(Scope.ORGANISM)
+        }
+        if self._read_once:
+            self._organisms = numbers
+        return numbers
+
+    def _signing_certs(self, ident: str) -> list[str] | None:
+        assert self._params is not None
+        if ident in self._signing:
+            return self._signing[ident]
+        value = self._params.get("return_signing_cert", organism=ident)
+        pems = [str(v) for v in value] if isinstance(value, list) and value else None
+        if self._read_once:
+            self._signing[ident] = pems
+        return pems
+
     def _organisms_signing(self, ids: set[str]) -> dict[str, list[str]]:
         """The return-signing certificates (PEM) of those organisms that have one."""
-        assert self._params is not None
         found: dict[str, list[str]] = {}
         for ident in sorted(ids):
-            value = self._params.get("return_signing_cert", organism=ident)
-            if isinstance(value, list) and value:
-                found[ident] = value
+            pems = self._signing_certs(ident)
+            if pems is not None:
+                found[ident] = pems
         return found
 
     def _return_signers(
@@ -258,14 +342,11 @@ class TrackingService:
         addressee of every lot of this mailbox it would touch — that signs its returns."""
         if self._params is None:
             return {}
-        ids: set[str] = set()
-        for ident in self._params.ids(Scope.ORGANISM):
-            number = "000000" + "".join(
-                str(self._params.get(n, organism=ident) or "???")
-                for n in ("regime", "caisse", "centre")
-            )
-            if number == header.organism_number:
-                ids.add(ident)
+        ids = {
+            ident
+            for ident, number in self._organism_numbers().items()
+            if number == header.organism_number
+        }
         keys: list[tuple[int, object]] = []
         if parsed.arl is not None:
             keys.append((parsed.arl.lot_number, parsed.arl.lot_date))
