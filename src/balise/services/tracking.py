@@ -4,7 +4,6 @@ mailbox's own practitioner, conflicts and damage alerted, overdue lots flagged, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from datetime import datetime, timedelta
 
 from balise.cms import CmsError, verify_signed_data
 from balise.domain.journal import JsonValue
+from balise.domain.jsontext import dumps_indented
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
@@ -35,8 +35,10 @@ S = LotState
 # "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
 _SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
 _STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
-# Returns published per transaction (their files made durable together, then recorded).
-PUBLISH_BATCH = 256
+# Returns published per transaction (their files made durable together by one sync of the file
+# system, then recorded): at most this many, and their payloads about this many bytes.
+PUBLISH_BATCH = 1024
+PUBLISH_BYTES = 8 * 1024 * 1024
 # The version of the lot status files (*.statut.json) of docs/exchange.md: a new key may be added
 # within a version; a key removed or changed in meaning makes the next one.
 STATUS_SCHEMA = "balise.statut/1"
@@ -611,18 +613,24 @@ class TrackingService:
         """Write to retours/ what is new since the last publication: the payload of each return
         not yet published and the status file of each lot it touches, where that file changes
         (one already holding the same bytes is left alone). In batches of ``PUBLISH_BATCH``
-        returns, each one transaction whose files are made durable together
-        (``Exchange.publish_batch``) before the batch is recorded as published: a crash in
-        between only means they are looked at again, and nothing is written twice."""
+        returns (fewer when their payloads pass ``PUBLISH_BYTES``), each one transaction whose
+        files are made durable together (``Exchange.publish_batch``) before the batch is recorded
+        as published: a crash in between only means they are looked at again, and nothing is
+        written twice."""
         if self._exchange is None:
             return 0
         count = 0
         while True:
             with self._repo.transaction():
-                batch = self._repo.returns(unpublished=True, limit=PUBLISH_BATCH)
+                listed = self._repo.returns(unpublished=True, limit=PUBLISH_BATCH)
                 files: list[tuple[str, bytes]] = []
                 touched: set[int] = set()
-                for ret in batch:
+                batch: list[ReturnRecord] = []
+                size = 0
+                for ret in listed:
+                    if size >= PUBLISH_BYTES:
+                        break
+                    batch.append(ret)
                     folder = ret.emitter or "inconnu"
                     if ret.kind in ("arl", "noemie"):
                         payload = self._repo.payload(ret.id)
@@ -633,6 +641,7 @@ class TrackingService:
                                 else f"noemie-{ret.detail.get('created')}"
                             )
                             files.append((f"{folder}/{stem}-{ret.sha256[:12]}.retour", payload))
+                            size += len(payload)
                     if ret.lot_id is not None:
                         touched.add(ret.lot_id)
                     touched |= self._repo.payment_lot_ids(ret.id)
@@ -642,7 +651,7 @@ class TrackingService:
                 for ret in batch:
                     self._repo.mark_published(ret.id)
             count += len(batch)
-            if len(batch) < PUBLISH_BATCH:
+            if len(listed) < PUBLISH_BATCH and len(batch) == len(listed):
                 return count
 
     def lot_status(self, lot_id: int) -> dict[str, JsonValue]:
@@ -682,7 +691,8 @@ class TrackingService:
         """The lot's status file under retours/: its name and its bytes."""
         status = self.lot_status(lot_id)
         name = f"{status['emetteur']}/lot-{status['date_lot']}-{status['lot']}.statut.json"
-        return name, json.dumps(status, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+        # dumps_indented: json.dumps(..., indent=1)'s text without its pure-Python encoder.
+        return name, dumps_indented(status).encode("utf-8") + b"\n"
 
 
 def _day(aammjj: str) -> str:
