@@ -29,7 +29,13 @@ class HomeScreen(KioskScreen):
         Binding("a", "alerts", "key.alerts", id="home-alerts"),
         Binding("t", "technician", "key.technician", id="home-technician"),
         Binding("c", "demo_card", "key.card_demo", id="home-demo-card"),
+        Binding("i", "setup", "key.setup", id="home-setup"),
+        Binding("v", "my_profile", "key.my_profile", id="home-my-profile"),
     ]
+
+    # No practitioner yet: the first-start wizard (offered once by itself, then by I).
+    no_profile = False
+    _setup_offered = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -62,9 +68,14 @@ class HomeScreen(KioskScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "demo_card":
             return self.kiosk.demo is not None
+        if action == "setup":
+            return self.no_profile
+        if action == "my_profile":
+            return not self.no_profile and self.kiosk.card.present
         return True
 
     def on_devices_changed(self, _message: DevicesChanged) -> None:
+        self.refresh_bindings()
         self.refresh_summary()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="home")
@@ -73,6 +84,12 @@ class HomeScreen(KioskScreen):
         self.app.call_from_thread(self._show, summary)
 
     def _show(self, s: HomeSummary) -> None:
+        if self.no_profile != (not s.profiles):
+            self.no_profile = not s.profiles
+            self.refresh_bindings()
+        if self.no_profile and not self._setup_offered and self.is_current:
+            self._setup_offered = True
+            self.action_setup()
         readers = self.kiosk.readers or s.readers
         self.query_one("#reader", Static).update(
             t("home.reader.some", names=", ".join(readers)) if readers else t("home.reader.none")
@@ -135,6 +152,16 @@ class HomeScreen(KioskScreen):
         from balise.ui.screens.sign import SignScreen
 
         self.app.push_screen(SignScreen())
+
+    def action_setup(self) -> None:
+        from balise.ui.screens.setup import SetupScreen
+
+        self.app.push_screen(SetupScreen())
+
+    def action_my_profile(self) -> None:
+        from balise.ui.screens.profile import ProfileScreen
+
+        self.app.push_screen(ProfileScreen())
 
     def action_lots(self) -> None:
         from balise.ui.screens.lots import LotsScreen
