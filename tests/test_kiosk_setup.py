@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -308,7 +309,9 @@ async def test_a_pulled_card_keeps_nothing_typed_and_saves_nothing(fresh: Fresh)
     assert kinds == ["card.proof", "card.proof"]  # proven twice, nothing else written
 
 
-async def test_a_revoked_card_is_refused_before_any_setting_is_shown(
+@pytest.mark.parametrize("what", ["revoked", "expired"])
+async def test_a_revoked_or_expired_card_is_refused_before_any_setting_is_shown(
+    what: str,
     balise_env: BaliseEnv,
     pki: TestPKI,
     softhsm: SoftHSM,
@@ -316,9 +319,26 @@ async def test_a_revoked_card_is_refused_before_any_setting_is_shown(
     crl_server: CrlServer,
     tls_ca: TlsCA,
 ) -> None:
-    victim = pki.issue_practitioner("10009999999", "Dr Carte REVOQUEE")
+    if what == "revoked":
+        card = pki.issue_practitioner("10009999999", "Dr Carte REVOQUEE")
+        words = "a été révoqué le"
+    else:
+        card = pki.issue_practitioner(
+            "10008888888",
+            "Dr Carte EXPIREE",
+            not_before=TEST_NOW - timedelta(days=900),
+            not_after=TEST_NOW - timedelta(days=2),
+        )
+        words = "a expiré le"
     ctx, backend, cards = fresh_box(
-        balise_env, pki, softhsm, make_token, crl_server, tls_ca, card=victim, revoked=(victim,)
+        balise_env,
+        pki,
+        softhsm,
+        make_token,
+        crl_server,
+        tls_ca,
+        card=card,
+        revoked=(card,) if what == "revoked" else (),
     )
     try:
         app = BaliseApp(backend)
@@ -327,7 +347,7 @@ async def test_a_revoked_card_is_refused_before_any_setting_is_shown(
             screen = wizard(app)
             cards.insert("cps3")
             await until(pilot, lambda: "ne peut pas servir" in screen.body_text)
-            assert "a été révoqué le" in screen.body_text
+            assert words in screen.body_text
             await pilot.press("enter")
             await pilot.pause(0.3)
             assert not isinstance(app.screen, PinDialog)
@@ -335,3 +355,17 @@ async def test_a_revoked_card_is_refused_before_any_setting_is_shown(
     finally:
         backend.stop_watches()
         ctx.close()
+
+
+async def test_a_server_certificate_from_another_ca_is_said_so(fresh: Fresh) -> None:
+    fresh.ctx.params.set("ca_bundle", trustme.CA().cert_pem.bytes().decode())
+    app = fresh.app()
+    async with app.run_test(size=(110, 45)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SetupScreen))
+        screen = wizard(app)
+        await insert_and_prove(pilot, app, fresh.cards)
+        await type_fields(pilot, screen, mail_values(fresh))
+        await until(pilot, lambda: screen.step == "test" and screen.test is not None)
+        assert screen.body_text.count("certificat du serveur non reconnu") == 2
+        assert "Échap : corriger les réglages." in screen.body_text
+    assert not any(c.upper().startswith("AUTH") for c in fresh.smtp.commands)
