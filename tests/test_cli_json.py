@@ -154,6 +154,7 @@ def test_every_json_output_matches_its_schema(
     assert run("crl", "fetch")[0]["outcome"] == "stored"
     fetched = run("organisms", "fetch", "--all")
     assert {o["outcome"] for o in fetched} <= {"unreachable", "skipped"}
+    assert not any("Error" in o["fr"] or "Exception" in o["fr"] for o in fetched), fetched
     assert run("organisms", "list")
 
     archive = Path(run("backup", "--to", str(tmp_path / "sauvegardes"))["path"])

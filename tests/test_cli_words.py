@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,16 @@ def test_an_unexpected_exception_is_words_unless_debugging(
     monkeypatch.setenv("BALISE_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["egress", "list"])
+
+
+def test_demo_failures_are_words() -> None:
+    from balise.demo import failure_words
+
+    missing = FileNotFoundError(2, "fichier absent", "/opt/pcscd")
+    assert failure_words(missing)[0] == "/opt/pcscd : fichier absent"
+    failed = subprocess.CalledProcessError(1, ["/usr/sbin/dovecot", "-c", "x"])
+    assert failure_words(failed) == ("dovecot a échoué (code 1)", "dovecot failed (status 1)")
+    slow = subprocess.TimeoutExpired(["softhsm2-util", "--init-token"], 30)
+    assert failure_words(slow)[0] == "softhsm2-util n'a pas répondu en 30 s"
+    for exc in (missing, failed, slow, ValueError("valeur illisible")):
+        assert not REPR.search(" ".join(failure_words(exc))), exc

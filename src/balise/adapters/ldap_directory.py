@@ -10,7 +10,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ldap3 import ANONYMOUS, NONE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult
+from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
 
 from balise.domain.errors import BaliseError
@@ -23,10 +23,10 @@ MAX_VALUE_BYTES: Final = 64 * 1024
 _ATTRIBUTE: Final = "userCertificate;binary"
 
 
-def _unreachable(url: str, why: str) -> BaliseError:
+def _unreachable(url: str, why: tuple[str, str]) -> BaliseError:
     return BaliseError(
-        f"annuaire {url} injoignable ou en erreur ({why})",
-        f"directory {url} unreachable or failing ({why})",
+        f"annuaire {url} injoignable ou en erreur ({why[0]})",
+        f"directory {url} unreachable or failing ({why[1]})",
         code="DIRECTORY_UNREACHABLE",
     )
 
@@ -77,10 +77,12 @@ class Ldap3Directory:
                         continue
                     found += [bytes(v) for v in values if len(v) <= MAX_VALUE_BYTES]
             return found
-        except LDAPException as exc:
-            raise _unreachable(self.url, type(exc).__name__) from None
-        except OSError as exc:
-            raise _unreachable(self.url, type(exc).__name__) from None
+        except LDAPSocketOpenError:
+            raise _unreachable(self.url, ("connexion impossible", "cannot connect")) from None
+        except LDAPException:
+            raise _unreachable(self.url, ("réponse LDAP en erreur", "LDAP error answer")) from None
+        except OSError:
+            raise _unreachable(self.url, ("connexion coupée", "connection lost")) from None
         finally:
             with contextlib.suppress(LDAPException, OSError):
                 conn.unbind()
