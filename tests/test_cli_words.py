@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import balise.cli as cli
+import balise.cli.egress as egress
 from balise.cli import build_parser, main
 from balise.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from balise.cli.parsing import Parser, UsageError
@@ -170,7 +171,9 @@ def test_an_unexpected_exception_is_words_unless_debugging(
     def broken(_args: argparse.Namespace) -> int:
         raise RuntimeError("detail interne <Objet at 0x1>")
 
-    monkeypatch.setattr(cli, "cmd_egress_list", broken)
+    # The command as the parser finds it: imported by name, or looked up in its module.
+    monkeypatch.setattr(cli, "cmd_egress_list", broken, raising=False)
+    monkeypatch.setattr(egress, "cmd_egress_list", broken)
     monkeypatch.delenv("BALISE_DEBUG", raising=False)
     assert main(["egress", "list", "--json"]) == EXIT_FAILURE
     out, err = capsys.readouterr()
