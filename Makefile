@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 PY_SCRIPTS := ansible/roles/hardening/files/balise-egress-apply \
 	ansible/roles/provisioning/files/balise-provisioning-window \
 	image/flash-check \
+	scripts/build-cli-docs \
 	scripts/build-wheelhouse
 
 .PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64 test-dates lock
