@@ -1,6 +1,6 @@
 """Kiosk cold start: process start to the first screen painted, BaliseApp on a demo-like backend
 (a fresh data dir, scripted reader and card sources) against a bare Textual app, in the same run;
-prints the median times, their ratio (target ≤ 1.5) and the peak RSS of each child.
+prints the median times, their ratio (target ≤ 1.2, issue 15) and the peak RSS of each child.
 
     .venv/bin/python bench/startup.py [--runs 5]
 """
@@ -91,27 +91,37 @@ def one_run(code: str, args: list[str], env: dict[str, str]) -> tuple[float, int
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    options = parser.parse_args()
+TARGET = 1.2  # issue 15: the kiosk's cold start within 1.2x a bare Textual app's
+
+
+def measure(runs: int) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """(seconds, peak RSS KiB) of each run of the bare app and of the kiosk, interleaved."""
     with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
         from balise.adapters.kek import create_key_file
 
         kek = Path(tmp) / "bench.kek"
         create_key_file(kek)
-        env = dict(os.environ, BALISE_KEK_FILE=str(kek), PYTHONPATH=str(ROOT))
+        env = dict(os.environ, BALISE_KEK_FILE=str(kek), PYTHONPATH=str(ROOT / "src"))
         data = str(Path(tmp) / "data")
         from balise.bootstrap import open_context
 
         open_context(Path(data), actor="bench", env=env).close()  # data dir and migrations
         bare, balise = [], []
-        for _ in range(options.runs):  # interleaved: both see the same machine load
+        for _ in range(runs):  # interleaved: both see the same machine load
             bare.append(one_run(BARE, [], env))
             balise.append(one_run(BALISE, [data], env))
+    return bare, balise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    bare, balise = measure(options.runs)
     t_bare = statistics.median(t for t, _ in bare)
     t_balise = statistics.median(t for t, _ in balise)
     ratio = t_balise / t_bare
+    best = min(t for t, _ in balise) / min(t for t, _ in bare)
     print(
         f"bare Textual app : {t_bare * 1000:7.0f} ms   peak RSS {max(r for _, r in bare) / 1024:6.1f} MiB"
     )
@@ -119,7 +129,8 @@ def main() -> None:
         f"Balise kiosk     : {t_balise * 1000:7.0f} ms   peak RSS {max(r for _, r in balise) / 1024:6.1f} MiB"
     )
     print(
-        f"ratio            : {ratio:.2f} (target ≤ 1.5) {'OK' if ratio <= 1.5 else 'ABOVE TARGET'}"
+        f"ratio            : median {ratio:.2f}, best {best:.2f} (target ≤ {TARGET:g}) "
+        f"{'OK' if ratio <= TARGET else 'ABOVE TARGET'}"
     )
 
 
