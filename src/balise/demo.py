@@ -30,7 +30,7 @@ from balise.bootstrap import Context, open_context
 from balise.domain.devices import ReaderEvent, UsbReader
 from balise.domain.errors import BaliseError
 from balise.domain.lotbuild import build_lot, make_invoices, patch_record
-from balise.sim.box import BAL, CPAM, EMITTER, configure_box
+from balise.sim.box import BAL, CPAM, EMITTER, configure_box, configure_organisms
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.oct import OctSimulator, OrganismKey
@@ -279,10 +279,18 @@ def drop_lots(exchange_root: Path, lots: list[tuple[str, bytes]]) -> None:
 
 
 def start_demo(
-    stack: contextlib.ExitStack, base: Path, *, say: Say, env: Mapping[str, str] | None = None
+    stack: contextlib.ExitStack,
+    base: Path,
+    *,
+    say: Say,
+    env: Mapping[str, str] | None = None,
+    first_start: bool = False,
 ) -> DemoBox:
     """Start every component under ``base`` (from the main thread: pcscd follows it); each one's
-    stop is pushed on ``stack`` as soon as it runs."""
+    stop is pushed on ``stack`` as soon as it runs. ``first_start``: the box as its first boot
+    leaves it — no practitioner, so the kiosk opens the setup wizard; the BAL's settings to type
+    are in ``<base>/mise-en-service.txt`` (one password for SMTP and POP3, the BAL address as the
+    user name, as a mail host gives them)."""
     _check_pcscd_free()
     (base / _MARKER).write_text("Dossier de démonstration Balise\n")
     environ = dict(os.environ if env is None else env)
@@ -319,8 +327,9 @@ def start_demo(
         link = pcscd.link()
         stack.callback(link.remove)
 
-    pop3_user = BAL.split("@", 1)[0]
+    pop3_user = BAL if first_start else BAL.split("@", 1)[0]
     pop3_password = secrets.token_urlsafe(18)
+    smtp_password = pop3_password if first_start else secrets.token_urlsafe(18)
     dovecot_dir = base / "dovecot"
     if len(str(dovecot_dir)) > _MAX_DOVECOT_DIR:
         # Dovecot's unix sockets live under its directory (107 bytes at most): a short one.
@@ -340,7 +349,6 @@ def start_demo(
         dovecot.start()
         stack.callback(dovecot.stop)
 
-    smtp_password = secrets.token_urlsafe(18)
     with _step(say, "simulateur OCT (SMTP TLS, 127.0.0.1)", "OCT simulator (SMTP TLS, 127.0.0.1)"):
         oct_sim = OctSimulator(
             directory=base / "oct",
@@ -360,8 +368,12 @@ def start_demo(
     with _step(say, "réglages du boîtier (mode démo)", "box settings (demo mode)"):
         ctx = open_context(data_dir, actor="demo", env=environ)
         try:
-            configure_box(ctx, pki, mode="demo")
             p = ctx.params
+            if first_start:
+                p.set("mode", "demo")
+                configure_organisms(ctx, pki)
+            else:
+                configure_box(ctx, pki, mode="demo")
             root_pem = pki.root.cert_pem.read_text()
             p.set("ca_bundle", root_pem)
             p.set("igc_roots", root_pem)
@@ -369,8 +381,9 @@ def start_demo(
             p.set("pkcs11_module", str(softhsm.module))
             p.set("technician_passphrase", DEMO_TECHNICIAN_PASSPHRASE)
             # The daily backup runs at the agent's first cycle (into echange/sauvegardes/).
-            p.set("recovery_passphrase", DEMO_RECOVERY_PASSPHRASE)
-            for name, value in (
+            if not first_start:  # else the wizard makes one and shows it once
+                p.set("recovery_passphrase", DEMO_RECOVERY_PASSPHRASE)
+            mail = (
                 ("smtp.host", LOOPBACK),
                 ("smtp.port", str(oct_sim.port)),
                 ("smtp.tls", "implicit"),
@@ -382,15 +395,32 @@ def start_demo(
                 ("pop3.user", pop3_user),
                 ("pop3.password", pop3_password),
                 ("pop3.interval", str(POP3_INTERVAL_S)),
-            ):
-                p.set(name, value, profile="p1")
+            )
+            if not first_start:
+                for name, value in mail:
+                    p.set(name, value, profile="p1")
             exchange = ctx.exchange(environ)
         finally:
             ctx.close()
 
-    with _step(say, "lots de démonstration et un courrier indésirable", "demo lots and a spam"):
-        drop_lots(exchange.root, demo_lots(date.today()))
-        oct_sim.drop_spam(BAL)
+    if first_start:
+        sheet = base / "mise-en-service.txt"
+        sheet.write_text(
+            "Mise en service de démonstration : réglages de la BAL à taper dans l'assistant\n"
+            f"Adresse de la BAL : {BAL}\n"
+            f"Mot de passe de la BAL : {pop3_password}\n"
+            f"Serveur SMTP : {LOOPBACK}\nPort SMTP : {oct_sim.port}\nTLS SMTP : implicit\n"
+            f"Serveur POP3 : {LOOPBACK}\nPort POP3 : {dovecot.pop3s_port}\nTLS POP3 : implicit\n"
+            f"Numéro d'émetteur : {EMITTER}\n"
+            f"Code PIN de la carte : {DEMO_PIN}\n",
+            encoding="utf-8",
+        )
+        sheet.chmod(0o600)
+        say(f"  Réglages à taper dans l'assistant de mise en service : {sheet}")
+    else:
+        with _step(say, "lots de démonstration et un courrier indésirable", "demo lots and a spam"):
+            drop_lots(exchange.root, demo_lots(date.today()))
+            oct_sim.drop_spam(BAL)
 
     return DemoBox(
         base=base,
@@ -497,7 +527,7 @@ def _say(text: str) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """`balise demo [--dir D] [--keep] [--no-kiosk] [--once]`."""
+    """`balise demo [--dir D] [--keep] [--no-kiosk] [--once] [--mise-en-service]`."""
     keep = bool(getattr(args, "keep", False))
     kiosk = not bool(getattr(args, "no_kiosk", False))
     once = bool(getattr(args, "once", False))
@@ -508,7 +538,9 @@ def run_demo(args: argparse.Namespace) -> int:
             if not keep:
                 stack.callback(_remove_tree, base, created)
             _say(f"Démonstration Balise dans {base} — démarrage :")
-            box = start_demo(stack, base, say=_say)
+            box = start_demo(
+                stack, base, say=_say, first_start=bool(getattr(args, "first_start", False))
+            )
             # PKCS#11 reads SOFTHSM2_CONF once, when the kiosk loads the module in this process.
             saved = {k: os.environ.get(k) for k in box.env if k.startswith(("BALISE_", "SOFTHSM"))}
             os.environ.update({k: box.env[k] for k in saved})

@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--once", action="store_true", help="un seul passage de l'agent, puis tout s'arrête"
     )
+    demo.add_argument(
+        "--mise-en-service",
+        dest="first_start",
+        action="store_true",
+        help="boîtier sans praticien : la borne ouvre l'assistant de mise en service (réglages "
+        "de la BAL dans DIR/mise-en-service.txt)",
+    )
     demo.set_defaults(func=cmd_demo)
     add_kiosk_parser(sub)
     add_backup_parsers(sub)

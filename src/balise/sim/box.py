@@ -21,6 +21,13 @@ def configure_box(ctx: Context, pki: TestPKI, *, mode: str = "test") -> None:
     p.set("rpps", pki.practitioner.rpps, profile="p1")
     p.set("bal_address", BAL, profile="p1")
     p.set("signers.titular", pki.practitioner.signature.cert_pem.read_text(), profile="p1")
+    configure_organisms(ctx, pki)
+
+
+def configure_organisms(ctx: Context, pki: TestPKI) -> None:
+    """CPAM 01 422 000 with the AMO and AMC certificates, an AMC organism without certificate
+    (what a box set up with the first-start wizard finds already configured)."""
+    p = ctx.params
     ident, kind, regime, caisse, centre, address = CPAM
     for name, value in (("type", kind), ("regime", regime), ("caisse", caisse), ("centre", centre)):
         p.set(name, value, organism=ident)

@@ -67,6 +67,7 @@ class SetupScreen(KioskScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "go_on", "key.continue", id="setup-continue"),
         Binding("escape", "back", "key.back", id="setup-back"),
+        Binding("c", "demo_card", "key.card_demo", id="setup-demo-card"),
     ]
 
     def __init__(self) -> None:
@@ -113,6 +114,8 @@ class SetupScreen(KioskScreen):
         self.query_one("#setup-error", Static).update(words)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "demo_card":
+            return self.kiosk.demo is not None and self.step == "card"
         if self.busy:
             return None
         if action == "go_on":
@@ -440,6 +443,13 @@ class SetupScreen(KioskScreen):
         elif self.step == "done":
             self.passphrase = ""  # shown once
             self.dismiss(None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="demo")
+    def action_demo_card(self) -> None:
+        demo = self.kiosk.demo
+        if demo is not None:
+            words = demo.toggle_card()
+            self.app.call_from_thread(self.notify, words, timeout=3)
 
     def action_back(self) -> None:
         if self.step in ("card", "done"):
