@@ -29,14 +29,14 @@ SAMPLES: list[object] = [
     False,
     0,
     -12345678901234567890,
-    "é\u00e0\u2028\x00\x1f\"\\/ \U0001f600 \ud800",
+    'é\u00e0\u2028\x00\x1f"\\/ \U0001f600 \ud800',
     {"a": {}, "b": [], "c": [{}], "d": [[]], "e": {"f": [1, [2, {"g": None}]]}},
     (1, "deux", (3,)),
     {"lot": "001", "paiements": [{"amo": {"demande": 4000, "etat": "P"}, "motifs": []}]},
     {"enum": Colour.RED, "int_enum": Level.HIGH, Colour.RED: "key that is a str subclass"},
     # Left to json.dumps itself: floats and keys that are not strings.
     {"float": 1.5, "nan": float("nan"), "inf": float("inf")},
-    {1: "one", None: "none", True: "yes", 2.5: "x"},
+    {1: "one", None: "none", False: "no", 2.5: "x"},
 ]
 
 

@@ -449,6 +449,125 @@ def _decode_base64(part: Message) -> bytes | UnknownReason:
         return UnknownReason.BAD_ENCODING
 
 
+# A header line as the standard parser reads it: a name of printable characters but ":" and
+# space, then ":" (its headerRE, with a non-empty name).
+_HEADER_LINE_RE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
+
+
+def _fast_headers(
+    lines: list[str], at: int, separator: str | None = None
+) -> tuple[list[tuple[str, str]], int] | None:
+    """The header fields of the entity starting at ``lines[at]`` as the standard parser (policy
+    compat32) stores them, and the index of its first body line; None for anything but plain
+    fields (folded ones included) ended by an empty line, or for a line starting with the
+    enclosing multipart's ``separator``."""
+    fields: list[tuple[str, str]] = []
+    current: list[str] = []
+    while at < len(lines):
+        line = lines[at]
+        at += 1
+        if separator is not None and line.startswith(separator):
+            return None
+        if line in ("\r\n", "\n"):
+            if current:
+                fields.append(_compat32_field(current))
+            return fields, at
+        if line[0] in " \t":
+            if not current:
+                return None
+            current.append(line)
+            continue
+        if line.startswith("From ") or _HEADER_LINE_RE.match(line) is None:
+            return None
+        if current:
+            fields.append(_compat32_field(current))
+        current = [line]
+    return None  # no empty line: the standard parser's defects, left to it
+
+
+def _compat32_field(source: list[str]) -> tuple[str, str]:
+    # email.policy.compat32.header_source_parse, verbatim.
+    name, value = source[0].split(":", 1)
+    value = value.lstrip(" \t") + "".join(source[1:])
+    return name, value.rstrip("\r\n")
+
+
+def _entity(fields: list[tuple[str, str]]) -> Message:
+    entity = Message(policy=email_policy.compat32)
+    for name, value in fields:
+        entity.set_raw(name, value)
+    return entity
+
+
+def _fast_tree(raw: bytes) -> Message | None:
+    """The tree ``BytesParser(policy=compat32).parsebytes(raw)`` builds, for the plain shape of
+    a return (ASCII, CRLF or LF line ends, plain header fields; a single part, or one
+    multipart/mixed of single parts with exact boundary lines and a closing one), built without
+    the standard parser's line machinery and its regular expression compiled for every
+    boundary (most of a purge's analysis time). None for any other shape: the standard parser
+    reads those. The two are checked against each other in tests/test_classify_fast.py."""
+    if not raw.isascii() or raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    text = raw.decode("ascii")
+    lines = [line + "\n" for line in text.split("\n")]
+    if lines[-1] == "\n":
+        lines.pop()  # the text ended with a line end
+    else:
+        lines[-1] = lines[-1][:-1]  # a last line without one
+    parsed = _fast_headers(lines, 0)
+    if parsed is None:
+        return None
+    fields, at = parsed
+    root = _entity(fields)
+    maintype = root.get_content_maintype()
+    if maintype == "message":
+        return None
+    if maintype != "multipart":
+        root.set_payload("".join(lines[at:]))
+        return root
+    if root.get_content_type() != "multipart/mixed" or len(root.get_all("content-type", [])) != 1:
+        return None
+    boundary = root.get_boundary()
+    if not boundary:
+        return None
+    separator = "--" + boundary
+    opening = (separator + "\r\n", separator + "\n")
+    closing = (separator + "--\r\n", separator + "--\n", separator + "--")
+    # The preamble: up to the first boundary line; nothing in it may look like one.
+    while at < len(lines) and not lines[at].startswith(separator):
+        at += 1
+    if at >= len(lines) or lines[at] not in opening:
+        return None
+    at += 1
+    while True:
+        parsed = _fast_headers(lines, at, separator)
+        if parsed is None:
+            return None
+        fields, at = parsed
+        part = _entity(fields)
+        if part.get_content_maintype() in ("multipart", "message"):
+            return None
+        start = at
+        while at < len(lines) and not lines[at].startswith(separator):
+            at += 1
+        if at >= len(lines):
+            return None  # no closing boundary
+        body = "".join(lines[start:at])
+        # The line end before a boundary belongs to the boundary (RFC 2046).
+        if body.endswith("\r\n"):
+            body = body[:-2]
+        elif body.endswith("\n"):
+            body = body[:-1]
+        part.set_payload(body)
+        root.attach(part)
+        boundary_line = lines[at]
+        at += 1
+        if boundary_line in closing:
+            return root  # what follows is the epilogue, which nothing reads
+        if boundary_line not in opening or at >= len(lines) or lines[at].startswith(separator):
+            return None  # boundary with trailing blanks, or an empty part: the parser's own ways
+
+
 def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
     """Apply the ordered rules of PROFILE.md §4 to one raw RFC 5322 message. Never raises."""
     # 1. Size first, so that no parser ever sees more than size_cap bytes.
@@ -470,7 +589,7 @@ def classify_message(raw: bytes, policy: ClassifyPolicy) -> Classification:
     if _too_complex(raw, policy):
         return _unknown(UnknownReason.MIME_TOO_COMPLEX, raw, meta)
     try:
-        root = BytesParser(policy=email_policy.compat32).parsebytes(raw)
+        root = _fast_tree(raw) or BytesParser(policy=email_policy.compat32).parsebytes(raw)
     except (email.errors.MessageError, ValueError, LookupError, TypeError, RecursionError):
         return _unknown(UnknownReason.MALFORMED, raw, meta)
     walked = _walk(root, policy)
