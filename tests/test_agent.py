@@ -164,7 +164,9 @@ def test_a_failing_step_is_journaled_alerted_and_the_loop_goes_on(box: Box, tls_
     done = box.env.run("agent", "--max-cycles", "3", "--interval-scale", "0.01")
 
     assert done.returncode == 0, done.stderr
-    assert "purge:p1" in done.stdout and "échec" in done.stdout
+    # The agent speaks through logging: stderr lines with their code outside systemd.
+    assert "purge:p1" in done.stderr and "échec" in done.stderr
+    assert "balise-agent: avertissement :" in done.stderr and "[POP3_" in done.stderr
     assert [lot.state for lot in ctx.lots.lots() if lot.lot_number == "051"] == [LotState.READY]
     failures = [e for e in ctx.journal.entries() if e.kind == "agent.step_failed"]
     assert failures and all(e.subject == "agent:purge:p1" for e in failures)
@@ -189,11 +191,11 @@ def test_sigterm_during_a_long_run_exits_cleanly(
 
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=15)
 
     assert proc.returncode == 0, err
     assert time.monotonic() - began < 10
-    assert "arrêté" in out
+    assert "arrêté" in err
     status = json.loads((box.env.home / STATUS_FILE).read_text(encoding="utf-8"))
     assert status["state"] == "arrêté"
     assert journal_kinds(box)[-1] == "agent.stopped"
@@ -209,7 +211,7 @@ def test_the_purge_lock_holds_across_processes(
         agent = box.env.run("agent", "--once")
         assert dovecot.maildir_count("bal1") == 1
     assert purge.returncode == 1 and "[PURGE_LOCKED]" in purge.stderr
-    assert agent.returncode == 0 and "déjà en cours" in agent.stdout
+    assert agent.returncode == 0 and "déjà en cours" in agent.stderr
     assert box.env.run("agent", "--once").returncode == 0
     assert dovecot.maildir_count("bal1") == 0
 
@@ -238,7 +240,7 @@ def test_two_processes_sending_never_send_a_lot_twice(
     agent = box.env.run("agent", "--once")
     _out, err = sender.communicate(timeout=60)
     assert sender.returncode == 0, err
-    assert "envoi déjà en cours" in agent.stdout, agent.stdout
+    assert "envoi déjà en cours" in agent.stderr, agent.stderr
 
     # Two processes started together on fresh lots.
     second = sign_lots(ctx, pki, range(7, 13))

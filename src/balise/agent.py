@@ -5,12 +5,22 @@ Every step is guarded: a failure is journaled (and alerted once per streak) in w
 backs off exponentially and the loop goes on. SIGTERM (``stop()``) lets the current step finish.
 A small JSON status file (``agent-status.json`` in the data dir) tells the kiosk the last and next
 purge per profile and the network state.
+
+What the agent does goes through stdlib ``logging`` (logger ``balise.agent``), each record with a
+stable code (``extra={"code": ...}``, the system journal's ``BALISE_CODE``) and a priority a
+technician filters on: routine work at info, a failed step or an alert at warning, what puts the
+box itself at risk (a full disk, a bug, the journal or an alert not written) at error. Words only:
+never an exception's message from outside Balise, never a Python repr, never a secret. Under
+systemd (``Type=notify``) the loop tells the manager it is ready, pings the watchdog between steps
+and inside the long ones (each purged message, each backup chunk, each deposited lot), and shows
+the last purge, the last send and the alerts waiting as its status line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -21,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from balise.adapters.systemd import Notifier
 from balise.backup_wiring import backup_service, default_destinations, retention_service
 from balise.bootstrap import Context
 from balise.domain.errors import BaliseError
@@ -44,6 +55,13 @@ NETWORK_ALERT_AFTER = 3
 BUSY_CODES = frozenset({"PURGE_LOCKED", "SEND_LOCKED"})
 WAITING_FR = "en attente de réseau"
 WAITING_EN = "waiting for the network"
+# A failure that puts the box itself at risk (or a bug): error, not warning.
+ERROR_CODES = frozenset({"INTERNAL", "DISK_FULL"})
+
+log = logging.getLogger("balise.agent")
+# Not configured (the demo, a test): said nowhere by default — never Python's last-resort stderr
+# line, which would land on a kiosk's screen. `balise agent` configures it (adapters.systemd).
+log.addHandler(logging.NullHandler())
 
 Network = Literal["ok", "waiting", "unknown"]
 
@@ -63,6 +81,7 @@ class StepHealth:
 class ProfileStatus:
     last_purge: str | None = None
     next_purge: str | None = None
+    last_send: str | None = None
     purge_fr: str | None = None
     purge_en: str | None = None
     send_fr: str | None = None
@@ -103,14 +122,18 @@ class Agent:
         log: Callable[[str], None] | None = None,
         purge_factory: Callable[[], PurgeService] | None = None,
         transmission: TransmissionService | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """``log`` also gets each record's words (the demo shows them); the records themselves
+        go to the ``balise.agent`` logger. ``notifier`` speaks to systemd (none: silent)."""
         if not interval_scale > 0:
             raise ValueError("interval_scale must be > 0")
         self._ctx = ctx
         self._env = env
         self._scale = interval_scale
         self.status_path = status_path or ctx.data_dir / STATUS_FILE
-        self._log = log or (lambda _line: None)
+        self._echo = log or (lambda _line: None)
+        self._notifier = notifier or Notifier({})
         self._purge_factory = purge_factory or (lambda: ctx.purge(env=env))
         self._purge: PurgeService | None = None
         self._transmission = transmission or ctx.transmission()
@@ -131,6 +154,37 @@ class Agent:
         """Ask the loop to end after the step in progress (safe from a signal handler)."""
         self._stop.set()
 
+    # -- what the agent says ----------------------------------------------------------------
+
+    def _say(
+        self,
+        level: int,
+        code: str,
+        words: str,
+        *,
+        exc: BaseException | None = None,
+        **fields: str | int | None,
+    ) -> None:
+        """One record: words, a stable code, a priority; ``fields`` become journal fields."""
+        extra = {"code": code, "fields": {k: v for k, v in fields.items() if v is not None}}
+        log.log(level, words, exc_info=exc, extra=extra, stacklevel=2)
+        self._echo(words if f"[{code}]" in words else f"{words} [{code}]")
+
+    def _alive(self, *_args: object) -> None:
+        """The watchdog's ping: between steps and inside the long ones (rate-limited)."""
+        self._notifier.watchdog()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait between cycles, still pinging the watchdog if its interval is shorter."""
+        deadline = time.monotonic() + seconds
+        slice_s = self._notifier.watchdog_s / 3 if self._notifier.watchdog_s else seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, slice_s))
+            self._alive()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -146,18 +200,34 @@ class Agent:
         try:
             self._ctx.journal.append("agent.started", "agent", {"pid": os.getpid()})
         except BaliseError as exc:  # a full disk: the loop still starts and retries its steps
-            self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
+            self._journal_failed(exc)
+        limit = max_cycles or "sans limite"
+        self._say(logging.INFO, "AGENT_STARTED", f"service de fond démarré (cycles : {limit})")
+        self._notifier.ready(self.status_line())
         try:
             while not self.stopping and (max_cycles is None or self.cycles < max_cycles):
                 reports = [*reports[-9:], self.cycle()]
                 if max_cycles is not None and self.cycles >= max_cycles:
                     break
-                self._stop.wait(TICK_S * self._scale)
+                self._sleep(TICK_S * self._scale)
         finally:
+            self._notifier.stopping("arrêt en cours")
             self.close()
             self._write_status("arrêté")
-            self._ctx.journal.append("agent.stopped", "agent", {"cycles": self.cycles})
+            try:
+                self._ctx.journal.append("agent.stopped", "agent", {"cycles": self.cycles})
+            except BaliseError as exc:
+                self._journal_failed(exc)
+            self._say(
+                logging.INFO,
+                "AGENT_STOPPED",
+                f"service de fond arrêté après {self.cycles} cycle(s)",
+                cycles=self.cycles,
+            )
         return reports
+
+    def _journal_failed(self, exc: BaliseError) -> None:
+        self._say(logging.ERROR, exc.code, f"journal non écrit : {exc.fr}")
 
     # -- one cycle --------------------------------------------------------------------------
 
@@ -200,37 +270,55 @@ class Agent:
         if now < health.retry_at:
             report.skipped.append(step)
             return
+        self._alive()
         try:
             action()
         except Exception as exc:  # noqa: BLE001 — one step's failure never stops the loop
             code, fr, en = _words(exc)
             if code in BUSY_CODES:
                 report.skipped.append(step)
-                self._log(f"{step} : {fr}")
+                self._say(logging.INFO, code, f"{step} : {fr}", step=step)
                 return
             health.failures += 1
             delay = min(TICK_S * self._scale * 2**health.failures, MAX_BACKOFF_S * self._scale)
             health.retry_at = now + delay
             health.code, health.fr, health.en = code, fr, en
             report.failed.append(step)
-            self._failed(step, health, delay)
+            self._failed(step, health, delay, exc)
             return
+        finally:
+            self._alive()
         if health.failures:
-            self._log(f"{step} : rétabli après {health.failures} échec(s)")
+            self._say(
+                logging.INFO,
+                "STEP_RECOVERED",
+                f"étape « {step} » rétablie après {health.failures} échec(s)",
+                step=step,
+                failures=health.failures,
+            )
             try:
                 self._ctx.journal.append(
                     "agent.step_recovered", f"agent:{step}", {"after_failures": health.failures}
                 )
             except BaliseError as exc:
-                self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
+                self._journal_failed(exc)
                 return
         self._health[step] = StepHealth()
 
-    def _failed(self, step: str, health: StepHealth, delay: float) -> None:
+    def _failed(self, step: str, health: StepHealth, delay: float, exc: BaseException) -> None:
         retry = self._ctx.clock.now() + timedelta(seconds=delay)
         words = f"étape « {step} » en échec ({health.failures} fois de suite) : {health.fr}"
         words_en = f"step '{step}' failed ({health.failures} times in a row): {health.en}"
-        self._log(f"{words} [{health.code}] ; nouvel essai à {retry:%H:%M:%S}")
+        code = health.code or "INTERNAL"
+        self._say(
+            logging.ERROR if code in ERROR_CODES else logging.WARNING,
+            code,
+            f"{words} [{code}] ; nouvel essai à {retry:%H:%M:%S}",
+            # Where a bug was raised (type and lines, never its message); a BaliseError is words.
+            exc=None if isinstance(exc, BaliseError) else exc,
+            step=step,
+            failures=health.failures,
+        )
         try:  # a full disk refuses the journal line too: the log above says it, the loop goes on
             self._ctx.journal.append(
                 "agent.step_failed",
@@ -242,8 +330,8 @@ class Agent:
                     "retry_at": retry.isoformat(timespec="seconds"),
                 },
             )
-        except BaliseError as exc:
-            self._log(f"journal non écrit : {exc.fr} [{exc.code}]")
+        except BaliseError as journal_exc:
+            self._journal_failed(journal_exc)
             return
         network = health.code in NETWORK_CODES
         if (network and health.failures == NETWORK_ALERT_AFTER) or (
@@ -257,8 +345,9 @@ class Agent:
                     f"Background service: {words_en}",
                     {"step": step, "code": health.code},
                 )
-            except Exception as exc:  # noqa: BLE001
-                self._log(f"alerte impossible : {_words(exc)[1]}")
+            except Exception as alert_exc:  # noqa: BLE001
+                alert_code, alert_fr, _ = _words(alert_exc)
+                self._say(logging.ERROR, alert_code, f"alerte impossible : {alert_fr}", step=step)
         profile = step.split(":", 1)[1] if ":" in step else None
         if network and profile is not None:
             self._profile(profile).network = "waiting"
@@ -267,15 +356,35 @@ class Agent:
 
     def _intake(self, report: CycleReport) -> None:
         for outcome in self._ctx.intake(self._env).scan_depot():
+            self._alive()  # a depot of many lots is one long step
+            codes = ", ".join(dict.fromkeys(p.code for p in outcome.problems)) or None
             if outcome.accepted:
                 report.taken += 1
-                self._log(f"dépôt : {outcome.name} pris (lot n° {outcome.lot_id})")
+                self._say(
+                    logging.INFO,
+                    "INTAKE_TAKEN",
+                    f"dépôt : {outcome.name} pris (lot n° {outcome.lot_id})",
+                    file=outcome.name,
+                    lot=outcome.lot_id,
+                )
             elif outcome.set_aside is not None:
                 report.refused += 1
-                self._log(f"dépôt : {outcome.name} mis de côté ({outcome.set_aside})")
+                self._say(
+                    logging.WARNING,
+                    "INTAKE_SET_ASIDE",
+                    f"dépôt : {outcome.name} mis de côté ({outcome.set_aside})",
+                    file=outcome.name,
+                    problems=codes,
+                )
             elif not outcome.already:
                 report.refused += 1
-                self._log(f"dépôt : {outcome.name} refusé")
+                self._say(
+                    logging.WARNING,
+                    "INTAKE_REFUSED",
+                    f"dépôt : {outcome.name} refusé" + (f" ({codes})" if codes else ""),
+                    file=outcome.name,
+                    problems=codes,
+                )
 
     def _send_profiles(self) -> list[str]:
         params = self._ctx.params
@@ -292,6 +401,8 @@ class Agent:
         outcome = asyncio.run(service.send_pending(profile))
         report.sent += len(outcome.sent)
         status = self._profile(profile)
+        if outcome.sent:
+            status.last_send = _iso(self._ctx.clock.now())
         if outcome.error_code is None:
             status.send_fr = f"{len(outcome.sent)} lot(s) envoyé(s)"
             status.send_en = f"{len(outcome.sent)} lot(s) sent"
@@ -301,9 +412,18 @@ class Agent:
             if outcome.error_code in NETWORK_CODES:
                 status.network = "waiting"
         if outcome.sent or outcome.waiting:
-            self._log(
+            words = (
                 f"envoi {profile} : {len(outcome.sent)} envoyé(s), {len(outcome.waiting)} en "
                 f"attente" + (f" ({outcome.error_fr})" if outcome.error_fr else "")
+            )
+            self._say(
+                logging.INFO if outcome.error_code is None else logging.WARNING,
+                outcome.error_code or "SEND_DONE",
+                words,
+                step=f"send:{profile}",
+                profile=profile,
+                sent=len(outcome.sent),
+                waiting=len(outcome.waiting),
             )
 
     def _purge_profiles(self) -> list[str]:
@@ -324,7 +444,8 @@ class Agent:
         if self._purge is None:
             self._purge = self._purge_factory()
         try:
-            result = self._purge.run_once(profile)
+            # Each committed message pings the watchdog: a mailbox of thousands is one step.
+            result = self._purge.run_once(profile, self._alive)
         except BaseException:
             # A fresh worker next time: the failure may have been the classifier process.
             self.close()
@@ -334,14 +455,30 @@ class Agent:
         status.purge_fr, status.purge_en = result.words("fr"), result.words("en")
         status.network = "ok"
         if result.total or result.stopped:
-            self._log(f"relève : {result.words()}")
+            self._say(
+                logging.WARNING if result.stopped else logging.INFO,
+                "PURGE_STOPPED" if result.stopped else "PURGE_DONE",
+                f"relève : {result.words()}",
+                step=f"purge:{profile}",
+                profile=profile,
+                deleted=result.deleted,
+            )
+        else:
+            self._say(
+                logging.DEBUG, "PURGE_EMPTY", f"relève {profile} : aucun message", profile=profile
+            )
 
     def _overdue(self) -> None:
         days = self._ctx.params.get("arl_overdue_days")
         tracking = self._ctx.tracking(self._env)
         raised = tracking.check_overdue(days if isinstance(days, int) else 3)
         if raised:
-            self._log(f"{len(raised)} lot(s) sans ARL dans le délai : alerte")
+            self._say(
+                logging.WARNING,
+                "ARL_OVERDUE",
+                f"{len(raised)} lot(s) sans ARL dans le délai : alerte",
+                lots=len(raised),
+            )
         now = self._ctx.clock.now()
         certs = tracking.check_certificates(
             [
@@ -351,7 +488,12 @@ class Agent:
             ]
         )
         if certs:
-            self._log(f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte")
+            self._say(
+                logging.WARNING,
+                "CERT_EXPIRING",
+                f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte",
+                certificates=len(certs),
+            )
         tracking.publish_pending()
 
     def _housekeeping(self) -> None:
@@ -359,8 +501,24 @@ class Agent:
         own when plugged in, see backup_wiring), then evidence retention once a day."""
         if self._backup is None:
             self._backup = backup_service(self._ctx)
-        for result in self._backup.run_daily(default_destinations(self._ctx)):
-            self._log(f"sauvegarde : {result}")
+        for result in self._backup.run_daily(default_destinations(self._ctx), on_chunk=self._alive):
+            if result.ok:
+                self._say(
+                    logging.INFO,
+                    "BACKUP_DONE",
+                    f"sauvegarde écrite : {result.path or result.dest} ({_size(result.size)})",
+                    dest=result.dest,
+                    size=result.size,
+                )
+            else:
+                code = result.error_code or "BACKUP_FAILED"
+                self._say(
+                    logging.ERROR if code in ERROR_CODES else logging.WARNING,
+                    code,
+                    f"sauvegarde vers {result.dest} impossible : {result.error_fr or code}",
+                    step="housekeeping",
+                    dest=result.dest,
+                )
         now = self._ctx.clock.now()
         if self._last_retention is None or now - self._last_retention >= timedelta(days=1):
             retention_service(self._ctx).run(now)
@@ -384,7 +542,12 @@ class Agent:
         outcomes = service.fetch_all()
         for outcome in outcomes:
             if not outcome.ok or outcome.kind == "stored":
-                self._log(f"liste de révocation {outcome.url} : {outcome.fr}")
+                self._say(
+                    logging.INFO if outcome.ok else logging.WARNING,
+                    f"CRL_{outcome.kind.upper()}",
+                    f"liste de révocation {outcome.url} : {outcome.fr}",
+                    url=outcome.url,
+                )
         self._crl_alerts(service.status())
         if outcomes and not any(o.ok for o in outcomes):
             self._next_crl = min(self._next_crl, now + timedelta(hours=1))
@@ -407,7 +570,12 @@ class Agent:
         outcomes = service.refresh(due)
         for outcome in outcomes:
             if outcome.kind != "unchanged":
-                self._log(f"annuaire, organisme {outcome.organism} : {outcome.fr}")
+                self._say(
+                    logging.INFO if outcome.ok or outcome.kind == "skipped" else logging.WARNING,
+                    f"DIRECTORY_{outcome.kind.upper()}",
+                    f"annuaire, organisme {outcome.organism} : {outcome.fr}",
+                    organism=outcome.organism,
+                )
         failed = [o for o in outcomes if not o.ok and o.kind != "skipped"]
         if failed and len(failed) == len([o for o in outcomes if o.kind != "skipped"]):
             raise BaliseError(
@@ -455,6 +623,7 @@ class Agent:
             profiles[profile] = {
                 "last_purge": s.last_purge,
                 "next_purge": s.next_purge,
+                "last_send": s.last_send,
                 "purge_fr": s.purge_fr,
                 "purge_en": s.purge_en,
                 "send_fr": s.send_fr,
@@ -486,16 +655,58 @@ class Agent:
             "failing_steps": steps,
         }
 
+    def status_line(self) -> str:
+        """What ``systemctl status balise-agent`` shows: last purge, last send, alerts waiting."""
+        purges = sorted(
+            ((s.last_purge, p) for p, s in self._profiles.items() if s.last_purge), reverse=True
+        )
+        sends = sorted(
+            ((s.last_send, p) for p, s in self._profiles.items() if s.last_send), reverse=True
+        )
+        parts = [
+            f"dernière relève : {_short(purges[0][0])} ({purges[0][1]})"
+            if purges
+            else "aucune relève",
+            f"dernier envoi : {_short(sends[0][0])} ({sends[0][1]})" if sends else "aucun envoi",
+        ]
+        try:
+            waiting = len(self._ctx.returns_store.alerts())
+            parts.append(f"{waiting} alerte(s) en attente")
+        except Exception:  # noqa: BLE001 — the status line never stops the loop
+            parts.append("alertes illisibles")
+        failing = sorted(name for name, h in self._health.items() if h.failures)
+        if failing:
+            parts.append("en échec : " + ", ".join(failing))
+        return " ; ".join(parts)
+
     def _write_status(self, state: str) -> None:
+        if state != "arrêté":
+            self._notifier.status(self.status_line())
         try:
             data = self.status(state)
             write_status(self.status_path, data)
         except Exception as exc:  # noqa: BLE001 — the status is a courtesy, never a reason to stop
-            self._log(f"fichier d'état non écrit : {_words(exc)[1]}")
+            code, fr, _ = _words(exc)
+            bug = None if isinstance(exc, BaliseError) else exc
+            self._say(logging.ERROR, code, f"fichier d'état non écrit : {fr}", exc=bug)
 
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds")
+
+
+def _short(iso: str) -> str:
+    """``2026-03-04T10:05:00+01:00`` as ``04/03 10:05``."""
+    try:
+        return f"{datetime.fromisoformat(iso):%d/%m %H:%M}"
+    except ValueError:
+        return iso
+
+
+def _size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} Mio".replace(".", ",")
+    return f"{max(size // 1024, 1)} kio"
 
 
 def write_status(path: Path, data: Mapping[str, Any]) -> None:

@@ -1,16 +1,25 @@
-"""`balise agent`: the background service (intake, sending retries, purge loop, overdue ARLs)."""
+"""`balise agent`: the background service (intake, sending retries, purge loop, overdue ARLs).
+
+What it does goes to the system journal when systemd runs it (one record per event, with its
+priority and a BALISE_CODE field), else to stderr as lines for a person; it tells systemd when it
+is ready, pings the watchdog and keeps its status line (``Type=notify``, see balise-agent.service).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from types import FrameType
 
-from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context, _out
-from balise.domain.errors import ValidationError
+from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context
+from balise.domain.errors import BaliseError, ValidationError
+
+IDENTIFIER = "balise-agent"
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from balise.adapters.systemd import Notifier, configure_logging
     from balise.agent import Agent
 
     scale = float(args.interval_scale)
@@ -22,25 +31,35 @@ def cmd_agent(args: argparse.Namespace) -> int:
     max_cycles = 1 if args.once else args.max_cycles
     if max_cycles is not None and max_cycles < 1:
         raise ValidationError("--max-cycles : au moins 1", "--max-cycles: at least 1")
-    ctx = _context(args)
+    configure_logging(IDENTIFIER)
+    log = logging.getLogger("balise.agent")
+    notifier = Notifier()
     try:
-        agent = Agent(ctx, interval_scale=scale, log=_out)
+        ctx = _context(args)
+    except BaliseError as exc:  # said at its priority too (the command's own line is info)
+        log.error("démarrage impossible : %s", exc.fr, extra={"code": exc.code})
+        raise
+    try:
+        agent = Agent(ctx, interval_scale=scale, notifier=notifier)
 
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
             agent.stop()  # the step in progress finishes; the loop then ends
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            _out(f"service de fond démarré (cycles : {max_cycles or 'sans limite'})")
             reports = agent.run(max_cycles=max_cycles)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
         ctx.close()
+        notifier.close()
     last = reports[-1] if reports else None
-    _out(f"service de fond arrêté après {agent.cycles} cycle(s)")
     if args.once and last is not None and last.failed:
-        _out("étapes en échec : " + ", ".join(last.failed))
+        log.warning(
+            "étapes en échec : %s",
+            ", ".join(last.failed),
+            extra={"code": "AGENT_STEPS_FAILED", "fields": {"steps": ",".join(last.failed)}},
+        )
         return EXIT_PROBLEM
     return EXIT_OK

@@ -97,10 +97,12 @@ class BackupService:
         keep: int | None = None,
         *,
         force: bool = False,
+        on_chunk: Callable[[int], None] | None = None,
     ) -> list[DestinationResult]:
         """The agent's hook: back up to each destination whose last good archive is a day old
         (every one with ``force``); prune to the newest ``keep``; then check the age alert. Never
-        raises for one destination's failure (it is journaled, and the others still get theirs)."""
+        raises for one destination's failure (it is journaled, and the others still get theirs).
+        ``on_chunk`` is called as the archive grows (the agent pings its watchdog there)."""
         results: list[DestinationResult] = []
         now = self._clock.now()
         # After a failed round, wait before the next try: an agent calling every cycle must not
@@ -110,7 +112,7 @@ class BackupService:
         # key plugged this morning) counts for the age shown, but must not postpone this one.
         due = [d for d in dest_dirs if force or (retry_ok and self._due(d, now))]
         if due:
-            results = [self._one(dest, keep, None, None)[0] for dest in due]
+            results = [self._one(dest, keep, None, on_chunk)[0] for dest in due]
             self._failed_at = None if all(r.ok for r in results) else now
         self.check_age()
         return results
