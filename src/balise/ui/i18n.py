@@ -252,7 +252,8 @@ FR: dict[str, str] = {
     "setup.step.organisms": "5. Organismes destinataires",
     "setup.step.summary": "6. Récapitulatif",
     "setup.step.done": "Mise en service terminée",
-    "setup.card.insert": "Insérez votre carte CPS dans le lecteur.",
+    "setup.card.insert": "Insérez votre carte CPS dans le lecteur. (Échap : accueil, où T mène "
+    "au mode technicien et I rouvre cet assistant.)",
     "setup.card.reading": "Lecture de la carte…",
     "setup.card.unreadable": "La carte ne se lit pas : {why}",
     "setup.card.who": "Carte de {name} (RPPS {rpps})",
@@ -557,7 +558,8 @@ EN: dict[str, str] = {
     "setup.step.organisms": "5. Organisms",
     "setup.step.summary": "6. Summary",
     "setup.step.done": "Setup complete",
-    "setup.card.insert": "Insert your CPS card in the reader.",
+    "setup.card.insert": "Insert your CPS card in the reader. (Escape: Accueil, where T leads to "
+    "technician mode and I opens this wizard again.)",
     "setup.card.reading": "Reading the card…",
     "setup.card.unreadable": "The card cannot be read: {why}",
     "setup.card.who": "Card of {name} (RPPS {rpps})",

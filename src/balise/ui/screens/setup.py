@@ -127,7 +127,7 @@ class SetupScreen(KioskScreen):
                 self.step == "organisms" and bool(self.organisms)
             )
         if action == "back":
-            return self.step not in ("card", "done")
+            return self.step != "done"
         return True
 
     def _busy(self, busy: bool) -> None:
@@ -452,7 +452,11 @@ class SetupScreen(KioskScreen):
             self.app.call_from_thread(self.notify, words, timeout=3)
 
     def action_back(self) -> None:
-        if self.step in ("card", "done"):
+        if self.step == "done":
+            return
+        if self.step == "card":  # back to Accueil (I opens the wizard again; T: technician)
+            self.forget()
+            self.dismiss(None)
             return
         previous = ORDER[ORDER.index(self.step) - 1]
         if previous == "card":
