@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring  # the C function when the accelerator is there
+from typing import cast
 
 _SEP = ": "
 
@@ -30,16 +31,29 @@ def dumps_indented(value: object, indent: int = 1) -> str:
     return "".join(out)
 
 
+def _scalar(value: object) -> str | None:
+    """The text of a plain scalar (exact types: the common case), else None."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(cast(str, value))
+    if kind is int:
+        return int.__repr__(cast(int, value))
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return None
+
+
 def _emit(value: object, newline: str, step: str, out: list[str], depth: int) -> None:
-    if isinstance(value, str):
+    text = _scalar(value)
+    if text is not None:
+        out.append(text)
+    elif isinstance(value, str):
         out.append(encode_basestring(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
+    elif isinstance(value, int) and not isinstance(value, bool):
         out.append(int.__repr__(value))
     elif isinstance(value, dict):
         if not value:
@@ -48,16 +62,21 @@ def _emit(value: object, newline: str, step: str, out: list[str], depth: int) ->
         if depth > 200:
             raise _Fallback  # json.dumps says what it thinks of it
         inner = newline + step
+        after = "," + inner
         out.append("{")
         first = True
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _Fallback
-            out.append(inner if first else "," + inner)
+            out.append(inner if first else after)
             first = False
             out.append(encode_basestring(key))
             out.append(_SEP)
-            _emit(item, inner, step, out, depth + 1)
+            text = _scalar(item)
+            if text is not None:
+                out.append(text)
+            else:
+                _emit(item, inner, step, out, depth + 1)
         out.append(newline + "}")
     elif isinstance(value, list | tuple):
         if not value:
@@ -66,12 +85,17 @@ def _emit(value: object, newline: str, step: str, out: list[str], depth: int) ->
         if depth > 200:
             raise _Fallback
         inner = newline + step
+        after = "," + inner
         out.append("[")
         first = True
         for item in value:
-            out.append(inner if first else "," + inner)
+            out.append(inner if first else after)
             first = False
-            _emit(item, inner, step, out, depth + 1)
+            text = _scalar(item)
+            if text is not None:
+                out.append(text)
+            else:
+                _emit(item, inner, step, out, depth + 1)
         out.append(newline + "]")
     else:
         raise _Fallback  # floats, and what json.dumps converts or refuses
