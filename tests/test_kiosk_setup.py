@@ -17,12 +17,14 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from balise.bootstrap import Context, open_context
+from balise.domain.errors import ValidationError
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
 from balise.kiosk_wiring import WiredBackend, build_backend
+from balise.services.setup import OrganismPlan, SetupPlan
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
-from balise.sim.pki import Practitioner, TestPKI
+from balise.sim.pki import Practitioner, SesamVitalePKI, TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.sim.softhsm import SoftHSM
 from balise.ui.app import BaliseApp
@@ -38,6 +40,7 @@ from tests.support.kiosk_support import ScriptedCards, ScriptedReaders, real_sig
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import LOOPBACKS, SMTP_PASSWORD, SMTP_USER, TlsCA
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
+from tests.support.slapd_support import Slapd
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.mail]
 
@@ -379,3 +382,39 @@ async def test_a_server_certificate_from_another_ca_is_said_so(fresh: Fresh) -> 
         assert screen.body_text.count("certificat du serveur non reconnu") == 2
         assert "Échap : corriger les réglages." in screen.body_text
     assert not any(c.upper().startswith("AUTH") for c in fresh.smtp.commands)
+
+
+def test_the_organisms_certificates_come_from_the_directory_when_there_is_one(
+    fresh: Fresh, pki: TestPKI, slapd: Slapd, sesam_vitale: SesamVitalePKI
+) -> None:
+    cn = "01422@422.01.rss.fr"
+    plan = SetupPlan(
+        bal_address=SMTP_USER,
+        bal_password=SMTP_PASSWORD,
+        smtp_host="127.0.0.1",
+        smtp_port=str(fresh.smtp.port),
+        smtp_tls="implicit",
+        pop3_host="127.0.0.1",
+        pop3_port=str(fresh.pop3.pop3s_port),
+        pop3_tls="implicit",
+        emitter_number=EMITTER,
+        organisms=(OrganismPlan("cpam422", "CP", "01", "422", "000", cn, ""),),
+    )
+    backend = fresh.backend
+    backend.start_card_watch(lambda _event: None)
+    assert backend.card_check().ok
+    backend.prove_card(bytearray(TEST_PIN.encode()), "test")
+    # No directory: the organism's certificates must come from a USB key.
+    with pytest.raises(ValidationError) as refused:
+        backend.complete_setup(plan)
+    assert "chemin absolu du fichier PEM" in refused.value.fr
+    assert fresh.ctx.params.ids(Scope.PROFILE) == []
+
+    params = fresh.ctx.params
+    params.set("sesam_vitale_roots", sesam_vitale.ca.cert_pem.read_text())
+    params.set("sesam_vitale_directory", slapd.url)
+    organism = sesam_vitale.issue_organism(cn)
+    slapd.publish(cn, [organism.cert_der.read_bytes()])
+    assert backend.complete_setup(plan)  # the recovery passphrase
+    assert params.get("recipient_certs", organism="cpam422") is None  # nobody pasted one
+    assert fresh.ctx.organism_certs().recipient_pems("cpam422") == [organism.cert_pem.read_text()]

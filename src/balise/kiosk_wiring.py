@@ -4,6 +4,7 @@ behind the ``KioskBackend`` the screens call (the UI never sees an adapter)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
@@ -657,7 +658,12 @@ class WiredBackend:
                 "connection test failed, nothing saved: " + "; ".join(test.lines_en),
                 code="MAIL_TEST_FAILED",
             )
-        pems = {org.ident: read_pem_file(org.pem_path) for org in plan.organisms}
+        with self._lock:
+            directory = self.ctx.params.get("sesam_vitale_directory")
+        pems = {}
+        for org in plan.organisms:
+            if org.pem_path.strip() or not directory:
+                pems[org.ident] = read_pem_file(org.pem_path)
         with self._lock:
             if self.ctx.params.ids(Scope.PROFILE):
                 raise StateError(
@@ -678,6 +684,12 @@ class WiredBackend:
                 "profile:p1",
                 {"by": identity.rpps, "organisms": [o.ident for o in plan.organisms]},
             )
+            from_directory = [o.ident for o in plan.organisms if o.ident not in pems]
+            if from_directory:
+                # At once rather than at the agent's next weekly refresh; journaled (and alerted
+                # when refused) by the organisms' service, retried by the agent when unreachable.
+                with contextlib.suppress(BaliseError):
+                    self.ctx.organism_certs().refresh(from_directory)
         return passphrase
 
     def _my_profile(self, identity: CardIdentity) -> str:

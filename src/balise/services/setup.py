@@ -27,7 +27,7 @@ class OrganismPlan:
     caisse: str
     centre: str
     address: str
-    pem_path: str  # the encryption certificates, a PEM file on a USB key
+    pem_path: str  # the encryption certificates, a PEM file on a USB key ("": the directory's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,8 @@ def setup_changes(
             ("caisse", org.caisse),
             ("centre", org.centre),
             ("address", org.address),
-            ("recipient_certs", organism_pems.get(org.ident, "")),
         ):
             changes.append(Change(name, raw, organism=org.ident))
+        if org.ident in organism_pems:  # else fetched from the SESAM-Vitale directory
+            changes.append(Change("recipient_certs", organism_pems[org.ident], organism=org.ident))
     return changes

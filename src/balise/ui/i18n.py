@@ -279,7 +279,8 @@ FR: dict[str, str] = {
     "setup.f.org_caisse": "Caisse (3 chiffres)",
     "setup.f.org_centre": "Centre (3 chiffres)",
     "setup.f.org_address": "Adresse de l'organisme",
-    "setup.f.org_pem": "Certificats de chiffrement : chemin du fichier PEM sur la clé USB",
+    "setup.f.org_pem": "Certificats de chiffrement : chemin du fichier PEM sur la clé USB "
+    "(vide quand l'annuaire SESAM-Vitale est configuré : le boîtier les y cherche)",
     "setup.test.running": "Test de connexion aux serveurs (rien n'est envoyé)…",
     "setup.test.ok": "Connexion réussie. Entrée : continuer.",
     "setup.test.failed": "Échap : corriger les réglages.",
@@ -585,7 +586,8 @@ EN: dict[str, str] = {
     "setup.f.org_caisse": "Caisse (3 digits)",
     "setup.f.org_centre": "Centre (3 digits)",
     "setup.f.org_address": "Organism address",
-    "setup.f.org_pem": "Encryption certificates: path of the PEM file on the USB key",
+    "setup.f.org_pem": "Encryption certificates: path of the PEM file on the USB key (empty "
+    "when the SESAM-Vitale directory is configured: the box fetches them there)",
     "setup.test.running": "Testing the servers (nothing is sent)…",
     "setup.test.ok": "Connection works. Enter: continue.",
     "setup.test.failed": "Escape: correct the settings.",
