@@ -215,7 +215,9 @@ def _recipient_certificate() -> bytes:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+        # Far from its end: an expiry warning would be a problem the agent's journal test did
+        # not set up.
+        .not_valid_after(now + timedelta(days=400))
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
@@ -495,6 +497,44 @@ def test_units_sandboxed_and_still_working(boots: tuple[str, str]) -> None:
     # The classifier's child process under the agent's own seccomp filter, limits and mounts.
     verdict = _facts(boots[1])["classifier-in-agent-sandbox"]
     assert verdict.startswith("unknown SENDER_NOT_ALLOWED child-started 1"), boots[1][-4000:]
+
+
+def _agent_warnings(serial: str) -> list[str]:
+    prefix = "BALISE-TEST-AGENT-WARNING: "
+    return [line.removeprefix(prefix) for line in serial.splitlines() if line.startswith(prefix)]
+
+
+def test_agent_journal_shows_exactly_the_problems_provoked(boots: tuple[str, str]) -> None:
+    """`journalctl -u balise-agent -p warning`: first boot, the backup without a recovery
+    passphrase (set later in that boot); second boot, p1's mailbox where nothing listens."""
+    expected = ({"BACKUP_NO_PASSPHRASE"}, {"POP3_UNREACHABLE"})
+    for serial, codes in zip(boots, expected, strict=True):
+        facts = _facts(serial)
+        assert facts["agent-type"] == "notify"
+        lines = _agent_warnings(serial)
+        found = [re.search(r"\[([A-Z][A-Z0-9_]+)\]", line) for line in lines]
+        assert lines and all(found), serial[-6000:]
+        assert {m.group(1) for m in found if m} == codes, lines
+        # Words and a code, never a Python repr.
+        assert not any(re.search(r"\b[A-Z][A-Za-z]+\([a-z_]+=", line) for line in lines), lines
+        assert facts["journal-sentinel"] == "0"
+    first, second = (_facts(serial) for serial in boots)
+    assert any("sauvegarde vers " in line for line in _agent_warnings(boots[0]))
+    # `systemctl status balise-agent`: last purge, last send, alerts waiting (and what fails).
+    assert "aucun envoi" in first["agent-status"], first["agent-status"]
+    assert "alerte(s) en attente" in first["agent-status"]
+    assert "en échec : purge:p1" in second["agent-status"], second["agent-status"]
+
+
+def test_the_watchdog_restarts_a_stopped_agent(boots: tuple[str, str]) -> None:
+    serial = boots[1]
+    facts = _facts(serial)
+    assert facts["agent-watchdog-usec"] == "20s"  # the test's drop-in (shipped: 10min)
+    assert facts["agent-watchdog-restarted"].startswith("yes"), serial[-6000:]
+    assert facts["agent-watchdog-restarts"] == "1"
+    assert facts["agent-watchdog-old-gone"] == "yes"
+    said = [line for line in serial.splitlines() if line.startswith("BALISE-TEST-AGENT-WATCHDOG: ")]
+    assert any("Watchdog timeout" in line for line in said), said
 
 
 def test_provisioning_spool_cannot_be_swapped_by_the_kiosk_user(boots: tuple[str, str]) -> None:
