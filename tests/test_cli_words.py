@@ -189,7 +189,7 @@ def test_demo_failures_are_words() -> None:
     from balise.demo import failure_words
 
     missing = FileNotFoundError(2, "fichier absent", "/opt/pcscd")
-    assert failure_words(missing)[0] == "/opt/pcscd : fichier absent"
+    assert failure_words(missing)[0] == "/opt/pcscd : fichier ou dossier introuvable"
     failed = subprocess.CalledProcessError(1, ["/usr/sbin/dovecot", "-c", "x"])
     assert failure_words(failed) == ("dovecot a échoué (code 1)", "dovecot failed (status 1)")
     slow = subprocess.TimeoutExpired(["softhsm2-util", "--init-token"], 30)

@@ -28,7 +28,7 @@ from balise.adapters.kek import create_key_file
 from balise.agent import Agent
 from balise.bootstrap import Context, open_context
 from balise.domain.devices import ReaderEvent, UsbReader
-from balise.domain.errors import BaliseError
+from balise.domain.errors import BaliseError, os_error_words
 from balise.domain.lotbuild import build_lot, make_invoices, patch_record
 from balise.sim.box import BAL, CPAM, EMITTER, configure_box, configure_organisms
 from balise.sim.dovecot import DovecotServer
@@ -166,8 +166,8 @@ def failure_words(exc: BaseException) -> tuple[str, str]:
         )
     if isinstance(exc, OSError):
         where = f"{exc.filename} : " if exc.filename else ""
-        words = exc.strerror or "erreur du système"
-        return f"{where}{words}", f"{where}{exc.strerror or 'system error'}"
+        fr, en = os_error_words(exc)
+        return f"{where}{fr}", f"{where}{en}"
     text = " ".join(str(exc).split())[:200] or "erreur inattendue"
     return text, text
 

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from balise.domain.errors import ConfigError, IntegrityError, ValidationError
+from balise.domain.errors import ConfigError, IntegrityError, ValidationError, os_error_words
 
 MAGIC = b"BALSAV\x00\x01"
 FORMAT_PLAIN = 1  # read only: the database itself in the chunks (archives made before format 2)
@@ -470,8 +470,8 @@ def open_archive(path: Path) -> tuple[BinaryIO, Header]:
         handle = path.open("rb")
     except OSError as exc:
         raise ConfigError(
-            f"archive illisible : {path} ({exc.strerror})",
-            f"archive unreadable: {path} ({exc.strerror})",
+            f"archive illisible : {path} ({os_error_words(exc)[0]})",
+            f"archive unreadable: {path} ({os_error_words(exc)[1]})",
             code="BACKUP_UNREADABLE",
         ) from exc
     try:

@@ -41,7 +41,14 @@ from balise.adapters.durable import fsync_dir, no_room
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
-from balise.domain.errors import BaliseError, ConfigError, DiskFullError, IntegrityError, StateError
+from balise.domain.errors import (
+    BaliseError,
+    ConfigError,
+    DiskFullError,
+    IntegrityError,
+    StateError,
+    os_error_words,
+)
 from balise.domain.journal import GENESIS_HASH
 from balise.domain.lotstate import TERMINAL
 from balise.ports import BackupOutcome, PruneOutcome, RetentionOutcome, Vault
@@ -563,8 +570,8 @@ def prepare_extract_dir(dest: Path) -> bool:
             dest.mkdir(mode=0o700, parents=True)
         except OSError as exc:
             raise ConfigError(
-                f"impossible de créer le dossier {dest} ({exc.strerror})",
-                f"cannot create the folder {dest} ({exc.strerror})",
+                f"impossible de créer le dossier {dest} ({os_error_words(exc)[0]})",
+                f"cannot create the folder {dest} ({os_error_words(exc)[1]})",
                 code="EXTRACT_TARGET",
             ) from exc
         return True
@@ -601,8 +608,8 @@ def extract(path: Path, header: Header, keys: ArchiveKeys, dest: Path) -> Extrac
         dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:  # replaced by a link or removed since it was checked
         raise StateError(
-            f"{dest} n'est plus un dossier ({exc.strerror})",
-            f"{dest} is no longer a folder ({exc.strerror})",
+            f"{dest} n'est plus un dossier ({os_error_words(exc)[0]})",
+            f"{dest} is no longer a folder ({os_error_words(exc)[1]})",
             code="EXTRACT_TARGET",
         ) from exc
     written: list[str] = []

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from balise.adapters.durable import fsync_dir
-from balise.domain.errors import UnreadableFileError, ValidationError
+from balise.domain.errors import UnreadableFileError, ValidationError, os_error_words
 
 FOLDERS = ("depot/tmp", "depot/new", "retours", "sauvegardes")
 # Where a dropped file the box does not take is moved, whole and untouched, for the practice
@@ -56,10 +56,10 @@ def _unreadable(exc: OSError) -> UnreadableFileError | None:
             "lien symbolique : jamais suivi", "symbolic link: never followed", code="DEPOT_SYMLINK"
         )
     if exc.errno in _UNREADABLE:
-        words = exc.strerror or errno.errorcode.get(exc.errno or 0, "?")
+        fr, en = os_error_words(exc)
         return UnreadableFileError(
-            f"fichier illisible par la boîte ({words}) : droits du fichier ?",
-            f"file unreadable by the box ({words}): file permissions?",
+            f"fichier illisible par la boîte ({fr}) : droits du fichier ?",
+            f"file unreadable by the box ({en}): file permissions?",
             code="DEPOT_UNREADABLE",
         )
     return None

@@ -13,7 +13,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from balise.domain.errors import ConfigError
+from balise.domain.errors import ConfigError, os_error_words
 
 CREDENTIAL_NAME = "balise.kek"
 MIN_KEK_BYTES = 32
@@ -95,8 +95,8 @@ def load_kek(env: Mapping[str, str] | None = None) -> Kek:
             material = handle.read(MAX_KEK_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
-            f"clé de chiffrement illisible : {source.path} ({exc.strerror})",
-            f"key-encryption key unreadable: {source.path} ({exc.strerror})",
+            f"clé de chiffrement illisible : {source.path} ({os_error_words(exc)[0]})",
+            f"key-encryption key unreadable: {source.path} ({os_error_words(exc)[1]})",
             code="KEK_UNREADABLE",
         ) from exc
     if not MIN_KEK_BYTES <= len(material) <= MAX_KEK_BYTES:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from balise.domain.errors import StateError
+from balise.domain.errors import StateError, os_error_words
 from balise.ports import WindowState
 
 DEFAULT_DIR = Path("/run/balise-provisioning")
@@ -50,8 +50,8 @@ class SpoolWindow:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StateError(
-                f"Demande de fenêtre de provisionnement non transmise : {exc.strerror}",
-                f"Provisioning window request not passed on: {exc.strerror}",
+                f"Demande de fenêtre de provisionnement non transmise : {os_error_words(exc)[0]}",
+                f"Provisioning window request not passed on: {os_error_words(exc)[1]}",
                 code="PROVISION_REQUEST",
             ) from exc
 

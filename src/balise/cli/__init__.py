@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ from balise.cli.mail import (
 from balise.cli.parsing import Parser, RawEpilogFormatter, UsageError, integer, number
 from balise.cli.parsing import install as install_french
 from balise.cli.trust import add_parsers as add_trust_parsers
-from balise.domain.errors import BaliseError
+from balise.domain.errors import BaliseError, os_error_words
 
 # The commands without --json, and why: they run until stopped and speak to people or the journal.
 WITHOUT_JSON = {
@@ -383,24 +382,10 @@ def _usage_error(exc: UsageError, as_json: bool) -> int:
     return EXIT_USAGE
 
 
-_ERRNO_FR = {
-    errno.EACCES: "permission refusée",
-    errno.EPERM: "opération non permise",
-    errno.ENOENT: "fichier ou dossier introuvable",
-    errno.ENOSPC: "disque plein",
-    errno.EROFS: "système de fichiers en lecture seule",
-    errno.EEXIST: "existe déjà",
-    errno.ENOTDIR: "n'est pas un dossier",
-    errno.EISDIR: "est un dossier",
-    errno.EIO: "erreur d'entrée-sortie du disque",
-}
-
-
 def _os_words(exc: OSError) -> tuple[str, str]:
     """An operating system error in words (never the exception's repr)."""
     where = f"{exc.filename} : " if exc.filename else ""
-    fr = _ERRNO_FR.get(exc.errno or 0, "erreur du système")
-    en = exc.strerror or "system error"
+    fr, en = os_error_words(exc)
     return f"{where}{fr}", f"{where}{en}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class BaliseError(Exception):
     """Base of every error Balise raises on purpose.
@@ -59,3 +61,35 @@ class DiskFullError(BaliseError):
     is kept (what was to be taken stays where it was, to be taken later)."""
 
     code = "DISK_FULL"
+
+
+# What an operating system error means, in French (strerror is English, whatever the locale of a
+# service): the errors a person can meet on a box.
+_ERRNO_FR = {
+    errno.EACCES: "permission refusée",
+    errno.EPERM: "opération non permise",
+    errno.ENOENT: "fichier ou dossier introuvable",
+    errno.ENOSPC: "disque plein",
+    errno.EDQUOT: "quota de disque dépassé",
+    errno.EROFS: "système de fichiers en lecture seule",
+    errno.EEXIST: "existe déjà",
+    errno.ENOTDIR: "n'est pas un dossier",
+    errno.EISDIR: "est un dossier",
+    errno.ENOTEMPTY: "dossier non vide",
+    errno.ELOOP: "lien symbolique (jamais suivi)",
+    errno.EIO: "erreur d'entrée-sortie du disque",
+    errno.EBUSY: "ressource occupée",
+    errno.ENAMETOOLONG: "nom trop long",
+    errno.EMFILE: "trop de fichiers ouverts",
+    errno.ECONNREFUSED: "connexion refusée",
+    errno.ETIMEDOUT: "délai de connexion dépassé",
+    errno.EHOSTUNREACH: "hôte injoignable",
+    errno.ENETUNREACH: "réseau injoignable",
+}
+
+
+def os_error_words(exc: OSError) -> tuple[str, str]:
+    """An operating system error in words, French and English, without the file name (the
+    caller says which file): never the exception's repr nor an English-only strerror."""
+    en = exc.strerror or errno.errorcode.get(exc.errno or 0, "system error")
+    return _ERRNO_FR.get(exc.errno or 0, f"erreur du système ({en})"), en

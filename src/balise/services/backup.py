@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from balise.domain.errors import BaliseError, DiskFullError
+from balise.domain.errors import BaliseError, DiskFullError, os_error_words
 from balise.domain.journal import JsonValue
 from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, PruneOutcome, ReturnsStore
 from balise.services.alerting import raise_once
@@ -174,10 +174,10 @@ class BackupService:
         except BaliseError as exc:
             return self._failed(dest, exc.code, exc.fr, exc.en), None
         except OSError as exc:
-            words = exc.strerror or type(exc).__name__
+            fr, en = os_error_words(exc)
             if exc.errno in _NO_ROOM:
-                return self._disk_full(dest, f"Disque plein : {dest} ({words})", words), None
-            return self._failed(dest, "BACKUP_IO", f"écriture impossible ({words})", words), None
+                return self._disk_full(dest, f"Disque plein : {dest} ({fr})", en), None
+            return self._failed(dest, "BACKUP_IO", f"écriture impossible ({fr})", en), None
         # The archive is whole and on disk: a failure to prune does not unmake it.
         pruned = PruneOutcome()
         prune_error: str | None = None

@@ -443,9 +443,13 @@ def _validate(
     try:
         validation = validate_lot(data, ctx)
     except Exception as exc:  # noqa: BLE001 — one file's bytes must not stop the depot
-        name = type(exc).__name__
+        # Words for the practice software and the kiosk; the type of the failure goes to the
+        # journal for the developers, never to a person.
         problem = QuarantineProblem(
-            "DEPOT_UNPARSABLE", None, f"analyse impossible ({name})", f"analysis failed ({name})"
+            "DEPOT_UNPARSABLE",
+            None,
+            "analyse impossible : le fichier n'a pas la forme d'un lot",
+            f"analysis failed: the file does not have the form of a lot ({type(exc).__name__})",
         )
         return None, (problem,)
     found = [
