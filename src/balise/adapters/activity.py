@@ -41,12 +41,14 @@ class StoreActivity:
                 if isinstance(facts, dict):
                     profiles[str(profile)] = {str(k): str(v) for k, v in facts.items()}
         marks = ", ".join("?" for _ in _KINDS)
-        rows = self._store.conn.execute(
-            f"SELECT seq, time, kind, subject FROM journal WHERE seq > ? AND kind IN ({marks}) "  # noqa: S608
-            "ORDER BY seq",
-            (since, *_KINDS),
-        ).fetchall()
         head = self._store.conn.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
+        # Row by row (the first call on a box of ten years meets every purge it ever made: held
+        # at once, they took the agent's first cycle to 226 MiB).
+        rows = self._store.conn.execute(
+            f"SELECT seq, time, kind, subject FROM journal WHERE seq > ? AND seq <= ? "  # noqa: S608
+            f"AND kind IN ({marks}) ORDER BY seq",
+            (since, head if isinstance(head, int) else since, *_KINDS),
+        )
         for _seq, time, kind, subject in rows:
             if not str(subject).startswith("profile:"):
                 continue

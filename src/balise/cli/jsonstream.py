@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from balise.domain.journal import JsonValue
+from balise.domain.jsontext import dumps_indented
 
 T = TypeVar("T")
 Member = tuple[str, Iterable[JsonValue]]
@@ -24,7 +25,7 @@ def write_array(items: Iterable[JsonValue], depth: int = 0) -> None:
     pad = " " * (depth + 1)
     first = True
     for item in items:
-        text = json.dumps(item, ensure_ascii=False, indent=1)
+        text = dumps_indented(item)  # json.dumps(item, ensure_ascii=False, indent=1), faster
         _write(("[\n" if first else ",\n") + pad + text.replace("\n", "\n" + pad))
         first = False
     _write("[]" if first else "\n" + " " * depth + "]")
