@@ -227,6 +227,9 @@ async def test_a_fresh_box_is_set_up_with_the_card_then_signs_and_sends(
         await type_fields(pilot, screen, mail_values(fresh))
         await until(pilot, lambda: screen.test is not None and screen.test.ok)
         assert "Connexion réussie" in screen.body_text
+        # The typed servers were let out of the box's firewall for the test (not saved yet).
+        held = set(fresh.ctx.params.held_egress())
+        assert {("127.0.0.1", fresh.smtp.port), ("127.0.0.1", fresh.pop3.pop3s_port)} <= held
         await pilot.press("enter")
 
         await until(pilot, lambda: screen.step == "emitter")

@@ -111,3 +111,25 @@ def test_the_journal_names_who_made_the_change_and_never_a_secret(
         assert all("tres-secret-1" not in e.details for e in ctx.journal.entries())
     finally:
         ctx.close()
+
+
+def test_servers_under_test_are_let_out_for_ten_minutes_only(balise_env: BaliseEnv) -> None:
+    from datetime import timedelta
+
+    from balise.cli.egress import egress_entries
+
+    ctx = balise_env.context()
+    try:
+        clock = FixedClock(TEST_NOW)
+        params = ParameterService(ctx.vault, ctx.journal, clock)
+        params.hold_egress([("smtp.bal.example.net", 465), ("pop.bal.example.net", 995)], by="x")
+        held = [(e.host, e.port) for e in egress_entries(params) if e.purpose == "test-connexion"]
+        assert sorted(held) == [("pop.bal.example.net", 995), ("smtp.bal.example.net", 465)]
+        assert params.rows() == []  # not a parameter: never listed
+        clock.when = TEST_NOW + timedelta(minutes=11)
+        assert params.held_egress() == []
+        assert not [e for e in egress_entries(params) if e.purpose == "test-connexion"]
+        kinds = [e.kind for e in ctx.journal.entries()]
+        assert kinds == ["egress.held"]
+    finally:
+        ctx.close()

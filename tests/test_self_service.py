@@ -94,7 +94,9 @@ def test_the_new_bal_password_is_saved_only_once_it_works(
     assert good.ok, good.lines_fr
     assert params.value("smtp.password", profile="p1") == SMTP_PASSWORD
     assert params.value("pop3.password", profile="p1") == SMTP_PASSWORD
-    entries = [json.loads(e.details) for e in kiosk.box.ctx.journal.entries()]
+    entries = [
+        json.loads(e.details) for e in kiosk.box.ctx.journal.entries() if e.kind == "param.set"
+    ]
     saved = [e for e in entries if e.get("by") == "10001234567"]
     assert [e["name"] for e in saved] == ["smtp.password", "pop3.password"]
     assert all(e["value"] == "(masqué)" for e in saved)

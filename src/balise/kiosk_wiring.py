@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
@@ -623,17 +624,54 @@ class WiredBackend:
         return ConnectionTester.for_box(self.ctx.params, sender, Pop3Mailbox(), timeout=10)
 
     def test_mail(self, typed: Mapping[str, str], profile: str | None = None) -> MailTest:
+        from balise.domain.hygiene import webmail_domain
         from balise.services.connection import MailSettings
 
         with self._lock:
             settings = MailSettings.of_profile(self.ctx.params, profile).changed(typed)
             tester = self._tester()
+            # The firewall lets out only what the parameters name: hold the typed servers open
+            # for the test (never a consumer webmail host, which the test refuses anyway).
+            held = [
+                (host, port)
+                for host, port in (
+                    (settings.smtp_host, settings.smtp_port),
+                    (settings.pop3_host, settings.pop3_port),
+                )
+                if host and webmail_domain(host) is None
+            ]
+            new = [d for d in held if d not in self._egress_now()]
+            if held:
+                self.ctx.params.hold_egress(held, by=self._who())
         report = tester.test(settings)  # the network, outside the lock
+        if new and any(r.reason == "unreachable" for r in report.results):
+            # Just held: the egress unit may still be loading them (a few seconds), once more.
+            time.sleep(EGRESS_SETTLE_S)
+            report = tester.test(settings)
         return MailTest(
             report.ok,
             tuple(r.fr for r in report.results),
             tuple(r.en for r in report.results),
         )
+
+    def _egress_now(self) -> set[tuple[str, int]]:
+        """The mail servers the saved parameters already let out (and those held)."""
+        params = self.ctx.params
+        out = set(params.held_egress())
+        for p in params.ids(Scope.PROFILE):
+            for kind in ("smtp", "pop3"):
+                host, port = (
+                    params.get(f"{kind}.host", profile=p),
+                    params.get(f"{kind}.port", profile=p),
+                )
+                if isinstance(host, str) and isinstance(port, int):
+                    out.add((host, port))
+        return out
+
+    def _who(self) -> str:
+        with self._state_lock:
+            proven = self._proven
+        return proven.rpps if proven is not None else "technicien" if self._technician else "borne"
 
     def organism_ids(self) -> list[str]:
         with self._lock:
@@ -918,6 +956,10 @@ class WiredBackend:
                 out.append(ProfileParams(profile, tuple(lines), tuple(findings.get(profile, ()))))
             return out
 
+
+# After holding new destinations open, how long the egress unit may take to load them before the
+# connection test is tried once more.
+EGRESS_SETTLE_S = 3.0
 
 # Parameters holding certificates: on the kiosk they are read from a PEM file (a USB key).
 CERTIFICATE_PARAMS = frozenset(

@@ -158,6 +158,9 @@ def egress_entries(params: ParameterService) -> list[EgressEntry]:
             if isinstance(host, str):
                 port = service_port if isinstance(service_port, int) else 0
                 entries.append(checked(EgressEntry(f"{kind}:{profile}", host, port, "tcp")))
+    # Servers typed in the kiosk and being tested, not saved yet (ParameterService.hold_egress).
+    for host, port in params.held_egress():
+        entries.append(checked(EgressEntry("test-connexion", host, port, "tcp")))
     unique: dict[tuple[str, int, str, str], EgressEntry] = {}
     for entry in entries:
         unique.setdefault((entry.host, entry.port, entry.proto, entry.refused), entry)

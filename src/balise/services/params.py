@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
@@ -30,6 +31,10 @@ from balise.domain.params import (
 from balise.ports import Clock, Journal, Vault
 
 MASK = "********"
+# Destinations a connection test holds open in the firewall (not a schema parameter: rows() and
+# ids() skip it), and for how long.
+EGRESS_HOLD_NAME = "egress.held"
+EGRESS_HOLD = timedelta(minutes=10)
 
 # Argon2id settings (RFC 9106 second recommendation, lighter memory for a Raspberry Pi).
 ARGON2_MEMORY_KIB = 64 * 1024
@@ -224,6 +229,39 @@ class ParameterService:
             raise ValidationError("pas une phrase de passe", "not a passphrase", code="PARAM_SCOPE")
         encoded = self._vault.get("", spec.name)
         return isinstance(encoded, str) and verify_passphrase(candidate, encoded)
+
+    def hold_egress(
+        self, destinations: Sequence[tuple[str, int]], *, by: str | None = None
+    ) -> None:
+        """Let the box's firewall open ``destinations`` (host, port) for EGRESS_HOLD before they
+        are saved: a connection test of typed settings must reach servers no parameter names
+        yet (`balise egress list` adds them while the hold lasts; written to the database, so
+        the egress unit reloads at once). Journaled, with who asked."""
+        until = self._clock.now() + EGRESS_HOLD
+        items = sorted({f"{host}:{port}" for host, port in destinations})
+        with self._vault.transaction():
+            self._vault.put("", EGRESS_HOLD_NAME, [until.isoformat(), *items])
+            self._journal.append(
+                "egress.held", "connection-test", _who({"destinations": list(items)}, by)
+            )
+
+    def held_egress(self) -> list[tuple[str, int]]:
+        """The destinations a connection test holds open now (none once the hold is over)."""
+        value = self._vault.get("", EGRESS_HOLD_NAME)
+        if not isinstance(value, list) or not value:
+            return []
+        try:
+            until = datetime.fromisoformat(value[0])
+        except ValueError:
+            return []
+        if until <= self._clock.now():
+            return []
+        out = []
+        for item in value[1:]:
+            host, _, port = item.rpartition(":")
+            if host and port.isdigit():
+                out.append((host, int(port)))
+        return out
 
     def ids(self, scope: Scope) -> list[str]:
         prefix = f"{scope.value}:"
