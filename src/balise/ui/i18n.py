@@ -48,7 +48,8 @@ FR: dict[str, str] = {
     "home.card": "Carte : {words}",
     "home.profile": "{name} : {ready} prêt(s) à signer · {signed} à envoyer · "
     "{sent} envoyé(s) sans ARL · {done} accusé(s) · {rejected} rejeté(s)",
-    "home.no_profile": "Aucun praticien configuré : appelez le technicien.",
+    "home.no_profile": "Aucun praticien configuré : I pour la mise en service avec votre carte "
+    "CPS (ou appelez le technicien).",
     "home.network": "Réseau {name} : {words}",
     "home.purge": "Relève de la messagerie : dernière {last} · prochaine {next}",
     "home.never": "jamais",
@@ -362,7 +363,8 @@ EN: dict[str, str] = {
     "home.card": "Card: {words}",
     "home.profile": "{name}: {ready} ready to sign · {signed} to send · "
     "{sent} sent without ARL · {done} acknowledged · {rejected} rejected",
-    "home.no_profile": "No practitioner configured: call the technician.",
+    "home.no_profile": "No practitioner configured: I to set up the box with your CPS card (or "
+    "call the technician).",
     "home.network": "Network {name}: {words}",
     "home.purge": "Mailbox polling: last {last} · next {next}",
     "home.never": "never",
