@@ -421,3 +421,41 @@ def test_the_organisms_certificates_come_from_the_directory_when_there_is_one(
     assert backend.complete_setup(plan)  # the recovery passphrase
     assert params.get("recipient_certs", organism="cpam422") is None  # nobody pasted one
     assert fresh.ctx.organism_certs().recipient_pems("cpam422") == [organism.cert_pem.read_text()]
+
+
+async def test_a_refused_save_says_why_saves_nothing_and_can_be_corrected(fresh: Fresh) -> None:
+    organism = {
+        "ident": "cpam422",
+        "type": "CP",
+        "regime": "01",
+        "caisse": "422",
+        "centre": "000",
+        "address": "01422@422.01.rss.fr",
+        "pem_path": str(fresh.usb / "absent.pem"),
+    }
+    app = fresh.app()
+    async with app.run_test(size=(110, 45)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SetupScreen))
+        screen = wizard(app)
+        await insert_and_prove(pilot, app, fresh.cards)
+        await type_fields(pilot, screen, mail_values(fresh))
+        await until(pilot, lambda: screen.test is not None and screen.test.ok)
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.step == "emitter")
+        await type_fields(pilot, screen, {"emitter_number": EMITTER})
+        await until(pilot, lambda: screen.step == "organisms" and bool(screen._inputs()))
+        await type_fields(pilot, screen, organism)
+        await until(pilot, lambda: screen.step == "summary")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Rien n'est enregistré" in screen.error_text)
+        assert "fichier illisible" in screen.error_text
+        assert "Entrée : enregistrer" in screen.body_text  # the summary, again
+        assert fresh.ctx.params.ids(Scope.PROFILE) == []
+        # Échap back to the organism, the right file, and the save goes through.
+        await pilot.press("escape")
+        await until(pilot, lambda: screen.step == "organisms" and bool(screen._inputs()))
+        await type_fields(pilot, screen, {**organism, "pem_path": str(fresh.usb / "cpam.pem")})
+        await until(pilot, lambda: screen.step == "summary")
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.step == "done")
+    assert fresh.ctx.params.ids(Scope.PROFILE) == ["p1"]

@@ -412,6 +412,7 @@ class SetupScreen(KioskScreen):
 
     def _save_failed(self, words: str) -> None:
         self._busy(False)
+        self.say(*self._summary())  # Entrée tries again, Échap goes back to correct
         self.error(t("setup.save.failed", why=words))
 
     def _saved(self, passphrase: str) -> None:
