@@ -37,7 +37,10 @@ def _technician() -> Screen[Any]:
 class BaliseApp(App[None]):
     """Screens only present; the backend does the work, always from thread workers."""
 
-    CSS_PATH = STYLES / "app.tcss"
+    # Accueil's rules are read with the app's: a screen's CSS_PATH makes Textual parse every
+    # stylesheet again and restyle the whole DOM when the screen is installed, which the first
+    # screen would pay before its first paint (the other screens' styles still come with them).
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "home.tcss"]  # noqa: RUF012 (Textual reads it once)
     ENABLE_COMMAND_PALETTE = False
     MODES: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {  # type: ignore[assignment]
         "operate": HomeScreen,
@@ -72,12 +75,20 @@ class BaliseApp(App[None]):
 
     # -- devices -------------------------------------------------------------------------
 
+    # True once the first frame is displayed (Textual's Ready event): until then no worker
+    # thread starts, so opening the box never competes with the first paint for the CPU.
+    painted = False
+
     def on_mount(self) -> None:
         self.set_interval(min(1.0, self.idle_timeout / 4), self._check_idle, name="idle")
+
+    def on_ready(self) -> None:
         # After the first paint: the backend may still have the box to open.
-        self.call_after_refresh(
-            self.run_worker, self._start_watches, thread=True, exit_on_error=False, group="watch"
-        )
+        self.painted = True
+        self.run_worker(self._start_watches, thread=True, exit_on_error=False, group="watch")
+        home = self.screen
+        if isinstance(home, HomeScreen):
+            home.refresh_summary()
 
     def _start_watches(self) -> None:
         self.backend.start_reader_watch(self._reader_event)

@@ -21,7 +21,7 @@ REFRESH_S = 5.0
 
 
 class HomeScreen(KioskScreen):
-    CSS_PATH = "../styles/home.tcss"
+    # Styles: styles/home.tcss, read with the app's (BaliseApp.CSS_PATH).
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sign", "key.sign", id="home-sign"),
         Binding("l", "lots", "key.lots", id="home-lots"),
@@ -57,13 +57,14 @@ class HomeScreen(KioskScreen):
         demo = self.kiosk.demo
         if demo is not None:
             self.query_one("#demo", Static).update(pick(demo.help_fr, demo.help_en))
-        self.call_after_refresh(self.refresh_summary)
+        # The first figures come when the app has painted this screen (BaliseApp.on_ready).
         # Returns, alerts and sending happen in the agent: re-read the figures regularly so a
         # practitioner sees the ARLs arrive without pressing a key.
         self.set_interval(REFRESH_S, self.refresh_summary)
 
     def on_screen_resume(self) -> None:
-        self.refresh_summary()
+        if self.kiosk.painted:
+            self.refresh_summary()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "demo_card":
