@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from balise.adapters.systemd import stderr_is_journal
 from balise.cli.admin import (
     cmd_demo,
     cmd_doctor,
@@ -366,7 +367,11 @@ def _lang() -> str:
 def _failure(code: str, fr: str, en: str, as_json: bool) -> int:
     """A failure: a line on stderr for people; with --json, also the error object on stdout."""
     lang = _lang()
-    _err(("error: " if lang == "en" else "erreur : ") + (en if lang == "en" else fr) + f" [{code}]")
+    # A one-shot unit (USB import, egress list…) writes to the journal through stderr: the
+    # failure is stored at priority err, not at info like any other line.
+    prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
+    words = en if lang == "en" else fr
+    _err(prefix + ("error: " if lang == "en" else "erreur : ") + words + f" [{code}]")
     if as_json:
         _json({"error": {"code": code, "fr": fr, "en": en}})
     return EXIT_FAILURE

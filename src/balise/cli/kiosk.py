@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
+    from balise.adapters.systemd import configure_logging, under_systemd
     from balise.bootstrap import Context
     from balise.ui.app import run_kiosk
     from balise.ui.backend import deferred_backend
@@ -30,6 +31,10 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         opened.append(ctx)
         return build_backend(ctx, env=os.environ)
 
+    if under_systemd(os.environ):
+        # The card and reader watches' warnings go to the journal, never onto the kiosk's
+        # screen (outside systemd, a terminal running the kiosk gets no log lines at all).
+        configure_logging("balise-kiosk")
     backend = deferred_backend(build)
     try:
         run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang)
