@@ -5,6 +5,7 @@ filled tmpfs (tests/support/small_fs.py), a real SMTP server (aiosmtpd, implicit
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -185,3 +186,41 @@ def test_the_agent_keeps_cycling_on_a_full_disk_and_takes_the_lot_once_there_is_
         assert ctx.journal.verify().ok
     finally:
         agent.close()
+
+
+def test_the_disk_full_alert_ends_by_itself_once_there_is_room(
+    small_box: tuple[Context, SmallFs], tmp_path: Path
+) -> None:
+    from balise.services.alerting import raise_once
+    from balise.services.tracking import AUTO_RESOLVER
+
+    ctx, fs = small_box
+    tracking = ctx.tracking()
+    # A service met the full disk while the database could still take its alert.
+    alerts = ctx.returns_store
+    raised = raise_once(
+        alerts,
+        ctx.journal,
+        alerts.transaction(),
+        ctx.clock.now().isoformat(),
+        "disk_full",
+        "intake",
+        ("Disque plein : le dépôt n'est pas traité", "Disk full: the depot is not processed"),
+        {},
+    )
+    assert raised is not None
+    env = {"BALISE_HOME": str(ctx.data_dir), "BALISE_KEK_FILE": str(tmp_path / "balise.kek")}
+    agent = Agent(ctx, env=env, interval_scale=0.001, log=lambda _line: None)
+    try:
+        fs.fill()
+        agent.cycle()  # still full: the alert stays, Accueil keeps counting it
+        assert [a.id for a in tracking.alerts() if a.kind == "disk_full"] == [raised]
+        fs.free()
+        agent.cycle()
+    finally:
+        agent.close()
+    assert not [a for a in tracking.alerts() if a.kind == "disk_full"]
+    [alert] = [a for a in tracking.alerts(include_acknowledged=True) if a.id == raised]
+    assert alert.acknowledged_by == AUTO_RESOLVER
+    resolved = [e for e in ctx.journal.entries() if e.kind == "alert.resolved"]
+    assert [json.loads(e.details)["reason"] for e in resolved] == ["space_recovered"]

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -257,6 +258,8 @@ class Agent:
         if not self.stopping and time.monotonic() >= self._next_organisms:
             self._next_organisms = time.monotonic() + ORGANISMS_PERIOD_S * self._scale
             self._guard("organisms", report, self._organisms)
+        if not self.stopping:
+            self._guard("disk", report, self._disk_space_back)
         if not self.stopping:  # retours/etat.json for the practice software (docs/exchange.md)
             from balise.exchange_state import refresh_in_cycle
 
@@ -495,6 +498,23 @@ class Agent:
                 certificates=len(certs),
             )
         tracking.publish_pending()
+
+    def _disk_space_back(self) -> None:
+        """A « disque plein » alert ends by itself once the data partition has room again (the
+        step that met the full disk has then done its work or will at its next try): Accueil
+        no longer counts it, and the journal says when the room came back."""
+        from balise.domain.diskspace import is_full
+
+        usage = shutil.disk_usage(self._ctx.data_dir)
+        if is_full(usage.free, usage.total):
+            return
+        resolved = self._ctx.tracking(self._env).resolve_kind("disk_full", "space_recovered")
+        if resolved:
+            self._say(
+                logging.INFO,
+                "DISK_SPACE_BACK",
+                f"place disponible de nouveau : {resolved} alerte(s) « disque plein » résolue(s)",
+            )
 
     def _housekeeping(self) -> None:
         """Daily encrypted backup to the exchange account's sauvegardes/ (the USB key gets its

@@ -577,6 +577,20 @@ class TrackingService:
             )
         return raised
 
+    def resolve_kind(self, kind: str, reason: str) -> int:
+        """Resolve every open alert of ``kind`` whose cause has gone by itself (the box saw it
+        go: ``reason``), journaled; how many were resolved."""
+        return sum(self._resolve(a, reason) for a in self._repo.alerts() if a.kind == kind)
+
+    def _resolve(self, alert: AlertRecord, reason: str) -> bool:
+        with self._repo.transaction():
+            done = self._repo.acknowledge(alert.id, AUTO_RESOLVER, self._now())
+            if done:
+                self._journal.append(
+                    "alert.resolved", f"alert:{alert.id}", {"kind": alert.kind, "reason": reason}
+                )
+        return done
+
     def check_certificates(self, expiries: Sequence[Expiry]) -> list[int]:
         """One alert per certificate and state (expiring within 30, 7 and 1 days, then expired);
         never repeated. ``expiries`` is the whole list of what is expired or expiring now: an
@@ -589,13 +603,7 @@ class TrackingService:
         for alert in self._repo.alerts():
             fingerprint = alert.subject.split(":")[1] if alert.subject.startswith("cert:") else ""
             if alert.kind in CERT_ALERT_KINDS and fingerprint and fingerprint not in current:
-                with self._repo.transaction():
-                    if self._repo.acknowledge(alert.id, AUTO_RESOLVER, self._now()):
-                        self._journal.append(
-                            "alert.resolved",
-                            f"alert:{alert.id}",
-                            {"kind": alert.kind, "reason": "certificate_renewed_or_removed"},
-                        )
+                self._resolve(alert, "certificate_renewed_or_removed")
         for item in expiries:
             kind = "cert_expired" if item.expired else "cert_expiring"
             subject = f"cert:{item.fingerprint}" if item.expired else item.subject_key
