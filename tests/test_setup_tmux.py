@@ -42,12 +42,14 @@ def sheet(base: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(" : ") for line in lines)}
 
 
-def field(term: Terminal, value: str) -> None:
-    """Whatever the field holds erased (its default), the value typed, Entrée."""
-    term.press("End", "C-u")
+def field(term: Terminal, value: str, *, secret: bool = False) -> None:
+    """Whatever the field holds erased (Ctrl+U: its default, the cursor being at its end), the
+    value typed and seen on the screen (a secret as its dots), then Entrée."""
+    term.press("C-u")
     term.type(value)
+    term.wait_for("•" * len(value) if secret else value)
     term.press("Enter")
-    time.sleep(0.2)
+    time.sleep(0.3)
 
 
 @pytest.mark.usefixtures("pcscd_for_demo")
@@ -68,6 +70,7 @@ def test_a_newcomer_sets_up_the_box_with_the_card_and_sends_the_first_lots(
     term.type(given["Code PIN de la carte"])
     term.press("Enter")
     term.wait_for("Carte authentifiée", "Adresse de la BAL")
+    time.sleep(0.5)  # the first field takes the focus once painted
 
     for name in (
         "Adresse de la BAL",
@@ -79,7 +82,7 @@ def test_a_newcomer_sets_up_the_box_with_the_card_and_sends_the_first_lots(
         "Port POP3",
         "TLS POP3",
     ):
-        field(term, given[name])
+        field(term, given[name], secret=name == "Mot de passe de la BAL")
     term.wait_for("Connexion réussie", "identifiants acceptés", "connexion acceptée")
     term.press("Enter")
     term.wait_for("Numéro d'émetteur")
