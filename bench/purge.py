@@ -12,7 +12,13 @@ Contenders:
   named by ``BALISE_BENCH_GETMAIL_VENV``), run as ``nobody`` through ``setpriv``, POP3 over SSL
   with the CA file, retrieving into a Maildir and deleting;
 - Balise: ``PurgeService.run_once(publish=False)`` then ``publish()`` timed apart (worker process started inside the timing, classification
-  out of process, every outcome committed durably before QUIT, returns applied to the lots).
+  out of process, every outcome committed durably before QUIT, returns applied to the lots):
+  a purge as ``balise purge`` runs it, in a fresh process;
+- Balise as the agent runs it: the same on another fresh box, but the ``PurgeService`` made and
+  one run done on the empty mailbox before the timing — the agent keeps one ``PurgeService`` for
+  its life (``Agent._purge``, closed only on a failure or at exit), so from its second cycle on
+  the classifier process is already running when mail comes (its restart budget is renewed at
+  every run). The first figure is still printed and judged: it is what a first cycle costs.
 
 The mix: ARLs (9 positive for 1 negative) for lots that exist as SENT, NOEMIE payment returns for
 some of those lots, and ARLs for lots this box never sent (stored as unmatched).
@@ -278,6 +284,8 @@ class Figures:
     bare: list[float]
     balise: list[float]
     publication: list[float]
+    agent: list[float]  # the purge as the agent's later cycles run it (classifier already running)
+    agent_publication: list[float]
 
 
 def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figures:
@@ -289,6 +297,8 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
     getmail_runs: list[float] = []
     balise: list[float] = []
     publication: list[float] = []
+    agent: list[float] = []
+    agent_publication: list[float] = []
     profiler = cProfile.Profile() if profile else None
     try:
         tls = _Tls(base)
@@ -368,6 +378,26 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
                 statuses[ret.status] = statuses.get(ret.status, 0) + 1
             ctx.close()
             ctx = None
+
+            # The agent's case: its PurgeService (and classifier process) outlives a cycle.
+            ctx = _box(base / f"agent{round_}", env, tls, server.pop3s_port, sent)
+            purge = ctx.purge(env=env)
+            try:
+                idle = purge.run_once("p1", publish=False)  # the previous cycle: nothing came
+                assert idle.total == 0, idle
+                fill(server, mails)
+                start = time.perf_counter()
+                report = purge.run_once("p1", publish=False)
+                agent.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                purge.publish()
+                agent_publication.append(time.perf_counter() - start)
+            finally:
+                purge.close()
+            assert server.maildir_count(USER) == 0
+            assert (report.total, report.returns, report.deleted) == (n, n, n), report
+            ctx.close()
+            ctx = None
     finally:
         if server is not None:
             server.stop()
@@ -387,6 +417,8 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
     print(f"Balise PurgeService.run_once:                 {ms(balise)}")
     print(f"then publication to retours/ ({published} returns + lot statuses, after QUIT): "
           f"{ms(publication)}")  # fmt: skip
+    print(f"Balise as the agent (classifier running):    {ms(agent)}")
+    print(f"then its publication to retours/:             {ms(agent_publication)}")
     for name, peer, target in (("bare", bare, PURGE_TARGET), ("getmail6", getmail_runs, 0.5)):
         if not peer:
             continue
@@ -400,13 +432,22 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
     print(f"purge of {n:,} returns including publication to retours/ ({files} files written) / "
           f"bare poplib: best {best:5.2f}, median {median:5.2f} "
           f"(objectif ≤ {PUBLISHED_TARGET:g})   {_ok(best <= PUBLISHED_TARGET)}")  # fmt: skip
+    best = min(agent) / min(bare)
+    median = statistics.median(agent) / statistics.median(bare)
+    print(f"the agent's purge (classifier already running) / bare poplib: best {best:5.2f}, "
+          f"median {median:5.2f} (objectif ≤ {PURGE_TARGET:g})   {_ok(best <= PURGE_TARGET)}")  # fmt: skip
+    agent_published = [a + b for a, b in zip(agent, agent_publication, strict=True)]
+    best = min(agent_published) / min(bare)
+    median = statistics.median(agent_published) / statistics.median(bare)
+    print(f"the same including publication / bare poplib: best {best:5.2f}, median {median:5.2f} "
+          f"(objectif ≤ {PUBLISHED_TARGET:g})   {_ok(best <= PUBLISHED_TARGET)}")  # fmt: skip
     if profiler is not None:
         stats = pstats.Stats(profiler).sort_stats("cumulative")
         stats.print_stats(35)
         callees = os.environ.get("BALISE_BENCH_CALLEES")  # e.g. "submit|_start": where they go
         if callees:
             stats.print_callees(callees)
-    return Figures(bare, balise, publication)
+    return Figures(bare, balise, publication, agent, agent_publication)
 
 
 def _ok(ok: bool) -> str:

@@ -1113,6 +1113,12 @@ def purge_rows(runs: int) -> list[Row]:
                   purge.PURGE_TARGET),
         ratio_row("purge of 1,000 returns + publication to retours/", published, figures.bare,
                   "bare poplib RETR+DELE", purge.PUBLISHED_TARGET),
+        # The agent keeps its PurgeService, so its classifier process, from cycle to cycle.
+        ratio_row("the agent's purge of 1,000 returns (classifier already running)",
+                  figures.agent, figures.bare, "bare poplib RETR+DELE", purge.PURGE_TARGET),
+        ratio_row("the agent's purge + publication to retours/",
+                  [a + b for a, b in zip(figures.agent, figures.agent_publication, strict=True)],
+                  figures.bare, "bare poplib RETR+DELE", purge.PUBLISHED_TARGET),
     ]  # fmt: skip
 
 
