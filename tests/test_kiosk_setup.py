@@ -23,7 +23,6 @@ from balise.domain.params import Scope
 from balise.kiosk_wiring import WiredBackend, build_backend
 from balise.services.setup import OrganismPlan, SetupPlan
 from balise.sim.dovecot import DovecotServer
-from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import Practitioner, SesamVitalePKI, TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.sim.softhsm import SoftHSM
@@ -38,7 +37,12 @@ from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.crl_support import CrlServer, make_crl
 from tests.support.kiosk_support import ScriptedCards, ScriptedReaders, real_signer
 from tests.support.lot_corpus import valid_lot
-from tests.support.mail_fixtures import LOOPBACKS, SMTP_PASSWORD, SMTP_USER, TlsCA
+from tests.support.mail_fixtures import (
+    SMTP_PASSWORD,
+    SMTP_USER,
+    TlsCA,
+    running_dovecot,
+)
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
 from tests.support.slapd_support import Slapd
 
@@ -61,20 +65,7 @@ class Fresh:
 @pytest.fixture
 def bal_dovecot(tmp_path: Path, tls_ca: TlsCA) -> Iterator[DovecotServer]:
     """The practitioner's BAL on Dovecot: user name = the BAL address, the SMTP password."""
-    server = DovecotServer(
-        tmp_path / "dc",
-        cert_pem=tls_ca.cert_pem,
-        key_pem=tls_ca.key_pem,
-        users={SMTP_USER: SMTP_PASSWORD},
-        pop3_port=free_tcp_port(LOOPBACKS),
-        pop3s_port=free_tcp_port(LOOPBACKS),
-        listen=LOOPBACKS,
-    )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from running_dovecot(tmp_path / "dc", tls_ca, {SMTP_USER: SMTP_PASSWORD})
 
 
 def fresh_box(

@@ -14,11 +14,16 @@ import pytest
 
 from balise.domain.errors import StateError
 from balise.sim.dovecot import DovecotServer
-from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from tests.support.kiosk_support import Kiosk, real_signer
-from tests.support.mail_fixtures import LOOPBACKS, POP3_USER, SMTP_PASSWORD, SMTP_USER, TlsCA
+from tests.support.mail_fixtures import (
+    POP3_USER,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    TlsCA,
+    running_dovecot,
+)
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.mail]
@@ -51,20 +56,7 @@ def _prove(kiosk: Kiosk) -> None:
 def one_password_dovecot(tmp_path: Path, tls_ca: TlsCA) -> Iterator[DovecotServer]:
     """Dovecot whose mailbox has the SMTP server's password: one BAL password, as a mail host
     gives (the shared fixture's two servers have two)."""
-    server = DovecotServer(
-        tmp_path / "dc1",
-        cert_pem=tls_ca.cert_pem,
-        key_pem=tls_ca.key_pem,
-        users={POP3_USER: SMTP_PASSWORD},
-        pop3_port=free_tcp_port(LOOPBACKS),
-        pop3s_port=free_tcp_port(LOOPBACKS),
-        listen=LOOPBACKS,
-    )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from running_dovecot(tmp_path / "dc1", tls_ca, {POP3_USER: SMTP_PASSWORD})
 
 
 def test_the_new_bal_password_is_saved_only_once_it_works(

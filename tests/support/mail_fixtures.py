@@ -58,14 +58,14 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsCA:
     return TlsCA(ca=ca, ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem)
 
 
-@pytest.fixture
-def dovecot(tmp_path: Path, tls_ca: TlsCA) -> Iterator[DovecotServer]:
-    """A running private Dovecot with mailbox POP3_USER / POP3_PASSWORD, on both LOOPBACKS."""
+def running_dovecot(folder: Path, tls_ca: TlsCA, users: dict[str, str]) -> Iterator[DovecotServer]:
+    """A private Dovecot in ``folder`` serving ``users`` (name -> password) over POP3 and POP3S
+    on both LOOPBACKS, with the certificate of ``tls_ca``; stopped when the fixture ends."""
     server = DovecotServer(
-        tmp_path / "dovecot",
+        folder,
         cert_pem=tls_ca.cert_pem,
         key_pem=tls_ca.key_pem,
-        users={POP3_USER: POP3_PASSWORD},
+        users=users,
         pop3_port=free_tcp_port(LOOPBACKS),
         pop3s_port=free_tcp_port(LOOPBACKS),
         listen=LOOPBACKS,
@@ -75,6 +75,12 @@ def dovecot(tmp_path: Path, tls_ca: TlsCA) -> Iterator[DovecotServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path, tls_ca: TlsCA) -> Iterator[DovecotServer]:
+    """A running private Dovecot with mailbox POP3_USER / POP3_PASSWORD, on both LOOPBACKS."""
+    yield from running_dovecot(tmp_path / "dovecot", tls_ca, {POP3_USER: POP3_PASSWORD})
 
 
 def _smtp_server(tls_ca: TlsCA, tls: TlsMode) -> Iterator[SmtpServer]:
