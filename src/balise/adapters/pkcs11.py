@@ -529,17 +529,7 @@ class Pkcs11Signer:
         and the session keeps its own copy of the PIN (wiped at close) for those logins.
         """
         identity = self._identity if self._identity is not None else self.identify()
-        state = self.pin_state()
-        if state.locked:
-            raise PinLocked()
-        if state.protected_path and pin is not None:
-            raise ValidationError(
-                "Ce lecteur a son propre clavier : le code se tape sur le lecteur.",
-                "This reader has its own keypad: the PIN is typed on the reader.",
-                code="PIN_ON_READER",
-            )
-        if not state.protected_path and not pin:
-            raise ValidationError("Code PIN vide.", "Empty PIN.", code="PIN_EMPTY")
+        self._check_pin_entry(pin)
         if allowed_signatures is not None and allowed_signatures < 0:
             raise ValueError("allowed_signatures must be >= 0")
         token = self._token()
@@ -567,13 +557,9 @@ class Pkcs11Signer:
             allowed_signatures=allowed_signatures,
         )
 
-    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof:
-        """The card proves who holds it: exactly one C_Login with ``pin``, then ``challenge``
-        signed (SHA-256, PKCS#1 v1.5) with the AUTHENTICATION key — the private key with the
-        CKA_ID of the card's digitalSignature certificate that is not the nonRepudiation one,
-        never the signature key — then logout and close, whatever happens."""
-        if self._identity is None:
-            self.identify()
+    def _check_pin_entry(self, pin: bytearray | None) -> None:
+        """Before any C_Login: a locked card, a PIN typed on the box for a keypad reader, or no
+        PIN at all are refused (nothing is sent to the card)."""
         state = self.pin_state()
         if state.locked:
             raise PinLocked()
@@ -585,6 +571,15 @@ class Pkcs11Signer:
             )
         if not state.protected_path and not pin:
             raise ValidationError("Code PIN vide.", "Empty PIN.", code="PIN_EMPTY")
+
+    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof:
+        """The card proves who holds it: exactly one C_Login with ``pin``, then ``challenge``
+        signed (SHA-256, PKCS#1 v1.5) with the AUTHENTICATION key — the private key with the
+        CKA_ID of the card's digitalSignature certificate that is not the nonRepudiation one,
+        never the signature key — then logout and close, whatever happens."""
+        if self._identity is None:
+            self.identify()
+        self._check_pin_entry(pin)
         token = self._token()
         session = self._open_session(token)
         rv = self.cryptoki.login(_handle(session), CKU_USER, pin)
