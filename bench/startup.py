@@ -42,7 +42,7 @@ BALISE = """
 import os, sys, time
 from pathlib import Path
 from balise.ui.app import BaliseApp
-from balise.ui.backend import deferred_backend
+from balise.ui.deferred import deferred_backend
 
 class NoReaders:  # a demo box: no udev, no pcscd
     def start(self, callback): pass

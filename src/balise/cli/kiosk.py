@@ -17,7 +17,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from balise.adapters.systemd import configure_logging, under_systemd
     from balise.bootstrap import Context
     from balise.ui.app import run_kiosk
-    from balise.ui.backend import deferred_backend
+    from balise.ui.deferred import deferred_backend
 
     data_dir = resolve_data_dir(args.data_dir)
     opened: list[Context] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
@@ -14,15 +14,18 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from balise.domain.devices import CardEvent, ReaderEvent
 from balise.domain.errors import BaliseError
 from balise.ui import i18n
-from balise.ui.backend import CardStatus, KioskBackend
-from balise.ui.demo_hooks import DemoHooks
+from balise.ui.deferred import CardStatus
 from balise.ui.i18n import t
 from balise.ui.messages import CardChanged, DevicesChanged, ReadersChanged
 from balise.ui.screens.base import KioskDialog, KioskScreen
 from balise.ui.screens.home import HomeScreen
+
+if TYPE_CHECKING:  # loaded when first needed, after the first paint
+    from balise.domain.devices import CardEvent, ReaderEvent
+    from balise.ui.backend import KioskBackend
+    from balise.ui.demo_hooks import DemoHooks
 
 STYLES = Path(__file__).with_name("styles")
 
@@ -88,6 +91,7 @@ class BaliseApp(App[None]):
         self.run_worker(self._start_watches, thread=True, exit_on_error=False, group="watch")
         home = self.screen
         if isinstance(home, HomeScreen):
+            home.refresh_bindings()  # its key bar, held back until now
             home.refresh_summary()
 
     def _start_watches(self) -> None:
@@ -187,6 +191,7 @@ class BaliseApp(App[None]):
         self.notify(t("kiosk.idle"), timeout=4)
         home = self.screen
         if isinstance(home, HomeScreen):
+            home.refresh_bindings()  # its key bar, held back until now
             home.refresh_summary()
 
     async def leave_technician(self) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from balise.domain.lotstate import LotState
+from balise.ui.deferred import CardStatus, DeferredBackend, deferred_backend
 
 if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backend, not the screens
-    from balise.domain.atr import CardKind
     from balise.domain.devices import CardEvent, ReaderEvent
     from balise.domain.lotrecord import LotRecord, QuarantineRecord
     from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
@@ -41,17 +41,6 @@ __all__ = [
     "SendStep",
     "deferred_backend",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class CardStatus:
-    """The card in the reader, in words (kind from its ATR; no PIN involved)."""
-
-    present: bool
-    kind: CardKind | None = None
-    can_sign: bool = False
-    fr: str = "aucune carte"
-    en: str = "no card"
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,32 +358,3 @@ class KioskBackend(Protocol):
     def close_provisioning_window(self) -> None:
         """Ask the root helper to close it now (refused unless the technician gate was passed)."""
         ...
-
-
-class DeferredBackend:
-    """A backend opened on first use: the kiosk paints its first screen at once and the box (key,
-    database, services) opens in the first worker thread that needs it."""
-
-    def __init__(self, build: Callable[[], KioskBackend]) -> None:
-        self._build = build
-        self._lock = threading.Lock()
-        self._backend: KioskBackend | None = None
-
-    def _real(self) -> KioskBackend:
-        with self._lock:
-            if self._backend is None:
-                self._backend = self._build()
-            return self._backend
-
-    def stop_watches(self) -> None:
-        with self._lock:
-            backend = self._backend
-        if backend is not None:
-            backend.stop_watches()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._real(), name)
-
-
-def deferred_backend(build: Callable[[], KioskBackend]) -> KioskBackend:
-    return cast(KioskBackend, DeferredBackend(build))

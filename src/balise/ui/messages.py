@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
 
-from balise.domain.devices import CardEvent
-from balise.ui.backend import CardStatus
+if TYPE_CHECKING:
+    from balise.domain.devices import CardEvent
+    from balise.ui.deferred import CardStatus
 
 
 class ReadersChanged(Message):

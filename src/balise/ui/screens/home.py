@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from balise.domain.lotstate import LotState
-from balise.ui.backend import HomeSummary
 from balise.ui.i18n import pick, t
 from balise.ui.messages import DevicesChanged
 from balise.ui.screens.base import KioskScreen
 from balise.ui.widgets.plain import Plain
 
+if TYPE_CHECKING:
+    from balise.ui.backend import HomeSummary
+
 REFRESH_S = 5.0
+
+
+class _HomeFooter(Footer):
+    """Accueil's key bar, whose keys come one refresh after the first frame (as a bare Textual
+    app's do) rather than before it: BaliseApp.on_ready asks for them again once it has painted.
+    Keys made before the first frame cost the first paint their widgets and styles."""
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        if getattr(self.app, "painted", True):
+            super().bindings_changed(screen)
 
 
 class HomeScreen(KioskScreen):
@@ -50,7 +63,7 @@ class HomeScreen(KioskScreen):
             yield Plain("", id="warnings")
             yield Plain(t("home.hint"), id="hint")
             yield Plain("", id="demo")
-        yield Footer()
+        yield _HomeFooter()
 
     def on_mount(self) -> None:
         self.sub_title = t("home.title")

@@ -1,0 +1,57 @@
+"""What the kiosk needs of its backend before the first paint: the card's state and the backend
+opened on first use. Kept apart from :mod:`balise.ui.backend` (re-exported there), whose fourteen
+dataclasses and Protocol take longer to define than this whole module: the screens import that
+one when they first show, after the first paint."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from balise.domain.atr import CardKind
+    from balise.ui.backend import KioskBackend
+
+__all__ = ["CardStatus", "DeferredBackend", "deferred_backend"]
+
+
+@dataclass(frozen=True, slots=True)
+class CardStatus:
+    """The card in the reader, in words (kind from its ATR; no PIN involved)."""
+
+    present: bool
+    kind: CardKind | None = None
+    can_sign: bool = False
+    fr: str = "aucune carte"
+    en: str = "no card"
+
+
+class DeferredBackend:
+    """A backend opened on first use: the kiosk paints its first screen at once and the box (key,
+    database, services) opens in the first worker thread that needs it."""
+
+    def __init__(self, build: Callable[[], KioskBackend]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._backend: KioskBackend | None = None
+
+    def _real(self) -> KioskBackend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._build()
+            return self._backend
+
+    def stop_watches(self) -> None:
+        with self._lock:
+            backend = self._backend
+        if backend is not None:
+            backend.stop_watches()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real(), name)
+
+
+def deferred_backend(build: Callable[[], KioskBackend]) -> KioskBackend:
+    return cast("KioskBackend", DeferredBackend(build))
