@@ -121,7 +121,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     assemble = _ansible(
         "image-assemble.yml",
         "-e",
-        '{"image_kernel_cmdline_extra": "console=ttyS0,115200 systemd.show_status=true"}',
+        '{"image_kernel_cmdline_extra": "console=ttyS0,115200 systemd.show_status=true",'
+        ' "image_test_keys": true}',
         timeout=900,
     )
     assert assemble.returncode == 0, assemble.stdout[-4000:] + assemble.stderr[-2000:]
@@ -198,8 +199,140 @@ def test_rootfs_policy(built: Built) -> None:
         and (p.name.startswith("ssh_host_") or p.suffix == ".kek" or p.name in {"balise.db", "credential.secret"})
     ]  # fmt: skip
     assert secrets == []
-    assert not (ROOTFS / "etc/credstore.encrypted").exists()
+    # Debian 13's systemd ships the credential stores empty (0700): nothing in them in the image.
+    assert not any((ROOTFS / "etc/credstore.encrypted").glob("*"))
     assert not (ROOTFS / "opt/balise/wheels").exists()
+
+
+BUILDER = BUILD / "builder"
+TEST_KEYS = BUILD / "test-keys"
+
+
+def _in_builder(*argv: str, files: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
+    """A command of the Debian 13 build chroot (ukify, sbverify: not on this Debian 12 host), with
+    ``files`` copied into its /tmp/balise-test/ first."""
+    stage = BUILDER / "tmp" / "balise-test"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for path in files:
+        shutil.copy2(path, stage / path.name)
+    try:
+        return subprocess.run(
+            ["chroot", str(BUILDER), *argv], capture_output=True, text=True, timeout=300,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"},
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _esp_listing(disk: Path, folder: str) -> list[str]:
+    """The names in ``folder`` of the disk image's ESP (its partition starts at 1 MiB)."""
+    result = subprocess.run(
+        ["mdir", "-b", "-i", f"{disk}@@1M", f"::/{folder}"],
+        capture_output=True, text=True, env=MTOOLS_ENV,
+    )  # fmt: skip
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def test_boot_chain_is_one_signed_unified_kernel_image(built: Built) -> None:
+    ukis = _esp_listing(built.disk, "EFI/Linux")
+    assert len(ukis) == 1 and re.fullmatch(r"::/EFI/Linux/balise-[0-9][^/]*\.efi", ukis[0]), ukis
+    # No loader entry: nothing on the ESP sets a command line beside the UKI's own.
+    assert _esp_listing(built.disk, "loader/entries") == []
+    uki = BUILD / ukis[0].rsplit("/", 1)[1]
+    # Signed for Secure Boot with the build's key, checked by sbverify against its certificate.
+    verify = _in_builder(
+        "sbverify", "--cert", "/tmp/balise-test/db.crt", f"/tmp/balise-test/{uki.name}",
+        files=[uki, TEST_KEYS / "db.crt"],
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # One image holds the kernel, the initrd, the command line and the signed PCR 11 values.
+    inspect = _in_builder("ukify", "inspect", f"/tmp/balise-test/{uki.name}", files=[uki])
+    assert inspect.returncode == 0, inspect.stderr
+    for section in (".linux:", ".initrd:", ".cmdline:", ".pcrsig:", ".pcrpkey:", ".uname:"):
+        assert section in inspect.stdout, inspect.stdout
+    assert "root=PARTLABEL=balise-root" in inspect.stdout
+
+
+def test_booted_through_the_signed_unified_kernel_image(boots: tuple[str, str]) -> None:
+    for serial in boots:
+        facts = _facts(serial)
+        assert facts["stub"].startswith("systemd-stub"), serial[-4000:]
+        assert re.fullmatch(r"balise-[0-9].*\.efi", facts["loader-entry"]), facts
+        assert facts["cmdline"].startswith("root=PARTLABEL=balise-root"), facts
+
+
+# The application's core tests, run by the image's own Python against the package the balise role
+# installed in /opt/balise/venv (its Python 3.13, its locked libraries): the same files as
+# `make test` runs on this host, with the test tools of requirements/test.lock (for CPython 3.13,
+# hash-checked) installed beside the venv in a folder of the rootfs's /tmp, removed afterwards.
+CORE_TESTS = ("test_journal.py", "test_store.py", "test_vault_params.py", "test_cms.py",
+              "test_lotfile.py", "test_classify.py", "test_tracking.py", "test_returns.py")  # fmt: skip
+# What running them needs of test.lock besides runtime.lock (the linters and mypy are not needed).
+CORE_TEST_TOOLS = ("pytest", "iniconfig", "packaging", "pytest-asyncio", "hypothesis",
+                   "sortedcontainers", "trustme", "aiosmtpd", "atpublic", "jsonschema",
+                   "jsonschema-specifications", "referencing", "rpds-py", "syrupy",
+                   "pytest-textual-snapshot", "jinja2", "markupsafe")  # fmt: skip
+
+
+def _lock_entries(lock: Path, names: Sequence[str]) -> str:
+    """The entries of ``names`` in a hashed lock file, as they are written there."""
+    wanted = {n.lower() for n in names}
+    pattern = r"(?ms)^([A-Za-z0-9][A-Za-z0-9._-]*)==\S+.*?(?=^\S|\Z)"
+    found = [m for m in re.finditer(pattern, lock.read_text(encoding="utf-8"))]
+    assert {m.group(1).lower() for m in found} >= wanted, wanted
+    return "".join(m.group(0) for m in found if m.group(1).lower() in wanted)
+
+
+def test_core_tests_pass_with_the_images_python_and_libraries(built: Built) -> None:
+    work = ROOTFS / "tmp" / "balise-core-tests"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "wheels").mkdir(parents=True)
+    try:
+        lock = work / "tools.lock"
+        lock.write_text(_lock_entries(REPO / "requirements" / "test.lock", CORE_TEST_TOOLS))
+        platforms = [f"--platform=manylinux_2_{m}_x86_64" for m in range(17, 42)]
+        download = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps",
+             "--only-binary=:all:", "--python-version=3.13", "--implementation=cp",
+             "--abi=cp313", *platforms, "--index-url=https://pypi.org/simple",
+             "--dest", str(work / "wheels"), "--requirement", str(lock)],
+            capture_output=True, text=True, timeout=600,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
+                 "PIP_CONFIG_FILE": os.devnull},
+        )  # fmt: skip
+        assert download.returncode == 0, download.stderr[-3000:]
+        shutil.copytree(REPO / "tests", work / "tree" / "tests",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        shutil.copy2(REPO / "pyproject.toml", work / "tree" / "pyproject.toml")
+        inside = "/tmp/balise-core-tests"
+        script = (
+            f"set -e; cd {inside}; /opt/balise/venv/bin/python -I -m pip install --quiet"
+            " --no-index --no-deps --disable-pip-version-check --target site wheels/*.whl;"
+            f" cd tree; export PYTHONPATH={inside}/site:{inside}/tree HOME={inside};"
+            ' /opt/balise/venv/bin/python -c \'import balise, sys; print("tested:", balise.__file__,'
+            " sys.version_info[:2])';"
+            " /opt/balise/venv/bin/python -m pytest -q -p no:cacheprovider"
+            " -m 'not softhsm and not pcsc and not mail and not image'"
+            + "".join(f" tests/{name}" for name in CORE_TESTS)
+        )
+        subprocess.run(["mount", "-t", "proc", "proc", str(ROOTFS / "proc")], check=True)
+        try:
+            run = subprocess.run(
+                ["chroot", str(ROOTFS), "/bin/sh", "-c", script],
+                capture_output=True, text=True, timeout=900,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
+                     "PIP_CONFIG_FILE": "/dev/null"},
+            )  # fmt: skip
+        finally:
+            subprocess.run(["umount", str(ROOTFS / "proc")], check=False)
+        assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+        # The package tested is the venv's, with Debian 13's Python, not the repository's source.
+        assert "tested: /opt/balise/venv/lib/python3.13/site-packages/balise/" in run.stdout
+        assert "(3, 13)" in run.stdout
+        assert re.search(r"\d+ passed", run.stdout), run.stdout[-2000:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _recipient_certificate() -> bytes:
@@ -368,6 +501,11 @@ def test_first_boot_enrols_the_tpm_and_shows_the_kiosk(boots: tuple[str, str]) -
     facts = _facts(serial)
     assert "formatage LUKS2 (mode tpm2)" in serial
     assert facts["tpm2-tokens"] == "1", serial[-4000:]
+    # The signed policy: PCR 11 as signed by the project's key, PCRs 7 and 12 as at enrolment.
+    assert facts["tpm2-pubkey-pcrs"] == "11", facts
+    assert facts["tpm2-hash-pcrs"] == "7+12", facts
+    assert facts["pcr-signature"] == "present"
+    assert facts["kek-decrypts"] == "yes"
     # The data partition took the disk's free space before it was formatted.
     assert "partition de données agrandie jusqu'à la fin du disque" in serial
     built = _layout()["DATA_MIB"] * MIB
@@ -544,3 +682,137 @@ def test_provisioning_spool_cannot_be_swapped_by_the_kiosk_user(boots: tuple[str
     # The kiosk still drops its request, and the root helper takes it.
     assert facts["kiosk-request"] == "written"
     assert facts["kiosk-request-taken"] == "yes", boots[1][-4000:]
+
+
+# --- Measured boot: the same disk, tampered with offline, then updated with a newer signed UKI ---
+
+
+def _uki_name(disk: Path) -> str:
+    (uki,) = _esp_listing(disk, "EFI/Linux")
+    return uki.rsplit("/", 1)[1]
+
+
+def _build_uki(out: Path, cmdline: str, uname: str, *, pcr_signed: bool) -> Path:
+    """A UKI of the image's kernel and initrd, built by the build chroot's ukify; with
+    ``pcr_signed`` its PCR 11 values are signed with the build's PCR key (what a release of the
+    project does), without it they are not (what anybody else can build)."""
+    stage = "/tmp/balise-test"
+    kver = next((ROOTFS / "lib/modules").iterdir()).name
+    files = [ROOTFS / f"boot/vmlinuz-{kver}", ROOTFS / f"boot/initrd.img-{kver}",
+             ROOTFS / "usr/lib/os-release", TEST_KEYS / "db.key", TEST_KEYS / "db.crt",
+             TEST_KEYS / "pcr-signing.key", TEST_KEYS / "pcr-signing.pub.pem"]  # fmt: skip
+    argv = ["ukify", "build", "--linux", f"{stage}/vmlinuz-{kver}",
+            "--initrd", f"{stage}/initrd.img-{kver}", "--cmdline", cmdline,
+            "--os-release", f"@{stage}/os-release", "--uname", uname, "--signtool", "sbsign",
+            "--secureboot-private-key", f"{stage}/db.key",
+            "--secureboot-certificate", f"{stage}/db.crt"]  # fmt: skip
+    if pcr_signed:
+        argv += ["--pcr-private-key", f"{stage}/pcr-signing.key",
+                 "--pcr-public-key", f"{stage}/pcr-signing.pub.pem"]  # fmt: skip
+    argv += ["--output", f"{stage}/{out.name}"]
+    # _in_builder removes its stage afterwards: copy the result out from inside the same call.
+    result = _in_builder("sh", "-c", '"$@" && cp "$0" /tmp/balise-uki-out.efi',
+                         f"{stage}/{out.name}", *argv, files=files)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    shutil.move(BUILDER / "tmp" / "balise-uki-out.efi", out)
+    return out
+
+
+def _esp_put(disk: Path, source: Path | bytes, target: str) -> None:
+    """``source`` (a file, or these bytes) written to ``target`` on the disk image's ESP."""
+    if isinstance(source, bytes):
+        path = disk.with_name("esp-put.tmp")
+        path.write_bytes(source)
+        source = path
+    folder = target.rsplit("/", 1)[0]
+    subprocess.run(["mmd", "-D", "s", "-i", f"{disk}@@1M", f"::/{folder}"],
+                   capture_output=True, env=MTOOLS_ENV)  # fmt: skip
+    subprocess.run(["mcopy", "-o", "-i", f"{disk}@@1M", str(source), f"::/{target}"],
+                   check=True, capture_output=True, env=MTOOLS_ENV)  # fmt: skip
+
+
+def _esp_del(disk: Path, target: str) -> None:
+    subprocess.run(["mdel", "-i", f"{disk}@@1M", f"::/{target}"],
+                   check=True, capture_output=True, env=MTOOLS_ENV)  # fmt: skip
+
+
+def _esp_get(disk: Path, target: str, dest: Path) -> Path:
+    subprocess.run(["mcopy", "-n", "-i", f"{disk}@@1M", f"::/{target}", str(dest)],
+                   check=True, capture_output=True, env=MTOOLS_ENV)  # fmt: skip
+    return dest
+
+
+@dataclass
+class Measured:
+    edited: str
+    unsigned: str
+    newer: str
+    newer_uki: str
+
+
+@pytest.fixture(scope="module")
+def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
+    """Three more boots of the box's disk, after the first two: each tampering undone before the
+    next, as a thief would try them one by one."""
+    disk = guest.disk
+    name = _uki_name(disk)
+    genuine = _esp_get(disk, f"EFI/Linux/{name}", guest.logs / name)
+    cmdline = _facts(boots[1])["cmdline"]
+    loader = _esp_get(disk, "loader/loader.conf", guest.logs / "loader.conf").read_bytes()
+    # 1. The command line edited: a loader entry of the thief's beside the signed UKI, chosen.
+    entry = f"title Balise\nefi /EFI/Linux/{name}\noptions {cmdline} balise.edited=1\n"
+    _esp_put(disk, entry.encode(), "loader/entries/balise-edited.conf")
+    _esp_put(disk, loader.replace(b"default balise-*", b"default balise-edited.conf"),
+             "loader/loader.conf")  # fmt: skip
+    edited = _boot(guest, "edited-cmdline")
+    _esp_del(disk, "loader/entries/balise-edited.conf")
+    _esp_put(disk, loader, "loader/loader.conf")
+    # 2. A UKI nobody signed the PCR values of (same kernel, initrd and command line).
+    kver = name.removeprefix("balise-").removesuffix(".efi")
+    unsigned = _build_uki(guest.logs / "unsigned.efi", cmdline, kver, pcr_signed=False)
+    _esp_put(disk, unsigned, f"EFI/Linux/{name}")
+    unsigned_serial = _boot(guest, "unsigned-uki")
+    _esp_put(disk, genuine, f"EFI/Linux/{name}")
+    # 3. An update: a second UKI, signed, with a newer kernel version string, beside the first.
+    version = re.fullmatch(r"(\d+)\.(\d+)(.*)", kver)
+    assert version, kver
+    major, minor, rest = version.groups()
+    newer_kver = f"{major}.{int(minor) + 1}{rest}"
+    newer_name = f"balise-{newer_kver}.efi"
+    newer = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True)
+    _esp_put(disk, newer, f"EFI/Linux/{newer_name}")
+    newer_serial = _boot(guest, "newer-uki")
+    return Measured(edited, unsigned_serial, newer_serial, newer_name)
+
+
+def _locked_out(serial: str) -> None:
+    facts = _facts(serial)
+    assert "BALISE-TEST: done" in serial, serial[-4000:]  # the box did boot, up to the report
+    assert facts["mapper"] == "closed", serial[-4000:]
+    assert facts["kek-decrypts"] == "no", facts
+    assert "la clé de secours du technicien est nécessaire" in serial, serial[-4000:]
+    # Never formatted again: the data stays for the technician's recovery key.
+    assert "formatage" not in serial and facts["tpm2-tokens"] == "1"
+
+
+def test_edited_command_line_gets_no_key_from_the_tpm(measured: Measured) -> None:
+    facts = _facts(measured.edited)
+    assert "balise.edited=1" in facts["cmdline"], facts  # the thief's command line did boot
+    _locked_out(measured.edited)
+
+
+def test_uki_without_the_projects_pcr_signature_gets_no_key(measured: Measured) -> None:
+    facts = _facts(measured.unsigned)
+    assert facts["stub"].startswith("systemd-stub") and facts["pcr-signature"] == "absent"
+    _locked_out(measured.unsigned)
+
+
+def test_newer_signed_uki_unlocks_without_re_enrolment(measured: Measured) -> None:
+    facts = _facts(measured.newer)
+    assert facts["loader-entry"] == measured.newer_uki, facts  # systemd-boot took the newest
+    assert facts["mapper"] == "open" and facts["mounted"] == "yes", measured.newer[-4000:]
+    assert facts["tpm2-tokens"] == "1" and facts["tpm2-pubkey-pcrs"] == "11"
+    assert "formatage" not in measured.newer and "secours" not in measured.newer
+    assert facts["kek-decrypts"] == "yes"
+    assert facts["sentinel"] == "present"  # the parameter set at first boot, still there
+    assert "Accueil" in _screen(measured.newer)
