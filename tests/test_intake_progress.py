@@ -197,6 +197,7 @@ def test_a_lot_the_box_user_may_not_read_is_set_aside_and_the_next_one_is_taken(
     (exchange.new / "a-verrouille.lot").chmod(0o600)
     os.chown(exchange.new / "a-verrouille.lot", UID, UID)
     os.chown(folder, UID, UID)
+    folder.chmod(0o700)  # the exchange account's own folder: the box may not even open it
 
     as_box = [
         "setpriv",

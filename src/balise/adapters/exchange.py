@@ -117,6 +117,15 @@ class ExchangeFolders:
         try:
             fd = os.open(path, flags)
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                # A folder (or pipe) the box may not open is still no file: said as such,
+                # whatever its mode (lstat needs no right on the entry itself).
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError:
+                    mode = stat.S_IFREG
+                if not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
+                    raise _not_a_file(mode) from exc
             refused = _unreadable(exc)
             if refused is None:
                 raise
