@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ SUFFIX = ".sauvegarde"
 PARTIAL_PREFIX = ".partiel-"
 LAST_OK_META = "backup.last_ok"
 ARCHIVE_FINGERPRINT = "archive"
+SNAPSHOT_TRIES = 5
+SNAPSHOT_BUSY_S = 10.0
 # Tables whose rows are the practice's data: a box holding any of them is not "fresh".
 DATA_TABLES = ("lots", "returns", "payments", "quarantine_files", "mail_quarantine", "alerts")
 
@@ -188,12 +191,33 @@ class SqliteBackupArchiver:
         # (no free page, no stale bytes in the pages' slack) in one pass. From a read-only
         # connection of its own, without sync: this scratch copy is never forced to disk (the
         # archive made from it is), which would cost seconds on an SD card.
-        source = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True, isolation_level=None)
-        try:
-            source.execute("PRAGMA synchronous=OFF")
-            source.execute("VACUUM INTO ?", (str(path),))
-        finally:
-            source.close()
+        # A WAL reader meets SQLITE_BUSY at once, without its busy handler, while another
+        # connection recovers the WAL (the agent opening the store at boot while the USB key's
+        # backup starts): a few spaced tries, then a failure in words the agent retries later.
+        for attempt in range(SNAPSHOT_TRIES):
+            source = sqlite3.connect(
+                f"file:{self.store.path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=SNAPSHOT_BUSY_S,
+            )
+            try:
+                source.execute("PRAGMA synchronous=OFF")
+                source.execute("VACUUM INTO ?", (str(path),))
+                break
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                path.unlink(missing_ok=True)
+                if attempt == SNAPSHOT_TRIES - 1:
+                    raise StateError(
+                        "base de données occupée : sauvegarde remise à plus tard",
+                        "database busy: backup postponed",
+                        code="BACKUP_BUSY",
+                    ) from exc
+                time.sleep(0.5 * (attempt + 1))
+            finally:
+                source.close()
         dest = sqlite3.connect(str(path), isolation_level=None)
         try:
             dest.execute("PRAGMA synchronous=OFF")
