@@ -577,15 +577,23 @@ def test_usb_keys_plugged_import_the_lot_and_take_a_sealed_backup(
     first, second = (_facts(serial) for serial in boots)
     assert first["practice"] == "configured", boots[0][-4000:]
     facts = second
+    # On failure, what the keys' units said (their journals, printed earlier in the boot than
+    # the tail of the serial log reaches) and the agent's lines around them.
+    usb_log = "\n".join(
+        line
+        for line in boots[1].splitlines()
+        if line.startswith(("BALISE-TEST-USB", "BALISE-TEST: balise-usb"))
+        or "balise-agent" in line
+    )[-8000:]
     # BALISE-LOTS: mounted read-only, the lot validated and journaled, then unmounted.
-    assert facts["balise-usb-import"].startswith("success"), boots[1][-6000:]
+    assert facts["balise-usb-import"].startswith("success"), usb_log
     assert facts["balise-usb-import-mounted"] == "no"
     assert facts["lots-ready"] == "1", boots[1][-6000:]
     assert re.search(r"BALISE-TEST-PRACTICE: lots: .*lot 042 du", boots[1])
     # BALISE-SAUV: one archive written and journaled on the key, synced, unmounted.
-    assert facts["balise-usb-backup"].startswith("success"), boots[1][-6000:]
+    assert facts["balise-usb-backup"].startswith("success"), usb_log
     assert facts["balise-usb-backup-mounted"] == "no"
-    assert facts["key-backups"] == "1"
+    assert facts["key-backups"] == "1", usb_log
     listing = subprocess.run(
         ["mdir", "-b", "-i", str(guest.backup_key), "::/"],
         capture_output=True, text=True, check=True, env=MTOOLS_ENV,
