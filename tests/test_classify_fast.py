@@ -1,7 +1,8 @@
 """The classifier's fast reading of a plain return (domain.classify._fast_tree) builds the very
 tree the standard parser builds — the same header fields, content types, parts and payloads —
 or declines and leaves the mail to the standard parser. So a mail gets the same verdict either
-way; only the purge's time changes (the analysis of a thousand returns took most of it)."""
+way; only the purge's time changes (the analysis of a thousand returns took most of it). The
+same for the header block every mail is first read by (_fast_header_block)."""
 
 from __future__ import annotations
 
@@ -113,11 +114,21 @@ def test_fast_tree_is_the_standard_tree_or_declines(raw: bytes) -> None:
         assert _shape(fast) == _shape(_standard(raw))
 
 
+@pytest.mark.parametrize("raw", VARIANTS, ids=IDS)
+def test_fast_header_block_is_the_standard_one_or_declines(raw: bytes) -> None:
+    block = classify._header_block(raw, corpus_policy().max_header_bytes)
+    fast = classify._fast_header_block(block)
+    if fast is not None:
+        standard = BytesParser(policy=email_policy.compat32).parsebytes(block, headersonly=True)
+        assert _shape(fast) == _shape(standard)
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_genuine_returns_take_the_fast_way(name: str) -> None:
     raw = GOLDEN[name]
     assert classify._fast_tree(raw) is not None
     assert classify._fast_tree(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")) is not None
+    assert classify._fast_header_block(classify._header_block(raw, 64 * 1024)) is not None
 
 
 @pytest.mark.parametrize("raw", VARIANTS, ids=IDS)
@@ -125,4 +136,5 @@ def test_same_verdict_as_the_standard_parser(raw: bytes, monkeypatch: pytest.Mon
     policy = corpus_policy()
     fast = classify_message(raw, policy)
     monkeypatch.setattr(classify, "_fast_tree", lambda _raw: None)
+    monkeypatch.setattr(classify, "_fast_header_block", lambda _raw: None)
     assert classify_message(raw, policy) == fast

@@ -470,8 +470,11 @@ class ReturnsStore(Protocol):
         ...
 
     def mark_seen(
-        self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str
-    ) -> None: ...
+        self, profile: str, seen: Sequence[tuple[str, str, str, int | None]], run_id: str
+    ) -> None:
+        """Record each (UIDL, SHA-256, outcome, id of what was stored) as processed by
+        ``run_id`` (one statement for a whole commit group)."""
+        ...
 
     def add_return(
         self,
@@ -509,7 +512,7 @@ class ReturnsStore(Protocol):
 
     def payload(self, return_id: int) -> bytes | None: ...
 
-    def mark_published(self, return_id: int) -> None: ...
+    def mark_published(self, return_ids: Sequence[int]) -> None: ...
 
     def add_unknown(
         self,

@@ -98,6 +98,11 @@ class WorkerClassifier:
 
     DEPTH: Final = 64
     INFLIGHT_BYTES: Final = 48 * 1024
+    # Messages handed over are written to the pipe in groups, not one write (and one wake-up of
+    # the worker) each: at once to an idle worker, then every FLUSH_EVERY messages, and the rest
+    # at :meth:`flush` (the caller is about to wait for the network) or before any wait for an
+    # answer. A message is never waited for before it was written.
+    FLUSH_EVERY: Final = 8
 
     def __init__(
         self,
@@ -121,6 +126,7 @@ class WorkerClassifier:
         self._inflight = 0  # bytes of the pending messages
         self._answered = 0.0  # when the last answer was read (monotonic)
         self._ready_by: float | None = None  # started, its "ready" frame not read yet
+        self._unflushed: list[_Pending] = []  # handed over, still in our write buffer
 
     @property
     def pid(self) -> int | None:
@@ -174,6 +180,7 @@ class WorkerClassifier:
         self._buffer = bytearray()
         self._policy_sent = None
         self._ready_by = None
+        self._unflushed = []
         if proc is None:
             return
         if proc.poll() is None:
@@ -265,11 +272,30 @@ class WorkerClassifier:
         try:
             assert proc.stdin is not None
             proc.stdin.write(frames(json.dumps(request).encode("utf-8"), pending.raw))
-            proc.stdin.flush()
         except (OSError, ValueError) as exc:
             pending.error = exc
             return
         self._policy_sent = pending.policy
+        self._unflushed.append(pending)
+        if self._pending[0] is pending or len(self._unflushed) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the messages handed over but still in the write buffer (one write for all)."""
+        if not self._unflushed:
+            return
+        batch, self._unflushed = self._unflushed, []
+        proc = self._proc
+        try:
+            assert proc is not None and proc.stdin is not None
+            proc.stdin.flush()
+        except (OSError, ValueError) as exc:
+            for pending in batch:
+                pending.error = exc  # collect() sees it: a new worker gets them again
+            return
+        now = time.monotonic()
+        for pending in batch:
+            pending.sent = now  # its wall-clock budget counts from here at the earliest
 
     def collect(self) -> Classification:
         """The verdict on the oldest submitted message. On a timeout, a crash or a memory error the
@@ -277,6 +303,7 @@ class WorkerClassifier:
         raised; ``exhausted`` once restarts are used up (then nothing stays pending)."""
         if not self._pending:
             raise RuntimeError("collect() without submit()")
+        self.flush()
         pending = self._pending.popleft()
         self._inflight -= len(pending.raw)
         if pending.start_failure is not None:

@@ -75,7 +75,9 @@ class SqliteJournal:
     ) -> JournalEntry:
         text = canonical_details(details)
         who = actor or self._actor
-        with self._store.write():
+        # The head re-read and the one INSERT under the write lock (BEGIN IMMEDIATE, or the
+        # caller's transaction: no savepoint, the INSERT alone is atomic).
+        with self._store.write_one():
             row = self._store.conn.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()

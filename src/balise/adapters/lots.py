@@ -241,7 +241,7 @@ class SqliteLotStore:
         for name, value in fields.items():
             assignments.append(f"{name} = ?")
             values.append(json.dumps(value, ensure_ascii=False) if name == "reasons" else value)
-        with self._store.write():
+        with self._store.write_one():  # one UPDATE (a refused one changed nothing)
             cur = self._conn.execute(
                 f"UPDATE lots SET {', '.join(assignments)} WHERE id = ? AND state = ?",  # noqa: S608
                 (*values, lot_id, expected.value),

@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -187,13 +187,9 @@ class SqliteReturnsStore:
 
     @contextmanager
     def _one_statement(self) -> Iterator[None]:
-        """A write of ONE statement: its own transaction, or none inside the caller's. SQLite
-        makes a single statement atomic, so a savepoint (two more statements, each compiled
-        afresh under a random name) would add nothing; a failure still rolls the caller back."""
-        if self._conn.in_transaction:
-            yield
-            return
-        with self._store.write():
+        """A write of ONE statement: its own transaction, or none inside the caller's (see
+        :meth:`Store.write_one`)."""
+        with self._store.write_one():
             yield
 
     @contextmanager
@@ -229,13 +225,13 @@ class SqliteReturnsStore:
         return out
 
     def mark_seen(
-        self, profile: str, uidl: str, sha256: str, outcome: str, ref_id: int | None, run_id: str
+        self, profile: str, seen: Sequence[tuple[str, str, str, int | None]], run_id: str
     ) -> None:
         with self._one_statement():
-            self._conn.execute(
+            self._conn.executemany(
                 "INSERT INTO mail_seen(profile, uidl, sha256, outcome, ref_id, processed, run_id) "
                 "VALUES (?, ?, ?, ?, ?, datetime('now'), ?)",
-                (profile, uidl, sha256, outcome, ref_id, run_id),
+                [(profile, uidl, sha, outcome, ref, run_id) for uidl, sha, outcome, ref in seen],
             )
 
     # -- returns and payments -----------------------------------------------------------------
@@ -367,9 +363,11 @@ class SqliteReturnsStore:
             return None
         return self._cipher.open(bytes(row[3]), "returns.payload", row[0], row[1], row[2])
 
-    def mark_published(self, return_id: int) -> None:
+    def mark_published(self, return_ids: Sequence[int]) -> None:
         with self._one_statement():
-            self._conn.execute("UPDATE returns SET published = 1 WHERE id = ?", (return_id,))
+            self._conn.executemany(
+                "UPDATE returns SET published = 1 WHERE id = ?", [(i,) for i in return_ids]
+            )
 
     # -- unknown mail -------------------------------------------------------------------------
 

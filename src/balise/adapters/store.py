@@ -183,6 +183,18 @@ class Store:
                 ) from exc
             raise
 
+    @contextmanager
+    def write_one(self) -> Iterator[Database]:
+        """A block that writes with ONE statement (it may read before it): inside an open
+        transaction no savepoint, which would add two statements and nothing else — SQLite makes
+        one statement atomic, and a failure still rolls the caller back; alone, its own write
+        transaction (:meth:`write`)."""
+        if self.conn.in_transaction:
+            yield self.db
+            return
+        with self.write() as db:
+            yield db
+
     def pragmas(self) -> dict[str, Any]:
         return read_pragmas(self.conn)
 

@@ -288,7 +288,9 @@ class _Meta:
 
 def _parse_headers(header_bytes: bytes, policy: ClassifyPolicy) -> tuple[Message | None, _Meta]:
     try:
-        msg = BytesParser(policy=email_policy.compat32).parsebytes(header_bytes, headersonly=True)
+        msg = _fast_header_block(header_bytes) or BytesParser(
+            policy=email_policy.compat32
+        ).parsebytes(header_bytes, headersonly=True)
     except (email.errors.MessageError, ValueError, LookupError, TypeError, RecursionError):
         return None, _Meta()
     limit = policy.metadata_max_len
@@ -499,6 +501,34 @@ def _entity(fields: list[tuple[str, str]]) -> Message:
     return entity
 
 
+def _plain_lines(raw: bytes) -> list[str] | None:
+    """The lines of ``raw`` as the standard parser splits them, each with its line end, when it
+    is ASCII with CRLF or LF line ends only; else None."""
+    if not raw.isascii() or raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    lines = [line + "\n" for line in raw.decode("ascii").split("\n")]
+    if lines[-1] == "\n":
+        lines.pop()  # the text ended with a line end
+    else:
+        lines[-1] = lines[-1][:-1]  # a last line without one
+    return lines
+
+
+def _fast_header_block(header_bytes: bytes) -> Message | None:
+    """What ``BytesParser(policy=compat32).parsebytes(header_bytes, headersonly=True)`` builds,
+    for plain header fields ended by an empty line (the sender check reads every mail's header
+    block: the standard parser took a quarter of the analysis); None for anything else, left
+    to the standard parser. Checked against it in tests/test_classify_fast.py."""
+    lines = _plain_lines(header_bytes)
+    parsed = _fast_headers(lines, 0) if lines is not None else None
+    if lines is None or parsed is None:
+        return None
+    fields, at = parsed
+    msg = _entity(fields)
+    msg.set_payload("".join(lines[at:]))
+    return msg
+
+
 def _fast_tree(raw: bytes) -> Message | None:
     """The tree ``BytesParser(policy=compat32).parsebytes(raw)`` builds, for the plain shape of
     a return (ASCII, CRLF or LF line ends, plain header fields; a single part, or one
@@ -506,14 +536,9 @@ def _fast_tree(raw: bytes) -> Message | None:
     the standard parser's line machinery and its regular expression compiled for every
     boundary (most of a purge's analysis time). None for any other shape: the standard parser
     reads those. The two are checked against each other in tests/test_classify_fast.py."""
-    if not raw.isascii() or raw.count(b"\r") != raw.count(b"\r\n"):
+    lines = _plain_lines(raw)
+    if lines is None:
         return None
-    text = raw.decode("ascii")
-    lines = [line + "\n" for line in text.split("\n")]
-    if lines[-1] == "\n":
-        lines.pop()  # the text ended with a line end
-    else:
-        lines[-1] = lines[-1][:-1]  # a last line without one
     parsed = _fast_headers(lines, 0)
     if parsed is None:
         return None

@@ -362,11 +362,12 @@ class _Entity:
     offset: int  # byte offset in the payload
 
     def where(self) -> str:
-        return f"entity {self.seq} ({self.code}) at offset {self.offset}"
+        return _where(self.seq, self.code, self.offset)
 
 
 def _is_digits(text: str) -> bool:
-    return _DIGITS.fullmatch(text) is not None
+    # [0-9]+ (an ASCII text that is all digits has only those), without a regular expression
+    return text.isascii() and text.isdigit()
 
 
 def _num(ent: _Entity, start: int, length: int, what: str) -> int:
@@ -489,18 +490,21 @@ def _scan(text: str, base: int, profile: ReturnProfile) -> _Scan:
             pos = end + 1
             continue
         body = text[pos + 3 : pos + 3 + length]
-        where = f"entity {seq} ({code}) at offset {offset}"
         if len(body) < length or term in body:
-            raise _Damaged(ReturnProblem.TRUNCATED_ENTITY, where)
+            raise _Damaged(ReturnProblem.TRUNCATED_ENTITY, _where(seq, code, offset))
         after = text[pos + 3 + length : pos + 4 + length]
         if after != term:
             problem = (
                 ReturnProblem.TRUNCATED_ENTITY if not after else ReturnProblem.BAD_ENTITY_LENGTH
             )
-            raise _Damaged(problem, where)
+            raise _Damaged(problem, _where(seq, code, offset))
         scan.entities.append(_Entity(code, body, seq, offset))
         scan.total_entities = seq
         pos += 4 + length
+
+
+def _where(seq: int, code: str, offset: int) -> str:
+    return f"entity {seq} ({code}) at offset {offset}"
 
 
 def _read_trailer(rest: str, offset: int, scan: _Scan, profile: ReturnProfile) -> None:

@@ -101,6 +101,13 @@ class ClassifierService:
         if callable(warm):
             warm()
 
+    def flush(self) -> None:
+        """Send the worker what was submitted and is still buffered (the caller is about to wait
+        for something else, e.g. the network), if the worker buffers."""
+        flush = getattr(self._worker, "flush", None)
+        if callable(flush):
+            flush()
+
     def new_run(self) -> None:
         """A purge run begins: the worker's restart budget is renewed (it bounds one run, not the
         life of a long-lived purge such as the agent's), and the worker is started ahead."""

@@ -240,6 +240,7 @@ class PurgeService:
                 def flush() -> None:
                     # One durable commit for the whole batch, THEN its DELEs (QUIT comes later).
                     nonlocal deleted, done
+                    self._classifier.flush()  # the worker goes on meanwhile
                     self._commit(profile, own_emitter, run_id, batch)
                     session.dele_many([item.number for item in batch])
                     for item in batch:
@@ -406,6 +407,8 @@ class PurgeService:
         at = 0
         while at < len(numbers):
             answers: list[bytes | Unfetched]
+            # The worker gets what it was handed while this window is fetched.
+            self._classifier.flush()
             if sizes[numbers[at]] > self._size_cap:
                 window = [numbers[at]]
                 answers = [sess.top_headers(numbers[at], HEADER_LIMIT, sizes[numbers[at]])]
@@ -506,6 +509,7 @@ class PurgeService:
         (duplicates were stored by an earlier run and need nothing)."""
         fresh = [item for item in batch if item.verdict is not None]
         if fresh:
+            seen: list[tuple[str, str, str, int | None]] = []
             with self._repo.transaction():
                 for item in fresh:
                     assert item.verdict is not None
@@ -519,7 +523,8 @@ class PurgeService:
                         item.verdict,
                     )
                     item.outcome = outcome
-                    self._repo.mark_seen(profile, item.uidl, item.sha, outcome, ref, run_id)
+                    seen.append((item.uidl, item.sha, outcome, ref))
+                self._repo.mark_seen(profile, seen, run_id)
             self._crash("after_commit")
 
     def _store(

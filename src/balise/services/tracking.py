@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from balise.cms import CmsError, verify_signed_data
 from balise.domain.journal import JsonValue
@@ -59,8 +59,9 @@ class TrackOutcome:
     alert_ids: tuple[int, ...]
 
 
-def _aammjj(value: object) -> str:
-    return value.strftime("%y%m%d")  # type: ignore[attr-defined, no-any-return]
+def _aammjj(value: date) -> str:
+    # strftime("%y%m%d")'s text, without its time tuple (a purge formats a few per return)
+    return f"{value.year % 100:02d}{value.month:02d}{value.day:02d}"
 
 
 def _share_json(share: Share | None) -> JsonValue:
@@ -349,7 +350,7 @@ class TrackingService:
             for ident, number in self._organism_numbers().items()
             if number == header.organism_number
         }
-        keys: list[tuple[int, object]] = []
+        keys: list[tuple[int, date]] = []
         if parsed.arl is not None:
             keys.append((parsed.arl.lot_number, parsed.arl.lot_date))
         if parsed.noemie is not None:
@@ -656,8 +657,7 @@ class TrackingService:
                 files += [self._status_file(lot_id) for lot_id in sorted(touched)]
                 if files:
                     self._exchange.publish_batch(files)
-                for ret in batch:
-                    self._repo.mark_published(ret.id)
+                self._repo.mark_published([ret.id for ret in batch])
             count += len(batch)
             if len(listed) < PUBLISH_BATCH and len(batch) == len(listed):
                 return count
