@@ -22,11 +22,17 @@ Contenders:
 
 The mix: ARLs (9 positive for 1 negative) for lots that exist as SENT, NOEMIE payment returns for
 some of those lots, and ARLs for lots this box never sent (stored as unmatched).
-Usage: .venv/bin/python bench/purge.py [N] [--rounds=R] [--profile] [--no-getmail]
+Usage: .venv/bin/python bench/purge.py [N] [--rounds=R] [--profile] [--no-getmail] [--dir=PATH]
 Each of R rounds (default 3) runs the contenders in turn on the same refilled mailbox, Balise on a
 fresh box; the best and the median of each are printed, the objective is judged on the best
 (what a run costs when the shared machine leaves it alone).
 (``--no-getmail``: only bare poplib and Balise, for quick iterations on the Balise side.)
+``--dir=PATH``: the boxes (database, exchange folders, hence retours/) are made in a fresh folder
+under PATH instead of the temp dir (Dovecot and the peers stay there). The appliance keeps them
+on a journaled ext4 (its data partition); a CI machine's temp dir may be on a file system
+without a journal, where ext4 looks through recently deleted inodes for every file it creates
+(about 0.2 ms each on the 2-core CI VM, 15× a journaled ext4): that is most of the publication's
+time there. E.g. ``--dir=/mnt/ext4`` on a loop-mounted journaled ext4.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import cProfile
 import os
 import poplib
 import pstats
+import resource
 import shutil
 import ssl
 import statistics
@@ -277,6 +284,54 @@ def _box(base: Path, env: dict[str, str], tls: _Tls, port: int, sent: int) -> Co
     return ctx
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process (the box's, in the Balise runs)
+    and by its children of its own process group, running or reaped (the classifier worker;
+    Dovecot has its own session and is counted by DovecotServer.cpu_seconds)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (Path(entry.path) / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and int(fields[2]) == os.getpgrp():
+            ticks += int(fields[11]) + int(fields[12])
+    return own.ru_utime + own.ru_stime, (
+        reaped.ru_utime + reaped.ru_stime + ticks / os.sysconf("SC_CLK_TCK")
+    )
+
+
+class _CpuSplit:
+    """CPU used during one timed step: this process, its worker, Dovecot (ms, appended to
+    lists). Read a moment after the step, when Dovecot has reaped its session's processes."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        self.server = server
+        self.runs: list[tuple[float, float, float]] = []
+        self._at = (0.0, 0.0, 0.0)
+
+    def start(self) -> None:
+        self._at = (*_cpu(), self.server.cpu_seconds())
+
+    def stop(self) -> None:
+        time.sleep(0.2)
+        now = (*_cpu(), self.server.cpu_seconds())
+        self.runs.append(tuple(1000 * (b - a) for a, b in zip(self._at, now, strict=True)))  # type: ignore[arg-type]
+
+    def words(self) -> str:
+        if not self.runs:
+            return "—"
+        parts = zip(*self.runs, strict=True)
+        return ", ".join(
+            f"{name} {min(v):.0f} / {statistics.median(v):.0f}"
+            for name, v in zip(("this process", "its worker", "Dovecot"), parts, strict=True)
+        )
+
+
 @dataclass
 class Figures:
     """Seconds of each round: the bare loop, Balise's purge, then its publication."""
@@ -288,9 +343,12 @@ class Figures:
     agent_publication: list[float]
 
 
-def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figures:
+def main(
+    n: int, profile: bool, getmail: bool = True, rounds: int = 3, box_dir: str | None = None
+) -> Figures:
     base = Path(tempfile.mkdtemp(prefix="balise-bench-purge-"))
     base.chmod(0o755)  # nobody (Dovecot's mail processes, getmail) walks through it
+    boxes = Path(tempfile.mkdtemp(prefix="balise-bench-boxes-", dir=box_dir)) if box_dir else base
     server: DovecotServer | None = None
     ctx: Context | None = None
     bare: list[float] = []
@@ -321,17 +379,21 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
         env = {"BALISE_KEK_FILE": str(kek)}
         if getmail:
             home, maildir = getmail_setup(base, server.pop3s_port, tls.ca_pem)
+        # CPU per step, per process, read outside the timings (the "where the time goes" figures)
+        cpu_bare, cpu_balise, cpu_publication, cpu_agent = (_CpuSplit(server) for _ in range(4))
         # Rounds interleave the contenders (bare, getmail6, Balise, then again), so that a burst
         # of load on a shared machine hits all of them; the best and the median are compared.
         for round_ in range(rounds):
             print(f"round {round_ + 1}/{rounds}: {sent} lots SENT on a fresh box (outside the "
                   "timings)…", flush=True)  # fmt: skip
-            ctx = _box(base / f"data{round_}", env, tls, server.pop3s_port, sent)
+            ctx = _box(boxes / f"data{round_}", env, tls, server.pop3s_port, sent)
 
             fill(server, mails)
+            cpu_bare.start()
             start = time.perf_counter()
             received = bare_poplib(server.pop3s_port, tls.ca_pem)
             bare.append(time.perf_counter() - start)
+            cpu_bare.stop()
             assert server.maildir_count(USER) == 0 and received > 0
 
             if getmail:
@@ -349,6 +411,7 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
 
             fill(server, mails)
             last = round_ == rounds - 1
+            cpu_balise.start()
             start = time.perf_counter()
             purge = ctx.purge(env=env)
             try:
@@ -356,11 +419,14 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
                     profiler.enable()
                 report = purge.run_once("p1", publish=False)
                 balise.append(time.perf_counter() - start)
+                cpu_balise.stop()
                 # Publication to retours/ happens after QUIT (the agent and `balise purge` do it
                 # right after the run): timed on its own, not part of the purge the issue defines.
+                cpu_publication.start()
                 start = time.perf_counter()
                 published = purge.publish()
                 publication.append(time.perf_counter() - start)
+                cpu_publication.stop()
                 retours = ctx.exchange(env).retours
                 files = sum(1 for p in retours.rglob("*") if p.is_file())
                 if profiler is not None and last:
@@ -380,15 +446,17 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
             ctx = None
 
             # The agent's case: its PurgeService (and classifier process) outlives a cycle.
-            ctx = _box(base / f"agent{round_}", env, tls, server.pop3s_port, sent)
+            ctx = _box(boxes / f"agent{round_}", env, tls, server.pop3s_port, sent)
             purge = ctx.purge(env=env)
             try:
                 idle = purge.run_once("p1", publish=False)  # the previous cycle: nothing came
                 assert idle.total == 0, idle
                 fill(server, mails)
+                cpu_agent.start()
                 start = time.perf_counter()
                 report = purge.run_once("p1", publish=False)
                 agent.append(time.perf_counter() - start)
+                cpu_agent.stop()
                 start = time.perf_counter()
                 purge.publish()
                 agent_publication.append(time.perf_counter() - start)
@@ -404,6 +472,8 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
         if ctx is not None:
             ctx.close()
         shutil.rmtree(base, ignore_errors=True)
+        if boxes != base:
+            shutil.rmtree(boxes, ignore_errors=True)
 
     def ms(values: list[float]) -> str:
         return (f"best {min(values) * 1000:8.1f} ms, median {statistics.median(values) * 1000:8.1f}"
@@ -419,6 +489,12 @@ def main(n: int, profile: bool, getmail: bool = True, rounds: int = 3) -> Figure
           f"{ms(publication)}")  # fmt: skip
     print(f"Balise as the agent (classifier running):    {ms(agent)}")
     print(f"then its publication to retours/:             {ms(agent_publication)}")
+    print("CPU in ms, best / median (a wall time above is at least the busiest process's CPU, and"
+          " at least half their sum on 2 cores):")  # fmt: skip
+    print(f"  bare poplib:                 {cpu_bare.words()}")
+    print(f"  Balise, first cycle:         {cpu_balise.words()}")
+    print(f"  Balise as the agent:         {cpu_agent.words()}")
+    print(f"  publication (first cycle):   {cpu_publication.words()}")
     for name, peer, target in (("bare", bare, PURGE_TARGET), ("getmail6", getmail_runs, 0.5)):
         if not peer:
             continue
@@ -462,4 +538,5 @@ if __name__ == "__main__":
         "--profile" in sys.argv[1:],
         getmail="--no-getmail" not in sys.argv[1:],
         rounds=int(rounds[0].split("=", 1)[1]) if rounds else 3,
+        box_dir=next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--dir=")), None),
     )
