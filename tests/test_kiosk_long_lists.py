@@ -70,7 +70,8 @@ async def test_lots_screen_pages_a_thousand_lots_and_end_shows_the_last(
         await until(pilot, lambda: table.row_count > 0)
         # The first page at once, and the count of all of them.
         assert table.row_count == PAGE
-        assert "1 000 lot(s)" in _text(app, "#lots-count")
+        # Counts grouped by a narrow no-break space (balise.domain.vocabulary).
+        assert "1\u202f000 lot(s)" in _text(app, "#lots-count")
         assert f"lignes 1 à {PAGE}" in _text(app, "#lots-count")
         assert _first_and_last(table)[0] == first
         # End: the very last lot, without the 900 between.
@@ -111,11 +112,11 @@ async def test_returns_screen_pages_payments(box: Box, app: BaliseApp) -> None:
         await until(pilot, lambda: payments.row_count > 0 and returns.row_count == 1)
         assert payments.row_count == PAGE
         title = _text(app, "#payments-title")
-        assert f"lignes 1 à {PAGE} sur {total:,}".replace(",", " ") in title
+        assert f"lignes 1 à {PAGE} sur {total:,}".replace(",", "\u202f") in title
         payments.focus()
         await pilot.press("end")
         await until(pilot, lambda: _first_and_last(payments)[1] == last_id)
-        assert f"sur {total:,}".replace(",", " ") in _text(app, "#payments-title")
+        assert f"sur {total:,}".replace(",", "\u202f") in _text(app, "#payments-title")
         assert _text(app, "#returns-empty") == ""
 
 

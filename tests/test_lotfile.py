@@ -187,7 +187,8 @@ def test_nir_key_message_names_invoice_and_record(corpus: dict[LotFault, bytes])
 
 def test_amounts_and_dates_are_shown_in_each_language(corpus: dict[LotFault, bytes]) -> None:
     (total,) = validate_lot(corpus[LotFault.INVOICE_TOTAL], corpus_context()).problems
-    assert "40,00 €" in total.message("fr") and "40,01 €" in total.message("fr")
+    # French typography: a no-break space before the euro sign (balise.domain.vocabulary).
+    assert "40,00\u00a0€" in total.message("fr") and "40,01\u00a0€" in total.message("fr")
     assert "€40.00" in total.message("en")
     (future,) = validate_lot(corpus[LotFault.LOT_DATE_FUTURE], corpus_context()).problems
     tomorrow = CORPUS_TODAY + timedelta(days=1)

@@ -124,7 +124,7 @@ def test_noemie_sample() -> None:
     assert [inv.amo.state.words() for inv in lot.invoices] == ["payé", "rejeté", "différé"]
     assert [inv.amo.state.words("en") for inv in lot.invoices] == ["paid", "rejected", "deferred"]
     assert noemie.total_paid == 2650
-    assert parsed.words() == "Retour NOEMIE : 3 factures, 26,50 € payés"
+    assert parsed.words() == "Retour NOEMIE : 3 factures, 26,50\u00a0€ payés"
 
 
 def test_builders_reproduce_golden_payloads_byte_for_byte() -> None:

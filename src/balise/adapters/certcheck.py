@@ -31,6 +31,7 @@ from pyhanko_certvalidator.policy_decl import (
     RevocationCheckingRule,
 )
 
+from balise.domain import vocabulary
 from balise.domain.card import CardError, CardIdentity
 from balise.ports import Clock
 
@@ -79,10 +80,6 @@ class CertCheck:
     def raise_if_refused(self) -> None:
         if not self.ok:
             raise CertificateRefused(self.words, self.words_en, code=f"CERT_{self.code.upper()}")
-
-
-def _date(moment: datetime) -> str:
-    return f"{moment:%d/%m/%Y}"
 
 
 def _age_words(age: timedelta) -> str:
@@ -169,9 +166,13 @@ async def check_signature_certificate_async(
             "crl_age": age,
             "crl_stale": stale,
             "crl_words": (
-                f"Liste de révocation du {_date(this_update)} à {this_update:%H:%M} UTC "
+                f"Liste de révocation du {vocabulary.moment(this_update, 'fr')} UTC "
                 f"(âge : {_age_words(max(age, timedelta(0)))})"
-                + (f", périmée depuis le {_date(next_update)}" if stale and next_update else "")
+                + (
+                    f", périmée depuis le {vocabulary.day(next_update, 'fr')}"
+                    if stale and next_update
+                    else ""
+                )
                 + "."
             ),
         }
@@ -181,17 +182,17 @@ async def check_signature_certificate_async(
         return _result(
             "not_yet_valid",
             f"Le certificat de signature n'est pas encore valable (à partir du "
-            f"{_date(cert.not_valid_before_utc)}). Vérifiez l'heure du boîtier.",
+            f"{vocabulary.day(cert.not_valid_before_utc, 'fr')}). Vérifiez l'heure du boîtier.",
             f"The signature certificate is not valid yet (from "
-            f"{cert.not_valid_before_utc:%Y-%m-%d}). Check the box's clock.",
+            f"{vocabulary.day(cert.not_valid_before_utc, 'en')}). Check the box's clock.",
             **base,
         )
     if moment > cert.not_valid_after_utc:
         return _result(
             "expired",
-            f"Le certificat de signature a expiré le {_date(cert.not_valid_after_utc)} : "
+            f"Le certificat de signature a expiré le {vocabulary.day(cert.not_valid_after_utc, 'fr')} : "
             "la carte doit être renouvelée.",
-            f"The signature certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: "
+            f"The signature certificate expired on {vocabulary.day(cert.not_valid_after_utc, 'en')}: "
             "the card must be renewed.",
             **base,
         )
@@ -238,9 +239,9 @@ async def check_signature_certificate_async(
         when = exc.revocation_dt
         return _result(
             "revoked",
-            f"Le certificat de signature a été révoqué le {_date(when)} : la carte ne doit plus "
+            f"Le certificat de signature a été révoqué le {vocabulary.day(when, 'fr')} : la carte ne doit plus "
             "servir.",
-            f"The signature certificate was revoked on {when:%Y-%m-%d}: the card must not be used.",
+            f"The signature certificate was revoked on {vocabulary.day(when, 'en')}: the card must not be used.",
             revocation_checked=True,
             **base,
         )
@@ -284,8 +285,8 @@ async def check_signature_certificate_async(
         )
     return _result(
         "ok",
-        f"Certificat de signature valable jusqu'au {_date(cert.not_valid_after_utc)}.",
-        f"Signature certificate valid until {cert.not_valid_after_utc:%Y-%m-%d}.",
+        f"Certificat de signature valable jusqu'au {vocabulary.day(cert.not_valid_after_utc, 'fr')}.",
+        f"Signature certificate valid until {vocabulary.day(cert.not_valid_after_utc, 'en')}.",
         revocation_checked=applies,
         **base,
     )

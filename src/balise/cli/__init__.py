@@ -21,7 +21,15 @@ from balise.cli.admin import (
 )
 from balise.cli.agent import cmd_agent
 from balise.cli.backup import add_parsers as add_backup_parsers
-from balise.cli.common import EXIT_FAILURE, EXIT_USAGE, _err, _json, json_flag, wants_json
+from balise.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    _err,
+    _json,
+    cli_language,
+    json_flag,
+    wants_json,
+)
 from balise.cli.egress import cmd_egress_list
 from balise.cli.kiosk import add_kiosk_parser
 from balise.cli.lots import (
@@ -64,7 +72,9 @@ variables d'environnement :
                           (défaut : /run/balise-provisioning)
   BALISE_CHANGED_BY       provision : les paramètres changés sont journalisés comme venant
                           de la mise en service (sinon : cli)
-  BALISE_LANG             en : messages d'erreur en anglais (défaut : français)
+  BALISE_LANG             en : en anglais les erreurs, les états, montants et dates et les
+                          listes (lots, retours, alertes), comme la borne ; les autres
+                          phrases de la commande restent en français (défaut : français)
   BALISE_DEBUG            1 : une erreur interne montre sa trace Python au lieu d'un message
   BALISE_WORKER_CPU       secondes de processeur du tri d'un courrier (essais)
   BALISE_WORKER_AS        mémoire (octets) du tri d'un courrier (essais)
@@ -360,13 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
 
-def _lang() -> str:
-    return "en" if os.environ.get("BALISE_LANG") == "en" else "fr"
-
-
 def _failure(code: str, fr: str, en: str, as_json: bool) -> int:
     """A failure: a line on stderr for people; with --json, also the error object on stdout."""
-    lang = _lang()
+    lang = cli_language()
     # A one-shot unit (USB import, egress list…) writes to the journal through stderr: the
     # failure is stored at priority err, not at info like any other line.
     prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""

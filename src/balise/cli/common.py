@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from balise.bootstrap import Context, open_context, resolve_data_dir
 from balise.domain.errors import ValidationError
 from balise.domain.lotrecord import LotRecord
+from balise.domain.vocabulary import Lang, euros, language, lot_date, lot_state
 
 # Exit statuses of every `balise` command (README, "Conventions of the command"):
 EXIT_OK = 0  # success: the work is done, nothing to report
@@ -69,17 +71,24 @@ def _read_stdin(secret: bool) -> str:
     return data.rstrip("\r\n") if secret else data
 
 
-def _euros(cents: int) -> str:
-    return f"{cents / 100:,.2f} €".replace(",", " ").replace(".", ",")
+def cli_language() -> Lang:
+    """The language of the words people read: ``BALISE_LANG=en`` for English, French otherwise.
+    The kiosk follows the same setting (``balise kiosk --lang`` defaults to it)."""
+    return language(os.environ.get("BALISE_LANG"))
 
 
 def _lot_line(lot: LotRecord) -> str:
-    from balise.domain.lotstate import LABELS_FR
-
-    day = f"{lot.lot_date[4:6]}/{lot.lot_date[2:4]}/20{lot.lot_date[0:2]}"
+    lang = cli_language()
+    state = lot_state(lot.state, lang)
+    day, total = lot_date(lot.lot_date, lang), euros(lot.total, lang)
+    if lang == "en":
+        return (
+            f"{lot.id:>5}  {state:<27} {lot.profile:<10} lot {lot.lot_number} of {day}  "
+            f"{lot.invoices:>4} invoice(s) {total:>14}  → {lot.organism}"
+        )
     return (
-        f"{lot.id:>5}  {LABELS_FR[lot.state]:<26} {lot.profile:<10} lot {lot.lot_number} du {day}  "
-        f"{lot.invoices:>4} facture(s) {_euros(lot.total):>14}  → {lot.organism}"
+        f"{lot.id:>5}  {state:<26} {lot.profile:<10} lot {lot.lot_number} du {day}  "
+        f"{lot.invoices:>4} facture(s) {total:>14}  → {lot.organism}"
     )
 
 

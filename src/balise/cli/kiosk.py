@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from balise.bootstrap import resolve_data_dir
-from balise.cli.common import EXIT_OK
+from balise.cli.common import EXIT_OK, cli_language
 
 if TYPE_CHECKING:
     from balise.ui.backend import KioskBackend
@@ -37,7 +37,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         configure_logging("balise-kiosk")
     backend = deferred_backend(build)
     try:
-        run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang)
+        run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang or cli_language())
     finally:
         backend.stop_watches()
         for ctx in opened:
@@ -47,7 +47,9 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
 def add_kiosk_parser(sub: Any) -> None:
     kiosk = sub.add_parser("kiosk", help="la borne (écran et clavier du boîtier)")
-    kiosk.add_argument("--lang", choices=("fr", "en"), default="fr", help="langue de l'écran")
+    kiosk.add_argument(
+        "--lang", choices=("fr", "en"), help="langue de l'écran (défaut : BALISE_LANG, sinon fr)"
+    )
     kiosk.add_argument(
         "--no-kiosk", action="store_true", help="Ctrl+Q quitte (maintenance, jamais sur tty1)"
     )

@@ -15,11 +15,13 @@ from balise.cli.common import (
     _json,
     _lot,
     _out,
+    cli_language,
     wants_json,
 )
 from balise.cli.jsonstream import rows, write_array, write_document
 from balise.domain.errors import BaliseError
 from balise.domain.journal import JsonValue
+from balise.domain.vocabulary import moment, pick
 
 if TYPE_CHECKING:
     from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
@@ -47,10 +49,11 @@ def _print_outcome(outcome: SendOutcome) -> int:
     if outcome.sent:
         _out(f"{outcome.profile} : {len(outcome.sent)} lot(s) envoyé(s) ({_ids(outcome.sent)})")
     if outcome.waiting:
-        when = f"{outcome.next_attempt:%d/%m/%Y %H:%M:%S} UTC" if outcome.next_attempt else "?"
+        when = outcome.next_attempt
+        when_words = f"{moment(when, 'fr', seconds=True)} UTC" if when else "?"
         _out(
             f"{outcome.profile} : {len(outcome.waiting)} lot(s) en attente ({_ids(outcome.waiting)})"
-            f" — {outcome.error_fr} [{outcome.error_code}] ; prochain essai le {when}"
+            f" — {outcome.error_fr} [{outcome.error_code}] ; prochain essai le {when_words}"
         )
         return EXIT_PROBLEM
     if not outcome.sent:
@@ -228,11 +231,12 @@ def cmd_returns_list(args: argparse.Namespace) -> int:
                 ]
             )
             return EXIT_OK
-        empty = True
+        empty, lang = True, cli_language()
         for r in returns:
             empty = False
             lot = f"lot n° {r.lot_id}" if r.lot_id is not None else "aucun lot"
-            _out(f"{r.id:>5}  {r.kind:<7} {r.status:<10} {r.profile:<10} {lot:<12} {r.words_fr}")
+            words = pick(r.words_fr, r.words_en, lang)
+            _out(f"{r.id:>5}  {r.kind:<7} {r.status:<10} {r.profile:<10} {lot:<12} {words}")
         if empty:
             _out("aucun retour")
     finally:
@@ -250,10 +254,10 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
             write_array(rows(alerts, _alert_json))
             _out("")
             return EXIT_OK
-        empty = True
+        empty, lang = True, cli_language()
         for a in alerts:
             empty = False
-            _out(f"{a.id:>5}  {a.created}  {a.kind:<18} {a.fr}")
+            _out(f"{a.id:>5}  {a.created}  {a.kind:<18} {pick(a.fr, a.en, lang)}")
         if empty:
             _out("aucune alerte")
     finally:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from balise.domain.vocabulary import moment
+
 MINUTES_PER_DAY = 24 * 60
 DEFAULT_GRACE = timedelta(hours=24)
 
@@ -46,26 +48,26 @@ class CrlAge:
     grace: timedelta
 
     def words(self) -> tuple[str, str]:
-        day = f"{self.this_update:%d/%m/%Y à %H:%M} UTC"
-        nxt = f"{self.next_update:%d/%m/%Y à %H:%M} UTC"
+        day = f"{moment(self.this_update, 'fr')} UTC"
+        nxt = f"{moment(self.next_update, 'fr')} UTC"
         if self.freshness == "fresh":
             return (
                 f"liste de révocation du {day}, à jour jusqu'au {nxt}",
-                f"revocation list of {self.this_update:%Y-%m-%d %H:%M} UTC, current until "
-                f"{self.next_update:%Y-%m-%d %H:%M} UTC",
+                f"revocation list of {moment(self.this_update, 'en')} UTC, current until "
+                f"{moment(self.next_update, 'en')} UTC",
             )
         if self.freshness == "late":
             return (
                 f"liste de révocation du {day} en retard : elle devait être remplacée le {nxt}",
-                f"revocation list of {self.this_update:%Y-%m-%d %H:%M} UTC is late: it was due "
-                f"to be replaced on {self.next_update:%Y-%m-%d %H:%M} UTC",
+                f"revocation list of {moment(self.this_update, 'en')} UTC is late: it was due "
+                f"to be replaced on {moment(self.next_update, 'en')} UTC",
             )
         hours = int(self.grace.total_seconds() // 3600)
         return (
             f"liste de révocation périmée : du {day}, elle devait être remplacée le {nxt} "
             f"(délai de grâce de {hours} h dépassé)",
-            f"revocation list out of date: issued {self.this_update:%Y-%m-%d %H:%M} UTC, due "
-            f"to be replaced on {self.next_update:%Y-%m-%d %H:%M} UTC (grace of {hours} h over)",
+            f"revocation list out of date: issued {moment(self.this_update, 'en')} UTC, due "
+            f"to be replaced on {moment(self.next_update, 'en')} UTC (grace of {hours} h over)",
         )
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from balise.domain.nir import is_wellformed_nir, nir_key
+from balise.domain.vocabulary import Lang, day, euros
 
 PROFILE_VERSION: Final = "0"
 RECORD_LEN: Final = 128
@@ -23,7 +24,6 @@ MAX_FILE_SIZE: Final = 8 * 1024 * 1024
 # list stops growing and ends with TOO_MANY_PROBLEMS, which says so in words.
 MAX_PROBLEMS: Final = 100
 
-Lang = Literal["fr", "en"]
 Mode = Literal["production", "test", "demo"]
 LotKey = tuple[str, str, str]
 
@@ -409,22 +409,16 @@ class _Missing(dict[str, str]):
 
 def _money(cents: str, lang: Lang) -> str:
     try:
-        value = int(cents)
+        return euros(int(cents), lang)
     except ValueError:
         return cents
-    euros, rest = divmod(abs(value), 100)
-    sign = "-" if value < 0 else ""
-    if lang == "fr":
-        return f"{sign}{euros:,}".replace(",", "\u202f") + f",{rest:02d} €"
-    return f"{sign}€{euros:,}.{rest:02d}"
 
 
 def _day(iso: str, lang: Lang) -> str:
     try:
-        value = date.fromisoformat(iso)
+        return day(date.fromisoformat(iso), lang)
     except ValueError:
         return iso
-    return value.strftime("%d/%m/%Y") if lang == "fr" else value.isoformat()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
-"""The lot lifecycle: states and exactly the transition table of ARCHITECTURE.md (pure)."""
+"""The lot lifecycle: states and exactly the transition table of ARCHITECTURE.md (pure). The
+states' words live in balise.domain.vocabulary."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 from balise.domain.errors import StateError
+from balise.domain.vocabulary import lot_state
 
 
 class LotState(StrEnum):
@@ -35,33 +37,15 @@ TRANSITIONS: dict[tuple[LotState, LotState], str] = {
 
 TERMINAL = frozenset({S.ACKNOWLEDGED, S.REJECTED, S.CANCELLED})
 
-LABELS_FR = {
-    S.READY: "prêt à signer",
-    S.SIGNED: "signé",
-    S.SENDING: "en cours d'envoi",
-    S.SENT: "envoyé",
-    S.ACKNOWLEDGED: "accusé reçu (ARL positif)",
-    S.REJECTED: "rejeté (ARL négatif)",
-    S.CANCELLED: "annulé",
-}
-LABELS_EN = {
-    S.READY: "ready to sign",
-    S.SIGNED: "signed",
-    S.SENDING: "sending",
-    S.SENT: "sent",
-    S.ACKNOWLEDGED: "acknowledged (positive ARL)",
-    S.REJECTED: "rejected (negative ARL)",
-    S.CANCELLED: "cancelled",
-}
-
 
 def check_transition(current: LotState, target: LotState) -> str:
     """The reason words of an allowed transition; a StateError for anything else."""
     reason = TRANSITIONS.get((current, target))
     if reason is None:
         raise StateError(
-            f"le lot ne peut pas passer de « {LABELS_FR[current]} » à « {LABELS_FR[target]} »",
-            f"the lot cannot go from '{LABELS_EN[current]}' to '{LABELS_EN[target]}'",
+            f"le lot ne peut pas passer de « {lot_state(current, 'fr')} » "
+            f"à « {lot_state(target, 'fr')} »",
+            f"the lot cannot go from '{lot_state(current, 'en')}' to '{lot_state(target, 'en')}'",
             code="LOT_TRANSITION",
         )
     return reason

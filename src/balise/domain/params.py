@@ -13,6 +13,7 @@ from enum import StrEnum
 from cryptography import x509
 
 from balise.domain.errors import ValidationError
+from balise.domain.vocabulary import day
 
 
 class Scope(StrEnum):
@@ -122,7 +123,7 @@ def _certificates(*, allow_expired: bool, at_least: int = 1) -> Callable[[str, d
             if not allow_expired and cert.not_valid_after_utc < now:
                 subject = cert.subject.rfc4514_string()
                 raise ValueError(
-                    f"certificat expiré le {cert.not_valid_after_utc:%d/%m/%Y} ({subject})"
+                    f"certificat expiré le {day(cert.not_valid_after_utc, 'fr')} ({subject})"
                 )
             if not allow_expired and cert.not_valid_before_utc > now:
                 raise ValueError("certificat pas encore valide")

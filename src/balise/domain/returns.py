@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from balise.domain.errors import ValidationError
+from balise.domain.vocabulary import euros, language, payment_state
 
 OrganismType = Literal["CP", "MA", "OC", "OT"]
 ApplicationType = Literal["AR", "NO"]
@@ -80,15 +81,7 @@ class PaymentState(StrEnum):
     DEFERRED = "D"
 
     def words(self, lang: str = "fr") -> str:
-        fr, en = _STATE_WORDS[self]
-        return en if lang == "en" else fr
-
-
-_STATE_WORDS: dict[PaymentState, tuple[str, str]] = {
-    PaymentState.PAID: ("payé", "paid"),
-    PaymentState.REJECTED: ("rejeté", "rejected"),
-    PaymentState.DEFERRED: ("différé", "deferred"),
-}
+        return payment_state(self.value, language(lang))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,20 +312,16 @@ class ParsedReturn:
             return self.arl.words(lang)
         if self.noemie is not None:
             n = sum(len(lot.invoices) for lot in self.noemie.lots)
-            euros = _euros(self.noemie.total_paid)
+            paid = euros(self.noemie.total_paid, language(lang))
             if lang == "en":
-                return f"NOEMIE return: {n} invoices, {euros} paid"
-            return f"Retour NOEMIE : {n} factures, {euros} payés"
+                return f"NOEMIE return: {n} invoices, {paid} paid"
+            return f"Retour NOEMIE : {n} factures, {paid} payés"
         problem = self.problem.words(lang) if self.problem is not None else ""
         if lang == "en":
             prefix = "Damaged return" if self.kind == "damaged" else "Not a return"
             return f"{prefix}: {problem}"
         prefix = "Retour endommagé" if self.kind == "damaged" else "Pas un retour"
         return f"{prefix} : {problem}"
-
-
-def _euros(cents: int) -> str:
-    return f"{cents // 100},{cents % 100:02d} €"
 
 
 # --------------------------------------------------------------------------------------------

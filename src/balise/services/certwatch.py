@@ -12,6 +12,7 @@ from cryptography import x509
 
 from balise.domain.params import Scope
 from balise.domain.servercert import MailService, ServerCertificate
+from balise.domain.vocabulary import day
 from balise.ports import Clock, Journal, SeenServerCert, ServerCertStore
 from balise.services.params import ParameterService
 
@@ -74,42 +75,42 @@ class Expiry:
         return f"cert:{self.fingerprint}:{self.threshold}d"
 
     def words(self) -> tuple[str, str]:
-        day = f"{self.not_after:%d/%m/%Y}"
+        on = day(self.not_after, "fr")
         if self.server is not None:
-            return self._server_words(self.server, day)
+            return self._server_words(self.server, on)
         if self.expired:
             return (
-                f"Certificat expiré le {day} : {self.role} ({self.where}) — {self.subject}. "
+                f"Certificat expiré le {on} : {self.role} ({self.where}) — {self.subject}. "
                 "Les lots qui en dépendent ne peuvent plus avancer.",
-                f"Certificate expired on {self.not_after:%Y-%m-%d}: {self.role} ({self.where}) — "
+                f"Certificate expired on {day(self.not_after, 'en')}: {self.role} ({self.where}) — "
                 f"{self.subject}. Lots depending on it cannot move on.",
             )
         soon_fr, soon_en = self._soon()
         return (
-            f"Certificat à renouveler : {self.role} ({self.where}) expire le {day}{soon_fr} — "
+            f"Certificat à renouveler : {self.role} ({self.where}) expire le {on}{soon_fr} — "
             f"{self.subject}",
             f"Certificate to renew: {self.role} ({self.where}) expires on "
-            f"{self.not_after:%Y-%m-%d}{soon_en} — {self.subject}",
+            f"{day(self.not_after, 'en')}{soon_en} — {self.subject}",
         )
 
-    def _server_words(self, server: ServerWords, day: str) -> tuple[str, str]:
+    def _server_words(self, server: ServerWords, on: str) -> tuple[str, str]:
         if self.expired:
             return (
-                f"Certificat {server.servers_fr} expiré le {day} — {self.subject} : la boîte "
+                f"Certificat {server.servers_fr} expiré le {on} — {self.subject} : la boîte "
                 f"refuse ce serveur (« certificat non reconnu ») ; {server.stops_fr} "
                 f"reprendr{'ont' if server.plural else 'a'} quand l'hébergeur de la messagerie "
                 "l'aura renouvelé.",
-                f"Certificate {server.servers_en} expired on {self.not_after:%Y-%m-%d} — "
+                f"Certificate {server.servers_en} expired on {day(self.not_after, 'en')} — "
                 f"{self.subject}: the box refuses this server ('certificate not trusted'); "
                 f"{server.stops_en} will resume once the mail host has renewed it.",
             )
         soon_fr, soon_en = self._soon()
         return (
-            f"Certificat {server.servers_fr} expire le {day}{soon_fr} — {self.subject}. "
+            f"Certificat {server.servers_fr} expire le {on}{soon_fr} — {self.subject}. "
             "Prévenez l'hébergeur de la messagerie : s'il n'est pas renouvelé, "
             f"{server.stops_fr} s'arrêter{'ont' if server.plural else 'a'} à cette date "
             "(« certificat non reconnu »).",
-            f"Certificate {server.servers_en} expires on {self.not_after:%Y-%m-%d}{soon_en} — "
+            f"Certificate {server.servers_en} expires on {day(self.not_after, 'en')}{soon_en} — "
             f"{self.subject}. Tell the mail host: unless it is renewed, {server.stops_en} will "
             "stop on that date ('certificate not trusted').",
         )

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from balise.domain.crl import CrlAge, crl_age
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
+from balise.domain.vocabulary import moment
 from balise.ports import Clock, CrlStore, HttpFetcher, Journal, StoredCrl
 from balise.services.params import ParameterService
 
@@ -253,9 +254,9 @@ class CrlService:
         if this_update > now + CLOCK_SKEW:
             return self._refused(
                 url, "refused",
-                f"liste émise dans le futur ({this_update:%d/%m/%Y %H:%M} UTC) : vérifiez l'heure "
+                f"liste émise dans le futur ({moment(this_update, 'fr')} UTC) : vérifiez l'heure "
                 "du boîtier",
-                f"list issued in the future ({this_update:%Y-%m-%d %H:%M} UTC): check the box's "
+                f"list issued in the future ({moment(this_update, 'en')} UTC): check the box's "
                 "clock",
                 "CRL_DATES",
             )  # fmt: skip
@@ -285,7 +286,7 @@ class CrlService:
                 return self._refused(
                     url, "refused",
                     f"liste plus ancienne que celle déjà conservée (du "
-                    f"{old.last_update_utc:%d/%m/%Y %H:%M} UTC) : la plus récente est gardée",
+                    f"{moment(old.last_update_utc, 'fr')} UTC) : la plus récente est gardée",
                     "list older than the one already kept: the newer one stays",
                     "CRL_OLDER", **facts,
                 )  # fmt: skip
@@ -298,13 +299,13 @@ class CrlService:
         label = "liste delta" if kind == "delta" else "liste"
         fr = (
             f"{label} de {_short(issuer.subject)} n° {number if number is not None else '?'} du "
-            f"{this_update:%d/%m/%Y %H:%M} UTC, prochaine le {next_update:%d/%m/%Y %H:%M} UTC, "
+            f"{moment(this_update, 'fr')} UTC, prochaine le {moment(next_update, 'fr')} UTC, "
             f"{len(crl)} certificat(s) révoqué(s)" + (" (inchangée)" if same else "") + late
         )
         en = (
             f"{'delta list' if kind == 'delta' else 'list'} of {_short(issuer.subject)} no. "
-            f"{number if number is not None else '?'} of {this_update:%Y-%m-%d %H:%M} UTC, next on "
-            f"{next_update:%Y-%m-%d %H:%M} UTC, {len(crl)} revoked certificate(s)"
+            f"{number if number is not None else '?'} of {moment(this_update, 'en')} UTC, next on "
+            f"{moment(next_update, 'en')} UTC, {len(crl)} revoked certificate(s)"
             + (" (unchanged)" if same else "")
             + late_en
         )

@@ -28,6 +28,7 @@ from balise.domain.errors import StateError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
+from balise.domain.vocabulary import day
 from balise.ports import Clock, Journal, LotStore, TokenSession, TokenSigner
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
@@ -131,9 +132,9 @@ class SigningService:
         if not identity.not_before <= now <= identity.not_after:
             raise CardError(
                 f"Le certificat de signature de la carte n'est pas valide aujourd'hui "
-                f"(valide du {identity.not_before:%d/%m/%Y} au {identity.not_after:%d/%m/%Y}).",
+                f"(valide du {day(identity.not_before, 'fr')} au {day(identity.not_after, 'fr')}).",
                 f"The card's signature certificate is not valid today "
-                f"(valid {identity.not_before:%Y-%m-%d} to {identity.not_after:%Y-%m-%d}).",
+                f"(valid {day(identity.not_before, 'en')} to {day(identity.not_after, 'en')}).",
                 code="CARD_CERT_DATES",
             )
 
@@ -149,7 +150,7 @@ class SigningService:
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise StateError(
                     f"certificat de chiffrement de {lot.organism} hors de sa validité "
-                    f"(jusqu'au {cert.not_valid_after_utc:%d/%m/%Y}) : le lot reste prêt",
+                    f"(jusqu'au {day(cert.not_valid_after_utc, 'fr')}) : le lot reste prêt",
                     f"recipient certificate of {lot.organism} outside its validity: the lot stays ready",
                     code="RECIPIENT_CERT_EXPIRED",
                 )

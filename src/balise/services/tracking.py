@@ -17,6 +17,7 @@ from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
 from balise.domain.returns import Arl, Noemie, ParsedReturn, ReturnHeader, Share
 from balise.domain.signed_return import looks_signed, return_stream
+from balise.domain.vocabulary import PAYMENT_STATE_WORDS, lot_date, lot_state, payment_state
 from balise.ports import (
     AlertRecord,
     Clock,
@@ -34,7 +35,6 @@ from balise.services.params import ParameterService
 S = LotState
 # "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
 _SENT_STATES = frozenset({S.SENDING, S.SENT, S.ACKNOWLEDGED, S.REJECTED})
-_STATE_WORDS = {"P": "payé", "R": "rejeté", "D": "différé"}
 # Returns published per transaction (their files made durable together by one sync of the file
 # system, then recorded): at most this many, and their payloads about this many bytes.
 PUBLISH_BATCH = 1024
@@ -459,13 +459,12 @@ class TrackingService:
             alert = self.alert(
                 "return_conflict",
                 f"lot:{lot.id}",
-                f"Lot {lot.lot_number} du {_day(lot.lot_date)} : un second ARL contredit le "
-                f"premier ({'positif' if arl.positive else 'négatif'} après "
-                f"« {'accusé reçu' if lot.state is S.ACKNOWLEDGED else 'rejeté'} ») ; "
-                "le premier est conservé",
-                f"Lot {lot.lot_number} of {lot.lot_date}: a second ARL contradicts the first "
-                f"({'positive' if arl.positive else 'negative'} after '{lot.state}'); "
-                "the first one is kept",
+                f"Lot {lot.lot_number} du {lot_date(lot.lot_date, 'fr')} : un second ARL "
+                f"contredit le premier ({'positif' if arl.positive else 'négatif'} après "
+                f"« {lot_state(lot.state, 'fr')} ») ; le premier est conservé",
+                f"Lot {lot.lot_number} of {lot_date(lot.lot_date, 'en')}: a second ARL "
+                f"contradicts the first ({'positive' if arl.positive else 'negative'} after "
+                f"'{lot_state(lot.state, 'en')}'); the first one is kept",
                 {"lot": lot.id, "return": rid},
             )
             return TrackOutcome(rid, "conflict", (lot.id,), (alert,))
@@ -569,10 +568,10 @@ class TrackingService:
                 self.alert(
                     "lot_overdue",
                     subject,
-                    f"Lot {lot.lot_number} du {_day(lot.lot_date)} (profil {lot.profile}) envoyé "
-                    f"depuis plus de {days} jours sans ARL",
-                    f"Lot {lot.lot_number} of {lot.lot_date} (profile {lot.profile}) sent more "
-                    f"than {days} days ago without an ARL",
+                    f"Lot {lot.lot_number} du {lot_date(lot.lot_date, 'fr')} (profil {lot.profile}) "
+                    f"envoyé depuis plus de {days} jours sans ARL",
+                    f"Lot {lot.lot_number} of {lot_date(lot.lot_date, 'en')} (profile "
+                    f"{lot.profile}) sent more than {days} days ago without an ARL",
                     {"lot": lot.id},
                 )
             )
@@ -673,7 +672,11 @@ class TrackingService:
                 "amc": None
                 if p.amc_state is None
                 else {"demande": p.amc_asked, "etat": p.amc_state, "paye": p.amc_paid},
-                "etat": _STATE_WORDS.get(p.amo_state, p.amo_state),
+                # A human word in a machine file: the French words, values unchanged since
+                # balise.statut/1 (docs/schemas); an unknown code as it came.
+                "etat": payment_state(p.amo_state, "fr")
+                if p.amo_state in PAYMENT_STATE_WORDS
+                else p.amo_state,
                 "motifs": list(p.reasons),
                 "date_comptable": p.accounting_date,
                 "reference_virement": p.transfer_reference,
@@ -701,10 +704,6 @@ class TrackingService:
         name = f"{status['emetteur']}/lot-{status['date_lot']}-{status['lot']}.statut.json"
         # dumps_indented: json.dumps(..., indent=1)'s text without its pure-Python encoder.
         return name, dumps_indented(status).encode("utf-8") + b"\n"
-
-
-def _day(aammjj: str) -> str:
-    return f"{aammjj[4:6]}/{aammjj[2:4]}/20{aammjj[0:2]}"
 
 
 def _parse_time(text: str | None) -> datetime | None:

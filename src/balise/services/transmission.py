@@ -33,6 +33,7 @@ from balise.domain.lotmail import (
 )
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
+from balise.domain.vocabulary import moment
 from balise.ports import Clock, Journal, LotStore, MailSender, Outbox, SmtpTls
 from balise.services.certwatch import ServerCertWatch
 from balise.services.lots import LotTransitions
@@ -350,9 +351,9 @@ class TransmissionService:
         now = self._clock.now()
         if sent_at is not None and now < sent_at + overdue_after:
             raise StateError(
-                f"lot {lot_id} envoyé le {sent_at:%d/%m/%Y à %H:%M} : pas encore en retard "
+                f"lot {lot_id} envoyé le {moment(sent_at, 'fr')} : pas encore en retard "
                 f"(ARL attendu sous {overdue_after.days} jour(s)), pas de renvoi",
-                f"lot {lot_id} sent {sent_at:%Y-%m-%d %H:%M}: not overdue yet, no resend",
+                f"lot {lot_id} sent {moment(sent_at, 'en')}: not overdue yet, no resend",
                 code="LOT_NOT_OVERDUE",
             )
         self._transitions.move(

@@ -1,13 +1,19 @@
 """The kiosk's words: one catalogue, French first and complete, English complete too.
 
 ``t(key, **values)`` formats the entry of the current language; ``pick(fr, en)`` chooses between
-words that come ready in both languages from the core (errors, verdicts)."""
+words that come ready in both languages from the core (errors, verdicts). The words shared with
+the ``balise`` command (lot and payment states, money, counts, dates) live in
+``balise.domain.vocabulary``: the helpers at the end give them in the current language."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING
 
-Lang = Literal["fr", "en"]
+from balise.domain import vocabulary
+from balise.domain.vocabulary import Lang
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 FR: dict[str, str] = {
     # keys shown in the footer
@@ -129,13 +135,6 @@ FR: dict[str, str] = {
     "lot.history": "Historique",
     "lot.returns": "Retours",
     "lot.payments": "Paiements",
-    "state.ready": "prêt à signer",
-    "state.signed": "signé",
-    "state.sending": "en cours d'envoi",
-    "state.sent": "envoyé",
-    "state.acknowledged": "accusé reçu (ARL positif)",
-    "state.rejected": "rejeté (ARL négatif)",
-    "state.cancelled": "annulé",
     # Retours
     "returns.title": "Retours",
     "returns.empty": "Aucun retour reçu.",
@@ -149,9 +148,6 @@ FR: dict[str, str] = {
     "payments.col.amo": "AMO",
     "payments.col.amc": "AMC",
     "payments.col.reasons": "Motifs",
-    "payment.state.P": "payé",
-    "payment.state.R": "rejeté",
-    "payment.state.D": "différé",
     # Alertes
     "alerts.title": "Alertes",
     "alerts.empty": "Aucune alerte à lire.",
@@ -440,13 +436,6 @@ EN: dict[str, str] = {
     "lot.history": "History",
     "lot.returns": "Returns",
     "lot.payments": "Payments",
-    "state.ready": "ready to sign",
-    "state.signed": "signed",
-    "state.sending": "sending",
-    "state.sent": "sent",
-    "state.acknowledged": "acknowledged (positive ARL)",
-    "state.rejected": "rejected (negative ARL)",
-    "state.cancelled": "cancelled",
     "returns.title": "Returns",
     "returns.empty": "No return received.",
     "returns.col.date": "Received",
@@ -459,9 +448,6 @@ EN: dict[str, str] = {
     "payments.col.amo": "AMO",
     "payments.col.amc": "AMC",
     "payments.col.reasons": "Reasons",
-    "payment.state.P": "paid",
-    "payment.state.R": "rejected",
-    "payment.state.D": "deferred",
     "alerts.title": "Alerts",
     "alerts.empty": "No alert to read.",
     "alerts.col.id": "No.",
@@ -654,24 +640,39 @@ def t(key: str, **values: object) -> str:
 
 def pick(fr: str, en: str | None) -> str:
     """Words given in both languages by the core (errors, verdicts)."""
-    return en if _current[0] == "en" and en else fr
+    return vocabulary.pick(fr, en, _current[0])
 
 
 def euros(cents: int) -> str:
-    if _current[0] == "en":
-        return f"€{cents / 100:,.2f}"
-    return f"{cents / 100:,.2f} €".replace(",", " ").replace(".", ",")
+    """An amount in the current language (balise.domain.vocabulary)."""
+    return vocabulary.euros(cents, _current[0])
 
 
 def number(n: int) -> str:
-    """A count as people read it: 60 000 (French), 60,000 (English)."""
-    text = f"{n:,}"
-    return text if _current[0] == "en" else text.replace(",", " ")
+    """A count in the current language (balise.domain.vocabulary)."""
+    return vocabulary.number(n, _current[0])
 
 
 def lot_date(aammjj: str) -> str:
-    if len(aammjj) != 6:
-        return aammjj
-    if _current[0] == "en":
-        return f"20{aammjj[0:2]}-{aammjj[2:4]}-{aammjj[4:6]}"
-    return f"{aammjj[4:6]}/{aammjj[2:4]}/20{aammjj[0:2]}"
+    """A lot's date (AAMMJJ) in the current language (balise.domain.vocabulary)."""
+    return vocabulary.lot_date(aammjj, _current[0])
+
+
+def lot_state(state: str) -> str:
+    """A lot state's words in the current language (balise.domain.vocabulary)."""
+    return vocabulary.lot_state(state, _current[0])
+
+
+def payment_state(code: str | None) -> str:
+    """A payment state's words in the current language (balise.domain.vocabulary)."""
+    return vocabulary.payment_state(code, _current[0])
+
+
+def moment(value: datetime) -> str:
+    """A day and an hour in the current language (balise.domain.vocabulary)."""
+    return vocabulary.moment(value, _current[0])
+
+
+def stamp(iso: str, *, hour: bool = True) -> str:
+    """A stored ISO 8601 time in the current language (balise.domain.vocabulary)."""
+    return vocabulary.stamp(iso, _current[0], hour=hour)

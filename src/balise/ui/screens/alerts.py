@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from balise.ui.i18n import number, pick, t
+from balise.ui.i18n import number, pick, stamp, t
 from balise.ui.screens.base import KioskScreen
 from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
@@ -27,7 +27,7 @@ WORDS_WIDTH = 64
 
 def _alert_row(alert: AlertRecord) -> tuple[Text, ...]:
     words = Text(pick(alert.fr, alert.en), no_wrap=True, overflow="ellipsis")
-    return (*row(str(alert.id), alert.created[:16].replace("T", " ")), words)
+    return (*row(str(alert.id), stamp(alert.created)), words)
 
 
 def _alert_id(alert: AlertRecord) -> int:

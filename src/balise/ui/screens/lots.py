@@ -12,16 +12,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
-from balise.domain.lotstate import LotState
 from balise.ui.backend import LAST_ID, LotDetail
-from balise.ui.i18n import euros, lot_date, number, pick, t
+from balise.ui.i18n import euros, lot_date, lot_state, number, payment_state, pick, stamp, t
 from balise.ui.screens.base import KioskScreen
 from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
-
-
-def _state(value: str) -> str:
-    return t(f"state.{value}") if value in set(LotState) else "—"
 
 
 def lot_columns(table: DataTable[Text]) -> None:
@@ -32,7 +27,7 @@ def lot_columns(table: DataTable[Text]) -> None:
 def lot_row(lot: LotRecord) -> tuple[Text, ...]:
     return row(
         str(lot.id),
-        t(f"state.{lot.state.value}"),
+        lot_state(lot.state),
         lot.profile,
         lot.lot_number,
         lot_date(lot.lot_date),
@@ -88,7 +83,12 @@ class LotsScreen(KioskScreen):
         for record in reversed(refused):  # the latest first
             reasons = "; ".join(pick(p.fr, p.en) for p in record.problems)
             lines.append(
-                t("lots.refused", name=record.name, date=record.received[:10], reasons=reasons)
+                t(
+                    "lots.refused",
+                    name=record.name,
+                    date=stamp(record.received, hour=False),
+                    reasons=reasons,
+                )
             )
         self.query_one("#quarantine", Static).update("\n".join(lines))
 
@@ -147,21 +147,19 @@ class LotDetailScreen(KioskScreen):
                 total=euros(lot.total),
                 organism=lot.organism,
             ),
-            t("lot.state", state=t(f"state.{lot.state.value}")),
+            t("lot.state", state=lot_state(lot.state)),
         ]
         if lot.signer:
             lines.append(t("lot.signer", signer=lot.signer))
         lines += ["", t("lot.history")]
-        lines += [
-            f"{when[:16].replace('T', ' ')} : {_state(a)} → {_state(b)}" for when, a, b in d.history
-        ]
+        lines += [f"{stamp(when)} : {lot_state(a)} → {lot_state(b)}" for when, a, b in d.history]
         if d.returns:
             lines += ["", t("lot.returns"), *(pick(r.words_fr, r.words_en) for r in d.returns)]
         if d.payments:
             lines += ["", t("lot.payments")]
             lines += [
                 f"{p.invoice_number} : AMO {euros(p.amo_paid)}/{euros(p.amo_asked)} "
-                f"{t('payment.state.' + p.amo_state) if p.amo_state in 'PRD' else p.amo_state}"
+                f"{payment_state(p.amo_state)}"
                 for p in d.payments
             ]
         self.query_one("#detail", Static).update("\n".join(lines))

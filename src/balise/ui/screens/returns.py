@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Footer, Header, Static
 
-from balise.ui.i18n import euros, lot_date, number, pick, t
+from balise.ui.i18n import euros, lot_date, number, payment_state, pick, stamp, t
 from balise.ui.screens.base import KioskScreen
 from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
@@ -19,21 +19,17 @@ if TYPE_CHECKING:
     from balise.ports import PaymentRecord, ReturnRecord
 
 
-def _state(code: str | None) -> str:
-    return t(f"payment.state.{code}") if code in ("P", "R", "D") else (code or "—")
-
-
 def _return_row(r: ReturnRecord) -> tuple[Text, ...]:
     lot = f"{r.lot_number} ({lot_date(r.lot_date)})" if r.lot_number and r.lot_date else "—"
-    return row(r.received[:10], r.kind.upper(), lot, pick(r.words_fr, r.words_en))
+    return row(stamp(r.received, hour=False), r.kind.upper(), lot, pick(r.words_fr, r.words_en))
 
 
 def _payment_row(p: PaymentRecord) -> tuple[Text, ...]:
-    amc = f"{euros(p.amc_paid or 0)} {_state(p.amc_state)}" if p.amc_asked else "—"
+    amc = f"{euros(p.amc_paid or 0)} {payment_state(p.amc_state)}" if p.amc_asked else "—"
     return row(
         f"{p.lot_number} ({lot_date(p.lot_date)})",
         str(p.invoice_number),
-        f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {_state(p.amo_state)}",
+        f"{euros(p.amo_paid)}/{euros(p.amo_asked)} {payment_state(p.amo_state)}",
         amc,
         ", ".join(p.reasons) or "—",
     )
