@@ -1,6 +1,6 @@
-"""The words people read, in one place: lot states, payment states, money, counts and dates, in
-French and English. The kiosk (``balise.ui.i18n``) and the ``balise`` command both take them from
-here; machine-readable outputs (``--json``, the exchange files) keep their own codes.
+"""The words people read, in one place: lot states, payment states, money, counts, sizes and
+dates, in French and English. The kiosk (``balise.ui.i18n``) and the ``balise`` command both take
+them from here; machine-readable outputs (``--json``, the exchange files) keep their own codes.
 
 French typography, as CLDR's ``fr`` locale has it (so the box reads like ICU, browsers and office
 software, and an amount copied from it compares equal): thousands grouped by a narrow no-break
@@ -81,6 +81,16 @@ def euros(cents: int, lang: Lang) -> str:
     if lang == "en":
         return f"{sign}€{whole:,}.{rest:02d}"
     return f"{sign}{number(whole, 'fr')},{rest:02d}{NBSP}€"
+
+
+def size(nbytes: int, lang: Lang) -> str:
+    """A size in binary units, as the box's messages give it: « 1,5 Mio », « 12 Kio »
+    (no-break space), « 1.5 MiB », « 12 KiB »; at least 1 Kio."""
+    if nbytes >= 1024 * 1024:
+        text = f"{nbytes / (1024 * 1024):.1f}"
+        return f"{text} MiB" if lang == "en" else f"{text.replace('.', ',')}{NBSP}Mio"
+    kib = max(round(nbytes / 1024), 1)
+    return f"{kib} KiB" if lang == "en" else f"{kib}{NBSP}Kio"
 
 
 def day(value: date, lang: Lang) -> str:

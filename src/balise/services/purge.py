@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from balise.domain import vocabulary
 from balise.domain.classify import ClassifyPolicy, UnknownReason
 from balise.domain.errors import BaliseError, ConfigError, DiskFullError
 from balise.domain.journal import JsonValue
@@ -111,12 +112,6 @@ class PurgeReport:
             f"{self.deleted} supprimé(s)"
         )
         return text + (f" — ARRÊT : {self.stopped}" if self.stopped else "")
-
-
-def _size_words(size: int) -> str:
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} Mio".replace(".", ",")
-    return f"{max(size // 1024, 1)} kio"
 
 
 class PurgeService:
@@ -584,10 +579,10 @@ class PurgeService:
             ]
             if pending:
                 fr_items = "; ".join(
-                    f"n° {r.id} ({_size_words(r.size)}, {r.reason_fr})" for r in pending
+                    f"n° {r.id} ({vocabulary.size(r.size, 'fr')}, {r.reason_fr})" for r in pending
                 )
                 en_items = "; ".join(
-                    f"#{r.id} ({_size_words(r.size)}, {r.reason_en})" for r in pending
+                    f"#{r.id} ({vocabulary.size(r.size, 'en')}, {r.reason_en})" for r in pending
                 )
                 details: dict[str, JsonValue] = {
                     "profile": profile,
