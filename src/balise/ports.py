@@ -497,6 +497,10 @@ class ReturnsStore(Protocol):
 
     def add_payment(self, record: PaymentRecord) -> int: ...
 
+    def add_payments(self, records: Sequence[PaymentRecord]) -> None:
+        """Several at once (one statement: a NOEMIE return's invoices)."""
+        ...
+
     def returns(
         self, profile: str | None = None, *, unpublished: bool = False, limit: int | None = None
     ) -> list[ReturnRecord]:

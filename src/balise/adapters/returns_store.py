@@ -138,6 +138,34 @@ def _payment(row: tuple[Any, ...]) -> PaymentRecord:
     )
 
 
+_INSERT_PAYMENT = (
+    f"INSERT INTO payments({_PAYMENT_COLUMNS.removeprefix('id, ')}) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _payment_row(record: PaymentRecord) -> tuple[Any, ...]:
+    return (
+        record.return_id,
+        record.profile,
+        record.emitter,
+        record.lot_number,
+        record.lot_date,
+        record.lot_id,
+        record.invoice_number,
+        record.invoice_type,
+        record.amo_asked,
+        record.amo_state,
+        record.amo_paid,
+        record.amc_asked,
+        record.amc_state,
+        record.amc_paid,
+        json.dumps(list(record.reasons), ensure_ascii=False),
+        record.accounting_date,
+        record.transfer_reference,
+    )
+
+
 def _mq(row: tuple[Any, ...]) -> MailQuarantineRecord:
     return MailQuarantineRecord(
         id=int(row[0]),
@@ -290,31 +318,13 @@ class SqliteReturnsStore:
 
     def add_payment(self, record: PaymentRecord) -> int:
         with self._one_statement():
-            cur = self._conn.execute(
-                f"INSERT INTO payments({_PAYMENT_COLUMNS.removeprefix('id, ')}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.return_id,
-                    record.profile,
-                    record.emitter,
-                    record.lot_number,
-                    record.lot_date,
-                    record.lot_id,
-                    record.invoice_number,
-                    record.invoice_type,
-                    record.amo_asked,
-                    record.amo_state,
-                    record.amo_paid,
-                    record.amc_asked,
-                    record.amc_state,
-                    record.amc_paid,
-                    json.dumps(list(record.reasons), ensure_ascii=False),
-                    record.accounting_date,
-                    record.transfer_reference,
-                ),
-            )
+            cur = self._conn.execute(_INSERT_PAYMENT, _payment_row(record))
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def add_payments(self, records: Sequence[PaymentRecord]) -> None:
+        with self._one_statement():
+            self._conn.executemany(_INSERT_PAYMENT, [_payment_row(r) for r in records])
 
     def returns(
         self, profile: str | None = None, *, unpublished: bool = False, limit: int | None = None

@@ -41,20 +41,34 @@ def canonical_details(details: Mapping[str, JsonValue] | None) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# Keys already found clean (the same few keys come back entry after entry: a purge appends
+# hundreds); bounded, a key is looked at again once the memo is full.
+_CLEAN_KEYS: set[str] = set()
+_CLEAN_KEYS_MAX = 4096
+_FORBIDDEN_PARTS = tuple(f"_{word}_" for word in _FORBIDDEN_DETAIL_WORDS)
+
+
 def _refuse_secrets(value: JsonValue) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            words = f"_{key.lower().replace('-', '_')}_"  # whole words only: "pinned" passes
-            if any(f"_{word}_" in words for word in _FORBIDDEN_DETAIL_WORDS):
-                raise ValidationError(
-                    f"Le journal refuse le champ « {key} » : aucun secret n'y entre.",
-                    f"The journal refuses the field '{key}': no secret may enter it.",
-                    code="JOURNAL_SECRET",
-                )
+            if key not in _CLEAN_KEYS:
+                _refuse_key(key)
             _refuse_secrets(item)
     elif isinstance(value, list):
         for item in value:
             _refuse_secrets(item)
+
+
+def _refuse_key(key: str) -> None:
+    words = f"_{key.lower().replace('-', '_')}_"  # whole words only: "pinned" passes
+    if any(part in words for part in _FORBIDDEN_PARTS):
+        raise ValidationError(
+            f"Le journal refuse le champ « {key} » : aucun secret n'y entre.",
+            f"The journal refuses the field '{key}': no secret may enter it.",
+            code="JOURNAL_SECRET",
+        )
+    if len(_CLEAN_KEYS) < _CLEAN_KEYS_MAX:
+        _CLEAN_KEYS.add(key)
 
 
 def entry_hash(

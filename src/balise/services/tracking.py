@@ -516,6 +516,7 @@ class TrackingService:
         single = next(iter(matched.values())) if len(matched) == 1 else None
         rid = store(status, single, None)
         accounting = _aammjj(noemie.accounting_date) if noemie.accounting_date else None
+        payments: list[PaymentRecord] = []
         for nlot in noemie.lots:
             day = _aammjj(nlot.lot_date)
             lot_id = matched.get((nlot.lot_number, day))
@@ -523,7 +524,7 @@ class TrackingService:
                 reasons = [r.words("fr") for r in inv.reasons] + [
                     line.words("fr") for line in inv.reject_lines
                 ]
-                self._repo.add_payment(
+                payments.append(
                     PaymentRecord(
                         id=0,
                         return_id=rid,
@@ -545,6 +546,7 @@ class TrackingService:
                         transfer_reference=noemie.transfer_reference,
                     )
                 )
+        self._repo.add_payments(payments)
         return TrackOutcome(rid, status, tuple(sorted(set(matched.values()))), ())
 
     # -- overdue ------------------------------------------------------------------------------
