@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support
 
 from balise.adapters.kek import create_key_file  # noqa: E402
-from balise.bootstrap import open_context  # noqa: E402
+from balise.app.context import open_context  # noqa: E402
 from tests.support.balise_env import BALISE, BaliseEnv  # noqa: E402
 from tests.support.sauvegarde_support import RECOVERY  # noqa: E402
 from tests.support.years import run_measured  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.store import connect
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 
 
 def bench_balise(base: Path, n: int) -> float:

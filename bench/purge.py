@@ -58,7 +58,7 @@ import trustme
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
 from balise.domain.returns import (
     InvoicePayment,

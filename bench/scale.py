@@ -593,8 +593,8 @@ def build_box(where: Path, shape: Shape, log: Callable[[str], None]) -> dict[str
     """The ten years, then the retention the agent applies, in ``where`` (data/ and bench.kek)."""
     from balise.adapters.clock import FixedClock
     from balise.adapters.kek import create_key_file
-    from balise.backup_wiring import retention_service
-    from balise.bootstrap import open_context
+    from balise.app.backup import retention_service
+    from balise.app.context import open_context
 
     now = datetime.now(UTC).replace(microsecond=0)
     kek = where / "bench.kek"
@@ -648,7 +648,7 @@ def counts(conn: Any) -> dict[str, int]:
 def empty_box(where: Path) -> None:
     """The same practitioners, no history: the peer of the screens and listings."""
     from balise.adapters.kek import create_key_file
-    from balise.bootstrap import open_context
+    from balise.app.context import open_context
 
     kek = where / "bench.kek"
     create_key_file(kek)
@@ -758,7 +758,7 @@ print(n)
 DAY_OF_ACTIVITY = """
 import sys
 from pathlib import Path
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 ctx = open_context(Path(sys.argv[1]), actor="agent")
 with ctx.store.write():
     for i in range(int(sys.argv[2])):
@@ -783,8 +783,8 @@ class NoDevices:  # no udev, no pcscd: the bench box has no reader
 opened = []
 
 def build():  # as `balise kiosk` does: the box opens in the first worker, after the first paint
-    from balise.bootstrap import open_context
-    from balise.kiosk_wiring import build_backend
+    from balise.app.context import open_context
+    from balise.app.kiosk import build_backend
     opened.append(open_context(Path(os.environ["BALISE_HOME"]), actor="kiosk"))
     return build_backend(opened[0], env=os.environ, reader_watcher=NoDevices(),
                          card_watcher=NoDevices())
@@ -1050,7 +1050,7 @@ def cold_start_rows(runs: int) -> list[Row]:
 SET_RECOVERY = """
 import sys
 from pathlib import Path
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 ctx = open_context(Path(sys.argv[1]), actor="bench")
 ctx.params.set("recovery_passphrase", "bench recovery passphrase, long enough")
 ctx.close()

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.sup
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.outbox import SqliteOutbox
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 from balise.domain.lotmail import mail_envelope_addresses
 from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import build_pki

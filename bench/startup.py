@@ -62,8 +62,8 @@ class Timed(BaliseApp):
 opened = []
 
 def build():  # as `balise kiosk` does: the box opens in the first worker, after the first paint
-    from balise.bootstrap import open_context
-    from balise.kiosk_wiring import build_backend
+    from balise.app.context import open_context
+    from balise.app.kiosk import build_backend
     opened.append(open_context(Path(sys.argv[1]), actor="kiosk"))
     return build_backend(opened[0], env=os.environ, reader_watcher=NoReaders(),
                          card_watcher=NoReaders())
@@ -105,7 +105,7 @@ def measure(runs: int) -> tuple[list[tuple[float, int]], list[tuple[float, int]]
         create_key_file(kek)
         env = dict(os.environ, BALISE_KEK_FILE=str(kek), PYTHONPATH=str(ROOT / "src"))
         data = str(Path(tmp) / "data")
-        from balise.bootstrap import open_context
+        from balise.app.context import open_context
 
         open_context(Path(data), actor="bench", env=env).close()  # data dir and migrations
         bare, balise = [], []

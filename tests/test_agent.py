@@ -17,7 +17,7 @@ import pytest
 
 from balise.adapters.locks import send_lock
 from balise.adapters.outbox import SqliteOutbox
-from balise.agent import STATUS_FILE, read_status
+from balise.app.agent import STATUS_FILE, read_status
 from balise.domain.lotstate import LotState
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port

@@ -17,7 +17,7 @@ import pytest
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.systemd import JournalHandler
-from balise.agent import Agent
+from balise.app.agent import Agent
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from tests.support.balise_env import BALISE, BaliseEnv

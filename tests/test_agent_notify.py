@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from balise.adapters.systemd import Notifier
-from balise.agent import Agent
+from balise.app.agent import Agent
 from balise.sim.dovecot import DovecotServer
 from tests.support.box import Box
 from tests.support.mail_fixtures import TlsCA

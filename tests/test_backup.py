@@ -17,8 +17,8 @@ import pytest
 from balise.adapters.archive import derive_master, open_archive, payload_blocks
 from balise.adapters.backup_db import THROTTLE_FILE, unlock
 from balise.adapters.clock import FixedClock
-from balise.backup_wiring import backup_service, restore_archive
-from balise.bootstrap import open_context
+from balise.app.backup import backup_service, restore_archive
+from balise.app.context import open_context
 from balise.domain.errors import BaliseError, ValidationError
 from balise.domain.lotstate import LotState
 from balise.sim.dovecot import DovecotServer
@@ -213,8 +213,8 @@ def test_backup_without_recovery_passphrase_is_refused(box: Box, tmp_path: Path)
 SLOW_BACKUP = """
 import sys, time
 from pathlib import Path
-from balise.backup_wiring import backup_service
-from balise.bootstrap import open_context
+from balise.app.backup import backup_service
+from balise.app.context import open_context
 from tests.support.clock import TEST_NOW
 
 ctx = open_context(Path(sys.argv[1]), actor="test")

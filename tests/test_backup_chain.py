@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from balise.adapters.archive import derive_master, open_archive, write_archive
-from balise.backup_wiring import backup_service, restore_archive
-from balise.bootstrap import open_context
+from balise.app.backup import backup_service, restore_archive
+from balise.app.context import open_context
 from balise.domain.errors import BaliseError
 from balise.domain.journal import entry_hash
 from tests.support import backup_reader

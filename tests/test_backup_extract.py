@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from balise.backup_wiring import backup_service
+from balise.app.backup import backup_service
 from tests.support import backup_reader
 from tests.support.balise_env import BALISE
 from tests.support.box import Box

@@ -14,8 +14,8 @@ from pathlib import Path
 from balise.adapters.archive import MAGIC
 from balise.adapters.backup_db import box_id
 from balise.adapters.kek import create_key_file
-from balise.backup_wiring import backup_service
-from balise.bootstrap import open_context
+from balise.app.backup import backup_service
+from balise.app.context import open_context
 from balise.domain.journal import JournalEntry
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv

@@ -19,8 +19,8 @@ from balise.adapters.archive import (
     open_archive,
     write_archive,
 )
-from balise.backup_wiring import backup_service
-from balise.bootstrap import open_context
+from balise.app.backup import backup_service
+from balise.app.context import open_context
 from balise.domain.errors import BaliseError
 from balise.domain.lotstate import LotState
 from tests.support.balise_env import BALISE, BaliseEnv

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from balise.agent import Agent
+from balise.app.agent import Agent
 from balise.services.certwatch import expiring
 from balise.services.tracking import AUTO_RESOLVER
 from balise.sim.pki import TestPKI

@@ -186,7 +186,7 @@ def test_an_unexpected_exception_is_words_unless_debugging(
 
 
 def test_demo_failures_are_words() -> None:
-    from balise.demo import failure_words
+    from balise.app.demo import failure_words
 
     missing = FileNotFoundError(2, "fichier absent", "/opt/pcscd")
     assert failure_words(missing)[0] == "/opt/pcscd : fichier ou dossier introuvable"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.card import CardIdentity
 from balise.domain.crl import daily_minute, next_fetch
 from balise.sim.pki import Issued, Practitioner, TestPKI, build_pki
@@ -228,7 +228,7 @@ def test_the_daily_minute_is_the_box_own_and_stable() -> None:
 
 
 def test_cli_fetch_and_agent_first_cycle(box: Box, pki: TestPKI, crl_server: CrlServer) -> None:
-    from balise.agent import Agent
+    from balise.app.agent import Agent
 
     victim = pki.issue_practitioner("10005555555", "Dr Agent REVOQUE")
     trust(box.ctx, pki, pki.practitioner)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from balise.bootstrap import open_context
-from balise.demo import INVALID_LOT_NAME
+from balise.app.context import open_context
+from balise.app.demo import INVALID_LOT_NAME
 from balise.domain.lotstate import LotState
 from balise.sim.pcscd import PcscdRunner, running_pcscd_pids
 from tests.support.demo_support import BALISE, processes_mentioning

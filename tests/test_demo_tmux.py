@@ -27,8 +27,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
     pytest.mark.skipif(
         importlib.util.find_spec("balise.ui.app") is None
-        or importlib.util.find_spec("balise.kiosk_wiring") is None,
-        reason="the kiosk (balise.ui.app, balise.kiosk_wiring) is not there yet",
+        or importlib.util.find_spec("balise.app.kiosk") is None,
+        reason="the kiosk (balise.ui.app, balise.app.kiosk) is not there yet",
     ),
 ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import balise
-from balise.exchange_state import KEEP_DAYS, REFRESH_S, prune_receipts, refresh_state
+from balise.app.exchange import KEEP_DAYS, REFRESH_S, prune_receipts, refresh_state
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv

@@ -14,11 +14,11 @@ import pytest
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.smtp import SmtpSender
-from balise.agent import Agent
-from balise.bootstrap import Context
+from balise.app.agent import Agent
+from balise.app.context import Context
+from balise.app.kiosk import build_backend
 from balise.domain.errors import DiskFullError
 from balise.domain.lotstate import LotState
-from balise.kiosk_wiring import build_backend
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.ui.app import BaliseApp

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BALISE, BaliseEnv
 from tests.support.box import Box, SyncedClock, configure_box

@@ -17,7 +17,7 @@ WRITER = """
 import sys
 import time
 from pathlib import Path
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 ctx = open_context(Path(sys.argv[1]), actor=sys.argv[2])
 print("ready", flush=True)
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0

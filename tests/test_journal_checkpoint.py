@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from balise.adapters.clock import FixedClock
-from balise.backup_wiring import retention_service
-from balise.bootstrap import open_context
+from balise.app.backup import retention_service
+from balise.app.context import open_context
 from balise.domain.journal import GENESIS_HASH, entry_hash
 from tests.support.balise_env import BaliseEnv
 from tests.support.clock import TEST_NOW

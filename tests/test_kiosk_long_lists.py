@@ -10,7 +10,7 @@ import pytest
 from textual.coordinate import Coordinate
 from textual.widgets import Static
 
-from balise.kiosk_wiring import build_backend
+from balise.app.kiosk import build_backend
 from balise.ui.app import BaliseApp
 from balise.ui.screens.alerts import AlertsScreen
 from balise.ui.screens.lots import LotDetailScreen, LotsScreen

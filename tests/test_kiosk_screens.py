@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input
 
-from balise.kiosk_wiring import build_backend
+from balise.app.kiosk import build_backend
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
 from balise.ui import i18n

@@ -16,11 +16,11 @@ import trustme
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
+from balise.app.kiosk import WiredBackend, build_backend
 from balise.domain.errors import ValidationError
 from balise.domain.lotstate import LotState
 from balise.domain.params import Scope
-from balise.kiosk_wiring import WiredBackend, build_backend
 from balise.services.setup import OrganismPlan, SetupPlan
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import Practitioner, SesamVitalePKI, TestPKI

@@ -13,8 +13,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from balise.adapters.clock import FixedClock
-from balise.bootstrap import open_context
-from balise.kiosk_wiring import build_backend
+from balise.app.context import open_context
+from balise.app.kiosk import build_backend
 from balise.sim.pki import TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM
 from balise.ui.app import BaliseApp

@@ -18,7 +18,7 @@ import pkcs11
 import pytest
 
 from balise.adapters.pkcs11 import Pkcs11Signer
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.lotstate import LotState
 from balise.services.signing import examine_card, sign_with_card
 from balise.sim.pki import Issued, SesamVitalePKI, TestPKI
@@ -192,7 +192,7 @@ def test_a_changed_certificate_is_journaled_alerted_and_used_only_once_valid(
 def test_agent_refreshes_due_organisms_weekly(
     box: Box, slapd: Slapd, sesam_vitale: SesamVitalePKI, amc_cert: Issued
 ) -> None:
-    from balise.agent import Agent
+    from balise.app.agent import Agent
 
     use_directory(box.ctx, slapd, sesam_vitale)
     slapd.publish(AMC_CN, [der(amc_cert)])

@@ -10,7 +10,7 @@ import pytest
 
 from balise.adapters.clock import FixedClock
 from balise.adapters.journal import SqliteJournal
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.errors import ValidationError
 from balise.domain.params import Scope
 from balise.services.params import Change, ParameterService

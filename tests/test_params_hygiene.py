@@ -88,7 +88,7 @@ def test_doctor_shows_the_nominative_warning_and_two_bals(balise_env: BaliseEnv)
 
 
 def test_kiosk_shows_the_same_hygiene_findings(box: Box) -> None:
-    from balise.kiosk_wiring import hygiene
+    from balise.app.kiosk import hygiene
 
     box.ctx.params.set("bal_address", "jeanne.test@bal.example.net", profile="p1")
     found = hygiene(box.ctx)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from balise.hardening import is_dumpable
+from balise.adapters.hardening import is_dumpable
 from balise.sim.pki import TestPKI
 from balise.sim.softhsm import SoftHSM
 from tests.support.box import Box
@@ -63,7 +63,7 @@ def test_sentinel_pin_is_found_nowhere(
 
 def test_signing_process_is_not_dumpable() -> None:
     code = (
-        "from balise.hardening import protect_process, is_dumpable; import resource;"
+        "from balise.adapters.hardening import protect_process, is_dumpable; import resource;"
         "protect_process(); print(is_dumpable(), resource.getrlimit(resource.RLIMIT_CORE))"
     )
     out = subprocess.run(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from balise.app.kiosk import build_backend
 from balise.domain.errors import StateError
-from balise.kiosk_wiring import build_backend
 from balise.ui.app import BaliseApp
 from balise.ui.screens.dialogs import ConfirmDialog
 from balise.ui.screens.home import HomeScreen

@@ -203,7 +203,7 @@ def test_crash_at_each_point_then_rerun_processes_each_message_once(
         mailboxes.deliver("bal1", raw)
     script = (
         "import sys\n"
-        "from balise.bootstrap import open_context\n"
+        "from balise.app.context import open_context\n"
         "from pathlib import Path\n"
         "ctx = open_context(Path(sys.argv[1]), actor='test')\n"
         "purge = ctx.purge(crash_at=sys.argv[2])\n"

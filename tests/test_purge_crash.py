@@ -22,7 +22,7 @@ import pytest
 
 from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
 from balise.domain.returns import (
     InvoicePayment,
@@ -59,7 +59,7 @@ TEST_BUDGET_S = 110.0
 SERVER = """\
 import os, sys
 from pathlib import Path
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 import balise.adapters.classifier_worker, balise.services.purge
 for line in sys.stdin:
     home, kek = line.rstrip("\\n").split("\\t")

@@ -15,7 +15,7 @@ import pytest
 
 from balise.adapters.kek import create_key_file
 from balise.adapters.pop3 import Pop3Mailbox
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
 from balise.ports import Pop3Settings
 from balise.sim.dovecot import DovecotServer

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 
 from balise.adapters.classifier_worker import WorkerClassifier
-from balise.agent import Agent
+from balise.app.agent import Agent
 from balise.domain.classify import ClassifyPolicy
 from balise.domain.lotstate import LotState
 from balise.services.purge import HEADER_LIMIT, PurgeReport

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from balise.adapters.archive import derive_master, open_archive, payload_blocks
 from balise.adapters.backup_db import unlock
-from balise.backup_wiring import backup_service
+from balise.app.backup import backup_service
 from tests.support.box import Box
 from tests.support.clock import TEST_NOW
 from tests.support.sauvegarde_support import RECOVERY

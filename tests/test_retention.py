@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from balise.adapters.clock import FixedClock
-from balise.backup_wiring import backup_service, retention_service
-from balise.bootstrap import Context, open_context
+from balise.app.backup import backup_service, retention_service
+from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
 from balise.sim.box import configure_box
 from balise.sim.pki import TestPKI

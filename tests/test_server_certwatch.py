@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from balise.agent import Agent, CycleReport
-from balise.bootstrap import Context
+from balise.app.agent import Agent, CycleReport
+from balise.app.context import Context
 from balise.ports import AlertRecord
 from balise.services.tracking import AUTO_RESOLVER
 from balise.sim.dovecot import DovecotServer

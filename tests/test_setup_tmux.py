@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from balise.demo import demo_lots, drop_lots
+from balise.app.demo import demo_lots, drop_lots
 from balise.sim.pcscd import running_pcscd_pids
 from tests.support.demo_support import BALISE, processes_mentioning
 from tests.test_demo_tmux import QUIT_TIMEOUT_S, START_TIMEOUT_S, Terminal

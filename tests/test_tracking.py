@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from balise.adapters.clock import FixedClock
-from balise.bootstrap import open_context
+from balise.app.context import open_context
 from balise.domain.classify import classify_message
 from balise.domain.lotstate import LotState
 from balise.domain.returns import parse_return

@@ -21,7 +21,7 @@ import pytest
 from balise.adapters.clock import FixedClock
 from balise.adapters.outbox import SqliteOutbox
 from balise.adapters.smtp import SmtpSender
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.lotmail import SendReport
 from balise.domain.lotstate import LotState
 from balise.ports import SmtpTls
@@ -404,7 +404,7 @@ def test_counter_wraps_and_persists_across_processes(sending_box: SendingBox) ->
         ctx.store.conn.execute("INSERT INTO counters(name, value) VALUES ('compostage', 99998)")
     assert outbox.take_counter("compostage") == 99998
     code = (
-        "import sys; from pathlib import Path; from balise.bootstrap import open_context;"
+        "import sys; from pathlib import Path; from balise.app.context import open_context;"
         "from balise.adapters.outbox import SqliteOutbox;"
         "c = open_context(Path(sys.argv[1]), actor='t');"
         "print(SqliteOutbox(c.store).take_counter('compostage')); c.close()"

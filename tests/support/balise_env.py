@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 
 BALISE = str(Path(sys.executable).with_name("balise"))
 

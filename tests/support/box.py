@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from balise.adapters.clock import FixedClock, SystemClock
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.sim.box import BAL, EMITTER, configure_box
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv

@@ -17,9 +17,9 @@ from datetime import date, datetime, timedelta
 import pkcs11
 import pytest
 
+from balise.app.kiosk import WiredBackend, build_backend
 from balise.domain.atr import CardKind, classify_atr
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
-from balise.kiosk_wiring import WiredBackend, build_backend
 from balise.ports import TokenSigner
 from balise.sim.softhsm import SoftHSM, TokenInfo
 from balise.sim.vcard import ATR_CPS3, ATR_CPS3_CONTACTLESS, ATR_CPS4, ATR_UNKNOWN

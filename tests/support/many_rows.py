@@ -4,7 +4,7 @@ how many rows there are, not how each one came."""
 
 from __future__ import annotations
 
-from balise.bootstrap import Context
+from balise.app.context import Context
 
 _COUNT = "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?) "
 

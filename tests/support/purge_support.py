@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.lotstate import LotState
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from balise.adapters.kek import create_key_file
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.lotstate import LotState
 from balise.domain.returns import parse_return
 from tests.support.balise_env import BaliseEnv

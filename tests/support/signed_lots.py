@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.cms import build_entity, build_enveloped_data, gzip_payload, sign_data
 from balise.domain.lotstate import LotState
 from balise.sim.pki import TestPKI

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from balise.bootstrap import resolve_data_dir
+from balise.app.context import resolve_data_dir
 from balise.cli.common import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -247,7 +247,7 @@ def cmd_journal_show(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from balise.doctor import run_checks
+    from balise.app.doctor import run_checks
 
     checks = run_checks(resolve_data_dir(args.data_dir))
     problems = sum(c.status == "problem" for c in checks)
@@ -312,6 +312,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"make demo from the repository, which installs everything",
             code="DEMO",
         )
-    from balise.demo import run_demo
+    from balise.app.demo import run_demo
 
     return run_demo(args)

@@ -20,7 +20,7 @@ IDENTIFIER = "balise-agent"
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from balise.adapters.systemd import Notifier, configure_logging
-    from balise.agent import Agent
+    from balise.app.agent import Agent
 
     scale = float(args.interval_scale)
     if not 0 < scale <= 10:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from balise.backup_wiring import (
+from balise.app.backup import (
     backup_service,
     extract_archive,
     restore_archive,
@@ -18,7 +18,7 @@ from balise.backup_wiring import (
     unlock_with_passphrase,
     verify_with_box_key,
 )
-from balise.bootstrap import open_context, resolve_data_dir
+from balise.app.context import open_context, resolve_data_dir
 from balise.cli.common import EXIT_OK, _context, _json, _out, json_flag, wants_json
 from balise.cli.parsing import integer
 from balise.domain.errors import BaliseError, ConfigError

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from balise.bootstrap import Context, open_context, resolve_data_dir
+from balise.app.context import Context, open_context, resolve_data_dir
 from balise.domain.errors import ValidationError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.vocabulary import Lang, euros, language, lot_date, lot_state

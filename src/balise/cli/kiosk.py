@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any
 
-from balise.bootstrap import resolve_data_dir
+from balise.app.context import resolve_data_dir
 from balise.cli.common import EXIT_OK, cli_language
 
 if TYPE_CHECKING:
@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
+    from balise.adapters.hardening import protect_process
     from balise.adapters.systemd import configure_logging, under_systemd
-    from balise.bootstrap import Context
+    from balise.app.context import Context
     from balise.ui.app import run_kiosk
     from balise.ui.deferred import deferred_backend
 
@@ -24,8 +25,8 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
     def build() -> KioskBackend:
         # Opened by the first worker that needs it: the first screen is painted before.
-        from balise.bootstrap import open_context
-        from balise.kiosk_wiring import build_backend
+        from balise.app.context import open_context
+        from balise.app.kiosk import build_backend
 
         ctx = open_context(data_dir, actor="kiosk")
         opened.append(ctx)
@@ -36,6 +37,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         # screen (outside systemd, a terminal running the kiosk gets no log lines at all).
         configure_logging("balise-kiosk")
     backend = deferred_backend(build)
+    protect_process()  # not dumpable, no core file: a PIN passes through the kiosk's memory
     try:
         run_kiosk(backend, kiosk=not args.no_kiosk, lang=args.lang or cli_language())
     finally:

@@ -262,7 +262,7 @@ def cmd_lots_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from balise.hardening import protect_process
+    from balise.adapters.hardening import protect_process
     from balise.services.signing import BatchEvent, examine_card, sign_with_card
 
     as_json = wants_json(args)

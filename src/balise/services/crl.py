@@ -1,7 +1,7 @@
 """IGC-Santé revocation lists: fetched from the configured certificates' CRL distribution points
 and the ``crl_url`` parameter, each verified (signed by an accepted issuer — a CA of ``igc_roots``
 or ``igc_intermediates`` — with sane thisUpdate/nextUpdate, never older than the one kept), kept,
-and journaled. The card check reads them before any PIN (see bootstrap.cert_checker)."""
+and journaled. The card check reads them before any PIN (see balise.app.context.cert_checker)."""
 
 from __future__ import annotations
 

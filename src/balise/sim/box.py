@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.sim.pki import TestPKI
 
 EMITTER = "00000012345678"  # the golden samples' practitioner

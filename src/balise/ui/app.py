@@ -211,8 +211,6 @@ def run_kiosk(
     demo: DemoHooks | None = None,
     lang: Literal["fr", "en"] = "fr",
 ) -> None:
-    """The kiosk process: not dumpable, no core file (a PIN passes through its memory)."""
-    from balise.hardening import protect_process
-
-    protect_process()
+    """The kiosk on this terminal. Its caller has made the process not dumpable, with no core
+    file (a PIN passes through its memory): ``balise.adapters.hardening.protect_process``."""
     BaliseApp(backend, kiosk=kiosk, lang=lang, demo=demo).run()

@@ -1,5 +1,5 @@
 """What the kiosk screens need from the box, as one Protocol of plain calls returning typed data;
-the composition root (balise.kiosk_wiring) implements it with the real services and adapters."""
+the composition root (balise.app.kiosk) implements it with the real services and adapters."""
 
 from __future__ import annotations
 

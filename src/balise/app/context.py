@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 
 def _refresh_state(ctx: Context, env: Mapping[str, str] | None) -> None:
-    """retours/etat.json after an intake round (balise.exchange_state, imported when needed)."""
-    from balise.exchange_state import refresh_after_intake
+    """retours/etat.json after an intake round (balise.app.exchange, imported when needed)."""
+    from balise.app.exchange import refresh_after_intake
 
     refresh_after_intake(ctx, env)
 

@@ -62,7 +62,7 @@ from balise.ui.backend import (
 from balise.ui.demo_hooks import DemoHooks
 
 if TYPE_CHECKING:
-    from balise.bootstrap import Context
+    from balise.app.context import Context
     from balise.services.backup import BackupStatus
     from balise.services.connection import ConnectionTester
     from balise.services.enrolment import AuthCertChecker
@@ -349,7 +349,7 @@ class WiredBackend:
         return -(-status.seconds_left // 60) if status.phase == "open" else None
 
     def _backup_status(self) -> BackupStatus | None:
-        from balise.backup_wiring import backup_service
+        from balise.app.backup import backup_service
 
         try:
             with self._lock:
@@ -846,7 +846,7 @@ class WiredBackend:
             self.ctx.transmission().resend(lot_id)
 
     def doctor(self) -> list[DoctorLine]:
-        from balise.doctor import run_checks
+        from balise.app.doctor import run_checks
 
         checks = run_checks(self.ctx.data_dir, env=self.env, clock=self.ctx.clock)
         return [DoctorLine(c.name, c.status, c.message) for c in checks]

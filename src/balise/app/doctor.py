@@ -12,7 +12,7 @@ from balise.adapters.clock import SystemClock
 from balise.adapters.kek import locate_kek
 from balise.adapters.pkcs11_modules import probe_modules
 from balise.adapters.store import DB_NAME
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.errors import BaliseError
 from balise.domain.hygiene import findings_for
 from balise.domain.params import SCHEMA, Scope

@@ -25,8 +25,8 @@ from types import FrameType
 from typing import Final
 
 from balise.adapters.kek import create_key_file
-from balise.agent import Agent
-from balise.bootstrap import Context, open_context
+from balise.app.agent import Agent
+from balise.app.context import Context, open_context
 from balise.domain.devices import ReaderEvent, UsbReader
 from balise.domain.errors import BaliseError, os_error_words
 from balise.domain.lotbuild import build_lot, make_invoices, patch_record
@@ -626,12 +626,14 @@ def _wait_forever(box: DemoBox) -> None:
 
 
 def _run_kiosk(box: DemoBox) -> None:
-    from balise.kiosk_wiring import build_backend
+    from balise.adapters.hardening import protect_process
+    from balise.app.kiosk import build_backend
     from balise.ui.app import run_kiosk
     from balise.ui.demo_hooks import DemoHooks
 
     hooks = DemoHooks(toggle_card=box.toggle_card, help_fr=help_line_fr(), help_en=help_line_en())
     ctx = box.open_context("kiosk")
+    protect_process()  # not dumpable, no core file: a PIN passes through the kiosk's memory
     try:
         backend = build_backend(ctx, env=box.env, demo=hooks, reader_watcher=DemoReaderWatcher())
         run_kiosk(backend, kiosk=False, demo=hooks)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import balise
 from balise.adapters.activity import StoreActivity
-from balise.bootstrap import Context
+from balise.app.context import Context
 from balise.domain.journal import JsonValue
 from balise.domain.params import Scope
 from balise.services.certwatch import expiring
@@ -53,7 +53,7 @@ def _fresh(raw: bytes | None, now: datetime) -> bool:
 
 def box_state(ctx: Context, now: datetime) -> dict[str, JsonValue]:
     """The state document (docs/exchange.md § etat.json)."""
-    from balise.backup_wiring import backup_service
+    from balise.app.backup import backup_service
 
     params = ctx.params
     activity = StoreActivity(ctx.store)

@@ -1,5 +1,5 @@
 """Composition of the backup, restore and retention pieces for the CLI and the agent (the only
-place, with bootstrap, that knows both these services and their SQLite adapters)."""
+place, with app.context, that knows both these services and their SQLite adapters)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from balise.adapters.backup_db import (
 )
 from balise.adapters.clock import SystemClock
 from balise.adapters.kek import load_kek
-from balise.bootstrap import Context, open_context
+from balise.app.context import Context, open_context
 from balise.domain.errors import ConfigError, ValidationError
 from balise.ports import Clock
 from balise.services.backup import BackupService

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from balise.adapters.systemd import Notifier
-from balise.backup_wiring import backup_service, default_destinations, retention_service
-from balise.bootstrap import Context
+from balise.app.backup import backup_service, default_destinations, retention_service
+from balise.app.context import Context
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
 from balise.services.backup import BackupService
@@ -261,7 +261,7 @@ class Agent:
         if not self.stopping:
             self._guard("disk", report, self._disk_space_back)
         if not self.stopping:  # retours/etat.json for the practice software (docs/exchange.md)
-            from balise.exchange_state import refresh_in_cycle
+            from balise.app.exchange import refresh_in_cycle
 
             self._guard("etat", report, partial(refresh_in_cycle, self._ctx, self._env))
         self._write_status("en marche")
@@ -518,7 +518,7 @@ class Agent:
 
     def _housekeeping(self) -> None:
         """Daily encrypted backup to the exchange account's sauvegardes/ (the USB key gets its
-        own when plugged in, see backup_wiring), then evidence retention once a day."""
+        own when plugged in, see app.backup), then evidence retention once a day."""
         if self._backup is None:
             self._backup = backup_service(self._ctx)
         for result in self._backup.run_daily(default_destinations(self._ctx), on_chunk=self._alive):
