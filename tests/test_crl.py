@@ -254,7 +254,7 @@ def test_cli_fetch_and_agent_first_cycle(box: Box, pki: TestPKI, crl_server: Crl
 
 
 def test_egress_list_lets_the_crl_points_and_the_directory_through(box: Box, pki: TestPKI) -> None:
-    from balise.cli.egress import egress_entries
+    from balise.services.egress import egress_entries
 
     card = pki.issue_practitioner(
         "10006666666", "Dr Pare FEU", crl_urls=["http://crl.igc-test.example:8080/e.crl"]

@@ -14,7 +14,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balise.cli.egress import RESOLVERS, EgressEntry, checked, crl_destination
+from balise.cli.egress import entry_line
+from balise.domain.egress import RESOLVERS, EgressEntry, checked, crl_destination
 from balise.sim.pki import TestPKI
 from tests.support.balise_env import BaliseEnv
 
@@ -173,7 +174,7 @@ def test_any_crl_url_gives_a_loadable_destination_or_a_reason(url: str) -> None:
         assert entry.refused.strip()
     else:
         assert _loadable(entry.host, entry.port), entry
-    assert "\n" not in entry.line()
+    assert "\n" not in entry_line(entry)
 
 
 @settings(max_examples=300, deadline=None)
@@ -183,4 +184,4 @@ def test_any_mail_host_and_port_give_a_loadable_destination_or_a_reason(
 ) -> None:
     entry = checked(EgressEntry("smtp:p1", host, port, "tcp" if proto == "tcp" else "udp"))
     assert bool(entry.refused) != _loadable(entry.host, entry.port), entry
-    assert "\n" not in entry.line()
+    assert "\n" not in entry_line(entry)

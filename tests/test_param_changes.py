@@ -116,7 +116,7 @@ def test_the_journal_names_who_made_the_change_and_never_a_secret(
 def test_servers_under_test_are_let_out_for_ten_minutes_only(balise_env: BaliseEnv) -> None:
     from datetime import timedelta
 
-    from balise.cli.egress import egress_entries
+    from balise.services.egress import egress_entries
 
     ctx = balise_env.context()
     try:

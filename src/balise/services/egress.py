@@ -1,0 +1,42 @@
+"""The egress list of this box: the fixed destinations, then those its parameters name (the CRL
+hosts, the Sesam-Vitale directory, every profile's SMTP and POP3 servers, the servers being
+tested in the kiosk), each checked by the rules of ``balise.domain.egress``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from balise.domain.egress import FIXED, EgressEntry, checked, crl_destination
+from balise.domain.params import Scope
+from balise.services.crl import configured_sources
+from balise.services.params import ParameterService
+
+
+def egress_entries(params: ParameterService) -> list[EgressEntry]:
+    """Fixed hosts, the configured CRL host, then every profile's SMTP and POP3 endpoints; those
+    the helper could not load are kept, marked refused."""
+    entries: list[EgressEntry] = list(FIXED)
+    for url in configured_sources(params):  # crl_url and the certificates' CRL points
+        crl = crl_destination(url)
+        if crl is not None:
+            entries.append(crl)
+    directory = params.value("sesam_vitale_directory")
+    if isinstance(directory, str):
+        parts = urlsplit(directory)
+        entries.append(
+            checked(EgressEntry("sv-directory", parts.hostname or "", parts.port or 389, "tcp"))
+        )
+    for profile in params.ids(Scope.PROFILE):
+        for kind in ("smtp", "pop3"):
+            host = params.value(f"{kind}.host", profile=profile)
+            service_port = params.value(f"{kind}.port", profile=profile)
+            if isinstance(host, str):
+                port = service_port if isinstance(service_port, int) else 0
+                entries.append(checked(EgressEntry(f"{kind}:{profile}", host, port, "tcp")))
+    # Servers typed in the kiosk and being tested, not saved yet (ParameterService.hold_egress).
+    for host, port in params.held_egress():
+        entries.append(checked(EgressEntry("test-connexion", host, port, "tcp")))
+    unique: dict[tuple[str, int, str, str], EgressEntry] = {}
+    for entry in entries:
+        unique.setdefault((entry.host, entry.port, entry.proto, entry.refused), entry)
+    return list(unique.values())
