@@ -20,6 +20,7 @@ from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
 from balise.domain.params import Value
 from balise.domain.servercert import MailService, ServerCertificate
+from balise.domain.technician import GateRecord
 
 
 class Clock(Protocol):
@@ -722,3 +723,11 @@ class ServerCertStore(Protocol):
         ...
 
     def all(self) -> list[SeenServerCert]: ...
+
+
+class GateStore(Protocol):
+    """Durable home of the technician gate's failure counter (SQLite in the kiosk)."""
+
+    def load(self) -> GateRecord: ...
+
+    def save(self, record: GateRecord) -> None: ...

@@ -117,6 +117,13 @@ class SqliteJournal:
             seq, *text = row
             yield JournalEntry(int(seq), *(str(v) for v in text))
 
+    def last_time(self, kind: str) -> str | None:
+        """When the last entry of ``kind`` was appended (ISO 8601), None when there is none."""
+        row = self._store.conn.execute(
+            "SELECT time FROM journal WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def head(self) -> JournalEntry | None:
         row = self._store.conn.execute("SELECT max(seq) FROM journal").fetchone()
         if row is None or row[0] is None:

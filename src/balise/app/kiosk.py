@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from balise.adapters.kek import locate_kek
 from balise.adapters.listings import Listing, SqliteListings
+from balise.adapters.technician_gate import SqliteGateStore
 from balise.domain.atr import ModuleKind, can_sign
 from balise.domain.card import (
     CardError,
@@ -39,7 +40,6 @@ from balise.ports import (
     TokenSession,
     TokenSigner,
 )
-from balise.services.technician import GateRecord
 from balise.ui.backend import (
     CardCheck,
     CardStatus,
@@ -70,38 +70,6 @@ if TYPE_CHECKING:
     from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
-
-
-class SqliteGateStore:
-    """The technician gate's failure counter in its own one-row table (migration 0005)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self._store = ctx.store
-
-    def load(self) -> GateRecord:
-        row = self._store.conn.execute(
-            "SELECT failures, last_failure, locked_until FROM technician_gate WHERE id = 1"
-        ).fetchone()
-        if row is None:
-            return GateRecord()
-        return GateRecord(
-            int(row[0]),
-            datetime.fromisoformat(row[1]) if row[1] else None,
-            datetime.fromisoformat(row[2]) if row[2] else None,
-        )
-
-    def save(self, record: GateRecord) -> None:
-        with self._store.write():
-            self._store.conn.execute(
-                "INSERT INTO technician_gate(id, failures, last_failure, locked_until) "
-                "VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET failures = excluded.failures, "
-                "last_failure = excluded.last_failure, locked_until = excluded.locked_until",
-                (
-                    record.failures,
-                    record.last_failure.isoformat() if record.last_failure else None,
-                    record.locked_until.isoformat() if record.locked_until else None,
-                ),
-            )
 
 
 class _GuardedSigner:
@@ -216,7 +184,7 @@ class WiredBackend:
         self._identity: CardIdentity | None = None
         from balise.services.technician import TechnicianGate
 
-        self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx), ctx.journal, ctx.clock)
+        self._gate = TechnicianGate(ctx.params, SqliteGateStore(ctx.store), ctx.journal, ctx.clock)
         self._watching: list[str] = []
         self._module_kind: ModuleKind | None = None
         # Passed the technician gate since technician mode was last left.
@@ -364,12 +332,10 @@ class WiredBackend:
             return []
 
     def _purge_times(self) -> tuple[str | None, str | None]:
-        row = self.ctx.store.conn.execute(
-            "SELECT time FROM journal WHERE kind = 'purge.run' ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
+        when = self.ctx.journal.last_time("purge.run")
+        if when is None:
             return None, None
-        last = datetime.fromisoformat(str(row[0]))
+        last = datetime.fromisoformat(when)
         intervals = [
             v
             for p in self.ctx.params.ids(Scope.PROFILE)
@@ -463,12 +429,11 @@ class WiredBackend:
                     f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
                 )
             history = []
-            for when, details in self.ctx.store.conn.execute(
-                "SELECT time, details FROM journal WHERE kind = 'lot.state' AND subject = ? ORDER BY seq",
-                (f"lot:{lot_id}",),
-            ):
-                entry = json.loads(details)
-                history.append((str(when), str(entry.get("from", "")), str(entry.get("to", ""))))
+            for line in self.ctx.journal.about(f"lot:{lot_id}"):
+                if line.kind != "lot.state":
+                    continue
+                entry = json.loads(line.details)
+                history.append((line.time, str(entry.get("from", "")), str(entry.get("to", ""))))
             store = self.ctx.returns_store
             returns = tuple(store.returns_for_lot(lot_id))
             return LotDetail(lot, tuple(history), returns, tuple(store.payments(lot_id)))
@@ -1072,7 +1037,6 @@ def build_backend(
 
 __all__ = [
     "CardError",
-    "SqliteGateStore",
     "StateError",
     "WiredBackend",
     "build_backend",

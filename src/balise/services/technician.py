@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from balise.domain.errors import StateError
-from balise.ports import Clock, Journal
+from balise.domain.technician import GateRecord
+from balise.ports import Clock, GateStore, Journal
 from balise.services.params import ParameterService
 
 PARAM = "technician_passphrase"
@@ -16,23 +17,6 @@ MAX_FAILURES = 5
 LOCKOUT = timedelta(minutes=15)
 
 Verdict = Literal["ok", "wrong", "wait", "locked", "unset"]
-
-
-@dataclass(frozen=True, slots=True)
-class GateRecord:
-    """What the store keeps between attempts (and across restarts)."""
-
-    failures: int = 0
-    last_failure: datetime | None = None
-    locked_until: datetime | None = None
-
-
-class GateStore(Protocol):
-    """Durable home of the failure counter (SQLite in the kiosk)."""
-
-    def load(self) -> GateRecord: ...
-
-    def save(self, record: GateRecord) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
