@@ -37,6 +37,7 @@ from balise.app.backup import backup_service, default_destinations, retention_se
 from balise.app.context import Context
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
+from balise.domain.vocabulary import size, stamp
 from balise.services.backup import BackupService
 from balise.services.certwatch import expiring
 from balise.services.purge import PurgeService
@@ -526,7 +527,7 @@ class Agent:
                 self._say(
                     logging.INFO,
                     "BACKUP_DONE",
-                    f"sauvegarde écrite : {result.path or result.dest} ({_size(result.size)})",
+                    f"sauvegarde écrite : {result.path or result.dest} ({size(result.size, 'fr')})",
                     dest=result.dest,
                     size=result.size,
                 )
@@ -684,10 +685,12 @@ class Agent:
             ((s.last_send, p) for p, s in self._profiles.items() if s.last_send), reverse=True
         )
         parts = [
-            f"dernière relève : {_short(purges[0][0])} ({purges[0][1]})"
+            f"dernière relève : {stamp(purges[0][0], 'fr')} ({purges[0][1]})"
             if purges
             else "aucune relève",
-            f"dernier envoi : {_short(sends[0][0])} ({sends[0][1]})" if sends else "aucun envoi",
+            f"dernier envoi : {stamp(sends[0][0], 'fr')} ({sends[0][1]})"
+            if sends
+            else "aucun envoi",
         ]
         try:
             waiting = len(self._ctx.returns_store.alerts())
@@ -713,20 +716,6 @@ class Agent:
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds")
-
-
-def _short(iso: str) -> str:
-    """``2026-03-04T10:05:00+01:00`` as ``04/03 10:05``."""
-    try:
-        return f"{datetime.fromisoformat(iso):%d/%m %H:%M}"
-    except ValueError:
-        return iso
-
-
-def _size(size: int) -> str:
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} Mio".replace(".", ",")
-    return f"{max(size // 1024, 1)} kio"
 
 
 def write_status(path: Path, data: Mapping[str, Any]) -> None:

@@ -60,6 +60,7 @@ from balise.ui.backend import (
     SendStep,
 )
 from balise.ui.demo_hooks import DemoHooks
+from balise.ui.i18n import moment
 
 if TYPE_CHECKING:
     from balise.app.context import Context
@@ -342,8 +343,8 @@ class WiredBackend:
             if isinstance(v := self.ctx.params.get("pop3.interval", profile=p), int)
         ]
         nxt = last + timedelta(seconds=min(intervals)) if intervals else None
-        fmt = "%d/%m/%Y %H:%M"
-        return last.astimezone().strftime(fmt), nxt.astimezone().strftime(fmt) if nxt else None
+        # In the kiosk's language and the box's local time (balise.domain.vocabulary).
+        return moment(last.astimezone()), moment(nxt.astimezone()) if nxt else None
 
     # -- the signing flow --------------------------------------------------------------------
 

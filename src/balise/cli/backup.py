@@ -22,6 +22,7 @@ from balise.app.context import open_context, resolve_data_dir
 from balise.cli.common import EXIT_OK, _context, _json, _out, json_flag, wants_json
 from balise.cli.parsing import integer
 from balise.domain.errors import BaliseError, ConfigError
+from balise.domain.vocabulary import size
 
 TTY_ATTEMPTS = 3
 
@@ -35,10 +36,6 @@ def _ask_passphrase() -> str:
 
 def _attempts() -> int:
     return TTY_ATTEMPTS if sys.stdin.isatty() else 1
-
-
-def _size(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} Mio" if n >= 1024 * 1024 else f"{n / 1024:.0f} Kio"
 
 
 def _show_manifest(manifest: dict[str, Any]) -> None:
@@ -70,7 +67,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if wants_json(args):
         _json({"path": str(outcome.path), "size": outcome.size, "manifest": outcome.manifest})
         return EXIT_OK
-    _out(f"sauvegarde écrite : {outcome.path} ({_size(outcome.size)})")
+    _out(f"sauvegarde écrite : {outcome.path} ({size(outcome.size, 'fr')})")
     _show_manifest(outcome.manifest)
     return EXIT_OK
 
@@ -121,7 +118,7 @@ def cmd_backup_extract(args: argparse.Namespace) -> int:
     _out(
         f"archive ouverte : {archive.name} (chaque bloc authentifié, contenu conforme au manifeste)"
     )
-    _out(f"base SQLite     : {facts.database} ({_size(facts.size)})")
+    _out(f"base SQLite     : {facts.database} ({size(facts.size, 'fr')})")
     _out(f"en-tête         : {facts.header_file}")
     _show_manifest(facts.manifest)
     _out(
