@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from balise.cli import build_parser
+from balise.cli.common import cli_language
 from balise.domain import vocabulary as v
 from balise.domain.lotstate import LotState
 from balise.domain.returns import PaymentState
+from tests.support.box import Box
+from tests.support.clock import TEST_TODAY
+from tests.support.lot_corpus import valid_lot
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "balise"
 VOCABULARY = SRC / "domain" / "vocabulary.py"
@@ -98,6 +103,35 @@ def test_language_setting() -> None:
     assert [v.language(x) for x in ("en", "fr", None, "", "de")] == ["en", "fr", "fr", "fr", "fr"]
     assert v.pick("oui", "yes", "en") == "yes" and v.pick("oui", None, "en") == "oui"
     assert v.pick("oui", "yes", "fr") == "oui"
+
+
+def test_the_command_follows_the_language_the_kiosk_follows(
+    box: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BALISE_LANG: the command's lot lines, errors and words in English, its JSON unchanged;
+    `balise kiosk` without --lang takes the same setting."""
+    lot = tmp_path / "041.lot"
+    lot.write_bytes(valid_lot(TEST_TODAY, lot_number=41))
+    assert box.env.run("import", str(lot)).returncode == 0
+    english_env = box.env.env | {"BALISE_LANG": "en"}
+    french, english = box.env.run("lots", "list"), box.env.run("lots", "list", env=english_env)
+    day = TEST_TODAY - timedelta(days=1)
+    assert "prêt à signer" in french.stdout and f"lot 041 du {v.day(day, 'fr')}" in french.stdout
+    assert re.search(rf"facture\(s\) +\d+,\d\d{NBSP}€", french.stdout), french.stdout
+    assert "ready to sign" in english.stdout and f"lot 041 of {v.day(day, 'en')}" in english.stdout
+    assert re.search(r"invoice\(s\) +€\d+\.\d\d", english.stdout), english.stdout
+    unknown = box.env.run("lots", "show", "99", env=english_env)
+    assert unknown.stderr.startswith("error: unknown lot 99 [LOT_UNKNOWN]")
+    listing = [
+        box.env.run("lots", "list", "--json", env=e).stdout for e in (box.env.env, english_env)
+    ]
+    assert listing[0] == listing[1] and '"state": "ready"' in listing[0]
+    # The kiosk: --lang wins, otherwise the same setting as the command.
+    assert build_parser().parse_args(["kiosk"]).lang is None
+    monkeypatch.setenv("BALISE_LANG", "en")
+    assert cli_language() == "en"
+    monkeypatch.delenv("BALISE_LANG")
+    assert cli_language() == "fr"
 
 
 # -- defined once --------------------------------------------------------------------------------
