@@ -132,7 +132,7 @@ def test_venv_holds_the_test_lock() -> None:
 _IMPORT_RUNTIME = """
 import importlib, pkgutil, sys
 import balise
-skip = ("balise.sim", "balise.app.demo", "balise.__main__")
+skip = ("balise.sim", "balise.app.demo", "balise.cli.demo", "balise.__main__")
 def walk(package):
     for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
         if info.name in skip:
@@ -142,7 +142,7 @@ def walk(package):
             walk(module)
 walk(balise)
 print(",".join(sorted(m for m in sys.modules if m.split(".")[0] == "aiosmtpd"
-                      or m.startswith(("balise.sim", "balise.app.demo")))))
+                      or m.startswith(("balise.sim", "balise.app.demo", "balise.cli.demo")))))
 """
 
 

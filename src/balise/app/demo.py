@@ -6,38 +6,37 @@ Composition root for the demo only: it may import the simulators (balise.sim) an
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from balise.adapters.kek import create_key_file
 from balise.app.agent import Agent
 from balise.app.context import Context, open_context
-from balise.domain.devices import ReaderEvent, UsbReader
 from balise.domain.errors import BaliseError, os_error_words
 from balise.domain.lotbuild import build_lot, make_invoices, patch_record
 from balise.sim.box import BAL, CPAM, EMITTER, configure_box, configure_organisms
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.oct import OctSimulator, OrganismKey
-from balise.sim.pcscd import READER_NAME, PcscdRunner, find_vpcd_driver, running_pcscd_pids
+from balise.sim.pcscd import PcscdRunner, find_vpcd_driver, running_pcscd_pids
 from balise.sim.pki import Issued, TestPKI, build_pki
+from balise.sim.readers import DemoReaderWatcher
 from balise.sim.softhsm import SoftHSM
 from balise.sim.vcard import ATR_CPS3, VirtualCard, VirtualReaderLink
+
+if TYPE_CHECKING:
+    from balise.ui.backend import KioskBackend
+    from balise.ui.demo_hooks import DemoHooks
 
 __all__ = [
     "DEMO_PIN",
@@ -46,10 +45,9 @@ __all__ = [
     "DemoAgent",
     "DemoBox",
     "DemoError",
-    "DemoReaderWatcher",
+    "demo_backend",
     "demo_lots",
     "drop_lots",
-    "run_demo",
     "start_demo",
 ]
 
@@ -205,7 +203,7 @@ def _check_pcscd_free() -> None:
         )
 
 
-def _prepare_base(directory: str | None) -> tuple[Path, bool]:
+def prepare_base(directory: str | None) -> tuple[Path, bool]:
     """The demo folder and whether we created it. A given folder must be empty, absent, or left
     by an earlier demo (then it is reset)."""
     if not directory:
@@ -229,7 +227,7 @@ def _prepare_base(directory: str | None) -> tuple[Path, bool]:
     return base, True
 
 
-def _remove_tree(base: Path, created: bool) -> None:
+def remove_tree(base: Path, created: bool) -> None:
     if created:
         shutil.rmtree(base, ignore_errors=True)
         return
@@ -437,30 +435,6 @@ def start_demo(
     )
 
 
-class DemoReaderWatcher:
-    """The virtual reader as the kiosk's reader watcher: it is no USB device, so udev never sees
-    it; it is always plugged in while the demo runs (pcscd serves it)."""
-
-    def __init__(self) -> None:
-        self._reader = UsbReader(
-            reader_id="vpcd:0", name=f"{READER_NAME} (lecteur virtuel de démonstration)"
-        )
-        self._thread: threading.Thread | None = None
-
-    def start(self, callback: Callable[[ReaderEvent], None]) -> None:
-        event = ReaderEvent("added", self._reader.reader_id, self._reader.name, (self._reader,))
-        # Reported from a thread of its own, as the udev watcher does.
-        self._thread = threading.Thread(target=callback, args=(event,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.join(_AGENT_JOIN_S)
-
-    def present(self) -> list[UsbReader]:
-        return [self._reader]
-
-
 # -- the agent -----------------------------------------------------------------------------------
 
 
@@ -510,132 +484,8 @@ class DemoAgent:
                 self.errors.append(f"[INTERNAL] {failure_words(exc)[0]}")
 
 
-# -- the command ---------------------------------------------------------------------------------
-
-
-class _Stopped(Exception):
-    """SIGTERM or SIGHUP: unwind like Ctrl+C so that every component is stopped."""
-
-
-def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
-    raise _Stopped(signal.Signals(signum).name)
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """`balise demo [--dir D] [--keep] [--no-kiosk] [--once] [--mise-en-service]`."""
-    keep = bool(getattr(args, "keep", False))
-    kiosk = not bool(getattr(args, "no_kiosk", False))
-    once = bool(getattr(args, "once", False))
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        base, created = _prepare_base(getattr(args, "dir", None))
-        with contextlib.ExitStack() as stack:
-            if not keep:
-                stack.callback(_remove_tree, base, created)
-            _say(f"Démonstration Balise dans {base} — démarrage :")
-            box = start_demo(
-                stack, base, say=_say, first_start=bool(getattr(args, "first_start", False))
-            )
-            # PKCS#11 reads SOFTHSM2_CONF once, when the kiosk loads the module in this process.
-            saved = {k: os.environ.get(k) for k in box.env if k.startswith(("BALISE_", "SOFTHSM"))}
-            os.environ.update({k: box.env[k] for k in saved})
-            stack.callback(_restore_environ, saved)
-            _say("Tout est démarré.")
-            if once:
-                return _run_once(box)
-            # The kiosk owns the terminal: the agent then writes its lines to a file.
-            log = _file_logger(stack, base / "agent.log") if kiosk else _agent_say
-            agent = DemoAgent(box, log=log)
-            agent.start()
-            stack.callback(_report_agent, agent)
-            stack.callback(agent.stop)
-            if kiosk:
-                _run_kiosk(box)
-            else:
-                _wait_forever(box)
-        return 0
-    except (KeyboardInterrupt, _Stopped):
-        _say("Démonstration arrêtée : tout ce qu'elle avait démarré est arrêté.")
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _restore_environ(saved: Mapping[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def _report_agent(agent: DemoAgent) -> None:
-    for line in agent.errors[-5:]:
-        sys.stderr.write(f"agent de démonstration : {line}\n")
-
-
-def _agent_say(line: str) -> None:
-    _say(f"agent : {line}")
-
-
-def _file_logger(stack: contextlib.ExitStack, path: Path) -> Say:
-    out = stack.enter_context(path.open("a", encoding="utf-8", buffering=1))
-    lock = threading.Lock()
-
-    def log(line: str) -> None:
-        with lock:
-            if not out.closed:
-                out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-
-    return log
-
-
-def _run_once(box: DemoBox) -> int:
-    """One agent cycle (intake, sending, purge), then a summary: for tests and a quick check."""
-    before = box.bal_count()
-    ctx = box.open_context("agent")
-    try:
-        agent = Agent(ctx, env=box.env, log=_agent_say)
-        try:
-            report = agent.cycle()
-        finally:
-            agent.close()
-        alerts = len(ctx.tracking(box.env).alerts())
-    finally:
-        ctx.close()
-    _say(f"Lots acceptés : {report.taken} · fichiers refusés : {report.refused}")
-    _say(f"BAL : {before} message(s) avant la relève, {box.bal_count()} après")
-    _say(f"Messages supprimés de la BAL : {report.purged} · alertes : {alerts}")
-    if report.failed:
-        _say("Étapes en échec : " + ", ".join(report.failed))
-        return 1
-    return 0
-
-
-def _wait_forever(box: DemoBox) -> None:
-    _say(help_line_fr().replace("Ctrl+Q", "Ctrl+C"))
-    _say(f"Données : BALISE_HOME={box.data_dir} BALISE_KEK_FILE={box.env['BALISE_KEK_FILE']}")
-    while True:  # until Ctrl+C, SIGTERM or SIGHUP
-        time.sleep(3600)
-
-
-def _run_kiosk(box: DemoBox) -> None:
-    from balise.adapters.hardening import protect_process
+def demo_backend(box: DemoBox, ctx: Context, hooks: DemoHooks) -> KioskBackend:
+    """The kiosk's backend on the demo box: the virtual reader stands for the USB one."""
     from balise.app.kiosk import build_backend
-    from balise.ui.app import run_kiosk
-    from balise.ui.demo_hooks import DemoHooks
 
-    hooks = DemoHooks(toggle_card=box.toggle_card, help_fr=help_line_fr(), help_en=help_line_en())
-    ctx = box.open_context("kiosk")
-    protect_process()  # not dumpable, no core file: a PIN passes through the kiosk's memory
-    try:
-        backend = build_backend(ctx, env=box.env, demo=hooks, reader_watcher=DemoReaderWatcher())
-        run_kiosk(backend, kiosk=False, demo=hooks)
-    finally:
-        ctx.close()
+    return build_backend(ctx, env=box.env, demo=hooks, reader_watcher=DemoReaderWatcher())

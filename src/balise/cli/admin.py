@@ -312,6 +312,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"make demo from the repository, which installs everything",
             code="DEMO",
         )
-    from balise.app.demo import run_demo
+    from balise.cli.demo import run_demo
 
     return run_demo(args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from balise.app.context import Context
+from typing import Protocol
+
+from balise.services.params import ParameterService
 from balise.sim.pki import TestPKI
 
 EMITTER = "00000012345678"  # the golden samples' practitioner
@@ -11,7 +13,15 @@ CPAM = ("cpam422", "CP", "01", "422", "000", "01422@422.01.rss.fr")
 AMC = ("amc996", "OC", "01", "996", "000")
 
 
-def configure_box(ctx: Context, pki: TestPKI, *, mode: str = "test") -> None:
+class HasParams(Protocol):
+    """What configuring a box needs of it: its parameters (balise.app.context.Context has them;
+    the simulators never import the composition)."""
+
+    @property
+    def params(self) -> ParameterService: ...
+
+
+def configure_box(ctx: HasParams, pki: TestPKI, *, mode: str = "test") -> None:
     """Profile p1 (emitter of the samples), CPAM 01 422 000 with the AMO and AMC certificates,
     an AMC organism without certificate."""
     p = ctx.params
@@ -24,7 +34,7 @@ def configure_box(ctx: Context, pki: TestPKI, *, mode: str = "test") -> None:
     configure_organisms(ctx, pki)
 
 
-def configure_organisms(ctx: Context, pki: TestPKI) -> None:
+def configure_organisms(ctx: HasParams, pki: TestPKI) -> None:
     """CPAM 01 422 000 with the AMO and AMC certificates, an AMC organism without certificate
     (what a box set up with the first-start wizard finds already configured)."""
     p = ctx.params
