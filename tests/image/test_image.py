@@ -582,8 +582,7 @@ def test_usb_keys_plugged_import_the_lot_and_take_a_sealed_backup(
     usb_log = "\n".join(
         line
         for line in boots[1].splitlines()
-        if line.startswith(("BALISE-TEST-USB", "BALISE-TEST: balise-usb"))
-        or "balise-agent" in line
+        if line.startswith(("BALISE-TEST-USB", "BALISE-TEST: balise-usb")) or "balise-agent" in line
     )[-8000:]
     # BALISE-LOTS: mounted read-only, the lot validated and journaled, then unmounted.
     assert facts["balise-usb-import"].startswith("success"), usb_log
