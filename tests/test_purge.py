@@ -374,6 +374,34 @@ def test_pipelined_fetch_and_delete_match_one_by_one_and_an_error_deletes_nothin
     assert mailboxes.maildir_count("bal1") == 0
 
 
+def test_a_window_asked_ahead_comes_whole_and_in_step_with_deletions(
+    mailboxes: DovecotServer, tls_ca: TlsCA
+) -> None:
+    # The purge asks for the next window's RETRs before it judges and commits the current one;
+    # a DELE sent meanwhile must not take a RETR answer for its own (the session reads those
+    # first), and a session ended then deletes only what was DELEd.
+    mails = [f"From: a@b.example\r\nSubject: {i}\r\n\r\nbody {i}\r\n".encode() for i in range(8)]
+    for raw in mails:
+        mailboxes.deliver("bal1", raw)
+    settings = Pop3Settings(
+        "127.0.0.1", mailboxes.pop3s_port, "implicit", "bal1", SENTINEL_PASSWORD,
+        (tls_ca.ca_pem.read_text(),),
+    )  # fmt: skip
+    session = Pop3Mailbox().open(settings)
+    assert session.pipelining
+    sizes = session.sizes()
+    first = [(n, sizes[n]) for n in sorted(sizes)[:4]]
+    second = [(n, sizes[n]) for n in sorted(sizes)[4:]]
+    got = session.retr_many(first)
+    session.prefetch(second)
+    session.dele_many([n for n, _ in first])  # while the second window's answers are coming
+    got += session.retr_many(second)
+    assert len(got) == 8 and sorted(g for g in got if isinstance(g, bytes)) == sorted(mails)
+    session.prefetch(second)
+    session.quit()  # the answers asked ahead are read first: QUIT is understood
+    assert mailboxes.maildir_count("bal1") == 4  # the first window only
+
+
 def test_one_purge_per_mailbox(box: Box, tls_ca: TlsCA) -> None:
     ctx = box.ctx
     ctx.params.set("pop3.host", "127.0.0.1", profile="p1")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pytest
 
 from balise.adapters.classifier_worker import WorkerClassifier
+from balise.adapters.pop3 import Pop3Session
 from balise.app.agent import Agent
 from balise.domain.classify import ClassifyPolicy
 from balise.domain.lotstate import LotState
@@ -124,7 +125,7 @@ def test_dot_stuffed_message_under_the_cap_is_read_whole(
 
 
 def test_a_message_the_server_cannot_serve_is_quarantined_and_the_rest_goes(
-    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA
+    box: Box, mailboxes: DovecotServer, tls_ca: TlsCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Dovecot answers "-ERR Message n expunged." for a message it can no longer read (here made
     # unreadable after the listing, as a disk error on the server would); before, the run
@@ -138,16 +139,25 @@ def test_a_message_the_server_cannot_serve_is_quarantined_and_the_rest_goes(
     _deliver_in_order(mailboxes, [first, target, arl_mail(7)])
     maildir = mailboxes.maildir("bal1")
 
-    def spoil(progress: object) -> None:
-        # After the first message is done, and before the second is asked for.
+    def spoil() -> None:
         for sub in ("new", "cur"):
             for entry in (maildir / sub).iterdir():
                 if b"ILLISIBLE" in entry.read_bytes():
                     os.chmod(entry, 0)
 
+    listing = Pop3Session.sizes
+
+    def listed_then_spoiled(session: Pop3Session) -> dict[int, int]:
+        # Right after the listing, before any message is asked for (the purge asks for the
+        # next window while it handles the current one).
+        sizes = listing(session)
+        spoil()
+        return sizes
+
+    monkeypatch.setattr(Pop3Session, "sizes", listed_then_spoiled)
     purge = ctx.purge(env=box.env.env)
     try:
-        report = purge.run_once("p1", spoil)
+        report = purge.run_once("p1")
     finally:
         purge.close()
     assert (report.total, report.returns, report.unknown, report.deleted) == (3, 1, 2, 3)

@@ -320,6 +320,12 @@ class MailboxSession(Protocol):
         """RETR of each (number, size), in order (pipelined where the server allows it)."""
         ...
 
+    def prefetch(self, wanted: Sequence[tuple[int, int]]) -> None:
+        """Ask now for the window the next :meth:`retr_many` will take (where the server allows
+        pipelining; otherwise nothing), so that it comes while the caller works; any other
+        command first reads those answers, the session staying in step."""
+        ...
+
     def top_headers(self, number: int, limit: int, size: int) -> bytes | Unfetched:
         """The header block of message ``number`` of ``size`` bytes (TOP n 0): at most ``limit``
         bytes of it kept."""

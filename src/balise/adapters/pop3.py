@@ -157,7 +157,10 @@ class Pop3Session:
     """A MailboxSession on poplib; every library error becomes a Pop3Error without any secret.
 
     With ``pipelining`` (the server announced PIPELINING, RFC 2449) the ``*_many`` calls send
-    their commands in one write and then read the answers in order; otherwise one by one."""
+    their commands in one write and then read the answers in order; otherwise one by one.
+    :meth:`prefetch` sends a window's RETRs ahead: their answers are read by the next
+    :meth:`retr_many` of the same window, or before any other command (the session stays in
+    step: answers are always read in the order the commands went)."""
 
     def __init__(
         self,
@@ -171,6 +174,9 @@ class Pop3Session:
         self._where = where
         self.pipelining = pipelining
         self._server_certificate = server_certificate
+        # RETRs sent ahead by prefetch(), and their answers once read (before another command)
+        self._ahead: list[tuple[int, int]] = []
+        self._ahead_answers: list[bytes | Unfetched] | None = None
 
     @property
     def bytes_received(self) -> int:
@@ -194,7 +200,16 @@ class Pop3Session:
                 f"connection to {self._where} lost during {what}",
             ) from exc
 
+    def _drain(self) -> None:
+        """Read the answers of RETRs sent ahead and not read yet (another command goes next)."""
+        if self._ahead and self._ahead_answers is None:
+            self._ahead_answers = [
+                self._call("RETR", self._answer, _keep(size), _wire_budget(size))
+                for _, size in self._ahead
+            ]
+
     def uidl(self) -> dict[int, str]:
+        self._drain()
         resp = self._call("UIDL", self._client.uidl)
         out: dict[int, str] = {}
         for line in resp[1]:
@@ -203,6 +218,7 @@ class Pop3Session:
         return out
 
     def sizes(self) -> dict[int, int]:
+        self._drain()
         resp = self._call("LIST", self._client.list)
         out: dict[int, int] = {}
         for line in resp[1]:
@@ -227,11 +243,27 @@ class Pop3Session:
     def top_headers(self, number: int, limit: int, size: int) -> bytes | Unfetched:
         """TOP n 0: the headers of a message of ``size`` bytes, at most ``limit`` kept (a larger
         header block is read to its end and dropped: the session goes on)."""
+        self._drain()
         return self._call("TOP", self._fetch, f"TOP {number} 0", limit, _wire_budget(size))
+
+    def prefetch(self, wanted: Sequence[tuple[int, int]]) -> None:
+        """Send the RETRs of the next window now (pipelined servers only; at most one window
+        ahead): the server sends them while the caller works on the previous one."""
+        if not self.pipelining or len(wanted) < 2 or self._ahead:
+            return
+        self._call("RETR", self._send, [f"RETR {number}" for number, _ in wanted])
+        self._ahead = list(wanted)
 
     def retr_many(self, wanted: Sequence[tuple[int, int]]) -> list[bytes | Unfetched]:
         """RETR of each (number, size) in order; each answer kept up to its size (and a margin),
         read to its end in any case."""
+        if self._ahead:
+            if list(wanted) == self._ahead:  # sent ahead by prefetch()
+                self._drain()
+                answers, self._ahead, self._ahead_answers = self._ahead_answers or [], [], None
+                return answers
+            self._drain()  # another window: those answers are dropped, the session in step
+            self._ahead, self._ahead_answers = [], None
         if not self.pipelining or len(wanted) < 2:
             return [
                 self._call("RETR", self._fetch, f"RETR {number}", _keep(size), _wire_budget(size))
@@ -243,6 +275,7 @@ class Pop3Session:
         ]
 
     def dele(self, number: int) -> None:
+        self._drain()
         self._call("DELE", self._client.dele, number)
 
     def dele_many(self, numbers: Sequence[int]) -> None:
@@ -252,6 +285,7 @@ class Pop3Session:
             for number in numbers:
                 self.dele(number)
             return
+        self._drain()
         self._call("DELE", self._send, [f"DELE {number}" for number in numbers])
         for _ in numbers:
             self._call("DELE", self._client._getresp)
@@ -260,6 +294,7 @@ class Pop3Session:
         self._client.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
 
     def quit(self) -> None:
+        self._drain()
         self._call("QUIT", self._client.quit)
 
     def close(self) -> None:

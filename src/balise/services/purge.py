@@ -398,25 +398,20 @@ class PurgeService:
         """Each message in order, fetched and digested: whole (RETR, consecutive ones in windows
         of FETCH_WINDOW messages and about FETCH_BYTES, pipelined where the server allows it),
         or only its headers over the cap (TOP n 0). A window is read to its end before its first
-        message is handed out, so DELEs never interleave with pending answers."""
-        at = 0
-        while at < len(numbers):
+        message is handed out, and the next window's RETRs are sent then (the server reads and
+        sends them while this one is judged and committed); the session reads their answers
+        before any DELE, so commands and answers never cross."""
+        windows = self._windows(numbers, sizes)
+        for index, window in enumerate(windows):
             answers: list[bytes | Unfetched]
             # The worker gets what it was handed while this window is fetched.
             self._classifier.flush()
-            if sizes[numbers[at]] > self._size_cap:
-                window = [numbers[at]]
-                answers = [sess.top_headers(numbers[at], HEADER_LIMIT, sizes[numbers[at]])]
+            if sizes[window[0]] > self._size_cap:
+                answers = [sess.top_headers(window[0], HEADER_LIMIT, sizes[window[0]])]
             else:
-                window, total = [], 0
-                for number in numbers[at : at + FETCH_WINDOW]:
-                    size = sizes[number]
-                    if size > self._size_cap or (window and total + size > FETCH_BYTES):
-                        break
-                    window.append(number)
-                    total += size
                 answers = sess.retr_many([(n, sizes[n]) for n in window])
-            at += len(window)
+            if index + 1 < len(windows) and sizes[windows[index + 1][0]] <= self._size_cap:
+                sess.prefetch([(n, sizes[n]) for n in windows[index + 1]])
             for number, answer in zip(window, answers, strict=True):
                 # Not handed over whole: judged on what was read (its hash, its headers).
                 unfetched = answer.why if isinstance(answer, Unfetched) else None
@@ -426,6 +421,25 @@ class PurgeService:
                 yield _Judged(
                     number, uidls[number], sha, sizes[number], data, None, unfetched=unfetched
                 )
+
+    def _windows(self, numbers: list[int], sizes: dict[int, int]) -> list[list[int]]:
+        """``numbers`` cut in fetch windows: consecutive messages within the cap, at most
+        FETCH_WINDOW of them and about FETCH_BYTES; a message over the cap alone."""
+        windows: list[list[int]] = []
+        at = 0
+        while at < len(numbers):
+            window = [numbers[at]]
+            if sizes[numbers[at]] <= self._size_cap:
+                total = sizes[numbers[at]]
+                for number in numbers[at + 1 : at + FETCH_WINDOW]:
+                    size = sizes[number]
+                    if size > self._size_cap or total + size > FETCH_BYTES:
+                        break
+                    window.append(number)
+                    total += size
+            windows.append(window)
+            at += len(window)
+        return windows
 
     def _prejudge(
         self,
