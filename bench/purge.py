@@ -60,19 +60,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.sup
 from balise.adapters.kek import create_key_file
 from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
-from balise.domain.returns import (
-    InvoicePayment,
-    NoemieLot,
-    PaymentState,
-    Reason,
-    Share,
-    build_arl,
-    build_noemie,
-)
+from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Reason, Share
 from balise.sim.box import configure_box
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import build_pki
+from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import return_mail
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_corpus import EMITTER, ORGANISM_NUMBER

@@ -191,7 +191,7 @@ class Builder:
     # -- one lot's life -----------------------------------------------------------------------
 
     def _invoices(self, count: int, day: int) -> tuple[Any, ...]:
-        from balise.domain.lotbuild import make_invoices
+        from balise.sim.lotbuild import make_invoices
 
         key = (count, day // 30)
         if key not in self.invoices_cache:
@@ -202,8 +202,8 @@ class Builder:
         return self.invoices_cache[key]
 
     def lot(self, i: int, day: int) -> None:
-        from balise.domain.lotbuild import build_lot
         from balise.domain.lotmail import compostage, message_id, subject
+        from balise.sim.lotbuild import build_lot
 
         p = i % PRACTITIONERS
         self.numbers[p] = self.numbers[p] % 999 + 1

@@ -23,10 +23,10 @@ from pathlib import Path
 from balise.adapters.clock import SystemClock
 from balise.adapters.kek import create_key_file
 from balise.app.context import Context, open_context
-from balise.domain.lotbuild import build_lot, make_invoices
 from balise.domain.lotfile import LotContext, validate_lot
 from balise.services.signing import sign_with_card
 from balise.sim.box import EMITTER, configure_box
+from balise.sim.lotbuild import build_lot, make_invoices
 from balise.sim.pki import TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM
 

@@ -10,13 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from balise.domain.lotbuild import (
-    InvoiceSpec,
-    LineSpec,
-    build_lot,
-    make_invoices,
-    patch_record,
-)
 from balise.domain.lotfile import (
     MAX_PROBLEMS,
     MESSAGES,
@@ -30,6 +23,13 @@ from balise.domain.lotfile import (
     validate_lot,
 )
 from balise.domain.nir import is_valid_nir, nir_key
+from balise.sim.lotbuild import (
+    InvoiceSpec,
+    LineSpec,
+    build_lot,
+    make_invoices,
+    patch_record,
+)
 from tests.support.lot_corpus import (
     ADDRESSEE,
     CORPUS_TODAY,

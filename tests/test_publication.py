@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from balise.domain.returns import (
-    InvoicePayment,
-    NoemieLot,
-    PaymentState,
-    Share,
-    build_arl,
-    build_noemie,
-)
+from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Share
 from balise.sim.dovecot import DovecotServer
+from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import return_mail
 from tests.support.box import EMITTER, Box
 from tests.support.clock import TEST_TODAY

@@ -15,11 +15,12 @@ from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.pop3 import Pop3Error, Pop3Mailbox, Pop3ProtocolError, Pop3TlsError
 from balise.domain.errors import StateError
 from balise.domain.lotstate import LotState
-from balise.domain.returns import Reason, build_arl
+from balise.domain.returns import Reason
 from balise.ports import Pop3Settings
 from balise.services.classifier import ClassifierService
 from balise.services.purge import CRASH_EXIT_CODE, CRASH_POINTS, PurgeProgress
 from balise.sim.dovecot import DovecotServer
+from balise.sim.returnfile import build_arl
 from balise.sim.returnmail import return_mail, spam_mail
 from tests.support.box import Box
 from tests.support.mail_corpus import (

@@ -24,17 +24,10 @@ from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.kek import create_key_file
 from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
-from balise.domain.returns import (
-    InvoicePayment,
-    NoemieLot,
-    PaymentState,
-    Reason,
-    Share,
-    build_arl,
-    build_noemie,
-)
+from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Reason, Share
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
+from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import phishing_mail, return_mail, spam_mail
 from tests.support.box import SyncedClock, configure_box
 from tests.support.clock import TEST_TODAY

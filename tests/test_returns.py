@@ -19,16 +19,18 @@ from balise.domain.returns import (
     PaymentState,
     Reason,
     RejectLine,
-    ReturnBuildError,
     ReturnHeader,
     ReturnProblem,
     Share,
+    parse_header,
+    parse_return,
+)
+from balise.sim.returnfile import (
+    ReturnBuildError,
     build_arl,
     build_noemie,
     encode_arl,
     encode_noemie,
-    parse_header,
-    parse_return,
 )
 from tests.support.mail_corpus import ARL_NEG, ARL_POS, EMITTER, NOEMIE, ORGANISM_NUMBER
 

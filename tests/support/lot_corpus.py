@@ -10,7 +10,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-from balise.domain.lotbuild import (
+from balise.domain.lotfile import (
+    MAX_FILE_SIZE,
+    MAX_PROBLEMS,
+    RECORD_LEN,
+    LotContext,
+    LotFault,
+    format_aammjj,
+)
+from balise.sim.lotbuild import (
     InvoiceSpec,
     LineSpec,
     build_lot,
@@ -19,14 +27,6 @@ from balise.domain.lotbuild import (
     make_invoices,
     patch_record,
     trailer_record,
-)
-from balise.domain.lotfile import (
-    MAX_FILE_SIZE,
-    MAX_PROBLEMS,
-    RECORD_LEN,
-    LotContext,
-    LotFault,
-    format_aammjj,
 )
 from tests.support.clock import TEST_TODAY
 

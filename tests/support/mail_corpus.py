@@ -17,7 +17,8 @@ from email.mime.text import MIMEText
 import pytest
 
 from balise.domain.classify import ClassifyPolicy, UnknownReason
-from balise.domain.returns import Reason, RejectLine, build_arl
+from balise.domain.returns import Reason, RejectLine
+from balise.sim.returnfile import build_arl
 
 # The builders live in balise.sim.returnmail (the OCT simulator uses them too).
 from balise.sim.returnmail import edi_part, phishing_mail, return_mail, spam_mail

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from balise.domain.returns import (
-    InvoicePayment,
-    NoemieLot,
-    PaymentState,
-    Reason,
-    Share,
-    build_arl,
-    build_noemie,
-)
+from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Reason, Share
+from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import return_mail
 from tests.support.clock import TEST_TODAY
 from tests.support.mail_corpus import EMITTER, ORGANISM_ADDRESS, ORGANISM_NUMBER

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from balise.domain.journal import canonical_details, entry_hash
-from balise.domain.lotbuild import build_lot, make_invoices
+from balise.sim.lotbuild import build_lot, make_invoices
 from tests.support.box import Box
 from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.lot_corpus import ADDRESSEE, EMITTER

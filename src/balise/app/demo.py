@@ -23,9 +23,9 @@ from balise.adapters.kek import create_key_file
 from balise.app.agent import Agent
 from balise.app.context import Context, open_context
 from balise.domain.errors import BaliseError, os_error_words
-from balise.domain.lotbuild import build_lot, make_invoices, patch_record
 from balise.sim.box import BAL, CPAM, EMITTER, configure_box, configure_organisms
 from balise.sim.dovecot import DovecotServer
+from balise.sim.lotbuild import build_lot, make_invoices, patch_record
 from balise.sim.netutil import free_tcp_port
 from balise.sim.oct import OctSimulator, OrganismKey
 from balise.sim.pcscd import PcscdRunner, find_vpcd_driver, running_pcscd_pids

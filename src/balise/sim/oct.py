@@ -50,10 +50,9 @@ from balise.domain.returns import (
     PaymentState,
     Reason,
     Share,
-    build_arl,
-    build_noemie,
 )
 from balise.sim.dovecot import DovecotServer
+from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import phishing_mail, return_mail, sign_return, spam_mail
 from balise.sim.smtpd import Received, SmtpServer
 

@@ -1,4 +1,5 @@
-"""Lot file builder (profile v0, PROFILE.md §1) for tests, the demo and benchmarks.
+"""Lot file builder (profile v0, PROFILE.md §1) for the demo, the tests and the benchmarks — a
+simulator part: the box itself only reads lots (balise.domain.lotfile), it never writes one.
 
 Writes valid records with correct NIR keys, counts and totals; ``patch_record`` lets tests break
 exactly one field. Pure: the caller gives every date; ``make_invoices`` is seeded.
