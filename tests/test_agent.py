@@ -24,6 +24,7 @@ from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import TestPKI
 from balise.sim.smtpd import Received, SmtpServer
 from tests.support.balise_env import BALISE
+from tests.support.bounded_wait import wait_until
 from tests.support.box import Box
 from tests.support.clock import TEST_TODAY
 from tests.support.lot_corpus import valid_lot
@@ -55,13 +56,6 @@ def states(box: Box) -> dict[int, LotState]:
 
 def message_ids(server: SmtpServer) -> list[str]:
     return [str(message_from_bytes(r.data)["Message-ID"]) for r in server.received]
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -185,9 +179,9 @@ def test_sigterm_during_a_long_run_exits_cleanly(
     configure_pop3(box.ctx, dovecot, tls_ca)
     box.ctx.params.set("pop3.interval", "30", profile="p1")  # × 0.01: a purge every 0.3 s
     proc = start(box, popen_reaper, "agent", "--interval-scale", "0.01")
-    wait_for(lambda: (read_status(box.env.home) or {}).get("cycles", 0) >= 2)
+    wait_until(lambda: (read_status(box.env.home) or {}).get("cycles", 0) >= 2)
     dovecot.deliver("bal1", UNKNOWN_MAIL)  # the running loop purges it on its own
-    wait_for(lambda: dovecot.maildir_count("bal1") == 0)
+    wait_until(lambda: dovecot.maildir_count("bal1") == 0)
 
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -236,7 +230,7 @@ def test_two_processes_sending_never_send_a_lot_twice(
 
     # A sender in its session; an agent cycle arriving meanwhile skips sending.
     sender = start(box, popen_reaper, "send")
-    wait_for(lambda: len(slow_smtp.received) >= 1)
+    wait_until(lambda: len(slow_smtp.received) >= 1)
     agent = box.env.run("agent", "--once")
     _out, err = sender.communicate(timeout=60)
     assert sender.returncode == 0, err

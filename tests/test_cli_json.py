@@ -4,10 +4,8 @@ validator), on a real data dir filled with lots in every state, returns, payment
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from balise.sim.pki import TestPKI
 from balise.sim.softhsm import SoftHSM
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import Box
+from tests.support.cli_tree import leaves
 from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.crl_support import CrlServer, make_crl
 from tests.support.lot_corpus import valid_lot
@@ -27,16 +26,6 @@ from tests.support.pki_fixtures import MakeToken
 from tests.support.sauvegarde_support import RECOVERY, fill_box
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas" / "cli"
-
-
-def leaves(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
-    """Every command of the parser tree that runs something: ("lots list", its parser)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                if child.get_default("func") is not None:
-                    yield child.prog.removeprefix("balise "), child
-                yield from leaves(child)
 
 
 def schema_name(command: str) -> str:

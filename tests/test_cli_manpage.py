@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from balise.cli import build_parser
-from tests.test_cli_json import leaves
+from tests.support.cli_tree import leaves
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,8 +24,7 @@ from tests.support.clock import TEST_NOW
 from tests.support.exchange_schemas import checked
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import SMTP_PASSWORD, TlsCA
-from tests.support.purge_support import configure_pop3, fresh_lot
-from tests.test_publication import _arl_mail, _noemie_mail
+from tests.support.purge_support import arl_mail, configure_pop3, fresh_lot, noemie_mail
 
 
 def _drop(root: Path, name: str, data: bytes) -> None:
@@ -121,7 +120,7 @@ def test_lot_status_and_state_after_a_purge_follow_their_schemas(
     lot_id = fresh_lot(box.ctx, 31)
     lot = box.ctx.lots.get(lot_id)
     assert lot is not None
-    for raw in (_arl_mail(31), _noemie_mail(31)):
+    for raw in (arl_mail(31), noemie_mail(31)):
         mailboxes.deliver("bal1", raw)
     run = box.env.run("agent", "--once")
     assert run.returncode == 0, run.stdout + run.stderr

@@ -23,6 +23,7 @@ from balise.sim.pki import TestPKI
 from balise.sim.smtpd import SmtpServer
 from balise.ui.app import BaliseApp
 from tests.support.balise_env import BaliseEnv
+from tests.support.bounded_wait import until
 from tests.support.box import configure_box
 from tests.support.clock import TEST_TODAY
 from tests.support.kiosk_support import ScriptedCards, ScriptedReaders
@@ -30,8 +31,7 @@ from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import TlsCA
 from tests.support.signed_lots import configure_smtp, sign_lots
 from tests.support.small_fs import SmallFs
-from tests.test_kiosk_sign import until
-from tests.test_transmission import HOST, HookedSender, frozen_mail, service
+from tests.support.transmission import HOST, HookedSender, frozen_mail, service
 
 pytestmark = pytest.mark.mail
 

@@ -24,10 +24,10 @@ from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.lots import LotsScreen
 from balise.ui.screens.returns import ReturnsScreen
 from balise.ui.screens.technician import TechnicianScreen
+from tests.support.bounded_wait import until
 from tests.support.kiosk_support import Kiosk, real_signer
+from tests.support.passphrase import PASSPHRASE, type_passphrase
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
-from tests.test_kiosk_screens import PASSPHRASE, _passphrase
-from tests.test_kiosk_sign import until
 
 pytestmark = pytest.mark.softhsm
 
@@ -105,8 +105,8 @@ async def test_practitioner_name_on_accueil_and_technician_screens_is_text(kiosk
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: f"Dr {HOSTILE}" in screen_text(app))  # Accueil, per profile
         await pilot.press("t")
-        await _passphrase(pilot, app, PASSPHRASE)
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         await pilot.press("p")
         await until(pilot, lambda: f"Dr {HOSTILE}" in screen_text(app))

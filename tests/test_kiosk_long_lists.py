@@ -16,13 +16,13 @@ from balise.ui.screens.alerts import AlertsScreen
 from balise.ui.screens.lots import LotDetailScreen, LotsScreen
 from balise.ui.screens.returns import ReturnsScreen
 from balise.ui.widgets.lazy_table import LazyTable
+from tests.support.bounded_wait import until
 from tests.support.box import Box
 from tests.support.kiosk_support import ScriptedCards, ScriptedReaders
 from tests.support.mail_corpus import NOEMIE
 from tests.support.many_rows import many_alerts, many_lots, many_payments
 from tests.support.purge_support import fresh_lot, sample_lot_sent
 from tests.support.sauvegarde_support import record_return
-from tests.test_kiosk_sign import until
 
 LOTS = 1_000
 PAGE = LazyTable.PAGE

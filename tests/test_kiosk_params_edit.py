@@ -5,7 +5,6 @@ shown back, a certificate read from a PEM file, each change journaled "by techni
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,13 @@ from balise.sim.pki import TestPKI
 from balise.ui.app import BaliseApp
 from balise.ui.screens.params_edit import ParamDialog, ParamEditScreen
 from balise.ui.screens.technician import TechnicianScreen
+from tests.support.bounded_wait import until
 from tests.support.kiosk_support import Kiosk
 
 pytestmark = pytest.mark.softhsm
 
 PASSPHRASE = "phrase de passe du technicien"
 NEW_SECRET = "mot-de-passe-smtp-42"
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 15) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 async def _technician(pilot: Pilot[None], app: BaliseApp) -> TechnicianScreen:

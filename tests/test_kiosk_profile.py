@@ -5,7 +5,6 @@ it (reader and card events scripted, see tests/support/kiosk_support.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,11 @@ from balise.ui.app import BaliseApp
 from balise.ui.screens.dialogs import ChoiceDialog, PinDialog
 from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.profile import ProfileScreen, TextDialog
+from tests.support.bounded_wait import until
 from tests.support.kiosk_support import Kiosk, real_signer
 from tests.support.pki_fixtures import TEST_PIN, MakeToken
 
 pytestmark = pytest.mark.softhsm
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 15) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 async def open_profile(pilot: Pilot[None], app: BaliseApp, kiosk: Kiosk) -> ProfileScreen:

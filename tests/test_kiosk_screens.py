@@ -23,14 +23,14 @@ from balise.ui.screens.lots import LotDetailScreen, LotsScreen
 from balise.ui.screens.passphrase import PassphraseScreen
 from balise.ui.screens.returns import ReturnsScreen
 from balise.ui.screens.technician import TechnicianScreen
+from tests.support.bounded_wait import until
 from tests.support.kiosk_support import Kiosk, ScriptedCards, ScriptedReaders, SteppingClock
 from tests.support.mail_corpus import ARL_POS_EML, NOEMIE_EML
 from tests.support.mail_fixtures import TlsCA
+from tests.support.passphrase import PASSPHRASE, type_passphrase
 from tests.support.purge_support import configure_pop3, sample_lot_sent
-from tests.test_kiosk_sign import until
 
 pytestmark = pytest.mark.softhsm
-PASSPHRASE = "une phrase de passe solide"
 
 
 def _text(app: BaliseApp, selector: str) -> str:
@@ -81,32 +81,22 @@ async def test_returns_screen_shows_empty_state_in_words(kiosk: Kiosk) -> None:
         await until(pilot, lambda: "Aucun retour reçu." in _text(app, "#returns-empty"))
 
 
-async def _passphrase(pilot, app: BaliseApp, text: str) -> PassphraseScreen:  # type: ignore[no-untyped-def]
-    screen = app.screen
-    assert isinstance(screen, PassphraseScreen)
-    field = screen.query_one("#passphrase", Input)
-    await until(pilot, lambda: not field.disabled)
-    await pilot.press(*text)
-    await pilot.press("enter")
-    return screen
-
-
 async def test_first_start_creates_the_passphrase_then_technician_mode(kiosk: Kiosk) -> None:
     app = kiosk.app()
     async with app.run_test(size=(100, 35)) as pilot:
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
         await until(pilot, lambda: "Aucune phrase de passe" in _text(app, "#passphrase-help"))
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: "seconde fois" in _text(app, "#passphrase-message"))
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         assert kiosk.backend.has_passphrase()
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, HomeScreen))
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         assert app.current_mode == "technician"
         tech = app.screen
@@ -163,14 +153,14 @@ async def test_technician_passphrase_brute_force_grows_delays_and_locks(kiosk: K
         assert isinstance(screen, PassphraseScreen)
         field = screen.query_one("#passphrase", Input)
         for n, delay in enumerate((1, 2, 4, 8), start=1):
-            await _passphrase(pilot, app, f"mauvaise phrase {n}")
+            await type_passphrase(pilot, app, f"mauvaise phrase {n}")
             await until(pilot, _says(screen, f"({n} échec(s))"))
             assert f"Prochain essai dans {delay} s" in screen.message_text
             assert field.disabled  # the screen waits out the delay
             assert backend.passphrase_attempt(PASSPHRASE).verdict == "wait"  # even the right one
             clock.advance(delay)
             await until(pilot, lambda: not field.disabled, timeout=delay + 3)
-        await _passphrase(pilot, app, "mauvaise phrase 5")
+        await type_passphrase(pilot, app, "mauvaise phrase 5")
         await until(pilot, lambda: "bloqué jusqu'à" in screen.message_text)
         assert field.disabled
     # A restart does not reset the lock-out: the count is in the store.
@@ -261,8 +251,8 @@ async def test_technician_sees_each_organism_certificate_and_the_revocation_list
     app = kiosk.app()
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("t")
-        await _passphrase(pilot, app, PASSPHRASE)
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         tech = app.screen
         assert isinstance(tech, TechnicianScreen)

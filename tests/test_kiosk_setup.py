@@ -6,7 +6,7 @@ tests/support/kiosk_support.py). A set-up box then signs and sends a lot."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.setup import SetupScreen
 from balise.ui.screens.sign import SignScreen
 from tests.support.balise_env import BaliseEnv
+from tests.support.bounded_wait import until
 from tests.support.box import EMITTER, SyncedClock
 from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.crl_support import CrlServer, make_crl
@@ -128,14 +129,6 @@ def fresh(
     finally:
         backend.stop_watches()
         ctx.close()
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def home_text(app: BaliseApp) -> str:

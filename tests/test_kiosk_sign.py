@@ -4,8 +4,6 @@ Reader and card events come from scripted sources (see tests/support/kiosk_suppo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -19,6 +17,7 @@ from balise.ui.app import BaliseApp
 from balise.ui.screens.dialogs import ConfirmDialog, LotChoiceDialog, PinDialog
 from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.sign import SignScreen
+from tests.support.bounded_wait import until
 from tests.support.clock import TEST_NOW
 from tests.support.fake_token import FakeToken
 from tests.support.kiosk_support import Kiosk, ScriptedCards, real_signer
@@ -27,14 +26,6 @@ from tests.support.pki_fixtures import TEST_PIN
 from tests.support.signed_lots import configure_smtp
 
 pytestmark = pytest.mark.softhsm
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 15) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def flow(app: BaliseApp) -> SignScreen:

@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 
 from balise.ui.widgets.lazy_table import LazyTable
-from tests.test_kiosk_sign import until
+from tests.support.bounded_wait import until
 
 ROWS = 1_000
 

@@ -23,9 +23,9 @@ from balise.ui.screens.dialogs import ConfirmDialog
 from balise.ui.screens.home import HomeScreen
 from balise.ui.screens.passphrase import PassphraseScreen
 from balise.ui.screens.technician import TechnicianScreen
+from tests.support.bounded_wait import until
 from tests.support.kiosk_support import Kiosk, ScriptedCards, ScriptedReaders
-from tests.test_kiosk_screens import PASSPHRASE, _passphrase
-from tests.test_kiosk_sign import until
+from tests.support.passphrase import PASSPHRASE, type_passphrase
 
 pytestmark = pytest.mark.softhsm
 FINGERPRINT = "SHA256:q4Jm0yq1sGgYhK0u8b5bq3cS1m2a9kQz0dWc3tPpx7E"
@@ -84,7 +84,7 @@ async def test_window_opened_shown_counted_down_and_closed(kiosk: Kiosk, tmp_pat
         assert isinstance(app.screen, HomeScreen)
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         tech = _technician(app)
         shown = [b.binding.description for b in tech.active_bindings.values()]
@@ -151,7 +151,7 @@ async def test_window_opened_shown_counted_down_and_closed(kiosk: Kiosk, tmp_pat
         )
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
-        await _passphrase(pilot, app, PASSPHRASE)
+        await type_passphrase(pilot, app, PASSPHRASE)
         await until(pilot, lambda: isinstance(app.screen, TechnicianScreen), timeout=10)
         tech = _technician(app)
         await pilot.press("o")  # open already: shown, not asked again

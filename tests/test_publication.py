@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Share
 from balise.sim.dovecot import DovecotServer
-from balise.sim.returnfile import build_arl, build_noemie
-from balise.sim.returnmail import return_mail
 from tests.support.box import EMITTER, Box
-from tests.support.clock import TEST_TODAY
-from tests.support.mail_corpus import ORGANISM_NUMBER
 from tests.support.mail_fixtures import TlsCA
-from tests.support.purge_support import configure_pop3, fresh_lot, yesterday
+from tests.support.purge_support import arl_mail, configure_pop3, fresh_lot, noemie_mail
 
 pytestmark = pytest.mark.mail
 
@@ -29,30 +24,6 @@ Seen = dict[str, tuple[int, int]]
 def _seen(folder: Path) -> Seen:
     """Every file of ``folder`` with what changes when it is written again (inode and date)."""
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
-
-
-def _arl_mail(number: int) -> bytes:
-    payload = build_arl(
-        "CP", ORGANISM_NUMBER, EMITTER, number, yesterday(), True, 3, yesterday(), flow_type="T"
-    )
-    return return_mail(payload, "IRISTEST/ARL/Z", message_id=f"<arl{number}@422.01.rss.fr>")
-
-
-def _noemie_mail(number: int) -> bytes:
-    invoices = tuple(
-        InvoicePayment(invoice, number, yesterday(), "F", Share(asked, PaymentState.PAID, asked))
-        for invoice, asked in ((100000, 4000), (100001, 3000))
-    )
-    payload = build_noemie(
-        "CP",
-        ORGANISM_NUMBER,
-        EMITTER,
-        TEST_TODAY,
-        (NoemieLot(number, yesterday(), invoices),),
-        transfer_reference=f"VIR {number:06d}",
-        flow_type="T",
-    )
-    return return_mail(payload, "IRISTEST/NOEMIE/Z", message_id=f"<noe{number}@422.01.rss.fr>")
 
 
 def _purge(box: Box, mailboxes: DovecotServer, mails: list[bytes]) -> None:
@@ -71,7 +42,7 @@ def test_each_purge_publishes_only_what_is_new_and_a_replay_writes_nothing(
     half = LOTS // 2
     retours = box.ctx.exchange(box.env.env).retours / EMITTER
 
-    _purge(box, mailboxes, [_arl_mail(n) for n in range(1, half + 1)])
+    _purge(box, mailboxes, [arl_mail(n) for n in range(1, half + 1)])
     first = _seen(retours)
     # one payload per return, one status file per lot it touched: O(N) files, all whole
     assert sum(name.endswith(".retour") for name in first) == half
@@ -84,8 +55,8 @@ def test_each_purge_publishes_only_what_is_new_and_a_replay_writes_nothing(
     lot1 = box.ctx.lots.get(lots[1])
     assert lot1 is not None
     status1 = f"lot-{lot1.lot_date}-{lot1.lot_number}.statut.json"
-    mails = [_arl_mail(n) for n in range(half + 1, LOTS + 1)]
-    _purge(box, mailboxes, [*mails, _noemie_mail(1)])
+    mails = [arl_mail(n) for n in range(half + 1, LOTS + 1)]
+    _purge(box, mailboxes, [*mails, noemie_mail(1)])
     second = _seen(retours)
     assert len(set(second) - set(first)) == (LOTS - half) * 2 + 1
     assert {name for name in first if second[name] != first[name]} == {status1}

@@ -17,10 +17,9 @@ import pytest
 from balise.app.demo import demo_lots, drop_lots
 from balise.sim.pcscd import running_pcscd_pids
 from tests.support.demo_support import BALISE, processes_mentioning
-from tests.test_demo_tmux import QUIT_TIMEOUT_S, START_TIMEOUT_S, Terminal
-from tests.test_demo_tmux import pytestmark as demo_marks
+from tests.support.tmux import DEMO_MARKS, QUIT_TIMEOUT_S, START_TIMEOUT_S, Terminal
 
-pytestmark = demo_marks
+pytestmark = DEMO_MARKS
 
 
 @pytest.fixture

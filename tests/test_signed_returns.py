@@ -31,6 +31,7 @@ from tests.support.mail_corpus import (
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
 from tests.support.oct_sim import make_oct
 from tests.support.purge_support import configure_pop3, fresh_lot, sample_lot_sent
+from tests.support.signed_lot_mail import lot_mail
 
 ORGANISM = "01422@422.01.rss.fr"
 
@@ -120,8 +121,6 @@ def test_oct_simulator_signs_when_configured_and_the_box_applies_it(
     box: Box, mailboxes: DovecotServer, tls_ca: TlsCA, pki: TestPKI, cpam_signer: Issued,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    from tests.test_sim_oct import lot_mail
-
     sim = make_oct(
         tmp_path / "oct", mailboxes, tls_ca, pki, send_noemie=False,
         return_signers=[OrganismKey(ORGANISM_ADDRESS, cpam_signer.key_pem, cpam_signer.cert_pem)],

@@ -9,20 +9,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.hashes import SHA256
 
-from balise.cms import build_entity, build_enveloped_data, gzip_payload, sign_data
 from balise.domain.classify import Classification, UnknownReason, classify_message
-from balise.domain.lotmail import build_lot_mail
 from balise.sim.dovecot import DovecotServer
 from balise.sim.oct import OctSimulator
-from balise.sim.pki import Issued, TestPKI
-from tests.support.clock import TEST_NOW, TEST_TODAY
+from balise.sim.pki import TestPKI
+from tests.support.clock import TEST_TODAY
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_corpus import BAL_ADDRESS, EMITTER, ORGANISM_ADDRESS, corpus_policy
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
-from tests.support.oct_sim import flip_signature_bit, make_oct
+from tests.support.oct_sim import make_oct
+from tests.support.signed_lot_mail import lot_mail
 
 pytestmark = pytest.mark.mail
 
@@ -57,44 +54,6 @@ def oct_sim(
     oct_simulator: OctSimulator, mailboxes: DovecotServer, tls_ca: TlsCA, pki: TestPKI
 ) -> Oct:
     return Oct(oct_simulator, mailboxes, tls_ca, pki)
-
-
-def lot_mail(
-    pki: TestPKI,
-    lot: bytes,
-    number: int,
-    *,
-    tamper: bool = False,
-    recipient: Issued | None = None,
-    description_test: bool = True,
-) -> bytes:
-    """A lot mail as the box builds it (PROFILE.md §2), signed in-process with the test key;
-    ``tamper`` flips one bit of the signature value after signing."""
-    who = pki.practitioner.signature
-    signed = sign_data(
-        lot,
-        who.cert_der.read_bytes(),
-        lambda tbs: who.key.sign(tbs, PKCS1v15(), SHA256()),
-        signing_time=TEST_NOW,
-        extra_certs_der=[pki.intermediate.cert_der.read_bytes()],
-    )
-    if tamper:
-        signed = flip_signature_bit(signed)
-    entity = build_entity(
-        gzip_payload(signed),
-        emitter=EMITTER,
-        lot_number=f"{number:03d}",
-        test_flow=description_test,
-    )
-    envelope = build_enveloped_data(entity, [(recipient or pki.amo).cert_der.read_bytes()])
-    return build_lot_mail(
-        from_addr=BAL_ADDRESS,
-        to_addr=ORGANISM_ADDRESS,
-        subject=f"IR100500/{EMITTER}/2026112310000000001/00003",
-        message_id=f"<2026112310000000001.{number:03d}.{EMITTER}@box.balise.test>",
-        date=TEST_NOW,
-        envelope_der=envelope,
-    )
 
 
 def test_valid_lot_gets_arl_plus_then_noemie_paying_every_invoice(oct_sim: Oct) -> None:

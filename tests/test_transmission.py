@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,58 +22,22 @@ from balise.adapters.clock import FixedClock
 from balise.adapters.outbox import SqliteOutbox
 from balise.adapters.smtp import SmtpSender
 from balise.app.context import Context, open_context
-from balise.domain.lotmail import SendReport
 from balise.domain.lotstate import LotState
-from balise.ports import SmtpTls
-from balise.services.transmission import TransmissionService
 from balise.sim.netutil import free_tcp_port
 from balise.sim.smtpd import SmtpServer
 from tests.support.box import BAL, EMITTER
 from tests.support.clock import TEST_NOW
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
 from tests.support.signed_lots import SendingBox, configure_smtp, sign_lots
+from tests.support.transmission import HOST, HookedSender, frozen_mail, service
 
 pytestmark = pytest.mark.mail
 
-HOST = "box-test.balise.test"
 AMO_ADDRESS = "01422@422.01.rss.fr"
 
 
 class SimulatedCrash(BaseException):
     """The process dies right after the server's 250, before the local commit."""
-
-
-class HookedSender:
-    """A real MailSender whose ``accepted(index, on_accepted)`` runs at each server 250 in place
-    of the service's own callback (which it may call, or not)."""
-
-    def __init__(self, inner: SmtpSender) -> None:
-        self._inner = inner
-
-    def accepted(self, index: int, on_accepted: Callable[[int], None]) -> None:
-        on_accepted(index)
-
-    async def send_batch(
-        self,
-        host: str,
-        port: int,
-        tls: SmtpTls,
-        user: str,
-        password: str,
-        context: ssl.SSLContext,
-        messages: Sequence[tuple[str, str, bytes]],
-        on_accepted: Callable[[int], None],
-    ) -> SendReport:
-        return await self._inner.send_batch(
-            host,
-            port,
-            tls,
-            user,
-            password,
-            context,
-            messages,
-            lambda index: self.accepted(index, on_accepted),
-        )
 
 
 class CrashAfter250(HookedSender):
@@ -83,37 +47,10 @@ class CrashAfter250(HookedSender):
         raise SimulatedCrash
 
 
-def service(
-    ctx: Context, clock: FixedClock | None = None, sender: object = None
-) -> TransmissionService:
-    return TransmissionService(
-        ctx.lots,
-        ctx.transitions() if clock is None else _transitions(ctx, clock),
-        ctx.journal,
-        clock or ctx.clock,
-        ctx.params,
-        sender or SmtpSender(local_hostname=HOST, timeout=5),  # type: ignore[arg-type]
-        SqliteOutbox(ctx.store),
-        HOST,
-    )
-
-
-def _transitions(ctx: Context, clock: FixedClock):  # type: ignore[no-untyped-def]
-    from balise.services.lots import LotTransitions
-
-    return LotTransitions(ctx.lots, ctx.journal, clock)
-
-
 def state(ctx: Context, lot_id: int) -> LotState:
     lot = ctx.lots.get(lot_id)
     assert lot is not None
     return lot.state
-
-
-def frozen_mail(ctx: Context, lot_id: int) -> bytes:
-    delivery = SqliteOutbox(ctx.store).delivery(lot_id)
-    assert delivery is not None and delivery.mail is not None
-    return delivery.mail
 
 
 def ehlo_count(server: SmtpServer) -> int:

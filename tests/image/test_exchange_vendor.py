@@ -25,8 +25,7 @@ from tests.support.exchange_schemas import validator
 from tests.support.exchange_sshd import ExchangeAccount, exchange_account
 from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import TlsCA
-from tests.support.purge_support import configure_pop3, make_sent
-from tests.test_publication import _arl_mail
+from tests.support.purge_support import arl_mail, configure_pop3, make_sent
 
 pytestmark = [pytest.mark.image, pytest.mark.mail]
 
@@ -126,7 +125,7 @@ def test_the_practice_software_drops_lots_and_reads_receipts_status_and_state(
     # The lot goes out and its ARL comes back: the agent purges, publishes its status, and
     # refreshes etat.json.
     make_sent(box.ctx, lot.id)
-    mailboxes.deliver("bal1", _arl_mail(41))
+    mailboxes.deliver("bal1", arl_mail(41))
     cycle = box.env.run("agent", "--once", env=env)
     assert cycle.returncode == 0, cycle.stdout + cycle.stderr
     status_path = str(accepted["lot"]["statut"])

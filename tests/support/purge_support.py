@@ -14,10 +14,15 @@ import pytest
 
 from balise.app.context import Context
 from balise.domain.lotstate import LotState
+from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Share
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
+from balise.sim.returnfile import build_arl, build_noemie
+from balise.sim.returnmail import return_mail
+from tests.support.box import EMITTER
 from tests.support.clock import TEST_NOW, TEST_TODAY
 from tests.support.lot_corpus import SAMPLES, valid_lot
+from tests.support.mail_corpus import ORGANISM_NUMBER
 from tests.support.mail_fixtures import LOOPBACKS, TlsCA
 
 MAILBOXES = {"bal1": "pop-secret-1", "bal2": "pop-secret-2"}
@@ -78,6 +83,32 @@ def fresh_lot(ctx: Context, number: int, *, emitter: str | None = None, sent: bo
 
 def yesterday() -> date:
     return TEST_TODAY - timedelta(days=1)
+
+
+def arl_mail(number: int) -> bytes:
+    """The ARL+ of lot ``number`` (sent yesterday), in its mail as the organism sends it."""
+    payload = build_arl(
+        "CP", ORGANISM_NUMBER, EMITTER, number, yesterday(), True, 3, yesterday(), flow_type="T"
+    )
+    return return_mail(payload, "IRISTEST/ARL/Z", message_id=f"<arl{number}@422.01.rss.fr>")
+
+
+def noemie_mail(number: int) -> bytes:
+    """The NOEMIE of lot ``number`` paying its two invoices, in its mail as the organism sends it."""
+    invoices = tuple(
+        InvoicePayment(invoice, number, yesterday(), "F", Share(asked, PaymentState.PAID, asked))
+        for invoice, asked in ((100000, 4000), (100001, 3000))
+    )
+    payload = build_noemie(
+        "CP",
+        ORGANISM_NUMBER,
+        EMITTER,
+        TEST_TODAY,
+        (NoemieLot(number, yesterday(), invoices),),
+        transfer_reference=f"VIR {number:06d}",
+        flow_type="T",
+    )
+    return return_mail(payload, "IRISTEST/NOEMIE/Z", message_id=f"<noe{number}@422.01.rss.fr>")
 
 
 def configure_pop3(
