@@ -1,6 +1,7 @@
 """The tests stand on their own: no test module (nor the shared support, nor a conftest) imports a
 test module or a conftest. What several tests share lives in tests/support/, one module per job,
-so that running, moving or deleting one test file never changes what another one collects."""
+so that running, moving or deleting one test file never changes what another one collects; and
+each support module is loaded before any other support module imports it."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ def test_the_scan_sees_every_way_of_importing_a_test_module() -> None:
     assert (
         imported_test_modules("from tests.support.bounded_wait import until\nimport pytest\n") == []
     )
+
+
+def late_support_imports(name: str, source: str) -> list[str]:
+    """The support modules that support module ``name`` imports when loaded (at module level)
+    but that sort after it; an import inside a function runs once every plugin is loaded."""
+    found = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.support."):
+            imported = (node.module or "").removeprefix("tests.support.")
+            if imported > name:
+                found.append(imported)
+    return found
+
+
+def test_support_modules_import_only_modules_loaded_before_them() -> None:
+    # tests/conftest.py registers the support modules as plugins in name order, and pytest
+    # rewrites the asserts of a plugin only when it is the first to import it: a support module
+    # that imports a later one would leave that one's asserts without their explanations.
+    support = TESTS / "support"
+    late = {
+        path.stem: imports
+        for path in sorted(support.glob("*.py"))
+        if (imports := late_support_imports(path.stem, path.read_text(encoding="utf-8")))
+    }
+    assert late == {}, "rename so that what is imported sorts first: " + repr(late)
+    assert late_support_imports("passphrase", "from tests.support.wait import until\n") == ["wait"]
