@@ -15,8 +15,8 @@ from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.pop3 import Pop3Error, Pop3Mailbox, Pop3ProtocolError, Pop3TlsError
 from balise.domain.errors import StateError
 from balise.domain.lotstate import LotState
+from balise.domain.mailtransport import Pop3Settings
 from balise.domain.returns import Reason
-from balise.ports import Pop3Settings
 from balise.services.classifier import ClassifierService
 from balise.services.purge import CRASH_EXIT_CODE, CRASH_POINTS, PurgeProgress
 from balise.sim.dovecot import DovecotServer
@@ -435,7 +435,7 @@ def test_worker_timeout_kills_restarts_and_is_bounded() -> None:
         assert worker.pid != first and worker.starts == 2
         worker._test_op = "sleep"
         service.judge(ARL_POS_EML, corpus_policy())
-        from balise.ports import AnalysisFailed
+        from balise.domain.errors import AnalysisFailed
 
         with pytest.raises(AnalysisFailed) as exhausted:
             service.judge(ARL_POS_EML, corpus_policy())

@@ -17,7 +17,7 @@ from balise.adapters.kek import create_key_file
 from balise.adapters.pop3 import Pop3Mailbox
 from balise.app.context import Context, open_context
 from balise.domain.lotstate import LotState
-from balise.ports import Pop3Settings
+from balise.domain.mailtransport import Pop3Settings
 from balise.sim.dovecot import DovecotServer
 from balise.sim.pki import TestPKI
 from balise.sim.returnmail import spam_mail

@@ -14,7 +14,7 @@ import pytest
 
 from balise.app.agent import Agent, CycleReport
 from balise.app.context import Context
-from balise.ports import AlertRecord
+from balise.domain.mailrecords import AlertRecord
 from balise.services.tracking import AUTO_RESOLVER
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port

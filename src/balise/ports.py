@@ -5,21 +5,24 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from balise.domain.backup import BackupOutcome, PruneOutcome, RetentionOutcome
 from balise.domain.card import CardIdentity, PinState
 from balise.domain.classify import Classification, ClassifyPolicy
+from balise.domain.crl import StoredCrl
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
-from balise.domain.errors import BaliseError
 from balise.domain.journal import JournalEntry, JsonValue
 from balise.domain.lotmail import Delivery, SendReport
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
+from balise.domain.mailrecords import AlertRecord, MailQuarantineRecord, PaymentRecord, ReturnRecord
+from balise.domain.mailtransport import Pop3Settings, SmtpTls, Unfetched
 from balise.domain.params import Value
-from balise.domain.servercert import MailService, ServerCertificate
+from balise.domain.provisioning import WindowState
+from balise.domain.servercert import MailService, SeenServerCert, ServerCertificate
 from balise.domain.technician import GateRecord
 
 
@@ -141,24 +144,6 @@ class Exchange(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
-    """The provisioning window as its root helper last wrote it, and the kiosk's request still
-    waiting to be taken, if any."""
-
-    state: Literal["closed", "open", "error"]
-    pending: Literal["open", "close"] | None = None
-    pending_since: datetime | None = None
-    opened: datetime | None = None
-    deadline: datetime | None = None
-    port: int | None = None
-    interface: str = ""
-    addresses: tuple[str, ...] = ()
-    fingerprint: str = ""
-    error: str = ""  # the helper's code: no-interface, no-address, nft, sshd, ssh-keygen...
-    reason: str = ""  # why it was last closed: kiosk, deadline, provision, manual, error
-
-
 class ProvisioningWindow(Protocol):
     """The root side of the provisioning window seen from the unprivileged kiosk: it drops a
     request and reads the state, nothing more."""
@@ -226,9 +211,6 @@ class CardWatcher(Protocol):
         ...
 
 
-SmtpTls = Literal["implicit", "starttls"]
-
-
 class MailSender(Protocol):
     """SMTP submission: ONE TLS session for a list of messages, AUTH only after TLS."""
 
@@ -271,30 +253,6 @@ class Outbox(Protocol):
 # --------------------------------------------------------------------------------------------
 # Mail returns: the practitioner's mailbox (POP3) and the out-of-process classifier
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Pop3Settings:
-    """How to reach one practitioner's mailbox; the password never appears in a repr."""
-
-    host: str
-    port: int
-    tls: Literal["implicit", "stls"]
-    user: str
-    password: str = field(repr=False)
-    ca_pem: tuple[str, ...] = ()  # trusted CAs; empty = the system's trust store
-    timeout: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Unfetched:
-    """A message the session could not hand over whole, the session still in step with the
-    server: ``kept`` is what was read of it (at most the bound asked for; empty when the server
-    refused it). ``why``: ``too_large`` (the answer went past its bound and the rest was read
-    and dropped) or ``refused`` (the server answered -ERR: it cannot serve that message)."""
-
-    why: Literal["too_large", "refused"]
-    kept: bytes = field(repr=False)
 
 
 class MailboxSession(Protocol):
@@ -346,16 +304,6 @@ class Mailbox(Protocol):
     def open(self, settings: Pop3Settings) -> MailboxSession: ...
 
 
-class AnalysisFailed(BaliseError):
-    """The classifier worker overran its time or memory limit, or died, on one message."""
-
-    code = "ANALYSIS_FAILED"
-
-    def __init__(self, fr: str, en: str, *, code: str, exhausted: bool = False) -> None:
-        super().__init__(fr, en, code=code)
-        self.exhausted = exhausted  # restarts used up: the purge must stop, not guess
-
-
 class MessageClassifier(Protocol):
     """Classifies one raw mail out of process, under CPU-time, memory and wall-clock limits."""
 
@@ -366,87 +314,6 @@ class MessageClassifier(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReturnRecord:
-    """A recognised (or damaged) return as stored; the raw mail and payload stay encrypted."""
-
-    id: int
-    profile: str
-    uidl: str
-    sha256: str
-    kind: str  # arl, noemie, damaged
-    status: str  # applied, unmatched, conflict, duplicate, damaged, partial
-    emitter: str | None
-    organism_number: str | None
-    lot_number: str | None
-    lot_date: str | None
-    lot_id: int | None
-    positive: bool | None
-    words_fr: str
-    words_en: str
-    detail: Mapping[str, JsonValue]
-    received: str
-    size: int
-    published: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRecord:
-    """One invoice of a NOEMIE return: AMO and AMC shares in cents, state P/R/D."""
-
-    id: int
-    return_id: int
-    profile: str
-    emitter: str
-    lot_number: str
-    lot_date: str
-    lot_id: int | None
-    invoice_number: int
-    invoice_type: str
-    amo_asked: int
-    amo_state: str
-    amo_paid: int
-    amc_asked: int | None
-    amc_state: str | None
-    amc_paid: int | None
-    reasons: tuple[str, ...]
-    accounting_date: str | None
-    transfer_reference: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MailQuarantineRecord:
-    """An unknown mail: facts in clear, its metadata and copy only encrypted (never shown raw)."""
-
-    id: int
-    profile: str
-    uidl: str
-    sha256: str
-    digest_scope: str
-    size: int
-    reason_code: str
-    reason_fr: str
-    reason_en: str
-    received: str
-    copy_size: int
-    has_copy: bool
-    copy_dropped: str | None
-    alerted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    id: int
-    kind: str
-    subject: str
-    fr: str
-    en: str
-    details: Mapping[str, JsonValue]
-    created: str
-    acknowledged: str | None
-    acknowledged_by: str | None
 
 
 class Alerts(Protocol):
@@ -568,26 +435,6 @@ class ReturnsStore(Protocol):
 # -- backups and retention ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BackupOutcome:
-    """One archive published: its path, size in bytes and manifest."""
-
-    path: str
-    size: int
-    manifest: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PruneOutcome:
-    """What a prune did: the archives removed, this box's archives dated after now (ignored),
-    and whether the quota, not the number kept, made it remove some."""
-
-    removed: tuple[str, ...] = ()
-    future: tuple[str, ...] = ()
-    over_quota: bool = False
-    kept: int = 1
-
-
 class BackupArchiver(Protocol):
     """Snapshots the store into sealed archives in a destination folder, and prunes them."""
 
@@ -622,35 +469,11 @@ class BackupArchiver(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionOutcome:
-    """What one retention purge removed, and the checkpoint entry that records it."""
-
-    cutoff: str
-    removed: dict[str, int]
-    journal_removed: int
-    removed_sha256: str
-    checkpoint_seq: int
-    when: str
-
-
 class RetentionStore(Protocol):
     def purge(self, cutoff: str, now: str) -> RetentionOutcome: ...
 
 
 # -- trust: revocation lists and the organisms' certificates --------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCrl:
-    """A revocation list the box verified and kept: ``issuer_key`` names the accepted issuing CA
-    (its name and key), ``kind`` is ``full`` or ``delta``; ``der`` is exactly what was fetched."""
-
-    issuer_key: str
-    kind: Literal["full", "delta"]
-    der: bytes = field(repr=False)
-    url: str
-    fetched: str  # ISO 8601, UTC
 
 
 class CrlStore(Protocol):
@@ -692,22 +515,6 @@ class OrganismCertStore(Protocol):
 
 
 # -- the mail servers' certificates (expiry watch) -----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SeenServerCert:
-    """The certificate one practitioner's mail server last presented in a verified handshake,
-    and when: first seen (this certificate), last seen (ISO 8601, UTC)."""
-
-    profile: str
-    service: MailService
-    host: str
-    port: int
-    subject: str
-    not_after: str  # ISO 8601, UTC
-    der: bytes = field(repr=False)
-    first_seen: str
-    last_seen: str
 
 
 class ServerCertStore(Protocol):

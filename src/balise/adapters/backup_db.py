@@ -42,6 +42,7 @@ from balise.adapters.durable import fsync_dir, no_room
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
+from balise.domain.backup import BackupOutcome, PruneOutcome, RetentionOutcome
 from balise.domain.errors import (
     BaliseError,
     ConfigError,
@@ -52,7 +53,7 @@ from balise.domain.errors import (
 )
 from balise.domain.journal import GENESIS_HASH
 from balise.domain.lotstate import TERMINAL
-from balise.ports import BackupOutcome, PruneOutcome, RetentionOutcome, Vault
+from balise.ports import Vault
 
 SUFFIX = ".sauvegarde"
 PARTIAL_PREFIX = ".partiel-"

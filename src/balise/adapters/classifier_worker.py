@@ -28,9 +28,9 @@ from balise.adapters.classifier_child import (
     policy_to_json,
 )
 from balise.domain.classify import Classification, ClassifyPolicy, UnknownReason
+from balise.domain.errors import AnalysisFailed
 from balise.domain.returns import parse_return
 from balise.domain.signed_return import return_stream
-from balise.ports import AnalysisFailed
 
 WALL_SECONDS_PER_MESSAGE: Final = 20.0
 MAX_RESTARTS: Final = 5

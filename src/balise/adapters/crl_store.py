@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from balise.adapters.durable import fsync_dir
-from balise.ports import StoredCrl
+from balise.domain.crl import StoredCrl
 
 _KEY_RE = re.compile(r"[0-9a-f]{8,64}")
 _KINDS: tuple[Literal["full", "delta"], ...] = ("full", "delta")

@@ -25,7 +25,7 @@ from balise.adapters.returns_store import (
 from balise.adapters.store import Store
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
-from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from balise.adapters.peercert import presented
 from balise.domain.errors import BaliseError
+from balise.domain.mailtransport import Pop3Settings, Unfetched
 from balise.domain.servercert import ServerCertificate
-from balise.ports import Pop3Settings, Unfetched
 
 # poplib refuses lines over 2,048 bytes, which would break a session on a legal but long line;
 # status, UIDL and LIST lines are bounded by this instead. Message answers are read in pieces of

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from balise.domain.errors import StateError, os_error_words
-from balise.ports import WindowState
+from balise.domain.provisioning import WindowState
 
 DEFAULT_DIR = Path("/run/balise-provisioning")
 REQUEST = "window"

@@ -22,13 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from balise.adapters.store import Store
 from balise.domain.errors import IntegrityError, StateError
 from balise.domain.journal import JsonValue
-from balise.ports import (
-    AlertRecord,
-    MailQuarantineRecord,
-    PaymentRecord,
-    ReturnRecord,
-    Vault,
-)
+from balise.domain.mailrecords import AlertRecord, MailQuarantineRecord, PaymentRecord, ReturnRecord
+from balise.ports import Vault
 
 # Not a parameter of the schema: ParameterService.rows() skips it, so it is never listed.
 BLOB_KEY_NAME = "returns.blob_key"

@@ -7,8 +7,7 @@ from contextlib import contextmanager
 from typing import cast
 
 from balise.adapters.store import Store
-from balise.domain.servercert import MailService, ServerCertificate
-from balise.ports import SeenServerCert
+from balise.domain.servercert import MailService, SeenServerCert, ServerCertificate
 
 _COLUMNS = "profile, service, host, port, subject, not_after, der, first_seen, last_seen"
 

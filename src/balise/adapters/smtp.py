@@ -23,8 +23,8 @@ from balise.domain.lotmail import (
     TlsTooOld,
     TransmissionError,
 )
+from balise.domain.mailtransport import SmtpTls
 from balise.domain.servercert import ServerCertificate
-from balise.ports import SmtpTls
 
 DEFAULT_TIMEOUT_S: Final = 30.0
 # OpenSSL reasons that mean "no TLS version in common" (a server stuck below TLS 1.2).

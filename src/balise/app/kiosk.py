@@ -30,16 +30,9 @@ from balise.domain.diskspace import is_full
 from balise.domain.errors import BaliseError, StateError, ValidationError
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
 from balise.domain.lotstate import LotState
+from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 from balise.domain.params import SCHEMA, Scope
-from balise.ports import (
-    AlertRecord,
-    CardWatcher,
-    PaymentRecord,
-    ReaderWatcher,
-    ReturnRecord,
-    TokenSession,
-    TokenSigner,
-)
+from balise.ports import CardWatcher, ReaderWatcher, TokenSession, TokenSigner
 from balise.ui.backend import (
     CardCheck,
     CardStatus,

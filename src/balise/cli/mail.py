@@ -24,7 +24,7 @@ from balise.domain.journal import JsonValue
 from balise.domain.vocabulary import moment, pick
 
 if TYPE_CHECKING:
-    from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+    from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
     from balise.services.purge import PurgeReport
     from balise.services.transmission import SendOutcome
 

@@ -9,7 +9,7 @@ from one box to the next.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -81,3 +81,15 @@ def crl_age(
     else:
         freshness = "stale"
     return CrlAge(freshness, this_update, next_update, grace)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCrl:
+    """A revocation list the box verified and kept: ``issuer_key`` names the accepted issuing CA
+    (its name and key), ``kind`` is ``full`` or ``delta``; ``der`` is exactly what was fetched."""
+
+    issuer_key: str
+    kind: Literal["full", "delta"]
+    der: bytes = field(repr=False)
+    url: str
+    fetched: str  # ISO 8601, UTC

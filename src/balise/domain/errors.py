@@ -93,3 +93,13 @@ def os_error_words(exc: OSError) -> tuple[str, str]:
     caller says which file): never the exception's repr nor an English-only strerror."""
     en = exc.strerror or errno.errorcode.get(exc.errno or 0, "system error")
     return _ERRNO_FR.get(exc.errno or 0, f"erreur du système ({en})"), en
+
+
+class AnalysisFailed(BaliseError):
+    """The classifier worker overran its time or memory limit, or died, on one message."""
+
+    code = "ANALYSIS_FAILED"
+
+    def __init__(self, fr: str, en: str, *, code: str, exhausted: bool = False) -> None:
+        super().__init__(fr, en, code=code)
+        self.exhausted = exhausted  # restarts used up: the purge must stop, not guess

@@ -18,3 +18,19 @@ class ServerCertificate:
     der: bytes = field(repr=False)
     subject: str
     not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SeenServerCert:
+    """The certificate one practitioner's mail server last presented in a verified handshake,
+    and when: first seen (this certificate), last seen (ISO 8601, UTC)."""
+
+    profile: str
+    service: MailService
+    host: str
+    port: int
+    subject: str
+    not_after: str  # ISO 8601, UTC
+    der: bytes = field(repr=False)
+    first_seen: str
+    last_seen: str

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from balise.domain.backup import BackupOutcome, PruneOutcome
 from balise.domain.errors import BaliseError, DiskFullError, os_error_words
 from balise.domain.journal import JsonValue
-from balise.ports import BackupArchiver, BackupOutcome, Clock, Journal, PruneOutcome, ReturnsStore
+from balise.ports import BackupArchiver, Clock, Journal, ReturnsStore
 from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
 

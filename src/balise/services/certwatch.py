@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from balise.domain.params import Scope
-from balise.domain.servercert import MailService, ServerCertificate
+from balise.domain.servercert import MailService, SeenServerCert, ServerCertificate
 from balise.domain.vocabulary import day
-from balise.ports import Clock, Journal, SeenServerCert, ServerCertStore
+from balise.ports import Clock, Journal, ServerCertStore
 from balise.services.params import ParameterService
 
 WARN_DAYS = 30

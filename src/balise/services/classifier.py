@@ -12,8 +12,9 @@ from balise.domain.classify import (
     UnknownReason,
     classify_headers_only,
 )
+from balise.domain.errors import AnalysisFailed
 from balise.domain.params import Scope
-from balise.ports import AnalysisFailed, MessageClassifier
+from balise.ports import MessageClassifier
 from balise.services.params import ParameterService
 
 DEFAULT_SIZE_CAP = 2 * 1024 * 1024

@@ -22,8 +22,9 @@ from balise.domain.lotmail import (
     StartTlsMissing,
     TlsTooOld,
 )
+from balise.domain.mailtransport import Pop3Settings, SmtpTls
 from balise.domain.params import SCHEMA, Scope, parse_value
-from balise.ports import Mailbox, MailSender, Pop3Settings, SmtpTls
+from balise.ports import Mailbox, MailSender
 from balise.services.params import ParameterService
 from balise.services.transmission import tls_client_context
 

@@ -14,11 +14,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from balise.domain.crl import CrlAge, crl_age
+from balise.domain.crl import CrlAge, StoredCrl, crl_age
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
 from balise.domain.vocabulary import moment
-from balise.ports import Clock, CrlStore, HttpFetcher, Journal, StoredCrl
+from balise.ports import Clock, CrlStore, HttpFetcher, Journal
 from balise.services.params import ParameterService
 
 # A CRL dated a little ahead of the box's clock is a clock difference, not a forgery.

@@ -19,19 +19,11 @@ from typing import Final, Literal
 
 from balise.domain import vocabulary
 from balise.domain.classify import ClassifyPolicy, UnknownReason
-from balise.domain.errors import BaliseError, ConfigError, DiskFullError
+from balise.domain.errors import AnalysisFailed, BaliseError, ConfigError, DiskFullError
 from balise.domain.journal import JsonValue
+from balise.domain.mailtransport import Pop3Settings, Unfetched
 from balise.domain.params import Scope
-from balise.ports import (
-    AnalysisFailed,
-    Clock,
-    Journal,
-    Mailbox,
-    MailboxSession,
-    Pop3Settings,
-    ReturnsStore,
-    Unfetched,
-)
+from balise.ports import Clock, Journal, Mailbox, MailboxSession, ReturnsStore
 from balise.services.certwatch import ServerCertWatch
 from balise.services.classifier import DEFAULT_SIZE_CAP, ClassifierService, Verdict, box_policy
 from balise.services.params import ParameterService
@@ -72,7 +64,7 @@ class _Judged:
     data: bytes
     verdict: Verdict | None
     outcome: str = "duplicate"
-    # Why the session could not hand it over whole (None: it did): see ports.Unfetched.
+    # Why the session could not hand it over whole (None: it did): see domain.mailtransport.Unfetched.
     unfetched: str | None = None
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from balise.domain.backup import RetentionOutcome
 from balise.domain.errors import ValidationError
-from balise.ports import RetentionOutcome, RetentionStore
+from balise.ports import RetentionStore
 from balise.services.params import ParameterService
 
 DEFAULT_DAYS = 3 * 365

@@ -14,20 +14,12 @@ from balise.domain.journal import JsonValue
 from balise.domain.jsontext import dumps_indented
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
+from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 from balise.domain.params import Scope
 from balise.domain.returns import Arl, Noemie, ParsedReturn, ReturnHeader, Share
 from balise.domain.signed_return import looks_signed, return_stream
 from balise.domain.vocabulary import PAYMENT_STATE_WORDS, lot_date, lot_state, payment_state
-from balise.ports import (
-    AlertRecord,
-    Clock,
-    Exchange,
-    Journal,
-    LotStore,
-    PaymentRecord,
-    ReturnRecord,
-    ReturnsStore,
-)
+from balise.ports import Clock, Exchange, Journal, LotStore, ReturnsStore
 from balise.services.certwatch import Expiry
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService

@@ -33,8 +33,9 @@ from balise.domain.lotmail import (
 )
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
+from balise.domain.mailtransport import SmtpTls
 from balise.domain.vocabulary import moment
-from balise.ports import Clock, Journal, LotStore, MailSender, Outbox, SmtpTls
+from balise.ports import Clock, Journal, LotStore, MailSender, Outbox
 from balise.services.certwatch import ServerCertWatch
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService

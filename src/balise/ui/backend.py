@@ -14,7 +14,7 @@ from balise.ui.deferred import CardStatus, DeferredBackend, deferred_backend
 if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backend, not the screens
     from balise.domain.devices import CardEvent, ReaderEvent
     from balise.domain.lotrecord import LotRecord, QuarantineRecord
-    from balise.ports import AlertRecord, PaymentRecord, ReturnRecord
+    from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
     from balise.services.provisioning import WindowStatus
     from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport

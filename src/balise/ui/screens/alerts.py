@@ -17,7 +17,7 @@ from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
-    from balise.ports import AlertRecord
+    from balise.domain.mailrecords import AlertRecord
 
 
 # The words column is cut to the screen (painting rows of 200-character alerts made End three

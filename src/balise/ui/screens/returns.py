@@ -16,7 +16,7 @@ from balise.ui.widgets.lazy_table import LazyTable
 from balise.ui.widgets.plain import Plain, row
 
 if TYPE_CHECKING:
-    from balise.ports import PaymentRecord, ReturnRecord
+    from balise.domain.mailrecords import PaymentRecord, ReturnRecord
 
 
 def _return_row(r: ReturnRecord) -> tuple[Text, ...]:

@@ -1,0 +1,38 @@
+"""What a backup, its pruning and the evidence retention did (returned by their adapters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BackupOutcome:
+    """One archive published: its path, size in bytes and manifest."""
+
+    path: str
+    size: int
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneOutcome:
+    """What a prune did: the archives removed, this box's archives dated after now (ignored),
+    and whether the quota, not the number kept, made it remove some."""
+
+    removed: tuple[str, ...] = ()
+    future: tuple[str, ...] = ()
+    over_quota: bool = False
+    kept: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionOutcome:
+    """What one retention purge removed, and the checkpoint entry that records it."""
+
+    cutoff: str
+    removed: dict[str, int]
+    journal_removed: int
+    removed_sha256: str
+    checkpoint_seq: int
+    when: str
