@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from balise.domain.backup import BackupOutcome, PruneOutcome, RetentionOutcome
-from balise.domain.card import CardIdentity, PinState
+from balise.domain.card import CardIdentity, CardProof, PinState
 from balise.domain.classify import Classification, ClassifyPolicy
 from balise.domain.crl import StoredCrl
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
@@ -179,6 +179,12 @@ class TokenSigner(Protocol):
         the size of the confirmed batch: no signature beyond it (one context-specific login per
         signature where the key demands it)."""
         ...
+
+
+class CardAuthenticator(Protocol):
+    """The card's side of a proof of who holds it (balise.adapters.pkcs11.Pkcs11Signer.prove)."""
+
+    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof: ...
 
 
 class ReaderWatcher(Protocol):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -17,19 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from balise.domain.card import CardError, CardIdentity, CardProof
-from balise.ports import Journal
+from balise.ports import CardAuthenticator, Journal
 from balise.services.signing import CertChecker, CertVerdict
 
 CHALLENGE_BYTES = 32
 
 # (authentication certificate DER, intermediates the card carries) -> verdict in words
 AuthCertChecker = Callable[[bytes, tuple[bytes, ...]], CertVerdict]
-
-
-class CardAuthenticator(Protocol):
-    """The card's side of the proof (balise.adapters.pkcs11.Pkcs11Signer.prove)."""
-
-    def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof: ...
 
 
 @dataclass(frozen=True, slots=True)
