@@ -12,6 +12,7 @@ from balise.domain.lotstate import LotState
 from balise.sim.pki import TestPKI
 from balise.ui.screens.dialogs import PinDialog
 from balise.ui.screens.sign import SignScreen
+from tests.support.bounded_wait import until
 from tests.support.clock import TEST_NOW
 from tests.support.crl_support import CrlServer, make_crl
 from tests.support.kiosk_support import Kiosk, real_signer
@@ -44,14 +45,15 @@ async def test_revoked_card_is_refused_in_words_and_never_asks_the_pin(
         kiosk.cards.insert("cps3")
         await pilot.pause(0.2)
         await pilot.press("s")
-        for _ in range(300):
+
+        def done() -> bool:
+            """The signature flow has ended (whether a PIN prompt showed is noted each time)."""
             pin_seen.append(isinstance(app.screen, PinDialog))
             screens = [s for s in app.screen_stack if isinstance(s, SignScreen)]
-            if screens and screens[0].phase == "done":
-                break
-            await pilot.pause(0.05)
+            return bool(screens) and screens[0].phase == "done"
+
+        await until(pilot, done, 15, what="the end of the signature flow")
         screen = next(s for s in app.screen_stack if isinstance(s, SignScreen))
-        assert screen.phase == "done"
         assert not any(pin_seen) and screen.pin is None
         text = screen.body_text
         assert "Dr Carte REVOQUEE" in text
