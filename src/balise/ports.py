@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from balise.domain.backup import BackupOutcome, PruneOutcome, RetentionOutcome
+from balise.domain.backup import BackupOutcome, PruneOutcome, RestoredFacts, RetentionOutcome
 from balise.domain.card import CardIdentity, CardProof, PinState
 from balise.domain.classify import Classification, ClassifyPolicy
 from balise.domain.crl import StoredCrl
@@ -439,6 +439,47 @@ class ReturnsStore(Protocol):
 
 
 # -- backups and retention ----------------------------------------------------------------------
+
+
+class PassphraseThrottle(Protocol):
+    """Growing delays between wrong recovery passphrases."""
+
+    def wait(self) -> None:
+        """Sleep what the failures so far still owe."""
+        ...
+
+    def fail(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class LockedArchive(Protocol):
+    """One backup archive, its header read, to be unlocked by its recovery passphrase and
+    restored onto this box."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...
+
+    @property
+    def wrapping_key_id(self) -> str:
+        """The KEK the restored vault is wrapped under (its fingerprint)."""
+        ...
+
+    def check_target(self, *, force: bool) -> None:
+        """Refuse (StateError RESTORE_NOT_EMPTY) a box that holds data, unless ``force``."""
+        ...
+
+    def unlock(self, passphrase: str) -> None:
+        """Verify every chunk under ``passphrase``: ValidationError BACKUP_WRONG_PASSPHRASE when
+        it is not the archive's, another error when the archive is damaged."""
+        ...
+
+    def install(self, when: datetime) -> RestoredFacts:
+        """Decrypt, check the journal chain and the vault, re-wrap, then move the database in."""
+        ...
 
 
 class BackupArchiver(Protocol):

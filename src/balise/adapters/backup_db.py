@@ -30,6 +30,7 @@ from balise.adapters.archive import (
     MasterKey,
     authenticate_header,
     check_key,
+    derive_master,
     master_from_phc,
     new_nonce,
     open_archive,
@@ -42,7 +43,7 @@ from balise.adapters.durable import fsync_dir, no_room
 from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
-from balise.domain.backup import BackupOutcome, PruneOutcome, RetentionOutcome
+from balise.domain.backup import BackupOutcome, PruneOutcome, RestoredFacts, RetentionOutcome
 from balise.domain.errors import (
     BaliseError,
     ConfigError,
@@ -462,17 +463,6 @@ def check_target(data_dir: Path, *, force: bool) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RestoredFacts:
-    """What the restore put in place, for the journal entry and the report."""
-
-    head_seq: int
-    head_hash: str
-    counts: dict[str, Any]
-    replaced_head: str | None
-    kept_aside: str | None
-
-
 def install(
     path: Path, verified: VerifiedArchive, data_dir: Path, kek: Kek, when: datetime
 ) -> RestoredFacts:
@@ -497,6 +487,46 @@ def install(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return RestoredFacts(head_seq, head_hash, facts, replaced, aside)
+
+
+class ArchiveFile:
+    """``ports.LockedArchive`` on one archive file, to be restored into ``data_dir`` under this
+    box's KEK: the header read at once (a damaged one refuses before any passphrase)."""
+
+    def __init__(self, path: Path, data_dir: Path | None, kek: Kek | None) -> None:
+        self._path = path
+        self._data_dir = data_dir
+        self._kek = kek
+        handle, self._header = open_archive(path)
+        handle.close()
+        self.verified: VerifiedArchive | None = None
+
+    @property
+    def name(self) -> str:
+        return self._path.name
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._header.manifest
+
+    @property
+    def wrapping_key_id(self) -> str:
+        return "" if self._kek is None else self._kek.fingerprint
+
+    def check_target(self, *, force: bool) -> None:
+        assert self._data_dir is not None  # only a restore asks, with its folder
+        check_target(self._data_dir, force=force)
+
+    def unlock(self, passphrase: str) -> None:
+        master = derive_master(passphrase, self._header.kdf)
+        self.verified = unlock(self._path, master)
+
+    def install(self, when: datetime) -> RestoredFacts:
+        if self.verified is None or self._data_dir is None or self._kek is None:
+            raise StateError(
+                "archive pas encore vérifiée", "archive not verified yet", code="INTERNAL"
+            )
+        return install(self._path, self.verified, self._data_dir, self._kek, when)
 
 
 def _check_and_rewrap(

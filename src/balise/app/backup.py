@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from balise.adapters.archive import ArchiveKeys, Header, check_key, derive_master, open_archive
 from balise.adapters.backup_db import (
+    ArchiveFile,
     ExtractedFacts,
     PassphraseThrottle,
     SqliteBackupArchiver,
     SqliteRetention,
     VerifiedArchive,
-    check_target,
     extract,
-    install,
     prepare_extract_dir,
     unlock,
 )
@@ -27,8 +24,10 @@ from balise.adapters.clock import SystemClock
 from balise.adapters.kek import load_kek
 from balise.app.context import Context, open_context
 from balise.domain.errors import ConfigError, ValidationError
-from balise.ports import Clock
+from balise.ports import Clock, Journal
+from balise.services import restore
 from balise.services.backup import BackupService
+from balise.services.restore import RestoreReport
 from balise.services.retention import RetentionService
 
 
@@ -50,18 +49,6 @@ def default_destinations(ctx: Context) -> list[Path]:
     return [ctx.exchange().root / "sauvegardes"]
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreReport:
-    """What a restore put in place."""
-
-    source_box: str
-    head_seq: int
-    head_hash: str
-    counts: dict[str, Any]
-    kept_aside: str | None
-    restore_seq: int
-
-
 def _throttle(directory: Path | None, sleep: Callable[[float], None]) -> PassphraseThrottle:
     return PassphraseThrottle(directory, sleep, time.time)
 
@@ -76,28 +63,10 @@ def unlock_with_passphrase(
 ) -> VerifiedArchive:
     """Verify the whole archive under a passphrase asked up to ``attempts`` times, with growing
     delays after each wrong one (durable in ``throttle_dir``). Writes nothing else."""
-    throttle = _throttle(throttle_dir, sleep)
-    handle, header = open_archive(archive)
-    handle.close()
-    for attempt in range(1, attempts + 1):
-        throttle.wait()
-        phrase = ask()
-        try:
-            master = derive_master(phrase, header.kdf)
-        finally:
-            del phrase
-        try:
-            verified = unlock(archive, master)
-        except ValidationError as exc:
-            if exc.code != "BACKUP_WRONG_PASSPHRASE":
-                raise
-            throttle.fail()
-            if attempt == attempts:
-                raise
-            continue
-        throttle.reset()
-        return verified
-    raise AssertionError("unreachable")
+    locked = ArchiveFile(archive, None, None)
+    restore.unlock_with_passphrase(locked, ask, _throttle(throttle_dir, sleep), attempts)
+    assert locked.verified is not None  # unlock_with_passphrase raised otherwise
+    return locked.verified
 
 
 def verify_with_box_key(archive: Path, ctx: Context) -> VerifiedArchive | None:
@@ -125,43 +94,26 @@ def restore_archive(
     attempts: int = 1,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreReport:
-    """Restore onto this box: header, target, passphrase, every chunk and the journal chain are
-    checked before the database is moved in; the vault is re-wrapped under this box's KEK."""
+    """``services.restore.restore`` of ``archive`` into ``data_dir`` under this box's KEK."""
     kek = load_kek(env)
-    handle, header = open_archive(archive)
-    handle.close()
-    check_target(data_dir, force=force)
-    verified = unlock_with_passphrase(
-        archive, ask, throttle_dir=data_dir, attempts=attempts, sleep=sleep
-    )
-    the_clock = clock or SystemClock()
-    facts = install(archive, verified, data_dir, kek, the_clock.now())
-    ctx = open_context(data_dir, actor="cli", env=env, clock=the_clock, create=False)
-    try:
-        manifest = header.manifest
-        entry = ctx.journal.append(
-            "backup.restored",
-            archive.name,
-            {
-                "source_box": str(manifest.get("box_id")),
-                "source_created": str(manifest.get("created")),
-                "old_head_seq": facts.head_seq,
-                "old_head_hash": facts.head_hash,
-                "replaced_head_hash": facts.replaced_head,
-                "kept_aside": facts.kept_aside,
-                "wrapping_key_id": kek.fingerprint,
-                "counts": facts.counts,
-            },
-        )
-    finally:
-        ctx.close()
-    return RestoreReport(
-        str(manifest.get("box_id")),
-        facts.head_seq,
-        facts.head_hash,
-        facts.counts,
-        facts.kept_aside,
-        entry.seq,
+    locked = ArchiveFile(archive, data_dir, kek)
+
+    @contextlib.contextmanager
+    def restored_journal(the_clock: Clock) -> Iterator[Journal]:
+        ctx = open_context(data_dir, actor="cli", env=env, clock=the_clock, create=False)
+        try:
+            yield ctx.journal
+        finally:
+            ctx.close()
+
+    return restore.restore(
+        locked,
+        ask,
+        _throttle(data_dir, sleep),
+        attempts=attempts,
+        force=force,
+        clock=clock or SystemClock(),
+        restored_journal=restored_journal,
     )
 
 

@@ -36,3 +36,14 @@ class RetentionOutcome:
     removed_sha256: str
     checkpoint_seq: int
     when: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredFacts:
+    """What the restore put in place, for the journal entry and the report."""
+
+    head_seq: int
+    head_hash: str
+    counts: dict[str, Any]
+    replaced_head: str | None
+    kept_aside: str | None
