@@ -337,13 +337,16 @@ class Alerts(Protocol):
     def open_alert(self, kind: str, subject: str) -> AlertRecord | None: ...
 
 
-class ReturnsStore(Protocol):
-    """Returns, payments, unknown mail, the purge's dedup rows and alerts, in the shared store.
-    Blobs (raw mails, payloads, unknown metadata and copies) are encrypted at rest."""
+class AlertBook(Alerts, Protocol):
+    """The alerts as people read and acknowledge them."""
 
-    def transaction(self) -> AbstractContextManager[None]: ...
+    def alerts(self, *, include_acknowledged: bool = False) -> list[AlertRecord]: ...
 
-    def lock(self, profile: str) -> AbstractContextManager[None]: ...
+    def acknowledge(self, alert_id: int, actor: str, when: str) -> bool: ...
+
+
+class SeenMail(Protocol):
+    """The purge's dedup rows: which (UIDL, SHA-256) of a mailbox were already processed."""
 
     def seen(self, profile: str, uidls: Collection[str]) -> dict[str, list[tuple[str, str]]]:
         """(SHA-256, outcome) already stored for each of ``uidls`` that has any."""
@@ -355,6 +358,10 @@ class ReturnsStore(Protocol):
         """Record each (UIDL, SHA-256, outcome, id of what was stored) as processed by
         ``run_id`` (one statement for a whole commit group)."""
         ...
+
+
+class ReturnsLedger(Protocol):
+    """Recognised (or damaged) returns: stored, listed, published to retours/."""
 
     def add_return(
         self,
@@ -375,12 +382,6 @@ class ReturnsStore(Protocol):
         when: str,
     ) -> int: ...
 
-    def add_payment(self, record: PaymentRecord) -> int: ...
-
-    def add_payments(self, records: Sequence[PaymentRecord]) -> None:
-        """Several at once (one statement: a NOEMIE return's invoices)."""
-        ...
-
     def returns(
         self, profile: str | None = None, *, unpublished: bool = False, limit: int | None = None
     ) -> list[ReturnRecord]:
@@ -388,15 +389,29 @@ class ReturnsStore(Protocol):
         ``limit``)."""
         ...
 
-    def payment_lot_ids(self, return_id: int) -> set[int]: ...
-
     def returns_for_lot(self, lot_id: int) -> list[ReturnRecord]: ...
-
-    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]: ...
 
     def payload(self, return_id: int) -> bytes | None: ...
 
     def mark_published(self, return_ids: Sequence[int]) -> None: ...
+
+
+class PaymentsLedger(Protocol):
+    """The invoices NOEMIE returns report paid, refused or pending."""
+
+    def add_payment(self, record: PaymentRecord) -> int: ...
+
+    def add_payments(self, records: Sequence[PaymentRecord]) -> None:
+        """Several at once (one statement: a NOEMIE return's invoices)."""
+        ...
+
+    def payment_lot_ids(self, return_id: int) -> set[int]: ...
+
+    def payments(self, lot_id: int | None = None) -> list[PaymentRecord]: ...
+
+
+class UnknownMail(Protocol):
+    """Unknown mail taken out of the BAL: its facts, its encrypted metadata and copy, its quota."""
 
     def add_unknown(
         self,
@@ -422,20 +437,15 @@ class ReturnsStore(Protocol):
 
     def enforce_quarantine(self, retention_days: int, quota_bytes: int, now: datetime) -> int: ...
 
-    def add_alert(
-        self,
-        kind: str,
-        subject: str,
-        words: tuple[str, str],
-        details: Mapping[str, JsonValue],
-        when: str,
-    ) -> int: ...
 
-    def open_alert(self, kind: str, subject: str) -> AlertRecord | None: ...
+class ReturnsStore(SeenMail, ReturnsLedger, PaymentsLedger, UnknownMail, AlertBook, Protocol):
+    """All of the above in the shared store, under one transaction and one lock per mailbox
+    (the purge writes them together). Blobs (raw mails, payloads, unknown metadata and copies)
+    are encrypted at rest."""
 
-    def alerts(self, *, include_acknowledged: bool = False) -> list[AlertRecord]: ...
+    def transaction(self) -> AbstractContextManager[None]: ...
 
-    def acknowledge(self, alert_id: int, actor: str, when: str) -> bool: ...
+    def lock(self, profile: str) -> AbstractContextManager[None]: ...
 
 
 # -- backups and retention ----------------------------------------------------------------------
