@@ -21,6 +21,7 @@ from balise.sim.vcard import (
     ATR_UNKNOWN,
     VirtualCard,
 )
+from tests.support.bounded_wait import wait_until
 from tests.support.pcsc_fixtures import VirtualCardSlot
 
 pytestmark = pytest.mark.pcsc
@@ -141,9 +142,7 @@ def test_card_swapped_gives_removed_then_inserted(
     recorder.wait_for("inserted", reader)
     virtual_card.remove()
     virtual_card.insert(ATR_CPS3_CONTACTLESS)
-    deadline = time.monotonic() + EVENT_TIMEOUT_S
-    while len(recorder.events) < 3 and time.monotonic() < deadline:  # bounded
-        time.sleep(0.02)
+    wait_until(lambda: len(recorder.events) >= 3, EVENT_TIMEOUT_S, what="three card events")
     assert [(e.action, e.kind) for e in recorder.take()] == [
         ("inserted", CardKind.CPS3),
         ("removed", CardKind.CPS3),
@@ -166,9 +165,7 @@ def test_callback_failure_does_not_stop_the_watcher(virtual_card: VirtualCardSlo
     card_watcher.start(flaky)
     try:
         virtual_card.insert(ATR_CPS3, wait=False)
-        deadline = time.monotonic() + EVENT_TIMEOUT_S
-        while calls == 0 and time.monotonic() < deadline:  # bounded
-            time.sleep(0.02)
+        wait_until(lambda: calls > 0, EVENT_TIMEOUT_S, what="the watcher's first callback")
         virtual_card.remove(wait=False)
         recorder.wait_for("removed", virtual_card.reader_name)
     finally:
