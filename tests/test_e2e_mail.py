@@ -15,7 +15,6 @@ from balise.domain.lotmail import mail_envelope_addresses
 from balise.domain.lotstate import LotState
 from balise.services.purge import PurgeReport
 from balise.services.signing import examine_card, sign_with_card
-from balise.services.transmission import tls_client_context
 from balise.sim.dovecot import DovecotServer
 from balise.sim.oct import OctSimulator
 from balise.sim.pki import TestPKI
@@ -186,7 +185,7 @@ async def test_resent_duplicate_gets_arl_minus_and_the_first_ack_stands(
         "implicit",
         SMTP_USER,
         SMTP_PASSWORD,
-        tls_client_context([tls_ca.ca_pem.read_text()]),
+        [tls_ca.ca_pem.read_text()],
         [(sender, recipient, delivery.mail)],
         accepted.append,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -227,13 +226,14 @@ class MailSender(Protocol):
         tls: SmtpTls,
         user: str,
         password: str,
-        context: ssl.SSLContext,
+        ca_pem: Sequence[str],
         messages: Sequence[tuple[str, str, bytes]],
         on_accepted: Callable[[int], None],
     ) -> SendReport:
-        """Send ``(mail_from, rcpt, data)`` in order; ``on_accepted(index)`` runs right after each
-        250. A message refused by the server is reported and the session goes on; anything that
-        breaks the session raises a TransmissionError (the rest is not sent)."""
+        """Send ``(mail_from, rcpt, data)`` in order over TLS verified against ``ca_pem`` (the
+        ``ca_bundle`` setting; empty = the system's store); ``on_accepted(index)`` runs right
+        after each 250. A message refused by the server is reported and the session goes on;
+        anything that breaks the session raises a TransmissionError (the rest is not sent)."""
         ...
 
 

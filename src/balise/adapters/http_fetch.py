@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
+from balise.adapters.tls import client_context
 from balise.domain.errors import BaliseError
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -29,17 +30,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is then raised as an HTTPError
 
 
-def tls_context(ca_pem: Sequence[str] = ()) -> ssl.SSLContext:
-    """Verified TLS: the configured CAs (``ca_bundle``) when given, else the system's store."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if ca_pem:
-        context.load_verify_locations(cadata="".join(ca_pem))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
 class UrllibFetcher:
     """The HttpFetcher port over urllib."""
 
@@ -51,7 +41,7 @@ class UrllibFetcher:
         max_bytes: int = DEFAULT_MAX_BYTES,
         user_agent: str = "balise",
     ) -> None:
-        self._context = tls_context(ca_pem)
+        self._context = client_context(ca_pem)
         self._timeout = timeout
         self._max = max_bytes
         self._agent = user_agent

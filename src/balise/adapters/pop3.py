@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, ParamSpec, TypeVar
 
 from balise.adapters.peercert import presented
+from balise.adapters.tls import client_context
 from balise.domain.errors import BaliseError
 from balise.domain.mailtransport import Pop3Settings, Unfetched
 from balise.domain.servercert import ServerCertificate
@@ -49,19 +50,6 @@ class Pop3ProtocolError(Pop3Error):
     """The server answered something unexpected, or more than allowed."""
 
     code = "POP3_PROTOCOL"
-
-
-def tls_context(ca_pem: tuple[str, ...]) -> ssl.SSLContext:
-    """A verifying client context (hostname checked, TLS >= 1.2) trusting ``ca_pem`` or, when
-    empty, the system's store. poplib without a context does NOT verify certificates."""
-    if ca_pem:
-        context = ssl.create_default_context(cadata="".join(ca_pem))
-    else:
-        context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class _Refused(Exception):
@@ -323,7 +311,7 @@ class Pop3Mailbox:
 
     def open(self, settings: Pop3Settings) -> Pop3Session:
         where = _words(settings)
-        context = tls_context(settings.ca_pem)
+        context = client_context(settings.ca_pem)  # poplib alone verifies nothing
         client: _Pop3 | _Pop3Ssl | None = None
         try:
             if settings.tls == "implicit":

@@ -12,6 +12,7 @@ from typing import Final, NoReturn
 import aiosmtplib
 
 from balise.adapters.peercert import presented
+from balise.adapters.tls import client_context
 from balise.domain.errors import ConfigError
 from balise.domain.lotmail import (
     CertificateUnverified,
@@ -36,20 +37,6 @@ _VERSION_REASONS: Final = frozenset(
         "WRONG_SSL_VERSION",
     }
 )
-
-
-def check_client_context(context: ssl.SSLContext) -> None:
-    """Refuse a context that would not verify the server or would accept TLS below 1.2."""
-    if (
-        context.verify_mode != ssl.CERT_REQUIRED
-        or not context.check_hostname
-        or context.minimum_version < ssl.TLSVersion.TLSv1_2
-    ):
-        raise ConfigError(
-            "contexte TLS non sûr : vérification du certificat et TLS 1.2 au moins sont exigés",
-            "unsafe TLS context: certificate verification and TLS 1.2 or later are required",
-            code="SMTP_TLS_CONTEXT",
-        )
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -140,11 +127,11 @@ class SmtpSender:
         tls: SmtpTls,
         user: str,
         password: str,
-        context: ssl.SSLContext,
+        ca_pem: Sequence[str],
         messages: Sequence[tuple[str, str, bytes]],
         on_accepted: Callable[[int], None],
     ) -> SendReport:
-        check_client_context(context)
+        context = client_context(ca_pem)
         if tls not in ("implicit", "starttls"):
             raise ConfigError(f"mode TLS inconnu : {tls}", f"unknown TLS mode: {tls}")
         # use_tls / start_tls are both explicit: with neither, aiosmtplib would log in over a

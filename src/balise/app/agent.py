@@ -36,11 +36,11 @@ from balise.adapters.systemd import Notifier
 from balise.app.backup import backup_service, default_destinations, retention_service
 from balise.app.context import Context
 from balise.domain.errors import BaliseError
-from balise.domain.params import Scope
 from balise.domain.vocabulary import size, stamp
 from balise.services.backup import BackupService
 from balise.services.certwatch import expiring
 from balise.services.purge import PurgeService
+from balise.services.settings import box_settings, profile_settings, profiles
 from balise.services.transmission import TransmissionService
 
 STATUS_FILE = "agent-status.json"
@@ -49,7 +49,6 @@ TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
 OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
 MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
 ORGANISMS_PERIOD_S = 3600.0  # the directory is asked at most hourly (each organism weekly)
-DEFAULT_POP3_INTERVAL_S = 300
 # Failures that mean "no network": shown as such, alerted only when they last.
 NETWORK_CODES = frozenset({"SMTP_NETWORK", "POP3_UNREACHABLE"})
 NETWORK_ALERT_AFTER = 3
@@ -391,12 +390,7 @@ class Agent:
                 )
 
     def _send_profiles(self) -> list[str]:
-        params = self._ctx.params
-        return [
-            p
-            for p in params.ids(Scope.PROFILE)
-            if isinstance(params.get("smtp.host", profile=p), str)
-        ]
+        return [p.id for p in profiles(self._ctx.params) if p.sends]
 
     def _send(self, profile: str, report: CycleReport) -> None:
         service = self._transmission
@@ -431,16 +425,11 @@ class Agent:
             )
 
     def _purge_profiles(self) -> list[str]:
-        params = self._ctx.params
-        return [
-            p
-            for p in params.ids(Scope.PROFILE)
-            if isinstance(params.get("pop3.host", profile=p), str)
-        ]
+        return [p.id for p in profiles(self._ctx.params) if p.fetches]
 
     def _purge_one(self, profile: str, report: CycleReport) -> None:
-        interval = self._ctx.params.get("pop3.interval", profile=profile)
-        seconds = (interval if isinstance(interval, int) else DEFAULT_POP3_INTERVAL_S) * self._scale
+        interval = profile_settings(self._ctx.params, profile).pop3_interval
+        seconds = interval * self._scale
         status = self._profile(profile)
         # The next purge is planned before this one runs: a failure waits for its turn too.
         self._next_purge[profile] = time.monotonic() + seconds
@@ -473,9 +462,9 @@ class Agent:
             )
 
     def _overdue(self) -> None:
-        days = self._ctx.params.get("arl_overdue_days")
+        days = box_settings(self._ctx.params).arl_overdue_days
         tracking = self._ctx.tracking(self._env)
-        raised = tracking.check_overdue(days if isinstance(days, int) else 3)
+        raised = tracking.check_overdue(days)
         if raised:
             self._say(
                 logging.WARNING,
@@ -582,7 +571,7 @@ class Agent:
     def _organisms(self) -> None:
         """The organisms' certificates from the SESAM-Vitale directory, each refreshed once a
         week (at most one try an hour while the directory does not answer)."""
-        if not isinstance(self._ctx.params.get("sesam_vitale_directory"), str):
+        if box_settings(self._ctx.params).sesam_vitale_directory is None:
             return
         service = self._ctx.organism_certs()
         due = service.due()

@@ -19,6 +19,7 @@ from balise.domain.errors import ConfigError
 from balise.domain.hygiene import refuse_new_refusals
 from balise.ports import Clock
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings
 
 # Every service and the adapters only some commands use are imported where they are built:
 # `balise journal verify` or `balise alerts list` does not load the purge, the classifier, POP3,
@@ -138,14 +139,13 @@ class Context:
         from balise.adapters.organism_store import FileOrganismCertStore
         from balise.services.organisms import OrganismCertService
 
-        url = self.params.get("sesam_vitale_directory")
-        base = self.params.get("sesam_vitale_base")
-        production = self.params.get("mode") == "production"
+        box = box_settings(self.params)
+        url, base = box.sesam_vitale_directory, box.sesam_vitale_base
 
         def directory() -> OrganismDirectory:
             from balise.adapters.ldap_directory import PRODUCTION_BASE, TEST_BASE, Ldap3Directory
 
-            chosen = base if isinstance(base, str) else PRODUCTION_BASE if production else TEST_BASE
+            chosen = base or (PRODUCTION_BASE if box.production else TEST_BASE)
             return Ldap3Directory(str(url), chosen)
 
         def validate(der: bytes, roots: Sequence[str], moment: datetime) -> tuple[str, str] | None:
@@ -155,7 +155,7 @@ class Context:
 
         return OrganismCertService(
             self.params,
-            directory if isinstance(url, str) else None,
+            directory if url is not None else None,
             FileOrganismCertStore(self.data_dir / "organismes"),
             self.journal,
             self.clock,
@@ -168,10 +168,8 @@ class Context:
         # Imported here: python-pkcs11 is only needed once a card is used (kiosk start-up).
         from balise.adapters.pkcs11 import Pkcs11Signer, open_module
 
-        configured = self.params.get("pkcs11_module")
-        lib, _candidate = open_module(
-            str(self.params.get("mode")), configured if isinstance(configured, str) else None
-        )
+        box = box_settings(self.params)
+        lib, _candidate = open_module(box.mode, box.pkcs11_module)
         return Pkcs11Signer(lib, token_label=token_label)
 
     def card_module_kind(self) -> ModuleKind:
@@ -179,10 +177,10 @@ class Context:
         CPS4 on a box whose module is OpenSC is said "not supported here" before any PIN."""
         from balise.adapters.pkcs11_modules import module_kind, probe_modules
 
-        configured = self.params.get("pkcs11_module")
-        if isinstance(configured, str):
-            return module_kind(configured)
-        found = probe_modules(str(self.params.get("mode")))
+        box = box_settings(self.params)
+        if box.pkcs11_module is not None:
+            return module_kind(box.pkcs11_module)
+        found = probe_modules(box.mode)
         return found[0].kind if found else "configured"
 
     def crl_service(self) -> CrlService:
@@ -192,8 +190,7 @@ class Context:
         from balise.adapters.http_fetch import UrllibFetcher
         from balise.services.crl import CrlService
 
-        bundle = self.params.get("ca_bundle")
-        fetcher = UrllibFetcher(ca_pem=bundle if isinstance(bundle, list) else ())
+        fetcher = UrllibFetcher(ca_pem=box_settings(self.params).ca_bundle)
         return CrlService(
             self.params, fetcher, FileCrlStore(self.data_dir / "crl"), self.journal, self.clock
         )
@@ -203,16 +200,15 @@ class Context:
         issuer; without roots, or without a current CRL, only production refuses."""
         from balise.services.signing import CertVerdict
 
-        roots = self.params.get("igc_roots")
-        intermediates = self.params.get("igc_intermediates")
-        production = self.params.get("mode") == "production"
+        box = box_settings(self.params)
+        roots, intermediates, production = box.igc_roots, box.igc_intermediates, box.production
         crls = self.crl_service()
 
         def check(identity: CardIdentity) -> CertVerdict:
             from balise.adapters.certcheck import check_card  # pyhanko: only when a card is read
             from balise.services.crl import revocation_words
 
-            if not isinstance(roots, list) or not roots:
+            if not roots:
                 words = "racines IGC-Santé non configurées : chaîne du certificat non vérifiée"
                 return CertVerdict(
                     not production, words, "IGC-Santé roots not configured: chain not checked"
@@ -222,7 +218,7 @@ class Context:
                 identity,
                 self.clock,
                 roots=roots,
-                intermediates=intermediates if isinstance(intermediates, list) else (),
+                intermediates=intermediates,
                 crl=kept.full.der if kept is not None and kept.full is not None else None,
                 delta_crl=kept.delta.der if kept is not None and kept.delta is not None else None,
             )

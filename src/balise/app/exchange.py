@@ -21,8 +21,8 @@ import balise
 from balise.adapters.activity import StoreActivity
 from balise.app.context import Context
 from balise.domain.journal import JsonValue
-from balise.domain.params import Scope
 from balise.services.certwatch import expiring
+from balise.services.settings import box_settings, profiles
 
 SCHEMA = "balise.etat/1"
 STATE_FILE = "etat.json"
@@ -60,14 +60,14 @@ def box_state(ctx: Context, now: datetime) -> dict[str, JsonValue]:
     seen = activity.last_activity()
     outbox_status = _outbox_status(ctx)
     practitioners: list[JsonValue] = []
-    for profile in sorted(params.ids(Scope.PROFILE)):
-        emitter = params.get("emitter_number", profile=profile)
+    for settings in profiles(params):
+        profile = settings.id
         facts = seen.get(profile, {})
         failing = outbox_status(profile)
         practitioners.append(
             {
                 "profil": profile,
-                "emetteur": emitter if isinstance(emitter, str) else None,
+                "emetteur": settings.emitter_number,
                 "derniere_releve": facts.get("purge"),
                 "dernier_envoi": facts.get("send"),
                 "envoi_en_erreur": failing,
@@ -97,12 +97,11 @@ def box_state(ctx: Context, now: datetime) -> dict[str, JsonValue]:
                 "expire": item.expired,
             }
         )
-    mode = params.get("mode")
     return {
         "schema": SCHEMA,
         "genere_le": _iso(now),
         "version": balise.__version__,
-        "mode": mode if isinstance(mode, str) else "test",
+        "mode": box_settings(params).mode,
         "praticiens": practitioners,
         "alertes": {
             "total": sum(alerts.values()),

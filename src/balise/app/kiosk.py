@@ -33,6 +33,8 @@ from balise.domain.lotstate import LotState
 from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 from balise.domain.params import SCHEMA, Scope
 from balise.ports import CardWatcher, ReaderWatcher, TokenSession, TokenSigner
+from balise.services.settings import box_settings, profile_ids, profile_settings
+from balise.services.settings import profiles as all_profiles
 from balise.ui.backend import (
     CardCheck,
     CardStatus,
@@ -142,7 +144,7 @@ def hygiene(ctx: Context) -> dict[str, list[Hygiene]]:
     the doctor apply), grouped by practitioner profile."""
     from balise.domain.hygiene import findings_for
 
-    found: dict[str, list[Hygiene]] = {p: [] for p in ctx.params.ids(Scope.PROFILE)}
+    found: dict[str, list[Hygiene]] = {p: [] for p in profile_ids(ctx.params)}
     for finding in findings_for(ctx.params.view()):
         level: Literal["warn", "refuse"] = "refuse" if finding.refused else "warn"
         for profile in finding.profiles:
@@ -244,7 +246,8 @@ class WiredBackend:
     def clock_synchronized(self) -> bool:
         """The demo runs on machines without NTP: like the signing service, it is exempt."""
         with self._lock:
-            return self.ctx.params.get("mode") == "demo" or self.ctx.clock.is_synchronized()
+            demo = box_settings(self.ctx.params).mode == "demo"
+            return demo or self.ctx.clock.is_synchronized()
 
     # -- Accueil -----------------------------------------------------------------------------
 
@@ -253,9 +256,9 @@ class WiredBackend:
             transmission = self.ctx.transmission()
             profiles = []
             listings = SqliteListings(self.ctx.store)
-            for profile in self.ctx.params.ids(Scope.PROFILE):
+            for settings in all_profiles(self.ctx.params):
+                profile, name = settings.id, settings.display_name
                 counts = listings.lot_counts(profile)  # counted by the database
-                name = self.ctx.params.get("display_name", profile=profile)
                 net: tuple[Literal["ok", "waiting", "idle", "unknown"], str, str]
                 try:
                     status = transmission.status(profile)
@@ -263,7 +266,7 @@ class WiredBackend:
                 except BaliseError as exc:
                     net = ("unknown", exc.fr, exc.en)
                 profiles.append(
-                    ProfileSummary(profile, str(name or profile), counts, net[0], net[1], net[2])
+                    ProfileSummary(profile, name or profile, counts, net[0], net[1], net[2])
                 )
             last, nxt = self._purge_times()
             alerts = listings.alerts().count()
@@ -330,11 +333,7 @@ class WiredBackend:
         if when is None:
             return None, None
         last = datetime.fromisoformat(when)
-        intervals = [
-            v
-            for p in self.ctx.params.ids(Scope.PROFILE)
-            if isinstance(v := self.ctx.params.get("pop3.interval", profile=p), int)
-        ]
+        intervals = [p.pop3_interval for p in all_profiles(self.ctx.params)]
         nxt = last + timedelta(seconds=min(intervals)) if intervals else None
         # In the kiosk's language and the box's local time (balise.domain.vocabulary).
         return moment(last.astimezone()), moment(nxt.astimezone()) if nxt else None
@@ -527,17 +526,15 @@ class WiredBackend:
         from balise.services.crl import revocation_words
         from balise.services.signing import CertVerdict
 
-        params = self.ctx.params
-        roots = params.get("igc_roots")
-        intermediates = params.get("igc_intermediates")
-        production = params.get("mode") == "production"
+        box = box_settings(self.ctx.params)
+        roots, intermediates, production = box.igc_roots, box.igc_intermediates, box.production
         crls = self.ctx.crl_service()
         clock = self.ctx.clock
 
         def check(der: bytes, extra: tuple[bytes, ...]) -> CertVerdict:
             from balise.adapters.certcheck import check_signature_certificate
 
-            if not isinstance(roots, list) or not roots:
+            if not roots:
                 return CertVerdict(
                     not production,
                     "racines IGC-Santé non configurées : chaîne non vérifiée",
@@ -548,7 +545,7 @@ class WiredBackend:
                 der,
                 moment=clock.now(),
                 roots=roots,
-                intermediates=[*extra, *(intermediates if isinstance(intermediates, list) else ())],
+                intermediates=[*extra, *intermediates],
                 crl=kept.full.der if kept is not None and kept.full is not None else None,
                 delta_crl=kept.delta.der if kept is not None and kept.delta is not None else None,
                 usage="digital_signature",
@@ -617,13 +614,9 @@ class WiredBackend:
         """The mail servers the saved parameters already let out (and those held)."""
         params = self.ctx.params
         out = set(params.held_egress())
-        for p in params.ids(Scope.PROFILE):
-            for kind in ("smtp", "pop3"):
-                host, port = (
-                    params.get(f"{kind}.host", profile=p),
-                    params.get(f"{kind}.port", profile=p),
-                )
-                if isinstance(host, str) and isinstance(port, int):
+        for p in all_profiles(params):
+            for host, port in ((p.smtp_host, p.smtp_port), (p.pop3_host, p.pop3_port)):
+                if host is not None:
                     out.add((host, port))
         return out
 
@@ -656,13 +649,13 @@ class WiredBackend:
                 code="MAIL_TEST_FAILED",
             )
         with self._lock:
-            directory = self.ctx.params.get("sesam_vitale_directory")
+            directory = box_settings(self.ctx.params).sesam_vitale_directory
         pems = {}
         for org in plan.organisms:
             if org.pem_path.strip() or not directory:
                 pems[org.ident] = read_pem_file(org.pem_path)
         with self._lock:
-            if self.ctx.params.ids(Scope.PROFILE):
+            if profile_ids(self.ctx.params):
                 raise StateError(
                     "Ce boîtier a déjà un praticien : l'assistant de mise en service ne sert "
                     "qu'au premier démarrage.",
@@ -672,7 +665,7 @@ class WiredBackend:
                 )
             changes = setup_changes(plan, identity, "p1", pems)
             passphrase = ""
-            if self.ctx.params.get("recovery_passphrase") is None:
+            if not box_settings(self.ctx.params).has_recovery_passphrase:
                 passphrase = new_recovery_passphrase()
                 changes.append(Change("recovery_passphrase", passphrase))
             self.ctx.params.apply(changes, by=identity.rpps)
@@ -735,8 +728,7 @@ class WiredBackend:
         return test
 
     def _locum_pems(self, profile: str) -> list[str]:
-        value = self.ctx.params.value("signers.locums", profile=profile)
-        return value if isinstance(value, list) else []
+        return list(profile_settings(self.ctx.params, profile).signers_locums)
 
     def locums(self) -> list[tuple[str, str]]:
         from balise.services.setup import certificate_holder
@@ -866,7 +858,7 @@ class WiredBackend:
             return self.ctx.params.ids(Scope(scope))
 
     def param_fields(self, scope: ParamScope, ident: str) -> list[ParamField]:
-        from balise.services.params import show
+        from balise.services.params import editable, show
 
         wanted = Scope(scope)
         profile, organism = _where(wanted, ident)
@@ -887,8 +879,7 @@ class WiredBackend:
                         f"{show(spec, value)} (par défaut)",
                         spec.secret,
                         name in CERTIFICATE_PARAMS,
-                        "" if spec.secret or isinstance(value, list) or value is None
-                        else str(value),
+                        editable(spec, value),
                     )
                 )  # fmt: skip
             return out
@@ -906,7 +897,7 @@ class WiredBackend:
             rows = self.ctx.params.rows()
             findings = hygiene(self.ctx)
             out = []
-            for profile in self.ctx.params.ids(Scope.PROFILE):
+            for profile in profile_ids(self.ctx.params):
                 lines = []
                 for row in rows:
                     if row.scope is Scope.PROFILE and row.ident == profile:

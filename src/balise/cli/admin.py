@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from balise.app.context import resolve_data_dir
 from balise.cli.common import (
@@ -23,6 +22,7 @@ from balise.cli.common import (
 from balise.cli.jsonstream import write_array
 from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.params import spec_for
+from balise.services.params import as_json, as_lines
 
 
 def changed_by(env: Mapping[str, str] | None = None) -> str:
@@ -90,7 +90,6 @@ def cmd_params_get(args: argparse.Namespace) -> int:
         ctx.close()
     if wants_json(args):
         # get() shows a secret masked (********): the JSON holds what the text shows.
-        shown: Any = value if isinstance(value, list | None) else str(value)
         _json(
             {
                 "name": spec.name,
@@ -98,17 +97,14 @@ def cmd_params_get(args: argparse.Namespace) -> int:
                 "organism": args.organism,
                 "secret": spec.secret,
                 "defined": value is not None,
-                "value": shown,
+                "value": as_json(value),
             }
         )
         return EXIT_OK if value is not None else EXIT_PROBLEM
     if value is None:
         _out("(non défini)")
         return EXIT_PROBLEM
-    if isinstance(value, list):
-        _out("\n".join(value) if value else "(vide)")
-    else:
-        _out(str(value))
+    _out(as_lines(value))
     return EXIT_OK
 
 

@@ -72,10 +72,10 @@ def checked(entry: EgressEntry) -> EgressEntry:
     return replace(entry, host=host, refused=reason or "")
 
 
-def crl_destination(url: object) -> EgressEntry | None:
-    """The CRL host of ``crl_url``: None when the parameter is not set, else the destination,
-    accepted or refused with its reason (never an exception, whatever the value)."""
-    if not isinstance(url, str) or not url.strip():
+def crl_destination(url: str) -> EgressEntry | None:
+    """The CRL host of ``crl_url``: None when blank, else the destination, accepted or refused
+    with its reason (never an exception, whatever the text)."""
+    if not url.strip():
         return None
     text = url.strip()
     try:

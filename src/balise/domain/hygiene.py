@@ -248,15 +248,12 @@ def _two_bals(
 class ParamReader(Protocol):
     """The read side of the parameters the rules need (the service, or a would-be state)."""
 
-    def value(
-        self, name: str, *, profile: str | None = None, organism: str | None = None
-    ) -> object: ...
+    def text(self, name: str, *, profile: str | None = None) -> str | None:
+        """A text parameter; None when unset (or not a text: the rules never refuse a change
+        because of another value's type)."""
+        ...
 
     def profile_ids(self) -> list[str]: ...
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def read_profiles(reader: ParamReader) -> list[MailboxProfile]:
@@ -264,12 +261,12 @@ def read_profiles(reader: ParamReader) -> list[MailboxProfile]:
     return [
         MailboxProfile(
             profile=p,
-            display_name=_str(reader.value("display_name", profile=p)),
-            bal_address=_str(reader.value("bal_address", profile=p)),
-            smtp_host=_str(reader.value("smtp.host", profile=p)),
-            pop3_host=_str(reader.value("pop3.host", profile=p)),
-            rpps=_str(reader.value("rpps", profile=p)),
-            emitter_number=_str(reader.value("emitter_number", profile=p)),
+            display_name=reader.text("display_name", profile=p),
+            bal_address=reader.text("bal_address", profile=p),
+            smtp_host=reader.text("smtp.host", profile=p),
+            pop3_host=reader.text("pop3.host", profile=p),
+            rpps=reader.text("rpps", profile=p),
+            emitter_number=reader.text("emitter_number", profile=p),
         )
         for p in reader.profile_ids()
     ]
@@ -278,7 +275,7 @@ def read_profiles(reader: ParamReader) -> list[MailboxProfile]:
 def findings_for(reader: ParamReader) -> list[Finding]:
     """The findings of the box whose parameters ``reader`` reads."""
     return check_mailboxes(
-        read_profiles(reader), webmail_override=reader.value("webmail_override") == "oui"
+        read_profiles(reader), webmail_override=reader.text("webmail_override") == "oui"
     )
 
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from cryptography import x509
 
 from balise.domain.errors import ValidationError
+from balise.domain.lotmail import DEFAULT_CODE6
 from balise.domain.vocabulary import day
 
 
@@ -380,7 +381,7 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             "Code application (objet IR<code6>)",
             "Application code (IR<code6> subject)",
             _digits(6),
-            default="100500",  # PROFILE.md §2: the value seen in public code
+            default=DEFAULT_CODE6,  # PROFILE.md §2: the value seen in public code
         ),
         ParamSpec("bal_address", _S.PROFILE, "Adresse de la BAL", "BAL address", parse_email),
         ParamSpec("smtp.host", _S.PROFILE, "Serveur SMTP", "SMTP host", parse_host),

@@ -16,6 +16,7 @@ from balise.domain.journal import JsonValue
 from balise.ports import BackupArchiver, Clock, Journal, ReturnsStore
 from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings
 
 DAILY = timedelta(hours=24)
 RETRY_AFTER_FAILURE = timedelta(hours=1)
@@ -23,7 +24,6 @@ STALE_ALERT = "backup_stale"
 DISK_FULL_ALERT = "disk_full"
 FUTURE_ALERT = "backup_future"
 QUOTA_ALERT = "backup_quota"
-DEFAULT_QUOTA_MIB = 4096
 ALERT_NAMES = 5
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -119,7 +119,7 @@ class BackupService:
         return results
 
     def status(self) -> BackupStatus:
-        max_age = timedelta(hours=int(self._int_param("backup_max_age_hours", 48)))
+        max_age = timedelta(hours=box_settings(self._params).backup_max_age_hours)
         last = self._archiver.last_ok()
         if last is None:
             return BackupStatus(None, None, max_age, True)
@@ -152,10 +152,6 @@ class BackupService:
         last = self._archiver.last_ok(dest)
         return last is None or now - datetime.fromisoformat(str(last["time"])) >= DAILY
 
-    def _int_param(self, name: str, default: int) -> int:
-        value = self._params.get(name)
-        return value if isinstance(value, int) else default
-
     def _one(
         self,
         dest: Path,
@@ -164,7 +160,7 @@ class BackupService:
         on_chunk: Callable[[int], None] | None,
     ) -> tuple[DestinationResult, BackupOutcome | None]:
         now = self._clock.now()
-        keep_n = keep if keep is not None else self._int_param("backup_keep", 7)
+        keep_n = keep if keep is not None else box_settings(self._params).backup_keep
         try:
             if chunk_size is None:
                 outcome = self._archiver.create(dest, now, on_chunk=on_chunk)
@@ -188,7 +184,7 @@ class BackupService:
                 keep_n,
                 newest=outcome.path,
                 now=now,
-                quota_bytes=self._int_param("backup_quota_mib", DEFAULT_QUOTA_MIB) * 1024 * 1024,
+                quota_bytes=box_settings(self._params).backup_quota_mib * 1024 * 1024,
             )
         except (BaliseError, OSError) as exc:
             prune_error = type(exc).__name__ if not isinstance(exc, BaliseError) else exc.code
@@ -229,7 +225,7 @@ class BackupService:
                 {"dest": str(dest), "archives": list[JsonValue](pruned.future)},
             )
         if pruned.over_quota:
-            quota = self._int_param("backup_quota_mib", DEFAULT_QUOTA_MIB)
+            quota = box_settings(self._params).backup_quota_mib
             self._alert(
                 QUOTA_ALERT,
                 f"backup:{dest}",

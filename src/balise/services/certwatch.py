@@ -15,6 +15,9 @@ from balise.domain.servercert import MailService, SeenServerCert, ServerCertific
 from balise.domain.vocabulary import day
 from balise.ports import Clock, Journal, ServerCertStore
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings
+from balise.services.settings import organisms as all_organisms
+from balise.services.settings import profiles as all_profiles
 
 WARN_DAYS = 30
 # An alert when a certificate comes within each of these many days of its end (once each).
@@ -26,15 +29,6 @@ SERVER_WARN_DAYS = 14
 SERVER_THRESHOLDS = (14, 7, 1)
 
 # (scope, parameter, words) of every certificate parameter worth watching.
-_WATCHED = (
-    (Scope.PROFILE, "signers.titular", "carte du titulaire"),
-    (Scope.PROFILE, "signers.locums", "carte de remplaçant"),
-    (Scope.ORGANISM, "recipient_certs", "certificat de chiffrement"),
-    (Scope.ORGANISM, "return_signing_cert", "certificat de signature des retours"),
-    (Scope.GLOBAL, "igc_roots", "racine IGC-Santé"),
-    (Scope.GLOBAL, "igc_intermediates", "autorité intermédiaire IGC-Santé"),
-    (Scope.GLOBAL, "ca_bundle", "autorité TLS"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,16 +138,26 @@ def expiring(
     found: list[Expiry] = []
     horizon = now + timedelta(days=warn_days)
     watched: list[tuple[str, str, str]] = []
-    for scope, name, role in _WATCHED:
-        idents = [""] if scope is Scope.GLOBAL else params.ids(scope)
-        for ident in idents:
-            value = params.get(
-                name,
-                profile=ident if scope is Scope.PROFILE else None,
-                organism=ident if scope is Scope.ORGANISM else None,
-            )
-            where = f"{scope.value} {ident}" if ident else "réglage global"
-            watched += [(where, role, pem) for pem in (value if isinstance(value, list) else [])]
+    people, organisms = all_profiles(params), all_organisms(params)
+    for role, per_profile in (
+        ("carte du titulaire", [(p.id, p.signers_titular) for p in people]),
+        ("carte de remplaçant", [(p.id, p.signers_locums) for p in people]),
+    ):
+        for ident, pems in per_profile:
+            watched += [(f"{Scope.PROFILE.value} {ident}", role, pem) for pem in pems]
+    for role, per_organism in (
+        ("certificat de chiffrement", [(o.id, o.recipient_certs) for o in organisms]),
+        ("certificat de signature des retours", [(o.id, o.return_signing_cert) for o in organisms]),
+    ):
+        for ident, pems in per_organism:
+            watched += [(f"{Scope.ORGANISM.value} {ident}", role, pem) for pem in pems]
+    box = box_settings(params)
+    for role, pems in (
+        ("racine IGC-Santé", box.igc_roots),
+        ("autorité intermédiaire IGC-Santé", box.igc_intermediates),
+        ("autorité TLS", box.ca_bundle),
+    ):
+        watched += [("réglage global", role, pem) for pem in pems]
     for where, role, pem in [*watched, *extra]:
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         fingerprint = hashlib.sha256(pem.encode("ascii")).hexdigest()[:16]

@@ -13,9 +13,9 @@ from balise.domain.classify import (
     classify_headers_only,
 )
 from balise.domain.errors import AnalysisFailed
-from balise.domain.params import Scope
 from balise.ports import MessageClassifier
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, profiles
 
 DEFAULT_SIZE_CAP = 2 * 1024 * 1024
 VerdictKind = Literal["arl", "noemie", "damaged", "unknown"]
@@ -46,18 +46,13 @@ class Verdict:
 
 def box_policy(params: ParameterService, *, size_cap: int = DEFAULT_SIZE_CAP) -> ClassifyPolicy:
     """Every practitioner configured on this box, the mode, and the organism allow-list."""
-    emitters: set[str] = set()
-    for profile in params.ids(Scope.PROFILE):
-        number = params.get("emitter_number", profile=profile)
-        if isinstance(number, str):
-            emitters.add(number)
-    oct_domains = params.get("oct_domains")
-    extra = tuple(oct_domains) if isinstance(oct_domains, list) else ()
+    emitters = {p.emitter_number for p in profiles(params) if p.emitter_number is not None}
+    box = box_settings(params)
     return ClassifyPolicy(
         configured_emitters=frozenset(emitters),
-        test_mode=params.get("mode") != "production",
+        test_mode=not box.production,
         size_cap=size_cap,
-        allowed_domains=("*.rss.fr", *extra),
+        allowed_domains=("*.rss.fr", *box.oct_domains),
     )
 
 

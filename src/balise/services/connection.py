@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from balise.domain.errors import BaliseError, ConfigError
 from balise.domain.hygiene import webmail_domain
@@ -26,7 +26,7 @@ from balise.domain.mailtransport import Pop3Settings, SmtpTls
 from balise.domain.params import SCHEMA, Scope, parse_value
 from balise.ports import Mailbox, MailSender
 from balise.services.params import ParameterService
-from balise.services.transmission import tls_client_context
+from balise.services.settings import Pop3Tls, box_settings, profile_settings
 
 Reason = Literal[
     "ok", "wrong_password", "cert_untrusted", "unreachable", "webmail", "no_tls", "other"
@@ -52,19 +52,30 @@ MAIL_PARAMS = (
 )
 
 
+def _default(name: str) -> object:
+    """A profile parameter's default: the schema's, the one place defaults are given."""
+    return SCHEMA[(Scope.PROFILE, name)].default
+
+
+_SMTP_PORT = cast(int, _default("smtp.port"))
+_SMTP_TLS = cast(SmtpTls, _default("smtp.tls"))
+_POP3_PORT = cast(int, _default("pop3.port"))
+_POP3_TLS = cast(Pop3Tls, _default("pop3.tls"))
+
+
 @dataclass(frozen=True, slots=True)
 class MailSettings:
     """One practitioner's mailbox as typed or saved; the passwords never appear in a repr."""
 
     bal_address: str = ""
     smtp_host: str = ""
-    smtp_port: int = 465
-    smtp_tls: SmtpTls = "implicit"
+    smtp_port: int = _SMTP_PORT
+    smtp_tls: SmtpTls = _SMTP_TLS
     smtp_user: str = ""
     smtp_password: str = field(default="", repr=False)
     pop3_host: str = ""
-    pop3_port: int = 995
-    pop3_tls: Literal["implicit", "stls"] = "implicit"
+    pop3_port: int = _POP3_PORT
+    pop3_tls: Pop3Tls = _POP3_TLS
     pop3_user: str = ""
     pop3_password: str = field(default="", repr=False)
 
@@ -73,8 +84,20 @@ class MailSettings:
         """What is saved for ``profile`` (defaults where nothing is; empty without a profile)."""
         if profile is None:
             return cls()
-        values = {name: params.value(name, profile=profile) for name in MAIL_PARAMS}
-        return cls().changed({k: str(v) for k, v in values.items() if v is not None})
+        s = profile_settings(params, profile)
+        return cls(
+            bal_address=s.bal_address or "",
+            smtp_host=s.smtp_host or "",
+            smtp_port=s.smtp_port,
+            smtp_tls=s.smtp_tls,
+            smtp_user=s.smtp_user or "",
+            smtp_password=s.smtp_password or "",
+            pop3_host=s.pop3_host or "",
+            pop3_port=s.pop3_port,
+            pop3_tls=s.pop3_tls,
+            pop3_user=s.pop3_user or "",
+            pop3_password=s.pop3_password or "",
+        )
 
     def changed(self, typed: Mapping[str, str]) -> MailSettings:
         """These settings with ``typed`` values (parameter names) parsed by the schema: a bad
@@ -201,12 +224,12 @@ class ConnectionTester:
     def for_box(
         cls, params: ParameterService, sender: MailSender, mailbox: Mailbox, timeout: float = 15.0
     ) -> ConnectionTester:
-        cas = params.value("ca_bundle")
+        box = box_settings(params)
         return cls(
             sender,
             mailbox,
-            cas if isinstance(cas, list) else (),
-            webmail_override=params.value("webmail_override") == "oui",
+            box.ca_bundle,
+            webmail_override=box.webmail_override,
             timeout=timeout,
         )
 
@@ -261,7 +284,6 @@ class ConnectionTester:
 
     def _smtp(self, s: MailSettings) -> PartResult:
         where = f"{s.smtp_host}:{s.smtp_port}"
-        context = tls_client_context(self._ca_pems)
         try:
             asyncio.run(
                 asyncio.wait_for(
@@ -271,7 +293,7 @@ class ConnectionTester:
                         s.smtp_tls,
                         s.smtp_user,
                         s.smtp_password,
-                        context,
+                        self._ca_pems,
                         [],  # nothing sent: connect, TLS verified, AUTH, QUIT
                         lambda _index: None,
                     ),

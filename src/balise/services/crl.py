@@ -6,6 +6,7 @@ and journaled. The card check reads them before any PIN (see balise.app.context.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -16,10 +17,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from balise.domain.crl import CrlAge, StoredCrl, crl_age
 from balise.domain.errors import BaliseError
-from balise.domain.params import Scope
 from balise.domain.vocabulary import moment
 from balise.ports import Clock, CrlStore, HttpFetcher, Journal
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, profiles
 
 # A CRL dated a little ahead of the box's clock is a clock difference, not a forgery.
 CLOCK_SKEW = timedelta(minutes=10)
@@ -72,9 +73,9 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
-def _pems(value: object) -> list[x509.Certificate]:
+def _pems(value: Sequence[str]) -> list[x509.Certificate]:
     out: list[x509.Certificate] = []
-    for pem in value if isinstance(value, list) else []:
+    for pem in value:
         try:
             out.append(x509.load_pem_x509_certificate(pem.encode("ascii")))
         except ValueError:
@@ -134,13 +135,12 @@ def configured_sources(params: ParameterService) -> list[str]:
     """``crl_url``, then the CRL distribution points of the configured certificates (the
     practitioners' cards, the intermediates): also what the firewall must let through."""
     urls: list[str] = []
-    configured = params.get("crl_url")
-    if isinstance(configured, str) and configured.strip():
-        urls.append(configured.strip())
-    certs = _pems(params.get("igc_intermediates"))
-    for profile in params.ids(Scope.PROFILE):
-        for name in ("signers.titular", "signers.locums"):
-            certs += _pems(params.get(name, profile=profile))
+    box = box_settings(params)
+    if box.crl_url is not None and box.crl_url.strip():
+        urls.append(box.crl_url.strip())
+    certs = _pems(box.igc_intermediates)
+    for profile in profiles(params):
+        certs += _pems(profile.signers_titular) + _pems(profile.signers_locums)
     for cert in certs:
         urls += _distribution_points(cert, x509.CRLDistributionPoints)
     return list(dict.fromkeys(urls))
@@ -167,15 +167,15 @@ class CrlService:
 
     def issuers(self) -> list[x509.Certificate]:
         """The accepted issuers: the configured IGC-Santé CAs (roots and intermediates)."""
-        cas = _pems(self._params.get("igc_intermediates")) + _pems(self._params.get("igc_roots"))
+        box = box_settings(self._params)
+        cas = _pems(box.igc_intermediates) + _pems(box.igc_roots)
         unique: dict[str, x509.Certificate] = {}
         for ca in cas:
             unique.setdefault(issuer_key(ca), ca)
         return list(unique.values())
 
     def grace(self) -> timedelta:
-        hours = self._params.get("crl_grace_hours")
-        return timedelta(hours=hours if isinstance(hours, int) else 24)
+        return timedelta(hours=box_settings(self._params).crl_grace_hours)
 
     def sources(self) -> list[str]:
         """``crl_url`` first, then the CRL distribution points of the configured certificates

@@ -7,9 +7,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from balise.domain.egress import FIXED, EgressEntry, checked, crl_destination
-from balise.domain.params import Scope
 from balise.services.crl import configured_sources
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, profiles
 
 
 def egress_entries(params: ParameterService) -> list[EgressEntry]:
@@ -20,19 +20,19 @@ def egress_entries(params: ParameterService) -> list[EgressEntry]:
         crl = crl_destination(url)
         if crl is not None:
             entries.append(crl)
-    directory = params.value("sesam_vitale_directory")
-    if isinstance(directory, str):
+    directory = box_settings(params).sesam_vitale_directory
+    if directory is not None:
         parts = urlsplit(directory)
         entries.append(
             checked(EgressEntry("sv-directory", parts.hostname or "", parts.port or 389, "tcp"))
         )
-    for profile in params.ids(Scope.PROFILE):
-        for kind in ("smtp", "pop3"):
-            host = params.value(f"{kind}.host", profile=profile)
-            service_port = params.value(f"{kind}.port", profile=profile)
-            if isinstance(host, str):
-                port = service_port if isinstance(service_port, int) else 0
-                entries.append(checked(EgressEntry(f"{kind}:{profile}", host, port, "tcp")))
+    for profile in profiles(params):
+        for kind, host, port in (
+            ("smtp", profile.smtp_host, profile.smtp_port),
+            ("pop3", profile.pop3_host, profile.pop3_port),
+        ):
+            if host is not None:
+                entries.append(checked(EgressEntry(f"{kind}:{profile.id}", host, port, "tcp")))
     # Servers typed in the kiosk and being tested, not saved yet (ParameterService.hold_egress).
     for host, port in params.held_egress():
         entries.append(checked(EgressEntry("test-connexion", host, port, "tcp")))

@@ -17,24 +17,24 @@ from balise.domain.lotfile import (
     LotContext,
     LotFault,
     LotValidation,
-    Mode,
     Problem,
     validate_lot,
 )
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
 from balise.domain.lotstate import LotState
-from balise.domain.params import Scope
 from balise.ports import Alerts, Clock, Exchange, Journal, LotStore
 from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
 from balise.services.receipts import publish_receipt, receipt_document
+from balise.services.settings import box_settings
+from balise.services.settings import organisms as all_organisms
+from balise.services.settings import profiles as all_profiles
 
 MAX_NAME = 120
 # The shown name also names the refusal report (retours/refus/<name>.txt): far below NAME_MAX.
 MAX_NAME_BYTES = 180
 SET_ASIDE_ALERT = "depot_set_aside"
 REFUSED_QUOTA_ALERT = "refused_quota"
-DEFAULT_REFUSED_QUOTA_MIB = 64
 DISK_FULL_ALERT = "disk_full"
 ALERT_NAMES = 10
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -107,23 +107,17 @@ class IntakeService:
 
     def organisms(self) -> list[Organism]:
         found: list[Organism] = []
-        for ident in self._params.ids(Scope.ORGANISM):
-            parts = [self._params.get(n, organism=ident) for n in ("regime", "caisse", "centre")]
-            if not all(isinstance(p, str) for p in parts):
+        for o in all_organisms(self._params):
+            if o.regime is None or o.caisse is None or o.centre is None:
                 continue
             certs = (
-                self._recipient_pems(ident)
+                tuple(self._recipient_pems(o.id))
                 if self._recipient_pems is not None
-                else self._params.get("recipient_certs", organism=ident)
+                else o.recipient_certs
             )
-            address = self._params.get("address", organism=ident)
             found.append(
                 Organism(
-                    ident,
-                    "000000" + "".join(str(p) for p in parts),
-                    str(self._params.get("type", organism=ident) or ""),
-                    address if isinstance(address, str) else None,
-                    tuple(certs) if isinstance(certs, list) else (),
+                    o.id, "000000" + o.regime + o.caisse + o.centre, o.type or "", o.address, certs
                 )
             )
         return found
@@ -131,10 +125,9 @@ class IntakeService:
     def emitters(self) -> dict[str, str]:
         """Emitter number → practitioner profile id."""
         out: dict[str, str] = {}
-        for profile in self._params.ids(Scope.PROFILE):
-            number = self._params.get("emitter_number", profile=profile)
-            if isinstance(number, str):
-                out[number] = profile
+        for profile in all_profiles(self._params):
+            if profile.emitter_number is not None:
+                out[profile.emitter_number] = profile.id
         return out
 
     def _context(self, today: date) -> tuple[LotContext, dict[str, str], dict[str, Organism]]:
@@ -142,7 +135,7 @@ class IntakeService:
         organisms = {o.addressee: o for o in self.organisms()}
         ctx = LotContext(
             today=today,
-            mode=typed_mode(self._params.get("mode")),
+            mode=box_settings(self._params).mode,
             known_emitters=frozenset(emitters),
             organisms_with_certs=frozenset(a for a, o in organisms.items() if o.recipient_certs),
             known_organisms=frozenset(organisms),
@@ -297,8 +290,7 @@ class IntakeService:
         alert) an outsider could fill the box."""
         if size > MAX_FILE_SIZE:
             return "trop grand"
-        raw = self._params.get("refused_quota_mib")
-        quota = raw if isinstance(raw, int) else DEFAULT_REFUSED_QUOTA_MIB
+        quota = box_settings(self._params).refused_quota_mib
         if self._lots.quarantine_content_size() + size <= quota * 1024 * 1024:
             return None
         self._alert(
@@ -471,9 +463,3 @@ def refusal_report(name: str, problems: Sequence[QuarantineProblem]) -> bytes:
     lines += ["", f"File refused: {name}", ""]
     lines += [f"- [{p.code}] {p.en}" for p in problems]
     return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def typed_mode(raw: object) -> Mode:
-    if raw == "production":
-        return "production"
-    return "demo" if raw == "demo" else "test"

@@ -24,6 +24,7 @@ from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
 from balise.ports import Alerts, Clock, Journal, OrganismCertStore, OrganismDirectory
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, organism_settings
 
 REFRESH_EVERY = timedelta(days=7)
 # (certificate DER, configured roots PEM, moment) -> None, or why not (French, English).
@@ -117,15 +118,14 @@ class OrganismCertService:
 
     def directory_name(self, organism: str) -> str | None:
         """``01422@422.01.rss.fr`` for régime 01, caisse 422; None without both."""
-        regime = self._params.get("regime", organism=organism)
-        caisse = self._params.get("caisse", organism=organism)
-        if not isinstance(regime, str) or not isinstance(caisse, str):
+        o = organism_settings(self._params, organism)
+        regime, caisse = o.regime, o.caisse
+        if regime is None or caisse is None:
             return None
         return f"{regime}{caisse}@{caisse}.{regime}.rss.fr"
 
     def _roots(self) -> list[str]:
-        value = self._params.get("sesam_vitale_roots")
-        return list(value) if isinstance(value, list) else []
+        return list(box_settings(self._params).sesam_vitale_roots)
 
     # -- refresh ---------------------------------------------------------------------------
 
@@ -326,10 +326,8 @@ class OrganismCertService:
     def recipient_pems(self, organism: str) -> list[str]:
         """What a lot for ``organism`` is encrypted to: the hand-set ``recipient_certs`` when
         there are some, else the directory certificate the box fetched and validated."""
-        value = self._params.get("recipient_certs", organism=organism)
-        if isinstance(value, list) and value:
-            return list(value)
-        return self.directory_pems(organism)
+        hand = organism_settings(self._params, organism).recipient_certs
+        return list(hand) if hand else self.directory_pems(organism)
 
     def watched(self) -> list[tuple[str, str, str]]:
         """(where, role, PEM) of every directory certificate kept, for the expiry watch."""
@@ -351,8 +349,8 @@ class OrganismCertService:
         now = self._clock.now()
         for ident in self._params.ids(Scope.ORGANISM):
             lines: list[CertLine] = []
-            hand = self._params.get("recipient_certs", organism=ident)
-            for pem in hand if isinstance(hand, list) else []:
+            hand = organism_settings(self._params, ident).recipient_certs
+            for pem in hand:
                 cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
                 lines.append(
                     CertLine(
@@ -379,11 +377,7 @@ class OrganismCertService:
                         )
                     )
             used: Literal["annuaire", "saisi", "aucun"] = (
-                "saisi"
-                if isinstance(hand, list) and hand
-                else "annuaire"
-                if self.directory_pems(ident, now)
-                else "aucun"
+                "saisi" if hand else "annuaire" if self.directory_pems(ident, now) else "aucun"
             )
             last_error = record.get("last_error")
             out.append(

@@ -29,6 +29,7 @@ from balise.domain.params import (
     spec_for,
 )
 from balise.ports import Clock, Journal, Vault
+from balise.services.settings import lenient_text
 
 MASK = "********"
 # Destinations a connection test holds open in the firewall (not a schema parameter: rows() and
@@ -97,6 +98,10 @@ class ParamView:
             return self._changes[(key, spec.name)]
         value = self._vault.get(key, spec.name)
         return spec.default if value is None else value
+
+    def text(self, name: str, *, profile: str | None = None) -> str | None:
+        """A text parameter, None when unset or not a text (see :func:`lenient_text`)."""
+        return lenient_text(self.value(name, profile=profile))
 
     def profile_ids(self) -> list[str]:
         prefix = f"{Scope.PROFILE.value}:"
@@ -285,6 +290,27 @@ def _who(details: dict[str, JsonValue], by: str | None) -> dict[str, JsonValue]:
     if by:
         details["by"] = by
     return details
+
+
+def editable(spec: ParamSpec, value: Value | None) -> str:
+    """The text a technician edits a parameter from: none for a secret, a list or nothing."""
+    if spec.secret or value is None or isinstance(value, list):
+        return ""
+    return str(value)
+
+
+def as_json(value: Value | None) -> JsonValue:
+    """A value as `balise params get --json` gives it: a list as a list, unset as null, else text."""
+    if value is None or isinstance(value, list):
+        return None if value is None else list(value)
+    return str(value)
+
+
+def as_lines(value: Value) -> str:
+    """A value as `balise params get` prints it: a list one item a line ("(vide)" if empty)."""
+    if isinstance(value, list):
+        return "\n".join(value) if value else "(vide)"
+    return str(value)
 
 
 def show(spec: ParamSpec, value: Value | None) -> str:

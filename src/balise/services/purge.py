@@ -22,11 +22,12 @@ from balise.domain.classify import ClassifyPolicy, UnknownReason
 from balise.domain.errors import AnalysisFailed, BaliseError, ConfigError, DiskFullError
 from balise.domain.journal import JsonValue
 from balise.domain.mailtransport import Pop3Settings, Unfetched
-from balise.domain.params import Scope
 from balise.ports import Clock, Journal, Mailbox, MailboxSession, ReturnsStore
 from balise.services.certwatch import ServerCertWatch
 from balise.services.classifier import DEFAULT_SIZE_CAP, ClassifierService, Verdict, box_policy
 from balise.services.params import ParameterService
+from balise.services.settings import BoxSettings, box_settings, profile_settings
+from balise.services.settings import profiles as all_profiles
 from balise.services.tracking import TrackingService
 
 CrashPoint = Literal["after_retr", "after_commit", "after_dele"]
@@ -109,6 +110,8 @@ class PurgeReport:
 class PurgeService:
     """Runs the purge loop for one mailbox at a time (a lock per mailbox)."""
 
+    _run_box: BoxSettings  # the box-wide settings of the run in progress (run_once)
+
     def __init__(
         self,
         params: ParameterService,
@@ -146,18 +149,12 @@ class PurgeService:
 
     def profiles(self) -> list[str]:
         """Profiles whose mailbox is configured (pop3.host set)."""
-        return [
-            p
-            for p in self._params.ids(Scope.PROFILE)
-            if isinstance(self._params.get("pop3.host", profile=p), str)
-        ]
+        return [s.id for s in all_profiles(self._params) if s.fetches]
 
     def settings(self, profile: str) -> Pop3Settings:
-        p = self._params
-        host = p.get("pop3.host", profile=profile)
-        user = p.get("pop3.user", profile=profile)
-        password = p.value("pop3.password", profile=profile)
-        if not isinstance(host, str) or not isinstance(user, str) or not isinstance(password, str):
+        s = profile_settings(self._params, profile)
+        host, user, password = s.pop3_host, s.pop3_user, s.pop3_password
+        if host is None or user is None or password is None:
             raise ConfigError(
                 f"BAL du profil {profile} incomplète : pop3.host, pop3.user et pop3.password "
                 "sont nécessaires",
@@ -165,16 +162,13 @@ class PurgeService:
                 "are needed",
                 code="POP3_CONFIG",
             )
-        port = p.get("pop3.port", profile=profile)
-        tls = p.get("pop3.tls", profile=profile)
-        cas = p.get("ca_bundle")
         return Pop3Settings(
             host=host,
-            port=int(port) if isinstance(port, int | str) else 995,
-            tls="stls" if tls == "stls" else "implicit",
+            port=s.pop3_port,
+            tls=s.pop3_tls,
             user=user,
             password=password,
-            ca_pem=tuple(cas) if isinstance(cas, list) else (),
+            ca_pem=box_settings(self._params).ca_bundle,
         )
 
     def run_all(self, progress: Callable[[PurgeProgress], None] | None = None) -> list[PurgeReport]:
@@ -190,9 +184,9 @@ class PurgeService:
         """Relieve one mailbox (fetch, classify, commit, DELE, QUIT); then, with ``publish``,
         write the run's returns and lot statuses to retours/ (after QUIT: the server session
         never waits for it; :meth:`publish` does it alone)."""
+        own_emitter = profile_settings(self._params, profile).emitter_number
         settings = self.settings(profile)
-        own = self._params.get("emitter_number", profile=profile)
-        own_emitter = own if isinstance(own, str) else None
+        self._run_box = box_settings(self._params)  # read once a run, not once a message
         policy = box_policy(self._params, size_cap=self._size_cap)
         run_id = uuid.uuid4().hex
         # A fresh restart budget for this run; the worker starts while the mailbox is opened.
@@ -552,8 +546,7 @@ class PurgeService:
                 payload=c.payload,
             )
             return "return", outcome.return_id
-        retention = self._params.get("quarantine_retention_days")
-        keep = not (isinstance(retention, int) and retention == 0)
+        keep = self._run_box.quarantine_retention_days != 0
         ref = self._repo.add_unknown(
             profile=profile,
             uidl=uidl,
@@ -570,14 +563,12 @@ class PurgeService:
     def _close_run(self, profile: str, stopped: str | None) -> int | None:
         """Quarantine retention and quota, then ONE grouped alert for the unknown mail not yet
         alerted (also those of a run that crashed before its alert)."""
-        retention = self._params.get("quarantine_retention_days")
-        quota = self._params.get("quarantine_quota_mib")
-        days = self._params.get("arl_overdue_days")
+        box = box_settings(self._params)
         alert_id: int | None = None
         with self._repo.transaction():
             self._repo.enforce_quarantine(
-                retention if isinstance(retention, int) else 30,
-                (quota if isinstance(quota, int) else 64) * 1024 * 1024,
+                box.quarantine_retention_days,
+                box.quarantine_quota_mib * 1024 * 1024,
                 self._clock.now(),
             )
             pending = [
@@ -613,6 +604,6 @@ class PurgeService:
                     details,
                 )
                 self._repo.mark_alerted([r.id for r in pending])
-            self._tracking.check_overdue(days if isinstance(days, int) else 3)
+            self._tracking.check_overdue(box.arl_overdue_days)
         del stopped
         return alert_id

@@ -9,8 +9,8 @@ from balise.domain.backup import RetentionOutcome
 from balise.domain.errors import ValidationError
 from balise.ports import RetentionStore
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings
 
-DEFAULT_DAYS = 3 * 365
 MIN_DAYS = 1
 
 
@@ -22,8 +22,7 @@ class RetentionService:
         self._params = params
 
     def days(self) -> int:
-        value = self._params.get("retention_days")
-        return value if isinstance(value, int) else DEFAULT_DAYS
+        return box_settings(self._params).retention_days
 
     def run(self, now: datetime, *, older_than_days: int | None = None) -> RetentionOutcome:
         """Remove what is older than ``now`` minus the retention period, in one transaction."""

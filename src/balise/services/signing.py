@@ -27,11 +27,12 @@ from balise.domain.card import CardError, CardIdentity, PinLocked, PinState
 from balise.domain.errors import StateError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
-from balise.domain.params import Scope
 from balise.domain.vocabulary import day
 from balise.ports import Clock, Journal, LotStore, TokenSession, TokenSigner
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, organism_settings
+from balise.services.settings import profiles as all_profiles
 
 COMMIT_EVERY_S = 0.5
 
@@ -107,12 +108,13 @@ class SigningService:
         """(profile, role) pairs whose allowed signers include this card's certificate."""
         target = fingerprint(identity.signature_cert_der)
         found: list[tuple[str, str]] = []
-        for profile in self._params.ids(Scope.PROFILE):
-            for name, role in (("signers.titular", "titulaire"), ("signers.locums", "remplaçant")):
-                value = self._params.get(name, profile=profile)
-                pems = value if isinstance(value, list) else []
+        for profile in all_profiles(self._params):
+            for pems, role in (
+                (profile.signers_titular, "titulaire"),
+                (profile.signers_locums, "remplaçant"),
+            ):
                 if any(fingerprint(_pem_to_der(pem)) == target for pem in pems):
-                    found.append((profile, role))
+                    found.append((profile.id, role))
         return found
 
     def ready_lots(self, profile: str) -> list[LotRecord]:
@@ -121,7 +123,7 @@ class SigningService:
     def check_can_sign(self, identity: CardIdentity) -> None:
         """Clock synchronized (not checked in demo mode) and the card's certificate in date."""
         now = self._clock.now()
-        if self._params.get("mode") != "demo" and not self._clock.is_synchronized():
+        if box_settings(self._params).mode != "demo" and not self._clock.is_synchronized():
             raise CardError(
                 "Horloge non synchronisée : la signature attend la synchronisation NTP "
                 "(un Raspberry Pi n'a pas d'horloge sauvegardée).",
@@ -140,10 +142,9 @@ class SigningService:
 
     def _recipients(self, lot: LotRecord, now: datetime) -> tuple[bytes, ...]:
         if self._recipient_pems is not None:
-            pems = self._recipient_pems(lot.organism)
+            pems: Sequence[str] = self._recipient_pems(lot.organism)
         else:
-            value = self._params.get("recipient_certs", organism=lot.organism)
-            pems = value if isinstance(value, list) else []
+            pems = organism_settings(self._params, lot.organism).recipient_certs
         ders = []
         for pem in pems:
             cert, der = _pem_cert(pem)

@@ -15,7 +15,6 @@ from balise.domain.jsontext import dumps_indented
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
 from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
-from balise.domain.params import Scope
 from balise.domain.returns import Arl, Noemie, ParsedReturn, ReturnHeader, Share
 from balise.domain.signed_return import looks_signed, return_stream
 from balise.domain.vocabulary import PAYMENT_STATE_WORDS, lot_date, lot_state, payment_state
@@ -23,6 +22,8 @@ from balise.ports import Clock, Exchange, Journal, LotStore, ReturnsStore
 from balise.services.certwatch import Expiry
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+from balise.services.settings import organism_settings
+from balise.services.settings import organisms as all_organisms
 
 S = LotState
 # "Sent" for matching: handed to SMTP (its "sent" commit may have been lost) or already answered.
@@ -300,12 +301,8 @@ class TrackingService:
         if self._organisms is not None:
             return self._organisms
         numbers = {
-            ident: "000000"
-            + "".join(
-                str(self._params.get(n, organism=ident) or "???")
-                for n in ("regime", "caisse", "centre")
-            )
-            for ident in self._params.ids(Scope.ORGANISM)
+            o.id: "000000" + "".join(part or "???" for part in (o.regime, o.caisse, o.centre))
+            for o in all_organisms(self._params)
         }
         if self._read_once:
             self._organisms = numbers
@@ -315,8 +312,7 @@ class TrackingService:
         assert self._params is not None
         if ident in self._signing:
             return self._signing[ident]
-        value = self._params.get("return_signing_cert", organism=ident)
-        pems = [str(v) for v in value] if isinstance(value, list) and value else None
+        pems = list(organism_settings(self._params, ident).return_signing_cert) or None
         if self._read_once:
             self._signing[ident] = pems
         return pems

@@ -11,17 +11,15 @@ per-profile lock (cross-process where the composition root gives one) makes the 
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, cast
+from typing import Literal
 
 from balise.domain.errors import ConfigError, StateError, ValidationError
 from balise.domain.journal import JsonValue
 from balise.domain.lotmail import (
-    DEFAULT_CODE6,
     MessageRefused,
     TransmissionError,
     backoff,
@@ -39,20 +37,10 @@ from balise.ports import Clock, Journal, LotStore, MailSender, Outbox
 from balise.services.certwatch import ServerCertWatch
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
+from balise.services.settings import box_settings, organism_settings, profile_settings
 
 COUNTER_NAME = "compostage"
 StatusState = Literal["ok", "waiting", "idle"]
-
-
-def tls_client_context(ca_pems: Sequence[str] | None) -> ssl.SSLContext:
-    """A verifying client context (hostname checked, TLS ≥ 1.2): the configured CAs, else the
-    system's."""
-    if ca_pems:
-        context = ssl.create_default_context(cadata="".join(ca_pems))
-    else:
-        context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +98,6 @@ class TransmissionService:
         counter_store: Outbox,
         hostname: str,
         *,
-        code6: str = DEFAULT_CODE6,
         send_lock: Callable[[str], AbstractContextManager[None]] | None = None,
         server_certs: ServerCertWatch | None = None,
     ) -> None:
@@ -122,7 +109,6 @@ class TransmissionService:
         self._sender = sender
         self._outbox = counter_store
         self._hostname = hostname
-        self._code6 = code6
         # Cross-process, per profile (raises SEND_LOCKED when held): see the module docstring.
         self._send_lock = send_lock or (lambda _profile: nullcontext())
         # Where the certificate the SMTP server presented is kept for the expiry watch.
@@ -158,13 +144,15 @@ class TransmissionService:
                 f"lot {lot_id}: no envelope",
                 code="NO_ENVELOPE",
             )
-        from_addr = self._text("bal_address", profile=lot.profile)
-        to_addr = self._text("address", organism=lot.organism)
+        sender = profile_settings(self._params, lot.profile)
+        from_addr = _needed(sender.bal_address, "bal_address", profile=lot.profile)
+        organism = organism_settings(self._params, lot.organism)
+        to_addr = _needed(organism.address, "address", organism=lot.organism)
         now = self._clock.now()
         with self._lots.transaction():
             comp = compostage(now, self._outbox.take_counter(COUNTER_NAME))
             mid = message_id(comp, lot.lot_number, lot.emitter, self._hostname)
-            subj = subject(self._profile_code6(lot.profile), lot.emitter, comp, lot.invoices)
+            subj = subject(sender.code6, lot.emitter, comp, lot.invoices)
             mail = build_lot_mail(
                 from_addr=from_addr,
                 to_addr=to_addr,
@@ -208,7 +196,7 @@ class TransmissionService:
 
     async def _send_pending(self, profile: str) -> SendOutcome:
         settings = self.smtp_settings(profile)  # before any lot moves: a config error moves none
-        context = tls_client_context(self._list("ca_bundle"))
+        ca_pem = box_settings(self._params).ca_bundle
         for lot in self.due(profile):
             if lot.state is LotState.SIGNED:
                 try:
@@ -259,7 +247,7 @@ class TransmissionService:
                 settings.tls,
                 settings.user,
                 settings.password,
-                context,
+                ca_pem,
                 messages,
                 on_accepted,
             )
@@ -346,8 +334,7 @@ class TransmissionService:
                 f"lot {lot_id}: only a sent lot can be resent (state '{lot.state}')",
                 code="LOT_NOT_SENT",
             )
-        days = self._params.get("arl_overdue_days")
-        overdue_after = timedelta(days=days if isinstance(days, int) else 3)
+        overdue_after = timedelta(days=box_settings(self._params).arl_overdue_days)
         sent_at = datetime.fromisoformat(delivery.sent_at) if delivery.sent_at else None
         now = self._clock.now()
         if sent_at is not None and now < sent_at + overdue_after:
@@ -402,36 +389,14 @@ class TransmissionService:
     # -- parameters -----------------------------------------------------------------------
 
     def smtp_settings(self, profile: str) -> SmtpSettings:
-        tls = self._text("smtp.tls", profile=profile)
-        port = self._params.value("smtp.port", profile=profile)
+        s = profile_settings(self._params, profile)
         return SmtpSettings(
-            host=self._text("smtp.host", profile=profile),
-            port=port if isinstance(port, int) else 465,
-            tls=cast(SmtpTls, tls if tls in ("implicit", "starttls") else "implicit"),
-            user=self._text("smtp.user", profile=profile),
-            password=self._text("smtp.password", profile=profile),
+            host=_needed(s.smtp_host, "smtp.host", profile=profile),
+            port=s.smtp_port,
+            tls=s.smtp_tls,
+            user=_needed(s.smtp_user, "smtp.user", profile=profile),
+            password=_needed(s.smtp_password, "smtp.password", profile=profile),
         )
-
-    def _text(self, name: str, *, profile: str | None = None, organism: str | None = None) -> str:
-        value = self._params.value(name, profile=profile, organism=organism)
-        if not isinstance(value, str) or not value:
-            where = f"profil {profile}" if profile else f"organisme {organism}"
-            where_en = f"profile {profile}" if profile else f"organism {organism}"
-            raise ConfigError(
-                f"paramètre manquant : {name} ({where})",
-                f"missing parameter: {name} ({where_en})",
-                code="PARAM_MISSING",
-            )
-        return value
-
-    def _profile_code6(self, profile: str) -> str:
-        """The profile's ``code6`` parameter; the constructor's value if the schema has none."""
-        value = self._params.value("code6", profile=profile)
-        return value if isinstance(value, str) and value else self._code6
-
-    def _list(self, name: str) -> list[str] | None:
-        value = self._params.value(name)
-        return value if isinstance(value, list) and value else None
 
     def _lot(self, lot_id: int) -> LotRecord:
         lot = self._lots.get(lot_id)
@@ -440,3 +405,16 @@ class TransmissionService:
                 f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
             )
         return lot
+
+
+def _needed(value: str | None, name: str, *, profile: str = "", organism: str = "") -> str:
+    """A setting sending needs: unset is a ConfigError PARAM_MISSING naming it."""
+    if value is None:
+        where = f"profil {profile}" if profile else f"organisme {organism}"
+        where_en = f"profile {profile}" if profile else f"organism {organism}"
+        raise ConfigError(
+            f"paramètre manquant : {name} ({where})",
+            f"missing parameter: {name} ({where_en})",
+            code="PARAM_MISSING",
+        )
+    return value

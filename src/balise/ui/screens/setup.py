@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Static
 
 from balise.domain.errors import BaliseError
+from balise.domain.params import SCHEMA, Scope
 from balise.ui.backend import CardCheck, MailTest, ParamScope
 from balise.ui.i18n import language, pick, t
 from balise.ui.messages import DevicesChanged
@@ -40,15 +41,20 @@ class Field:
     password: bool = False
 
 
+def _default(name: str) -> str:
+    """A mail parameter's default, as typed: the schema's (the one place defaults are given)."""
+    return str(SCHEMA[(Scope.PROFILE, name)].default)
+
+
 MAIL_FIELDS = (
     Field("bal_address", "setup.f.bal_address"),
     Field("bal_password", "setup.f.bal_password", password=True),
     Field("smtp.host", "setup.f.smtp_host"),
-    Field("smtp.port", "setup.f.smtp_port", "465"),
-    Field("smtp.tls", "setup.f.smtp_tls", "implicit"),
+    Field("smtp.port", "setup.f.smtp_port", _default("smtp.port")),
+    Field("smtp.tls", "setup.f.smtp_tls", _default("smtp.tls")),
     Field("pop3.host", "setup.f.pop3_host"),
-    Field("pop3.port", "setup.f.pop3_port", "995"),
-    Field("pop3.tls", "setup.f.pop3_tls", "implicit"),
+    Field("pop3.port", "setup.f.pop3_port", _default("pop3.port")),
+    Field("pop3.tls", "setup.f.pop3_tls", _default("pop3.tls")),
 )
 EMITTER_FIELDS = (Field("emitter_number", "setup.f.emitter"),)
 ORGANISM_FIELDS = (
@@ -304,13 +310,13 @@ class SetupScreen(KioskScreen):
         return {
             "bal_address": bal,
             "smtp.host": v.get("smtp.host", ""),
-            "smtp.port": v.get("smtp.port", "465"),
-            "smtp.tls": v.get("smtp.tls", "implicit"),
+            "smtp.port": v.get("smtp.port", _default("smtp.port")),
+            "smtp.tls": v.get("smtp.tls", _default("smtp.tls")),
             "smtp.user": bal,
             "smtp.password": v.get("bal_password", ""),
             "pop3.host": v.get("pop3.host", ""),
-            "pop3.port": v.get("pop3.port", "995"),
-            "pop3.tls": v.get("pop3.tls", "implicit"),
+            "pop3.port": v.get("pop3.port", _default("pop3.port")),
+            "pop3.tls": v.get("pop3.tls", _default("pop3.tls")),
             "pop3.user": bal,
             "pop3.password": v.get("bal_password", ""),
         }
