@@ -197,3 +197,16 @@ def test_the_command_says_a_wrong_typed_value_and_setting_it_again_repairs(
     listed = balise_env.run("egress", "list")
     assert listed.returncode == 0, listed.stderr
     assert "smtp.example.fr" in listed.stdout and "587" in listed.stdout
+
+
+def test_the_doctor_names_a_wrong_typed_value(balise_env: BaliseEnv) -> None:
+    made = balise_env.run("params", "set", "pop3.host", "pop.example.fr", "--profile", "p1")
+    assert made.returncode == 0, made.stderr
+    ctx = balise_env.context()
+    try:
+        ctx.vault.put("profile:p1", "pop3.interval", ["300"])
+    finally:
+        ctx.close()
+    result = balise_env.run("doctor", "--allow-warnings")
+    assert result.returncode == 1, result.stdout
+    assert "PROBLÈME" in result.stdout and "paramètre pop3.interval (profil p1)" in result.stdout

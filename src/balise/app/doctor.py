@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -13,10 +14,17 @@ from balise.adapters.kek import locate_kek
 from balise.adapters.pkcs11_modules import probe_modules
 from balise.adapters.store import DB_NAME
 from balise.app.context import Context, open_context
-from balise.domain.errors import BaliseError
+from balise.domain.errors import BaliseError, ConfigError
 from balise.domain.hygiene import findings_for
 from balise.domain.params import SCHEMA, Scope
 from balise.ports import Clock
+from balise.services.settings import (
+    box_settings,
+    organism_ids,
+    organism_settings,
+    profile_ids,
+    profile_settings,
+)
 
 Status = Literal["ok", "warn", "problem"]
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
@@ -140,8 +148,11 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
             ctx.vault.get(scope_id, name)
         except BaliseError:
             corrupt.append(f"{name} ({scope_id or 'global'})")
+    wrong = [] if corrupt else _wrongly_typed(ctx)
     if corrupt:
         checks.append(Check("paramètres", "problem", "entrées corrompues : " + ", ".join(corrupt)))
+    elif wrong:
+        checks += [Check("paramètres", "problem", words) for words in wrong]
     else:
         profiles = ctx.params.ids(Scope.PROFILE)
         organisms = ctx.params.ids(Scope.ORGANISM)
@@ -176,6 +187,21 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
                 checks.append(Check("paramètres", "ok", words))
             checks += _hygiene_checks(ctx)
     return checks
+
+
+def _wrongly_typed(ctx: Context) -> list[str]:
+    """The words of each scope's first value stored with a type the box cannot use (the typed
+    settings refuse it where it is needed: PARAM_TYPE)."""
+    reads: list[Callable[[], object]] = [partial(box_settings, ctx.params)]
+    reads += [partial(profile_settings, ctx.params, p) for p in profile_ids(ctx.params)]
+    reads += [partial(organism_settings, ctx.params, o) for o in organism_ids(ctx.params)]
+    out = []
+    for read in reads:
+        try:
+            read()
+        except ConfigError as exc:
+            out.append(exc.fr)
+    return out
 
 
 def _hygiene_checks(ctx: Context) -> list[Check]:
