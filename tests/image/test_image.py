@@ -7,10 +7,13 @@ serial console by a test-only unit, and the kiosk's first screen must be there. 
 also plugs USB keys (lots, backup, and a key of lots on ext4 the box must never mount); the raw
 disk is searched for secrets in clear (a parameter, the LUKS recovery key); the agent and the
 classifier's child run under the agent's sandbox; the kiosk's user cannot swap the provisioning
-spool."""
+spool. Every boot runs on the read-only root verified by dm-verity, writing only to tmpfs and the
+encrypted data partition. Then the same disk, tampered with offline (command line, unsigned UKI,
+a unit edited in the root partition) gets nothing from the TPM2, and a newer signed UKI does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -251,7 +254,43 @@ def test_boot_chain_is_one_signed_unified_kernel_image(built: Built) -> None:
     assert inspect.returncode == 0, inspect.stderr
     for section in (".linux:", ".initrd:", ".cmdline:", ".pcrsig:", ".pcrpkey:", ".uname:"):
         assert section in inspect.stdout, inspect.stdout
-    assert "root=PARTLABEL=balise-root" in inspect.stdout
+    # The read-only root and its dm-verity root hash are in the signed command line.
+    roothash = (BUILD / "balise.roothash").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", roothash)
+    assert "root=/dev/mapper/balise-root ro " in inspect.stdout, inspect.stdout
+    assert f"balise.roothash={roothash}" in inspect.stdout
+
+
+def _uuid(hexdigits: str) -> str:
+    h = hexdigits
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # Discoverable Partitions: x86-64 root
+VERITY_TYPE = "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"  # ... and its dm-verity hash tree
+
+
+def test_disk_has_a_verified_root_slot_and_an_empty_one_for_updates(built: Built) -> None:
+    listing = subprocess.run(
+        ["sfdisk", "--json", str(built.disk)], capture_output=True, text=True, check=True
+    )
+    table = json.loads(listing.stdout)["partitiontable"]["partitions"]
+    roothash = (BUILD / "balise.roothash").read_text().strip()
+    layout = _layout()
+    named = [(p.get("name"), p["type"].upper(), p["size"] * 512 // MIB) for p in table]
+    version = named[1][0].removeprefix("balise_")
+    assert named == [
+        ("esp", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", layout["ESP_MIB"]),
+        (f"balise_{version}", ROOT_TYPE, layout["ROOT_MIB"]),
+        (f"balise_{version}_verity", VERITY_TYPE, layout["VERITY_MIB"]),
+        ("_empty", ROOT_TYPE, layout["ROOT_MIB"]),
+        ("_empty", VERITY_TYPE, layout["VERITY_MIB"]),
+        ("balise-data", "0FC63DAF-8483-4772-8E79-3D69D8477DE4", layout["DATA_MIB"]),
+    ], named
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", version), version
+    # systemd-repart's and systemd-sysupdate's naming: the halves of the root hash.
+    assert table[1]["uuid"].lower() == _uuid(roothash[:32])
+    assert table[2]["uuid"].lower() == _uuid(roothash[32:])
 
 
 def test_booted_through_the_signed_unified_kernel_image(boots: tuple[str, str]) -> None:
@@ -259,7 +298,53 @@ def test_booted_through_the_signed_unified_kernel_image(boots: tuple[str, str]) 
         facts = _facts(serial)
         assert facts["stub"].startswith("systemd-stub"), serial[-4000:]
         assert re.fullmatch(r"balise-[0-9].*\.efi", facts["loader-entry"]), facts
-        assert facts["cmdline"].startswith("root=PARTLABEL=balise-root"), facts
+        assert facts["cmdline"].startswith("root=/dev/mapper/balise-root ro "), facts
+
+
+def _rw_mounts(serial: str) -> list[tuple[str, str, str, str]]:
+    prefix = "BALISE-TEST-RW-MOUNT: "
+    rows = [line.removeprefix(prefix).split() for line in serial.splitlines()
+            if line.startswith(prefix)]  # fmt: skip
+    return [(r[0], r[1], r[2], r[3]) for r in rows if len(r) == 4]
+
+
+# Kernel and memory file systems: gone at power-off, nothing in them survives to the next boot.
+VOLATILE = {"tmpfs", "proc", "sysfs", "devtmpfs", "devpts", "cgroup2", "securityfs", "pstore",
+            "efivarfs", "bpf", "debugfs", "tracefs", "configfs", "fusectl", "mqueue",
+            "hugetlbfs", "autofs", "binfmt_misc", "ramfs", "nsfs"}  # fmt: skip
+
+
+def test_root_is_read_only_and_verified_and_only_the_data_partition_persists_writes(
+    boots: tuple[str, str],
+) -> None:
+    for serial in boots:
+        facts = _facts(serial)
+        assert facts["root-source"] == "/dev/mapper/balise-root", serial[-4000:]
+        assert facts["root-options"].split(",")[0] == "ro", facts
+        assert facts["root-writable"] == "no"
+        assert facts["verity-status"] == "V", serial[-4000:]
+        assert facts["verity-check"] == "active"
+        assert any("racine vérifiée (dm-verity)" in line for line in serial.splitlines())
+        assert facts["tpm-signed-policy"] == "open", facts
+        rw = _rw_mounts(serial)
+        assert ("/var/lib/balise", "/dev/mapper/balise-data") in {(t, s) for t, s, _, _ in rw}
+        persistent = [m for m in rw if m[2] not in VOLATILE]
+        for target, source, fstype, options in persistent:
+            # Written to and kept: the encrypted data partition, where nothing may be run (the
+            # ESP, mounted only when asked, holds signed UKIs: a loader entry there is the
+            # edited command line test's business).
+            if target == "/boot/efi":
+                assert fstype == "vfat"
+                continue
+            if target.startswith("/run/balise-usb-"):  # a USB key, while its unit runs
+                assert {"noexec", "nosuid", "nodev"} <= set(options.split(",")), options
+                continue
+            assert (target, source, fstype) == ("/var/lib/balise", "/dev/mapper/balise-data",
+                                                "ext4"), persistent  # fmt: skip
+            assert {"noexec", "nosuid", "nodev"} <= set(options.split(",")), options
+        # Where the system writes at run time: tmpfs, never code for the next boot.
+        for target in ("/var/tmp", "/var/log", "/var/cache", "/var/lib/systemd"):
+            assert any(t == target and f == "tmpfs" for t, _, f, _ in rw), (target, rw)
 
 
 # The application's core tests, run by the image's own Python against the package the balise role
@@ -715,7 +800,8 @@ def _build_uki(out: Path, cmdline: str, uname: str, *, pcr_signed: bool) -> Path
             "--secureboot-certificate", f"{stage}/db.crt"]  # fmt: skip
     if pcr_signed:
         argv += ["--pcr-private-key", f"{stage}/pcr-signing.key",
-                 "--pcr-public-key", f"{stage}/pcr-signing.pub.pem"]  # fmt: skip
+                 "--pcr-public-key", f"{stage}/pcr-signing.pub.pem",
+                 "--phases", _pcr_phases()]  # fmt: skip
     argv += ["--output", f"{stage}/{out.name}"]
     # _in_builder removes its stage afterwards: copy the result out from inside the same call.
     result = _in_builder("sh", "-c", '"$@" && cp "$0" /tmp/balise-uki-out.efi',
@@ -723,6 +809,14 @@ def _build_uki(out: Path, cmdline: str, uname: str, *, pcr_signed: bool) -> Path
     assert result.returncode == 0, result.stdout + result.stderr
     shutil.move(BUILDER / "tmp" / "balise-uki-out.efi", out)
     return out
+
+
+def _pcr_phases() -> str:
+    """The boot phases a release's UKI signs the PCR 11 values of (image/measured-boot.env)."""
+    text = (REPO / "image" / "measured-boot.env").read_text(encoding="utf-8")
+    match = re.search(r'^PCR_PHASES="([^"]+)"$', text, re.M)
+    assert match, text
+    return match.group(1)
 
 
 def _esp_put(disk: Path, source: Path | bytes, target: str) -> None:
@@ -749,10 +843,43 @@ def _esp_get(disk: Path, target: str, dest: Path) -> Path:
     return dest
 
 
+def _edit_root_file(disk: Path, path: str, old: bytes, new: bytes) -> tuple[int, bytes]:
+    """``old`` replaced by ``new`` (same length) in ``path`` of the disk's root partition, written
+    straight into the file's first data block as a thief with the disk on a bench would (ext4
+    has no checksum over file contents): where, and the block as it was."""
+    assert len(old) == len(new)
+    offset = (1 + _layout()["ESP_MIB"]) * MIB  # the root of slot A follows the ESP
+    spec = f"{disk}?offset={offset}"
+
+    def debugfs(request: str) -> str:
+        run = subprocess.run(["debugfs", "-R", request, spec], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    size = re.search(r"^Block size:\s+(\d+)", debugfs("stats"), re.M)
+    assert size, "no block size"
+    block = int(debugfs(f"blocks {path}").split()[0])
+    where = offset + block * int(size.group(1))
+    with disk.open("r+b") as handle:
+        handle.seek(where)
+        original = handle.read(int(size.group(1)))
+        assert old in original, original[:400]
+        handle.seek(where)
+        handle.write(original.replace(old, new, 1))
+    return where, original
+
+
+def _put_back(disk: Path, where: int, original: bytes) -> None:
+    with disk.open("r+b") as handle:
+        handle.seek(where)
+        handle.write(original)
+
+
 @dataclass
 class Measured:
     edited: str
     unsigned: str
+    tampered_root: str
     newer: str
     newer_uki: str
 
@@ -780,7 +907,13 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     _esp_put(disk, unsigned, f"EFI/Linux/{name}")
     unsigned_serial = _boot(guest, "unsigned-uki")
     _esp_put(disk, genuine, f"EFI/Linux/{name}")
-    # 3. An update: a second UKI, signed, with a newer kernel version string, beside the first.
+    # 3. The root edited offline: the kiosk's unit made to run it as root (its first block).
+    where, original = _edit_root_file(
+        disk, "/etc/systemd/system/balise-kiosk.service", b"User=balise\n", b"User=root\n#\n"
+    )
+    tampered = _boot(guest, "tampered-root")
+    _put_back(disk, where, original)
+    # 4. An update: a second UKI, signed, with a newer kernel version string, beside the first.
     version = re.fullmatch(r"(\d+)\.(\d+)(.*)", kver)
     assert version, kver
     major, minor, rest = version.groups()
@@ -789,7 +922,7 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     newer = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True)
     _esp_put(disk, newer, f"EFI/Linux/{newer_name}")
     newer_serial = _boot(guest, "newer-uki")
-    return Measured(edited, unsigned_serial, newer_serial, newer_name)
+    return Measured(edited, unsigned_serial, tampered, newer_serial, newer_name)
 
 
 def _locked_out(serial: str) -> None:
@@ -812,6 +945,21 @@ def test_uki_without_the_projects_pcr_signature_gets_no_key(measured: Measured) 
     facts = _facts(measured.unsigned)
     assert facts["stub"].startswith("systemd-stub") and facts["pcr-signature"] == "absent"
     _locked_out(measured.unsigned)
+
+
+def test_root_edited_offline_gets_no_key_from_the_tpm(measured: Measured) -> None:
+    serial = measured.tampered_root
+    facts = _facts(serial)
+    # dm-verity refused the edited block: systemd could not even read the unit, the kiosk never
+    # ran (as root or otherwise), and the check measured no "sysinit" into PCR 11...
+    assert facts["verity-status"] == "C", serial[-4000:]
+    assert facts["verity-check"] == "failed", facts
+    assert "système modifié hors ligne (bloc refusé par dm-verity)" in serial, serial[-4000:]
+    assert facts["kiosk"] != "active"
+    # ... so the TPM2 refuses anything sealed to the signed policy in this boot: data partition
+    # closed, nothing formatted, the technician's recovery key asked.
+    assert facts["tpm-signed-policy"] == "refused", facts
+    _locked_out(serial)
 
 
 def test_newer_signed_uki_unlocks_without_re_enrolment(measured: Measured) -> None:
