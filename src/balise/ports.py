@@ -438,12 +438,19 @@ class UnknownMail(Protocol):
     def enforce_quarantine(self, retention_days: int, quota_bytes: int, now: datetime) -> int: ...
 
 
-class ReturnsStore(SeenMail, ReturnsLedger, PaymentsLedger, UnknownMail, AlertBook, Protocol):
+class StoreTransaction(Protocol):
+    """One write transaction of the shared store the pieces above live in (a service that writes
+    several rows together asks for it beside the pieces it uses)."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+
+class ReturnsStore(
+    SeenMail, ReturnsLedger, PaymentsLedger, UnknownMail, AlertBook, StoreTransaction, Protocol
+):
     """All of the above in the shared store, under one transaction and one lock per mailbox
     (the purge writes them together). Blobs (raw mails, payloads, unknown metadata and copies)
     are encrypted at rest."""
-
-    def transaction(self) -> AbstractContextManager[None]: ...
 
     def lock(self, profile: str) -> AbstractContextManager[None]: ...
 

@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from balise.domain.backup import BackupOutcome, PruneOutcome
 from balise.domain.errors import BaliseError, DiskFullError, os_error_words
 from balise.domain.journal import JsonValue
-from balise.ports import BackupArchiver, Clock, Journal, ReturnsStore
+from balise.ports import Alerts, BackupArchiver, Clock, Journal, StoreTransaction
 from balise.services.alerting import raise_once
 from balise.services.params import ParameterService
 from balise.services.settings import box_settings
@@ -60,6 +61,11 @@ class BackupStatus:
         return f"dernière sauvegarde réussie {when}" + (" — TROP ANCIENNE" if self.too_old else "")
 
 
+class BackupAlerts(Alerts, StoreTransaction, Protocol):
+    """The piece of the returns store backups use: raising an alert (with its journal line) in
+    one transaction."""
+
+
 class BackupService:
     """Makes archives through the archiver port and keeps the journal and the alerts honest."""
 
@@ -69,7 +75,7 @@ class BackupService:
         journal: Journal,
         clock: Clock,
         params: ParameterService,
-        alerts: ReturnsStore,
+        alerts: BackupAlerts,
     ) -> None:
         self._archiver = archiver
         self._journal = journal

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from balise.cms import CmsError, verify_signed_data
 from balise.domain.journal import JsonValue
@@ -18,7 +19,16 @@ from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 from balise.domain.returns import Arl, Noemie, ParsedReturn, ReturnHeader, Share
 from balise.domain.signed_return import looks_signed, return_stream
 from balise.domain.vocabulary import PAYMENT_STATE_WORDS, lot_date, lot_state, payment_state
-from balise.ports import Clock, Exchange, Journal, LotStore, ReturnsStore
+from balise.ports import (
+    AlertBook,
+    Clock,
+    Exchange,
+    Journal,
+    LotStore,
+    PaymentsLedger,
+    ReturnsLedger,
+    StoreTransaction,
+)
 from balise.services.certwatch import Expiry
 from balise.services.lots import LotTransitions
 from balise.services.params import ParameterService
@@ -67,12 +77,18 @@ def _arl_reasons(arl: Arl) -> list[str]:
     return [r.words("fr") for r in arl.reasons] + [line.words("fr") for line in arl.reject_lines]
 
 
+class TrackedReturns(ReturnsLedger, PaymentsLedger, AlertBook, StoreTransaction, Protocol):
+    """The pieces of the returns store the tracking uses: the returns, the payments they
+    report and the alerts, written together in one transaction (not the purge's dedup rows or
+    unknown mail)."""
+
+
 class TrackingService:
     """Applies returns to lots and keeps the alerts; every lot change goes through LotTransitions."""
 
     def __init__(
         self,
-        repo: ReturnsStore,
+        repo: TrackedReturns,
         lots: LotStore,
         transitions: LotTransitions,
         journal: Journal,
