@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from balise.app.backup import backup_service
+from balise.app.backup import backup_service, extract_archive
+from balise.domain.errors import ValidationError
 from tests.support import backup_reader
 from tests.support.balise_env import BALISE
 from tests.support.box import Box
@@ -225,6 +226,34 @@ def test_extract_refuses_a_folder_not_empty_or_a_link_before_asking_anything(
 
     code, _, err = _extract(archive, tmp_path / "x", env, "", "--passphrase", RECOVERY)
     assert code != 0 and not (tmp_path / "x").exists()  # never an argument
+
+
+def test_at_a_terminal_extract_gives_three_tries_with_growing_delays_like_restore(
+    box: Box, tmp_path: Path
+) -> None:
+    # in one process, as `balise backup extract` at a terminal (three tries); the penalties are
+    # observed through the injected sleep, nothing is timed
+    fill_box(box)
+    archive = Path(backup_service(box.ctx).backup(tmp_path / "out").path)
+    sleeps: list[float] = []
+    answers = iter(["faux", "encore faux", RECOVERY])
+    facts = extract_archive(
+        archive, tmp_path / "ok", lambda: next(answers), attempts=3, sleep=sleeps.append
+    )
+    assert facts.database.is_file() and next(answers, None) is None
+    assert 1.0 in sleeps and max(sleeps) == 2.0  # 1 s after the first wrong one, 2 s after the 2nd
+
+    asked: list[str] = []
+
+    def wrong() -> str:
+        asked.append("x")
+        return "toujours pas la bonne phrase"
+
+    dest = tmp_path / "ko"
+    with pytest.raises(ValidationError) as refused:
+        extract_archive(archive, dest, wrong, attempts=3, sleep=lambda _s: None)
+    assert refused.value.code == "BACKUP_WRONG_PASSPHRASE" and len(asked) == 3
+    assert not dest.exists()  # the folder it created is gone again
 
 
 def test_extract_onto_a_disk_too_small_says_so_and_leaves_nothing(

@@ -23,7 +23,7 @@ from balise.adapters.backup_db import (
 from balise.adapters.clock import SystemClock
 from balise.adapters.kek import load_kek
 from balise.app.context import Context, open_context
-from balise.domain.errors import ConfigError, ValidationError
+from balise.domain.errors import ConfigError
 from balise.ports import Clock, Journal
 from balise.services import restore
 from balise.services.backup import BackupService
@@ -145,18 +145,7 @@ def extract_archive(
 def _keys_with_passphrase(
     header: Header, ask: Callable[[], str], attempts: int, sleep: Callable[[float], None]
 ) -> ArchiveKeys:
-    throttle = _throttle(None, sleep)
-    for attempt in range(1, attempts + 1):
-        throttle.wait()
-        phrase = ask()
-        try:
-            master = derive_master(phrase, header.kdf)
-        finally:
-            del phrase
-        try:
-            return check_key(header, master)
-        except ValidationError:
-            throttle.fail()
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+    def check(phrase: str) -> ArchiveKeys:
+        return check_key(header, derive_master(phrase, header.kdf))
+
+    return restore.ask_passphrase(check, ask, _throttle(None, sleep), attempts)

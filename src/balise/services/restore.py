@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from balise.domain.errors import ValidationError
 from balise.ports import Clock, Journal, LockedArchive, PassphraseThrottle
@@ -29,17 +29,20 @@ class RestoreReport:
     restore_seq: int
 
 
-def unlock_with_passphrase(
-    archive: LockedArchive, ask: Callable[[], str], throttle: PassphraseThrottle, attempts: int
-) -> None:
-    """Verify the whole archive under a passphrase asked up to ``attempts`` times; after each
-    wrong one the throttle makes the next wait longer, the last one's error is raised. Writes
-    nothing but the throttle's counter."""
+T = TypeVar("T")
+
+
+def ask_passphrase(
+    check: Callable[[str], T], ask: Callable[[], str], throttle: PassphraseThrottle, attempts: int
+) -> T:
+    """``check`` a passphrase asked up to ``attempts`` times: after each wrong one (its
+    WRONG_PASSPHRASE) the throttle makes the next wait longer, the last one's error is raised;
+    any other error is raised at once. Returns what the right one's check gave."""
     for attempt in range(1, attempts + 1):
         throttle.wait()
         phrase = ask()
         try:
-            archive.unlock(phrase)
+            checked = check(phrase)
         except ValidationError as exc:
             if exc.code != WRONG_PASSPHRASE:
                 raise
@@ -50,8 +53,16 @@ def unlock_with_passphrase(
         finally:
             del phrase
         throttle.reset()
-        return
+        return checked
     raise AssertionError("unreachable")
+
+
+def unlock_with_passphrase(
+    archive: LockedArchive, ask: Callable[[], str], throttle: PassphraseThrottle, attempts: int
+) -> None:
+    """Verify the whole archive under a passphrase asked up to ``attempts`` times (see
+    :func:`ask_passphrase`). Writes nothing but the throttle's counter."""
+    ask_passphrase(archive.unlock, ask, throttle, attempts)
 
 
 def restore(
