@@ -65,6 +65,7 @@ from balise.sim.box import configure_box
 from balise.sim.dovecot import DovecotServer
 from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import build_pki
+from balise.sim.procstat import group_cpu_seconds
 from balise.sim.returnfile import build_arl, build_noemie
 from balise.sim.returnmail import return_mail
 from tests.support.lot_corpus import valid_lot
@@ -283,19 +284,8 @@ def _cpu() -> tuple[float, float]:
     Dovecot has its own session and is counted by DovecotServer.cpu_seconds)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (Path(entry.path) / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == os.getpid() and int(fields[2]) == os.getpgrp():
-            ticks += int(fields[11]) + int(fields[12])
-    return own.ru_utime + own.ru_stime, (
-        reaped.ru_utime + reaped.ru_stime + ticks / os.sysconf("SC_CLK_TCK")
-    )
+    running = group_cpu_seconds(os.getpgrp(), parent=os.getpid())
+    return own.ru_utime + own.ru_stime, reaped.ru_utime + reaped.ru_stime + running
 
 
 class _CpuSplit:

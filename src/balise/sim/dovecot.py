@@ -19,6 +19,7 @@ from typing import Final
 
 from balise.domain.errors import BaliseError
 from balise.sim.netutil import is_loopback
+from balise.sim.procstat import group_cpu_seconds
 
 __all__ = ["DovecotError", "DovecotServer"]
 
@@ -207,20 +208,8 @@ class DovecotServer:
         process = self._process
         if process is None:
             return 0.0
-        ticks = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (Path(entry.path) / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            if int(fields[2]) != process.pid:  # its process group (its own session)
-                continue
-            ticks += int(fields[11]) + int(fields[12])
-            if entry.name == str(process.pid):
-                ticks += int(fields[13]) + int(fields[14])  # the children it reaped
-        return ticks / os.sysconf("SC_CLK_TCK")
+        # Its own session, so its process group; its reaped children counted on it.
+        return group_cpu_seconds(process.pid, reaped_by=process.pid)
 
     def maildir(self, user: str) -> Path:
         """The Maildir of ``user`` as seen from this process (outside the chroot)."""
