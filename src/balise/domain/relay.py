@@ -1,0 +1,249 @@
+"""The card-authenticated relay's pure side: the allow-list of online services and the HTTP/1.1
+framing of what passes through (pure, bounded).
+
+The practice software sends plain HTTP to the relay with the service's name as the first path
+segment (``POST /visiodroits/api/rights HTTP/1.1``); the relay forwards the rest of the target to
+that service's base URL over the card's TLS channel. Only the head is parsed (bounded), never the
+body: bodies are passed through unchanged and never kept or journaled."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+from urllib.parse import urlsplit
+
+from balise.domain.errors import ValidationError
+
+__all__ = [
+    "HOP_BY_HOP",
+    "MAX_BODY",
+    "MAX_HEAD",
+    "AllowedService",
+    "HttpHead",
+    "RelayCode",
+    "RelayRefused",
+    "forward_head",
+    "parse_allow_list",
+    "parse_head",
+    "response_body_kind",
+    "route",
+]
+
+MAX_HEAD: Final = 32 * 1024  # request line / status line and headers
+MAX_BODY: Final = 16 * 1024 * 1024  # one request or answer body
+_MAX_HEADERS: Final = 100
+_NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+# Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded as received.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+
+
+class RelayCode(StrEnum):
+    """Codes of the card-authenticated relay."""
+
+    RELAY_REFUSED = "RELAY_REFUSED"  # a request not forwarded (answered with an HTTP error)
+    RELAY_SERVICE_BAD = "RELAY_SERVICE_BAD"  # an allow-list entry badly written
+    RELAY_CHANNEL = "RELAY_CHANNEL"  # the card's TLS channel could not be opened or broke
+    RELAY_PROVIDER = "RELAY_PROVIDER"  # the OpenSSL PKCS#11 provider is not usable here
+
+
+class RelayRefused(ValidationError):
+    """A request the relay does not forward; ``status`` is the HTTP answer it gets instead."""
+
+    code = RelayCode.RELAY_REFUSED
+
+    def __init__(self, status: int, fr: str, en: str) -> None:
+        super().__init__(fr, en)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedService:
+    """One online service the practice software may reach through the card's channel."""
+
+    name: str  # first path segment the practice software uses
+    host: str
+    port: int
+    base_path: str  # "" or "/api": prefixed to the rest of the target
+
+    @property
+    def url(self) -> str:
+        port = "" if self.port == 443 else f":{self.port}"
+        return f"https://{self.host}{port}{self.base_path}/"
+
+
+def parse_allow_list(lines: list[str] | tuple[str, ...]) -> dict[str, AllowedService]:
+    """``name=https://host[:port][/base]`` entries (the parameter ``relay_services``) into the
+    allow-list; HTTPS only, no credentials, query or fragment in the URL, names unique."""
+    services: dict[str, AllowedService] = {}
+    for raw in lines:
+        line = raw.strip()
+        name, sep, url = line.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not _NAME_RE.fullmatch(name):
+            raise ValidationError(
+                f"Service en ligne mal écrit : « {line} » (attendu nom=https://hôte/chemin).",
+                f"Badly written online service: {line!r} (expected name=https://host/path).",
+                code=RelayCode.RELAY_SERVICE_BAD,
+            )
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 443
+        except ValueError:
+            parts, port = None, 0
+        if (
+            parts is None
+            or parts.scheme != "https"
+            or not parts.hostname
+            or parts.username is not None
+            or parts.password is not None
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValidationError(
+                f"Adresse du service « {name} » refusée : une adresse https:// sans identifiant "
+                "ni paramètre est attendue.",
+                f"Address of service {name!r} refused: an https:// address without credentials "
+                "or query is expected.",
+                code=RelayCode.RELAY_SERVICE_BAD,
+            )
+        if name in services:
+            raise ValidationError(
+                f"Service en ligne « {name} » donné deux fois.",
+                f"Online service {name!r} given twice.",
+                code=RelayCode.RELAY_SERVICE_BAD,
+            )
+        services[name] = AllowedService(name, parts.hostname, port, parts.path.rstrip("/"))
+    return services
+
+
+@dataclass(frozen=True, slots=True)
+class HttpHead:
+    """A parsed request or response head: its first line's three parts and the headers in
+    order (names as received)."""
+
+    first: tuple[str, str, str]
+    headers: tuple[tuple[str, str], ...]
+
+    def get(self, name: str) -> str | None:
+        wanted = name.lower()
+        found = [v for n, v in self.headers if n.lower() == wanted]
+        if len(found) > 1 and wanted in {"content-length", "transfer-encoding", "host"}:
+            raise RelayRefused(400, f"En-tête {name} répété.", f"Header {name} repeated.")
+        return found[0] if found else None
+
+    def content_length(self) -> int | None:
+        value = self.get("content-length")
+        if value is None:
+            return None
+        if not value.isdigit() or len(value) > 10 or int(value) > MAX_BODY:
+            raise RelayRefused(
+                413, "Corps trop long ou mal annoncé.", "Body too long or bad length."
+            )
+        return int(value)
+
+
+def parse_head(data: bytes, *, request: bool) -> HttpHead:
+    """Parse a head (without its final blank line) received from the outside: ASCII/Latin-1
+    only, bounded, one request line or status line, then ``Name: value`` lines."""
+    if len(data) > MAX_HEAD:
+        raise RelayRefused(431, "En-têtes trop longs.", "Headers too long.")
+    lines = data.decode("latin-1").split("\r\n")
+    if len(lines) - 1 > _MAX_HEADERS:
+        raise RelayRefused(431, "Trop d'en-têtes.", "Too many headers.")
+    first = lines[0].split(" ", 2)
+    if request:
+        if (
+            len(first) != 3
+            or first[0] not in _METHODS
+            or not first[1].startswith("/")
+            or first[2] not in {"HTTP/1.1", "HTTP/1.0"}
+        ):
+            raise RelayRefused(400, "Requête HTTP mal formée.", "Malformed HTTP request.")
+    else:
+        if len(first) == 2:
+            first.append("")
+        if (
+            len(first) != 3
+            or not first[0].startswith("HTTP/1.")
+            or not re.fullmatch(r"[1-5][0-9][0-9]", first[1])
+        ):
+            raise RelayRefused(502, "Réponse du service mal formée.", "Malformed service answer.")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN_RE.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            status = 400 if request else 502
+            raise RelayRefused(status, "En-tête HTTP mal formé.", "Malformed HTTP header.")
+        headers.append((name, value.strip(" \t")))
+    return HttpHead((first[0], first[1], first[2]), tuple(headers))
+
+
+def route(head: HttpHead, services: dict[str, AllowedService]) -> tuple[AllowedService, str]:
+    """The allowed service a request goes to and the target to send it (its base path + the
+    rest); a name not on the allow-list, a path going up, or a body sent in chunks are refused."""
+    target = head.first[1]
+    name, _, rest = target[1:].partition("/")
+    name = name.partition("?")[0]
+    service = services.get(name)
+    if service is None:
+        raise RelayRefused(
+            403,
+            f"Service « {name[:40]} » absent de la liste des services autorisés.",
+            f"Service {name[:40]!r} is not on the allow-list.",
+        )
+    path = "/" + rest
+    if any(seg in {"..", "."} for seg in path.partition("?")[0].split("/")) or "%2e" in (
+        path.lower()
+    ):
+        raise RelayRefused(400, "Chemin refusé.", "Path refused.")
+    if head.get("transfer-encoding") is not None:
+        raise RelayRefused(
+            411, "Corps par morceaux non pris en charge.", "Chunked request bodies unsupported."
+        )
+    return service, service.base_path + path
+
+
+def forward_head(head: HttpHead, service: AllowedService, target: str, body_len: int) -> bytes:
+    """The head sent to the service: same method and headers except the hop-by-hop ones, the
+    service's own Host, the body's exact length, and a connection kept alive."""
+    host = service.host if service.port == 443 else f"{service.host}:{service.port}"
+    lines = [f"{head.first[0]} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in head.headers:
+        if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+            lines.append(f"{name}: {value}")
+    if body_len or head.first[0] in {"POST", "PUT", "PATCH"}:
+        lines.append(f"Content-Length: {body_len}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def response_body_kind(head: HttpHead, method: str) -> tuple[str, int]:
+    """How the answer's body ends: ("none", 0), ("length", n), ("chunked", 0) or ("close", 0)."""
+    status = int(head.first[1])
+    if method == "HEAD" or status < 200 or status in {204, 304}:
+        return "none", 0
+    encoding = head.get("transfer-encoding")
+    if encoding is not None:
+        if encoding.lower() != "chunked":
+            raise RelayRefused(502, "Codage de réponse inconnu.", "Unknown answer encoding.")
+        return "chunked", 0
+    length = head.content_length()
+    if length is not None:
+        return "length", length
+    return "close", 0

@@ -1,0 +1,207 @@
+"""Run INSIDE a Debian 13 chroot by tests/image/test_relay.py (the box's system: OpenSSL 3.5,
+pkcs11-provider 1.0, Python 3.13, the image's own venv): the card's TLS channel for real.
+
+SoftHSM2 holds the CPS-like card (authentication + signature keys, balise.sim.softhsm); nginx
+from Debian is the online service (client certificate required, chain and CRLs checked); the
+card's module is loaded through OpenSC's pkcs11-spy, whose log goes to a FIFO that a thread
+reads and reduces to counts of C_Login and C_SignInit — the log itself (it prints PINs, a test
+PIN here) is never written to a file. Prints one JSON object of what it observed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+SPY = Path("/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so")
+PIN = "1234"
+PORT = 44343
+
+
+def crl_pem(issuer, revoked, now) -> bytes:  # type: ignore[no-untyped-def]
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(now - timedelta(hours=1))
+        .next_update(now + timedelta(days=7))
+    )
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(now - timedelta(hours=1))
+            .build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+class SpyCounter(threading.Thread):
+    """Reads pkcs11-spy's log from a FIFO and keeps only the names of the calls."""
+
+    def __init__(self, fifo: Path) -> None:
+        super().__init__(daemon=True)
+        self.fifo = fifo
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        with self.fifo.open("rb") as stream:
+            for line in stream:
+                m = re.match(rb"^\d+: (C_\w+)", line)
+                if m:
+                    with self.lock:
+                        name = m.group(1).decode()
+                        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def get(self, name: str) -> int:
+        with self.lock:
+            return self.counts.get(name, 0)
+
+
+def main() -> int:
+    from balise.adapters import card_tls
+    from balise.adapters.pkcs11 import Pkcs11Signer
+    from balise.domain.relay import AllowedService
+    from balise.sim.pki import build_pki
+    from balise.sim.softhsm import SoftHSM
+
+    work = Path(tempfile.mkdtemp(prefix="relay-"))
+    out: dict[str, object] = {}
+    pki = build_pki(work / "pki")
+    revoked = pki.issue_practitioner("10000000002", "Dr REVOQUE TEST")
+    hsm = SoftHSM(work / "hsm")
+    os.environ.update(hsm.env())
+    good = hsm.create_token("CPS-GOOD", pki.practitioner, pin=PIN, so_pin="87654321")
+    bad = hsm.create_token("CPS-REVOKED", revoked, pin=PIN, so_pin="87654321")
+
+    server = pki.issue_tls_server("service", ["127.0.0.1"])
+    (work / "client-cas.pem").write_bytes(pki.chain_pem.read_bytes())
+    crls = crl_pem(pki.intermediate, [revoked.authentication.cert], pki.now) + crl_pem(
+        pki.root, [], pki.now
+    )
+    (work / "crls.pem").write_bytes(crls)
+    (work / "www").mkdir()
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/www;
+  keepalive_requests 1000;
+  keepalive_timeout 60s;
+  server {{
+    listen 127.0.0.1:{PORT} ssl;
+    ssl_certificate {server.cert_pem};
+    ssl_certificate_key {server.key_pem};
+    ssl_client_certificate {work}/client-cas.pem;
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_crl {work}/crls.pem;
+    ssl_session_tickets off;
+    ssl_session_cache off;
+    location /api/ {{
+      default_type text/plain;
+      return 200 "who=$ssl_client_s_dn conn=$connection n=$connection_requests\\n";
+    }}
+  }}
+}}
+"""
+    )
+    nginx = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if (work / "nginx.pid").exists():
+            break
+        time.sleep(0.05)
+
+    fifo = work / "spy.fifo"
+    os.mkfifo(fifo, 0o600)
+    counter = SpyCounter(fifo)
+    counter.start()
+    os.environ["PKCS11SPY"] = str(hsm.module)
+    os.environ["PKCS11SPY_OUTPUT"] = str(fifo)
+
+    import pkcs11
+
+    lib = pkcs11.lib(str(SPY))
+    provider = card_tls.find_provider()
+    assert provider is not None
+    (work / "provider.cnf").write_text(card_tls.provider_config(provider, SPY))
+    card_tls.load_provider(work / "provider.cnf")
+    service = AllowedService("visio", "127.0.0.1", PORT, "/api")
+
+    def channel_for(token_label: str, serial: str) -> tuple[object, card_tls.TlsChannel]:
+        signer = Pkcs11Signer(lib, token_label=token_label)
+        session = signer.login(bytearray(PIN.encode()), allowed_signatures=0)
+        auth = card_tls.card_auth_certificate(lib, serial)
+        chain = work / f"{token_label}.chain.pem"
+        chain.write_text(auth.chain_pem())
+        ref = work / f"{token_label}.key.pem"
+        ref.write_text(card_tls.key_reference_pem(card_tls.key_uri(serial, auth.key_id)))
+        out[f"{token_label}.key_id"] = auth.key_id.hex()
+        ctx = card_tls.card_context(roots_pem=[pki.root_pem.read_text()], cert_chain=chain, key=ref)
+        return session, card_tls.TlsChannel(ctx, service.host, service.port)
+
+    def get(channel: card_tls.TlsChannel, path: str) -> tuple[int, bytes]:
+        head = f"GET /api/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        raw, parsed = channel.exchange(head, b"", "GET")
+        return int(parsed.first[1]), raw.split(b"\r\n\r\n", 1)[1]
+
+    try:
+        logins0, signs0 = counter.get("C_Login"), counter.get("C_SignInit")
+        session, channel = channel_for("CPS-GOOD", good.serial)
+        bodies = [get(channel, f"r{i}") for i in range(20)]
+        time.sleep(0.3)  # the spy's last lines reach the FIFO
+        out["good.statuses"] = sorted({s for s, _ in bodies})
+        out["good.first"] = bodies[0][1].decode()
+        out["good.last"] = bodies[-1][1].decode()
+        out["good.connections"] = len({re.search(rb"conn=(\d+)", b).group(1) for _, b in bodies})  # type: ignore[union-attr]
+        out["good.handshakes"] = channel.handshakes
+        out["good.logins"] = counter.get("C_Login") - logins0
+        out["good.signs"] = counter.get("C_SignInit") - signs0
+        # Card logged out (pulled, or closed by the practitioner): the open connection is
+        # closed by the relay; a new handshake cannot use the card any more.
+        channel.close()
+        session.close()  # type: ignore[attr-defined]
+        try:
+            get(channel, "after-logout")
+            out["after_logout"] = "answered"
+        except card_tls.ChannelBroken as exc:
+            out["after_logout"] = exc.code
+        time.sleep(0.3)
+        out["after_logout.logins"] = counter.get("C_Login") - logins0
+
+        session, channel = channel_for("CPS-REVOKED", bad.serial)
+        try:
+            status, body = get(channel, "revoked")
+            out["revoked"] = [status, body[:200].decode(errors="replace")]
+        except card_tls.ChannelBroken as exc:
+            out["revoked"] = exc.code
+        channel.close()
+        session.close()  # type: ignore[attr-defined]
+        out["pin_in_work_files"] = sorted(
+            str(p.relative_to(work))
+            for p in work.rglob("*")
+            if p.is_file() and p != fifo and f"pin-value={PIN}".encode() in p.read_bytes()
+        )
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
