@@ -1,0 +1,468 @@
+"""The card-authenticated relay on the CI host (Debian 12), without the card's TLS provider.
+
+FAKE, said here: Debian 12 has no pkcs11-provider, so in this module the client key of the TLS
+channel is the test practitioner's authentication key held in a FILE — it stands in for the card
+(the card's own path, SoftHSM2 + pkcs11-provider in a Debian 13 chroot, is
+tests/image/test_relay.py) — and the card's login and presence are a small object the test
+controls. Everything else is real: a loopback HTTPS service (http.server behind ssl) that
+requires a client certificate of the test IGC-Santé chain and checks its CRL, the relay's unix
+socket with its peer-credentials check, the practice software's HTTP over that socket."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from balise.adapters import card_tls
+from balise.adapters.clock import FixedClock
+from balise.adapters.relay_server import RelayServer
+from balise.domain.errors import ValidationError
+from balise.domain.journal import JsonValue, canonical_details
+from balise.domain.relay import AllowedService, parse_allow_list
+from balise.services.relay import JOURNAL_KIND, Relay, error_answer
+from balise.sim.pki import Issued, TestPKI, build_pki
+from tests.support.clock import TEST_NOW
+from tests.support.crl_support import make_crl
+
+SECRET_BODY = b"NIR=1850575123456;MUTUELLE-CONFIDENTIELLE"
+
+
+# --- the online service: loopback HTTPS requiring a client certificate, CRL checked ---------
+
+
+@dataclass
+class Seen:
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # (path, CN, body)
+    connections: set[int] = field(default_factory=set)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        peer = self.connection.getpeercert()
+        cn = dict(x[0] for x in peer["subject"]).get("commonName", "") if peer else ""
+        seen: Seen = self.server.seen  # type: ignore[attr-defined]
+        seen.requests.append((self.path, cn, body))
+        seen.connections.add(id(self.connection))
+        answer = json.dumps({"path": self.path, "cn": cn, "got": len(body)}).encode()
+        self.send_response(200 if not self.path.endswith("/missing") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Service", "visiodroits-test")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = _answer
+    do_POST = _answer
+
+
+@dataclass
+class Service:
+    port: int
+    seen: Seen
+    server: http.server.ThreadingHTTPServer
+
+
+def _serve(pki: TestPKI, cert: Issued, crl_pem: bytes, tmp: Path) -> Iterator[Service]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.cert_pem, cert.key_pem)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(pki.chain_pem))
+    crl_file = tmp / "service-crls.pem"
+    crl_file.write_bytes(crl_pem)
+    context.load_verify_locations(cafile=str(crl_file))
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    server.seen = Seen()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield Service(server.server_address[1], server.seen, server)  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def _crls(pki: TestPKI, revoked: list[x509.Certificate]) -> bytes:
+    pem = b""
+    for issuer, rev in ((pki.intermediate, revoked), (pki.root, [])):
+        der = make_crl(
+            issuer,
+            this_update=TEST_NOW - timedelta(hours=1),
+            next_update=TEST_NOW + timedelta(days=7),
+            revoked=rev,
+        )
+        pem += x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+    return pem
+
+
+@pytest.fixture(scope="module")
+def relay_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return build_pki(tmp_path_factory.mktemp("relay-pki"), now=TEST_NOW)
+
+
+@pytest.fixture
+def service(relay_pki: TestPKI, tmp_path: Path) -> Iterator[Service]:
+    cert = relay_pki.issue_tls_server("service-ok", ["127.0.0.1"])
+    yield from _serve(relay_pki, cert, _crls(relay_pki, []), tmp_path)
+
+
+# --- the relay wired as the box wires it, the card's key from a file (the FAKE) -------------
+
+
+class Journal:
+    """The journal port in memory: what the relay writes, as the journal would keep it."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, JsonValue]]] = []
+
+    def append(
+        self,
+        kind: str,
+        subject: str = "",
+        details: Mapping[str, JsonValue] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> object:
+        canonical_details(details)  # the journal's own refusal of secret-looking keys
+        self.rows.append((kind, subject, dict(details or {})))
+        return None
+
+    def requests(self) -> list[dict[str, JsonValue]]:
+        return [d for k, _s, d in self.rows if k == JOURNAL_KIND]
+
+
+class Card:
+    """FAKE for the card's login and presence (the card's own path is the image tier's)."""
+
+    def __init__(self) -> None:
+        self.present = True
+        self.logged_out = False
+
+    def close(self) -> None:
+        self.logged_out = True
+
+
+@dataclass
+class Box:
+    relay: Relay
+    server: RelayServer
+    socket_path: Path
+    journal: Journal
+    card: Card
+    channels: list[card_tls.TlsChannel]
+    ticks: list[float]
+
+
+def _box(pki: TestPKI, tmp: Path, port: int, *, socket_dir: Path | None = None) -> Iterator[Box]:
+    practitioner = pki.practitioner.authentication
+    chain = tmp / "card-chain.pem"
+    chain.write_bytes(practitioner.cert_pem.read_bytes() + pki.intermediate.cert_pem.read_bytes())
+    context = card_tls.card_context(
+        roots_pem=[pki.root_pem.read_text()],
+        cert_chain=chain,
+        key=practitioner.key_pem,  # FAKE: the card's authentication key, from a file
+    )
+    services = parse_allow_list([f"visio=https://127.0.0.1:{port}/api"])
+    channels: list[card_tls.TlsChannel] = []
+
+    def channel_for(service: AllowedService) -> card_tls.TlsChannel:
+        channels.append(card_tls.TlsChannel(context, service.host, service.port, timeout=10))
+        return channels[-1]
+
+    journal, card, ticks = Journal(), Card(), [0.0]
+    relay = Relay(
+        services=services,
+        channel_for=channel_for,
+        login=card,
+        practitioner="Dr Jeanne TEST",
+        journal=journal,  # type: ignore[arg-type]
+        clock=FixedClock(TEST_NOW),
+        idle_seconds=600,
+        card_present=lambda: card.present,
+        monotonic=lambda: ticks[0],
+    )
+    path = (socket_dir or tmp) / "relay.sock"
+    server = RelayServer(
+        path, allowed_uids={os.getuid()}, handler=relay.handle, refusal=error_answer
+    )
+    server.start()
+    try:
+        yield Box(relay, server, path, journal, card, channels, ticks)
+    finally:
+        server.stop()
+        relay.close("fin du test")
+
+
+@pytest.fixture
+def box(relay_pki: TestPKI, tmp_path: Path, service: Service) -> Iterator[Box]:
+    yield from _box(relay_pki, tmp_path, service.port)
+
+
+class PracticeSoftware:
+    """The practice software's side: plain HTTP/1.1 over the relay's socket, kept alive."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rb")
+
+    def send(self, method: str, path: str, body: bytes = b"", headers: str = "") -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nHost: relay\r\n{headers}"
+        if body or method == "POST":
+            head += f"Content-Length: {len(body)}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + body)
+        lines = []
+        length = 0
+        while True:
+            line = self.file.readline(65536)
+            assert line, "the relay closed the connection"
+            lines.append(line)
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+            if line == b"\r\n":
+                break
+        return b"".join(lines) + self.file.read(length)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def practice(box: Box) -> Iterator[PracticeSoftware]:
+    client = PracticeSoftware(box.socket_path)
+    yield client
+    client.close()
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def _body(answer: bytes) -> bytes:
+    return answer.split(b"\r\n\r\n", 1)[1]
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_requests_reach_the_service_authenticated_on_one_kept_channel(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    answers = [practice.send("POST", f"/visio/rights/{i}", b"x" * i) for i in range(1, 6)]
+    answers.append(practice.send("GET", "/visio/rights/missing"))
+    assert [_status(a) for a in answers] == [200] * 5 + [404]
+    first = json.loads(_body(answers[0]))
+    assert first == {"path": "/api/rights/1", "cn": "10001234567/Dr Jeanne TEST", "got": 1}
+    # The service's answer unchanged: its own headers reach the practice software.
+    assert b"X-Service: visiodroits-test\r\n" in answers[0]
+    # Six requests, one TLS connection, one handshake (one card operation on the box).
+    assert len(service.seen.connections) == 1
+    assert [c.handshakes for c in box.channels] == [1]
+    state = box.relay.state()
+    assert (state.open, state.practitioner, state.requests, state.handshakes) == (
+        True,
+        "Dr Jeanne TEST",
+        6,
+        1,
+    )
+
+
+def test_a_service_not_on_the_allow_list_is_refused_and_never_reached(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    answer = practice.send("GET", "/elsewhere/steal")
+    assert _status(answer) == 403
+    assert "liste des services autorisés" in _body(answer).decode()
+    answer = practice.send("GET", "/visio/../admin")
+    assert _status(answer) == 400
+    assert service.seen.requests == []
+    assert box.channels == []  # no TLS opened, the card not used
+    assert [(r["service"], r["status"]) for r in box.journal.requests()] == [
+        ("elsewhere", 403),
+        ("visio", 400),
+    ]
+
+
+def test_journal_has_service_size_status_duration_never_a_body(
+    box: Box, practice: PracticeSoftware
+) -> None:
+    practice.send("POST", "/visio/rights?nir=1850575123456", SECRET_BODY, "X-Secret: abc\r\n")
+    (row,) = box.journal.requests()
+    assert row["service"] == "visio"
+    assert row["status"] == 200
+    assert row["request_bytes"] == len(SECRET_BODY)
+    assert isinstance(row["answer_bytes"], int) and row["answer_bytes"] > 0
+    assert isinstance(row["duration_ms"], int)
+    text = json.dumps(box.journal.rows)
+    for secret in ("NIR=", "1850575123456", "MUTUELLE", "abc", "rights"):
+        assert secret not in text
+
+
+def test_an_unregistered_client_is_refused_before_a_byte_is_read(
+    relay_pki: TestPKI, tmp_path: Path, service: Service
+) -> None:
+    """A process of another account (the SSH-forwarded exchange account is the only one
+    registered): even with the socket's mode opened to all, the kernel's peer credentials
+    refuse it and nothing reaches the service."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another account")
+    with tempfile.TemporaryDirectory(prefix="balise-relay-") as shared:
+        Path(shared).chmod(0o755)
+        box_gen = _box(relay_pki, tmp_path, service.port, socket_dir=Path(shared))
+        box = next(box_gen)
+        try:
+            box.socket_path.chmod(0o666)
+            got = _as_nobody(box.socket_path)
+            assert got in {b"answer:", b"error:ConnectionResetError"}, got
+            assert service.seen.requests == []
+            # The registered account still gets through the same socket.
+            client = PracticeSoftware(box.socket_path)
+            assert _status(client.send("GET", "/visio/x")) == 200
+            client.close()
+        finally:
+            for _ in box_gen:
+                pass
+
+
+def _as_nobody(path: Path) -> bytes:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other account's process
+        os.close(read)
+        result = b"?"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(str(path))
+            s.sendall(b"GET /visio/x HTTP/1.1\r\nHost: r\r\n\r\n")
+            result = b"answer:" + s.recv(100)
+        except OSError as exc:
+            result = f"error:{type(exc).__name__}".encode()
+        os.write(write, result)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        got = pipe.read()
+    os.waitpid(pid, 0)
+    return got
+
+
+def test_a_service_with_a_wrong_certificate_is_refused(relay_pki: TestPKI, tmp_path: Path) -> None:
+    other = build_pki(tmp_path / "other-pki", now=TEST_NOW)
+    cert = other.issue_tls_server("impostor", ["127.0.0.1"])
+    impostor_gen = _serve(other, cert, _crls(other, []), tmp_path)
+    impostor = next(impostor_gen)
+    box_gen = _box(relay_pki, tmp_path, impostor.port)
+    box = next(box_gen)
+    try:
+        client = PracticeSoftware(box.socket_path)
+        answer = client.send("POST", "/visio/rights", SECRET_BODY)
+        client.close()
+        assert _status(answer) == 502
+        assert "Certificat du service refusé" in _body(answer).decode()
+        assert impostor.seen.requests == []  # no request (nor its body) sent to it
+        assert box.journal.requests()[-1]["status"] == 502
+    finally:
+        for gen in (box_gen, impostor_gen):
+            for _ in gen:
+                pass
+
+
+def test_a_revoked_practitioner_is_refused_by_the_service(
+    relay_pki: TestPKI, tmp_path: Path
+) -> None:
+    cert = relay_pki.issue_tls_server("service-crl", ["127.0.0.1"])
+    crls = _crls(relay_pki, [relay_pki.practitioner.authentication.cert])
+    service_gen = _serve(relay_pki, cert, crls, tmp_path)
+    svc = next(service_gen)
+    box_gen = _box(relay_pki, tmp_path, svc.port)
+    box = next(box_gen)
+    try:
+        client = PracticeSoftware(box.socket_path)
+        answer = client.send("GET", "/visio/rights")
+        client.close()
+        assert _status(answer) == 502
+        assert svc.seen.requests == []
+    finally:
+        for gen in (box_gen, service_gen):
+            for _ in gen:
+                pass
+
+
+def test_idle_time_closes_the_channel_and_the_card_login(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    assert _status(practice.send("GET", "/visio/a")) == 200
+    box.ticks[0] += 599
+    box.relay.check()
+    assert box.relay.state().open
+    box.ticks[0] += 2
+    box.relay.check()
+    state = box.relay.state()
+    assert (state.open, state.closed_because) == (False, "inactivité")
+    assert box.card.logged_out
+    assert not box.channels[0].is_open
+    answer = practice.send("GET", "/visio/b")
+    assert _status(answer) == 503
+    assert len(service.seen.requests) == 1
+
+
+def test_card_pulled_mid_session_closes_everything(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    assert _status(practice.send("GET", "/visio/a")) == 200
+    box.card.present = False  # FAKE: the card watcher's "removed" (pcscd in the kiosk)
+    answer = practice.send("GET", "/visio/b")
+    assert _status(answer) == 503
+    assert "Carte retirée" in _body(answer).decode()
+    assert box.card.logged_out
+    assert box.relay.state().closed_because == "carte retirée"
+    assert len(service.seen.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "visio=http://127.0.0.1/api",  # not TLS
+        "visio=https://user:pw@host/api",  # credentials in the URL
+        "visio=https://host/api?x=1",  # a query
+        "Visio Droits=https://host/api",  # not a name
+        "visio",  # no URL
+    ],
+)
+def test_a_badly_written_allow_list_entry_is_refused_with_words(entry: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_allow_list([entry])
+    assert caught.value.fr.startswith(("Service en ligne mal écrit", "Adresse du service"))
+
+
+def test_two_services_under_one_name_are_refused() -> None:
+    with pytest.raises(ValidationError, match="deux fois"):
+        parse_allow_list(["a=https://h1/x", "a=https://h2/y"])
