@@ -12,10 +12,10 @@ import pytest
 import trustme
 
 from balise.adapters.classifier_worker import WorkerClassifier
-from balise.adapters.pop3 import Pop3Error, Pop3Mailbox, Pop3ProtocolError, Pop3TlsError
+from balise.adapters.pop3 import Pop3Mailbox
 from balise.domain.errors import StateError
 from balise.domain.lotstate import LotState
-from balise.domain.mailtransport import Pop3Settings
+from balise.domain.mailtransport import Pop3Error, Pop3ProtocolError, Pop3Settings, Pop3TlsError
 from balise.domain.returns import Reason
 from balise.services.classifier import ClassifierService
 from balise.services.purge import CRASH_EXIT_CODE, CRASH_POINTS, PurgeProgress

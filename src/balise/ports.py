@@ -233,7 +233,7 @@ class MailSender(Protocol):
         """Send ``(mail_from, rcpt, data)`` in order over TLS verified against ``ca_pem`` (the
         ``ca_bundle`` setting; empty = the system's store); ``on_accepted(index)`` runs right
         after each 250. A message refused by the server is reported and the session goes on;
-        anything that breaks the session raises a TransmissionError (the rest is not sent)."""
+        anything that breaks the session raises a SmtpError (the rest is not sent)."""
         ...
 
 
@@ -490,7 +490,7 @@ class LockedArchive(Protocol):
         ...
 
     def unlock(self, passphrase: str) -> None:
-        """Verify every chunk under ``passphrase``: ValidationError BACKUP_WRONG_PASSPHRASE when
+        """Verify every chunk under ``passphrase``: WrongPassphrase (BACKUP_WRONG_PASSPHRASE) when
         it is not the archive's, another error when the archive is damaged."""
         ...
 

@@ -25,6 +25,7 @@ from balise.adapters.pkcs11 import (
     SignatureNotAllowed,
 )
 from balise.domain.card import CardIdentity, CardRemoved, PinLocked, PinState, WrongPin
+from balise.domain.codes import CardCode
 from balise.domain.errors import StateError, ValidationError
 from balise.ports import TokenSession, TokenSigner
 
@@ -154,7 +155,9 @@ class FakeToken:
         if self.tries_left <= 0:
             raise PinLocked()  # no attempt at all
         if self.protected_path != (pin is None):
-            raise ValidationError("PIN et lecteur à clavier incohérents.", code="PIN_ON_READER")
+            raise ValidationError(
+                "PIN et lecteur à clavier incohérents.", code=CardCode.PIN_ON_READER
+            )
         self._check("user", pin)
         held = bytearray(pin) if pin is not None and self.always_authenticate else None
         session = FakeSession(self, allowed_signatures, held)
@@ -177,7 +180,7 @@ class FakeSession:
 
     def sign(self, data: bytes) -> bytes:
         if self.closed:
-            raise StateError("Session fermée.", code="CARD_SESSION_CLOSED")
+            raise StateError("Session fermée.", code=CardCode.CARD_SESSION_CLOSED)
         if self._token.always_authenticate and self.allowed_signatures is None:
             raise SignatureNotAllowed(None)
         if self.allowed_signatures is not None and self.signatures >= self.allowed_signatures:

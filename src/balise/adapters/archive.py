@@ -51,6 +51,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from balise.domain.backup import WrongPassphrase
+from balise.domain.codes import BackupCode
 from balise.domain.errors import ConfigError, IntegrityError, ValidationError, os_error_words
 
 MAGIC = b"BALSAV\x00\x01"
@@ -143,13 +145,13 @@ def master_from_phc(encoded: str) -> MasterKey:
         raise ConfigError(
             "phrase de passe de secours illisible dans le coffre",
             "recovery passphrase unreadable in the vault",
-            code="BACKUP_PASSPHRASE_INVALID",
+            code=BackupCode.BACKUP_PASSPHRASE_INVALID,
         ) from exc
     if len(key) != 32:
         raise ConfigError(
             "phrase de passe de secours : clé dérivée de longueur inattendue",
             "recovery passphrase: derived key of unexpected length",
-            code="BACKUP_PASSPHRASE_INVALID",
+            code=BackupCode.BACKUP_PASSPHRASE_INVALID,
         )
     return MasterKey(key, kdf)
 
@@ -207,7 +209,7 @@ def _damaged(fr: str, en: str) -> IntegrityError:
     return IntegrityError(
         f"archive endommagée ou modifiée : {fr}",
         f"archive damaged or modified: {en}",
-        code="BACKUP_DAMAGED",
+        code=BackupCode.BACKUP_DAMAGED,
     )
 
 
@@ -239,7 +241,9 @@ def write_archive(
     }
     body = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(body) > MAX_HEADER:
-        raise ValidationError("manifeste trop grand", "manifest too large", code="BACKUP_HEADER")
+        raise ValidationError(
+            "manifeste trop grand", "manifest too large", code=BackupCode.BACKUP_HEADER
+        )
     prefix = MAGIC + len(body).to_bytes(4, "big") + body
     digest = hashlib.sha256(prefix).digest()
     out.write(prefix + digest)
@@ -339,14 +343,10 @@ def read_header(handle: BinaryIO) -> Header:
 
 
 def check_key(header: Header, master: MasterKey) -> ArchiveKeys:
-    """The archive keys if ``master`` opens this archive, else WRONG_PASSPHRASE."""
+    """The archive keys if ``master`` opens this archive, else WrongPassphrase."""
     keys = ArchiveKeys.derive(master, header.nonce)
     if not hmac.compare_digest(keys.check, header.check):
-        raise ValidationError(
-            "phrase de passe de secours incorrecte",
-            "wrong recovery passphrase",
-            code="BACKUP_WRONG_PASSPHRASE",
-        )
+        raise WrongPassphrase
     return keys
 
 
@@ -472,7 +472,7 @@ def open_archive(path: Path) -> tuple[BinaryIO, Header]:
         raise ConfigError(
             f"archive illisible : {path} ({os_error_words(exc)[0]})",
             f"archive unreadable: {path} ({os_error_words(exc)[1]})",
-            code="BACKUP_UNREADABLE",
+            code=BackupCode.BACKUP_UNREADABLE,
         ) from exc
     try:
         return handle, read_header(handle)

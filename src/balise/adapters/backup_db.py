@@ -44,6 +44,7 @@ from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek
 from balise.adapters.store import DB_NAME, Store
 from balise.domain.backup import BackupOutcome, PruneOutcome, RestoredFacts, RetentionOutcome
+from balise.domain.codes import BackupCode, GeneralCode
 from balise.domain.errors import (
     BaliseError,
     ConfigError,
@@ -118,7 +119,7 @@ class SqliteBackupArchiver:
                 "--secret` (technicien, à la mise en service)",
                 "no recovery passphrase: `balise params set recovery_passphrase --secret` "
                 "(technician, at provisioning)",
-                code="BACKUP_NO_PASSPHRASE",
+                code=BackupCode.BACKUP_NO_PASSPHRASE,
             )
         return master_from_phc(encoded)
 
@@ -215,7 +216,7 @@ class SqliteBackupArchiver:
                     raise StateError(
                         "base de données occupée : sauvegarde remise à plus tard",
                         "database busy: backup postponed",
-                        code="BACKUP_BUSY",
+                        code=BackupCode.BACKUP_BUSY,
                     ) from exc
                 time.sleep(0.5 * (attempt + 1))
             finally:
@@ -432,7 +433,7 @@ def _check_payload(header: Header, blocks: Iterator[bytes], sink: BinaryIO | Non
         raise IntegrityError(
             "archive incohérente : le contenu ne correspond pas au manifeste",
             "archive inconsistent: the content does not match the manifest",
-            code="BACKUP_DAMAGED",
+            code=BackupCode.BACKUP_DAMAGED,
         )
 
 
@@ -459,7 +460,7 @@ def check_target(data_dir: Path, *, force: bool) -> None:
             "refusée (--force pour remplacer ; l'ancienne base est gardée à côté)",
             "this box already holds data (lots, returns or alerts): restore refused "
             "(--force to replace; the old database is kept aside)",
-            code="RESTORE_NOT_EMPTY",
+            code=BackupCode.RESTORE_NOT_EMPTY,
         )
 
 
@@ -477,7 +478,7 @@ def install(
                 raise IntegrityError(
                     "l'archive a changé pendant la restauration",
                     "the archive changed during the restore",
-                    code="BACKUP_DAMAGED",
+                    code=BackupCode.BACKUP_DAMAGED,
                 )
             _check_payload(header, payload_blocks(handle, header, verified.keys), out)
             out.flush()
@@ -524,7 +525,7 @@ class ArchiveFile:
     def install(self, when: datetime) -> RestoredFacts:
         if self.verified is None or self._data_dir is None or self._kek is None:
             raise StateError(
-                "archive pas encore vérifiée", "archive not verified yet", code="INTERNAL"
+                "archive pas encore vérifiée", "archive not verified yet", code=GeneralCode.INTERNAL
             )
         return install(self._path, self.verified, self._data_dir, self._kek, when)
 
@@ -548,7 +549,7 @@ def _check_and_rewrap(
             raise IntegrityError(
                 f"journal de l'archive rompu : {why}",
                 f"journal in the archive broken at entry {report.broken_seq}",
-                code="RESTORE_CHAIN",
+                code=BackupCode.RESTORE_CHAIN,
             )
         with store.write():
             conn = store.conn
@@ -559,7 +560,7 @@ def _check_and_rewrap(
                     raise IntegrityError(
                         "clé du coffre de l'archive illisible",
                         "vault key in the archive unreadable",
-                        code="RESTORE_VAULT",
+                        code=BackupCode.RESTORE_VAULT,
                     ) from exc
                 conn.execute(
                     "UPDATE vault_keys SET wrapped = ?, kek_fingerprint = ? WHERE id = ?",
@@ -627,14 +628,14 @@ def prepare_extract_dir(dest: Path) -> bool:
             raise ConfigError(
                 f"impossible de créer le dossier {dest} ({os_error_words(exc)[0]})",
                 f"cannot create the folder {dest} ({os_error_words(exc)[1]})",
-                code="EXTRACT_TARGET",
+                code=BackupCode.EXTRACT_TARGET,
             ) from exc
         return True
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise StateError(
             f"{dest} n'est pas un dossier (un lien symbolique n'est jamais suivi)",
             f"{dest} is not a folder (a symbolic link is never followed)",
-            code="EXTRACT_TARGET",
+            code=BackupCode.EXTRACT_TARGET,
         )
     with os.scandir(dest) as entries:
         if next(entries, None) is not None:
@@ -643,7 +644,7 @@ def prepare_extract_dir(dest: Path) -> bool:
                 "vide ou absent)",
                 f"the folder {dest} is not empty: extraction refused (choose an empty or "
                 "missing folder)",
-                code="EXTRACT_NOT_EMPTY",
+                code=BackupCode.EXTRACT_NOT_EMPTY,
             )
     return False
 
@@ -665,7 +666,7 @@ def extract(path: Path, header: Header, keys: ArchiveKeys, dest: Path) -> Extrac
         raise StateError(
             f"{dest} n'est plus un dossier ({os_error_words(exc)[0]})",
             f"{dest} is no longer a folder ({os_error_words(exc)[1]})",
-            code="EXTRACT_TARGET",
+            code=BackupCode.EXTRACT_TARGET,
         ) from exc
     written: list[str] = []
     partial = f"{PARTIAL_PREFIX}{EXTRACT_DB}"
@@ -683,7 +684,7 @@ def extract(path: Path, header: Header, keys: ArchiveKeys, dest: Path) -> Extrac
                 raise IntegrityError(
                     "l'archive a changé pendant l'extraction",
                     "the archive changed during the extraction",
-                    code="BACKUP_DAMAGED",
+                    code=BackupCode.BACKUP_DAMAGED,
                 )
             raw_header = _raw_header(handle, header)
             out_fd = os.open(partial, flags, 0o600, dir_fd=dir_fd)
@@ -728,7 +729,7 @@ def _raw_header(handle: BinaryIO, header: Header) -> bytes:
         raise IntegrityError(
             "l'archive a changé pendant l'extraction",
             "the archive changed during the extraction",
-            code="BACKUP_DAMAGED",
+            code=BackupCode.BACKUP_DAMAGED,
         )
     return body
 

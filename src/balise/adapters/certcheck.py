@@ -33,6 +33,7 @@ from pyhanko_certvalidator.policy_decl import (
 
 from balise.domain import vocabulary
 from balise.domain.card import CardError, CardIdentity
+from balise.domain.codes import TrustCode
 from balise.ports import Clock
 
 __all__ = [
@@ -57,7 +58,7 @@ _T = TypeVar("_T")
 
 
 class CertificateRefused(CardError):
-    code = "CERT_REFUSED"
+    code = TrustCode.CERT_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,9 @@ class CertCheck:
 
     def raise_if_refused(self) -> None:
         if not self.ok:
-            raise CertificateRefused(self.words, self.words_en, code=f"CERT_{self.code.upper()}")
+            raise CertificateRefused(
+                self.words, self.words_en, code=TrustCode(f"CERT_{self.code.upper()}")
+            )
 
 
 def _age_words(age: timedelta) -> str:

@@ -28,6 +28,7 @@ from balise.adapters.classifier_child import (
     policy_to_json,
 )
 from balise.domain.classify import Classification, ClassifyPolicy, UnknownReason
+from balise.domain.codes import ReturnsCode
 from balise.domain.errors import AnalysisFailed
 from balise.domain.returns import parse_return
 from balise.domain.signed_return import return_stream
@@ -200,7 +201,7 @@ class WorkerClassifier:
         self._fill(fd, HEADER.size, deadline)
         (size,) = HEADER.unpack_from(self._buffer)
         if size > MAX_FRAME:
-            raise self._failure("ANALYSIS_CRASHED")
+            raise self._failure(ReturnsCode.ANALYSIS_CRASHED)
         self._fill(fd, HEADER.size + size, deadline)
         frame = bytes(self._buffer[HEADER.size : HEADER.size + size])
         del self._buffer[: HEADER.size + size]
@@ -216,15 +217,15 @@ class WorkerClassifier:
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._failure("ANALYSIS_TIMEOUT") from None
+                    raise self._failure(ReturnsCode.ANALYSIS_TIMEOUT) from None
                 select.select([fd], [], [], left)
                 continue
             if not chunk:
-                raise self._failure("ANALYSIS_CRASHED")
+                raise self._failure(ReturnsCode.ANALYSIS_CRASHED)
             self._buffer += chunk
 
-    def _failure(self, code: str) -> AnalysisFailed:
-        if code == "ANALYSIS_TIMEOUT":
+    def _failure(self, code: ReturnsCode) -> AnalysisFailed:
+        if code is ReturnsCode.ANALYSIS_TIMEOUT:
             return AnalysisFailed("analyse trop longue", "analysis took too long", code=code)
         return AnalysisFailed(
             "l'analyse a échoué (processus d'analyse arrêté)",
@@ -320,12 +321,16 @@ class WorkerClassifier:
             self._answered = time.monotonic()
             facts = json.loads(facts_raw)
             if "error" in facts:
-                raise self._failure("ANALYSIS_MEMORY")
+                raise self._failure(ReturnsCode.ANALYSIS_MEMORY)
             return _result_from_json(facts, payload)
         except (AnalysisFailed, OSError, ValueError, KeyError, TypeError) as exc:
             self._kill()
             self.restarts += 1
-            failure = exc if isinstance(exc, AnalysisFailed) else self._failure("ANALYSIS_CRASHED")
+            failure = (
+                exc
+                if isinstance(exc, AnalysisFailed)
+                else self._failure(ReturnsCode.ANALYSIS_CRASHED)
+            )
             if self.restarts > self._max_restarts:
                 self._pending.clear()
                 self._inflight = 0

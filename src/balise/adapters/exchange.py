@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from balise.adapters.durable import fsync_dir
+from balise.domain.codes import DepotCode
 from balise.domain.errors import UnreadableFileError, ValidationError, os_error_words
 
 FOLDERS = ("depot/tmp", "depot/new", "retours", "sauvegardes")
@@ -54,14 +55,16 @@ def bounded_name(name: str, limit: int = NAME_BYTES) -> str:
 def _unreadable(exc: OSError) -> UnreadableFileError | None:
     if exc.errno == errno.ELOOP:
         return UnreadableFileError(
-            "lien symbolique : jamais suivi", "symbolic link: never followed", code="DEPOT_SYMLINK"
+            "lien symbolique : jamais suivi",
+            "symbolic link: never followed",
+            code=DepotCode.DEPOT_SYMLINK,
         )
     if exc.errno in _UNREADABLE:
         fr, en = os_error_words(exc)
         return UnreadableFileError(
             f"fichier illisible par la boîte ({fr}) : droits du fichier ?",
             f"file unreadable by the box ({en}): file permissions?",
-            code="DEPOT_UNREADABLE",
+            code=DepotCode.DEPOT_UNREADABLE,
         )
     return None
 
@@ -77,7 +80,7 @@ def _not_a_file(mode: int) -> UnreadableFileError:
     return UnreadableFileError(
         f"pas un fichier ordinaire ({kind_fr}) : jamais ouvert",
         f"not a regular file ({kind_en}): never opened",
-        code="DEPOT_NOT_A_FILE",
+        code=DepotCode.DEPOT_NOT_A_FILE,
     )
 
 
@@ -348,7 +351,7 @@ class ExchangeFolders:
             raise ValidationError(
                 f"nom de fichier refusé : {relpath!r}",
                 f"file name refused: {relpath!r}",
-                code="EXCHANGE_PATH",
+                code=DepotCode.EXCHANGE_PATH,
             )
         return base.joinpath(*parts)
 

@@ -13,6 +13,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from balise.adapters.tls import client_context
+from balise.domain.codes import TrustCode
 from balise.domain.errors import BaliseError
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -22,7 +23,7 @@ _CHUNK: Final = 64 * 1024
 
 
 def _failed(url: str, fr: str, en: str) -> BaliseError:
-    return BaliseError(f"{url} : {fr}", f"{url}: {en}", code="FETCH_FAILED")
+    return BaliseError(f"{url} : {fr}", f"{url}: {en}", code=TrustCode.FETCH_FAILED)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

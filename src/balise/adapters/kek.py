@@ -13,6 +13,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from balise.domain.codes import StoreCode
 from balise.domain.errors import ConfigError, os_error_words
 
 CREDENTIAL_NAME = "balise.kek"
@@ -77,7 +78,7 @@ def locate_kek(env: Mapping[str, str] | None = None) -> KekSource:
         f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME}, ni fichier BALISE_KEK_FILE. Balise ne démarre pas.",
         "no key-encryption key (KEK): neither the systemd credential "
         f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} nor a BALISE_KEK_FILE. Balise does not start.",
-        code="KEK_MISSING",
+        code=StoreCode.KEK_MISSING,
     )
 
 
@@ -89,7 +90,7 @@ def load_kek(env: Mapping[str, str] | None = None) -> Kek:
             raise ConfigError(
                 f"le fichier de clé {source.path} est lisible par tous : chmod 600",
                 f"key file {source.path} is world-readable: chmod 600",
-                code="KEK_PERMISSIONS",
+                code=StoreCode.KEK_PERMISSIONS,
             )
         with source.path.open("rb") as handle:
             material = handle.read(MAX_KEK_BYTES + 1)
@@ -97,7 +98,7 @@ def load_kek(env: Mapping[str, str] | None = None) -> Kek:
         raise ConfigError(
             f"clé de chiffrement illisible : {source.path} ({os_error_words(exc)[0]})",
             f"key-encryption key unreadable: {source.path} ({os_error_words(exc)[1]})",
-            code="KEK_UNREADABLE",
+            code=StoreCode.KEK_UNREADABLE,
         ) from exc
     if not MIN_KEK_BYTES <= len(material) <= MAX_KEK_BYTES:
         raise ConfigError(
@@ -105,7 +106,7 @@ def load_kek(env: Mapping[str, str] | None = None) -> Kek:
             f"{MAX_KEK_BYTES} octets aléatoires",
             f"invalid key-encryption key: {source.path} must hold {MIN_KEK_BYTES} to "
             f"{MAX_KEK_BYTES} random bytes",
-            code="KEK_INVALID",
+            code=StoreCode.KEK_INVALID,
         )
     return derive_kek(material, source)
 

@@ -13,6 +13,7 @@ from ldap3 import ANONYMOUS, NONE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
 
+from balise.domain.codes import TrustCode
 from balise.domain.errors import BaliseError
 
 PRODUCTION_BASE: Final = "ou=AC-SESAM-VITALE-2034,o=sesam-vitale,c=fr"
@@ -27,7 +28,7 @@ def _unreachable(url: str, why: tuple[str, str]) -> BaliseError:
     return BaliseError(
         f"annuaire {url} injoignable ou en erreur ({why[0]})",
         f"directory {url} unreachable or failing ({why[1]})",
-        code="DIRECTORY_UNREACHABLE",
+        code=TrustCode.DIRECTORY_UNREACHABLE,
     )
 
 

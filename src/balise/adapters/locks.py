@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from balise.domain.errors import BaliseError, StateError
+from balise.domain.codes import LotCode
+from balise.domain.errors import BaliseError, Busy
 
 
 @contextmanager
@@ -33,10 +34,10 @@ def send_lock(lock_dir: Path) -> Callable[[str], AbstractContextManager[None]]:
     def hold(profile: str) -> AbstractContextManager[None]:
         return file_lock(
             lock_dir / f"send-{profile}.lock",
-            lambda: StateError(
+            lambda: Busy(
                 f"envoi déjà en cours pour le profil {profile} (un autre processus envoie)",
                 f"sending already in progress for profile {profile} (another process is sending)",
-                code="SEND_LOCKED",
+                code=LotCode.SEND_LOCKED,
             ),
         )
 

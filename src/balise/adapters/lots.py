@@ -10,9 +10,10 @@ from typing import Any
 
 from balise.adapters.durable import no_room
 from balise.adapters.store import Store
-from balise.domain.errors import DiskFullError, StateError, ValidationError
+from balise.domain.codes import LotCode
+from balise.domain.errors import DiskFullError, StateError
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
-from balise.domain.lotstate import LotState
+from balise.domain.lotstate import LotState, UnknownLot
 
 _LOT_COLUMNS = (
     "id, profile, emitter, lot_number, lot_date, addressee, organism, flow, application, "
@@ -196,9 +197,7 @@ class SqliteLotStore:
     def content(self, lot_id: int) -> bytes:
         data = self.blob(lot_id, "content")
         if data is None:
-            raise ValidationError(
-                f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
-            )
+            raise UnknownLot(lot_id)
         return data
 
     def blob(self, lot_id: int, name: str) -> bytes | None:
@@ -253,5 +252,5 @@ class SqliteLotStore:
                     f"« {current.state if current else 'absent'} »",
                     f"lot {lot_id}: expected state '{expected}', found "
                     f"'{current.state if current else 'missing'}'",
-                    code="LOT_STATE_CHANGED",
+                    code=LotCode.LOT_STATE_CHANGED,
                 )

@@ -16,6 +16,7 @@ from typing import Any, Final
 from smartcard import scard
 
 from balise.domain.atr import CardKind, classify_atr
+from balise.domain.codes import CardCode
 from balise.domain.devices import CardEvent
 from balise.domain.errors import BaliseError
 
@@ -35,7 +36,7 @@ _NO_READERS: Final = frozenset(
 class PcscError(BaliseError):
     """The PC/SC service (pcscd) cannot be reached."""
 
-    code = "PCSC_UNAVAILABLE"
+    code = CardCode.PCSC_UNAVAILABLE
 
 
 class _ServiceGone(Exception):

@@ -28,6 +28,7 @@ from balise.domain.card import (
     WrongPin,
     tries_from_flags,
 )
+from balise.domain.codes import CardCode
 from balise.domain.errors import ConfigError, StateError, ValidationError
 
 if TYPE_CHECKING:
@@ -50,11 +51,11 @@ __all__ = [
 
 
 class NoPkcs11Module(ConfigError):
-    code = "PKCS11_MODULE_MISSING"
+    code = CardCode.PKCS11_MODULE_MISSING
 
 
 class SeveralCards(CardError):
-    code = "CARD_SEVERAL"
+    code = CardCode.CARD_SEVERAL
 
     def __init__(self) -> None:
         super().__init__(
@@ -66,7 +67,7 @@ class SeveralCards(CardError):
 class SignatureNotAllowed(CardError):
     """More signatures asked than the practitioner confirmed for this batch."""
 
-    code = "SIGN_NOT_CONSENTED"
+    code = CardCode.SIGN_NOT_CONSENTED
 
     def __init__(self, allowed: int | None) -> None:
         if allowed is None:
@@ -79,7 +80,7 @@ class SignatureNotAllowed(CardError):
 
 
 class PinEntryCancelled(CardError):
-    code = "PIN_CANCELLED"
+    code = CardCode.PIN_CANCELLED
 
     def __init__(self) -> None:
         super().__init__(
@@ -91,7 +92,7 @@ def _card_failure(rv: int, what: str) -> CardError:
     return CardError(
         f"La carte a refusé l'opération ({what}, code PKCS#11 0x{rv:X}).",
         f"The card refused the operation ({what}, PKCS#11 code 0x{rv:X}).",
-        code="CARD_FAILURE",
+        code=CardCode.CARD_FAILURE,
     )
 
 
@@ -567,10 +568,10 @@ class Pkcs11Signer:
             raise ValidationError(
                 "Ce lecteur a son propre clavier : le code se tape sur le lecteur.",
                 "This reader has its own keypad: the PIN is typed on the reader.",
-                code="PIN_ON_READER",
+                code=CardCode.PIN_ON_READER,
             )
         if not state.protected_path and not pin:
-            raise ValidationError("Code PIN vide.", "Empty PIN.", code="PIN_EMPTY")
+            raise ValidationError("Code PIN vide.", "Empty PIN.", code=CardCode.PIN_EMPTY)
 
     def prove(self, pin: bytearray | None, challenge: bytes) -> CardProof:
         """The card proves who holds it: exactly one C_Login with ``pin``, then ``challenge``
@@ -616,7 +617,7 @@ class Pkcs11Signer:
             raise CardError(
                 f"La carte a refusé de prouver son identité ({type(exc).__name__}).",
                 f"The card refused to prove its identity ({type(exc).__name__}).",
-                code="CARD_FAILURE",
+                code=CardCode.CARD_FAILURE,
             ) from exc
         finally:
             self._close_session(session, logged_in=True)
@@ -744,7 +745,7 @@ class Pkcs11Session:
                 raise StateError(
                     "La session de la carte est fermée : elle ne sert qu'une fois.",
                     "The card session is closed: it is never reused.",
-                    code="CARD_SESSION_CLOSED",
+                    code=CardCode.CARD_SESSION_CLOSED,
                 )
             if self.allowed_signatures is not None and self.signatures >= self.allowed_signatures:
                 raise SignatureNotAllowed(self.allowed_signatures)
@@ -765,7 +766,7 @@ class Pkcs11Session:
                 raise CardError(
                     f"La carte a refusé la signature ({type(exc).__name__}).",
                     f"The card refused to sign ({type(exc).__name__}).",
-                    code="CARD_FAILURE",
+                    code=CardCode.CARD_FAILURE,
                 ) from exc
 
     def _sign_with_context_login(self, session: pkcs11.Session, data: bytes) -> bytes:

@@ -14,8 +14,17 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from balise.adapters.peercert import presented
 from balise.adapters.tls import client_context
-from balise.domain.errors import BaliseError
-from balise.domain.mailtransport import Pop3Settings, Unfetched
+from balise.domain.mailtransport import (
+    Pop3AuthRefused,
+    Pop3CertUnverified,
+    Pop3Error,
+    Pop3NoStls,
+    Pop3ProtocolError,
+    Pop3Settings,
+    Pop3TlsError,
+    Pop3Unreachable,
+    Unfetched,
+)
 from balise.domain.servercert import ServerCertificate
 
 # poplib refuses lines over 2,048 bytes, which would break a session on a legal but long line;
@@ -26,30 +35,6 @@ _PIECE: Final = 64 * 1024
 _CRLF: Final = b"\r\n"
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-class Pop3Error(BaliseError):
-    """The mailbox could not be reached or used."""
-
-    code = "POP3"
-
-
-class Pop3TlsError(Pop3Error):
-    """TLS could not be set up or the server certificate is not trusted: nothing was sent."""
-
-    code = "POP3_TLS"
-
-
-class Pop3AuthError(Pop3Error):
-    """The server refused the user name or the password."""
-
-    code = "POP3_AUTH"
-
-
-class Pop3ProtocolError(Pop3Error):
-    """The server answered something unexpected, or more than allowed."""
-
-    code = "POP3_PROTOCOL"
 
 
 class _Refused(Exception):
@@ -323,11 +308,10 @@ class Pop3Mailbox:
                 except poplib.error_proto:
                     caps = {}
                 if "STLS" not in caps:
-                    raise Pop3TlsError(
+                    raise Pop3NoStls(
                         f"le serveur {where} ne propose pas STLS : connexion refusée, "
                         "aucun identifiant envoyé",
                         f"server {where} does not offer STLS: refused, no credential sent",
-                        code="POP3_NO_STLS",
                     )
                 client.stls(context)
             # The handshake is done and verified (implicit TLS, or STLS just above).
@@ -341,7 +325,7 @@ class Pop3Mailbox:
                 client.user(settings.user)
                 client.pass_(settings.password)
             except poplib.error_proto as exc:
-                raise Pop3AuthError(
+                raise Pop3AuthRefused(
                     f"le serveur {where} a refusé l'identifiant ou le mot de passe POP3",
                     f"server {where} refused the POP3 user name or password",
                 ) from exc
@@ -352,12 +336,11 @@ class Pop3Mailbox:
             return session
         except ssl.SSLCertVerificationError as exc:
             _close(client)
-            raise Pop3TlsError(
+            raise Pop3CertUnverified(
                 f"certificat du serveur {where} non reconnu ({exc.verify_message}) : "
                 "connexion refusée, aucun identifiant envoyé",
                 f"certificate of server {where} not trusted ({exc.verify_message}): "
                 "refused, no credential sent",
-                code="POP3_CERT",
             ) from exc
         except ssl.SSLError as exc:
             _close(client)
@@ -376,10 +359,9 @@ class Pop3Mailbox:
         except (OSError, EOFError) as exc:
             _close(client)
             reason = "délai dépassé" if isinstance(exc, socket.timeout) else "injoignable"
-            raise Pop3Error(
+            raise Pop3Unreachable(
                 f"serveur POP3 {where} {reason}",
                 f"POP3 server {where} {'timed out' if reason != 'injoignable' else 'unreachable'}",
-                code="POP3_UNREACHABLE",
             ) from exc
 
 

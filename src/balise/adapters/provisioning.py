@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from balise.domain.codes import SetupCode
 from balise.domain.errors import StateError, os_error_words
 from balise.domain.provisioning import WindowState
 
@@ -38,7 +39,7 @@ class SpoolWindow:
             raise StateError(
                 "La fenêtre de provisionnement n'est pas installée sur ce boîtier.",
                 "The provisioning window is not installed on this box.",
-                code="PROVISION_UNAVAILABLE",
+                code=SetupCode.PROVISION_UNAVAILABLE,
             )
         tmp = self.tmp / f"{REQUEST}.{os.getpid()}.{time.monotonic_ns()}"
         try:
@@ -52,7 +53,7 @@ class SpoolWindow:
             raise StateError(
                 f"Demande de fenêtre de provisionnement non transmise : {os_error_words(exc)[0]}",
                 f"Provisioning window request not passed on: {os_error_words(exc)[1]}",
-                code="PROVISION_REQUEST",
+                code=SetupCode.PROVISION_REQUEST,
             ) from exc
 
     def _pending(self) -> tuple[Literal["open", "close"] | None, datetime | None]:

@@ -20,7 +20,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from balise.adapters.store import Store
-from balise.domain.errors import IntegrityError, StateError
+from balise.domain.codes import ReturnsCode, StoreCode
+from balise.domain.errors import Busy, IntegrityError
 from balise.domain.journal import JsonValue
 from balise.domain.mailrecords import AlertRecord, MailQuarantineRecord, PaymentRecord, ReturnRecord
 from balise.ports import Vault
@@ -63,7 +64,7 @@ class BlobCipher:
             raise IntegrityError(
                 "donnée chiffrée illisible (authentification échouée)",
                 "encrypted data unreadable (authentication failed)",
-                code="BLOB_CORRUPT",
+                code=StoreCode.BLOB_CORRUPT,
             ) from exc
 
 
@@ -225,10 +226,10 @@ class SqliteReturnsStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise StateError(
+                raise Busy(
                     f"une relève de la BAL du profil {profile} est déjà en cours",
                     f"a purge of profile {profile}'s mailbox is already running",
-                    code="PURGE_LOCKED",
+                    code=ReturnsCode.PURGE_LOCKED,
                 ) from exc
             yield
         finally:

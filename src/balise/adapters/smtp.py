@@ -1,5 +1,5 @@
 """SMTP submission with aiosmtplib: ONE verified TLS session (implicit or required STARTTLS) per
-mailbox, AUTH only inside TLS, library errors turned into TransmissionErrors with words."""
+mailbox, AUTH only inside TLS, library errors turned into the domain's SmtpErrors with words."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ import aiosmtplib
 from balise.adapters.peercert import presented
 from balise.adapters.tls import client_context
 from balise.domain.errors import ConfigError
-from balise.domain.lotmail import (
-    CertificateUnverified,
-    CredentialsRefused,
-    MessageRefused,
-    NetworkDown,
-    SendReport,
-    StartTlsMissing,
-    TlsTooOld,
-    TransmissionError,
+from balise.domain.lotmail import SendReport
+from balise.domain.mailtransport import (
+    SmtpAuthRefused,
+    SmtpCertUnverified,
+    SmtpError,
+    SmtpNoStartTls,
+    SmtpRefused,
+    SmtpTls,
+    SmtpTlsTooOld,
+    SmtpUnreachable,
 )
-from balise.domain.mailtransport import SmtpTls
 from balise.domain.servercert import ServerCertificate
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -54,52 +54,52 @@ def _where(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def translate(exc: BaseException, host: str, port: int) -> TransmissionError:
+def translate(exc: BaseException, host: str, port: int) -> SmtpError:
     """Words for an aiosmtplib/ssl/socket failure (never the library text: no server echo, no
     secret can leak through it)."""
     where = _where(host, port)
     cause = _ssl_cause(exc)
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return CertificateUnverified(
+        return SmtpCertUnverified(
             f"certificat du serveur non vérifié ({where}) : rien n'a été envoyé",
             f"server certificate not verified ({where}): nothing was sent ({cause.verify_message})",
         )
     if cause is not None and (getattr(cause, "reason", None) or "") in _VERSION_REASONS:
-        return TlsTooOld(
+        return SmtpTlsTooOld(
             f"TLS trop ancien ou refusé par le serveur ({where}) : TLS 1.2 au moins est exigé",
             f"TLS too old or refused by the server ({where}): TLS 1.2 or later is required",
         )
     if cause is not None:
-        return NetworkDown(
+        return SmtpUnreachable(
             f"échec de la négociation TLS avec {where} : en attente de réseau",
             f"TLS handshake with {where} failed ({cause.reason}): waiting for the network",
         )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return CredentialsRefused(
+        return SmtpAuthRefused(
             f"identifiants refusés par le serveur {where} (code {exc.code}) : vérifiez "
             "l'identifiant et le mot de passe SMTP",
             f"credentials refused by {where} (code {exc.code}): check the SMTP user and password",
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return NetworkDown(
+        return SmtpUnreachable(
             f"le serveur {where} a répondu {exc.code} : en attente de réseau",
             f"server {where} answered {exc.code}: waiting for the network",
         )
-    return NetworkDown(
+    return SmtpUnreachable(
         f"serveur {where} injoignable ou connexion coupée : en attente de réseau",
         f"server {where} unreachable or connection lost ({type(exc).__name__}): "
         "waiting for the network",
     )
 
 
-def _refused(exc: aiosmtplib.SMTPException, index: int) -> MessageRefused:
+def _refused(exc: aiosmtplib.SMTPException, index: int) -> SmtpRefused:
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = ", ".join(str(r.code) for r in exc.recipients)
     elif isinstance(exc, aiosmtplib.SMTPResponseException):
         codes = str(exc.code)
     else:
         codes = "?"
-    return MessageRefused(
+    return SmtpRefused(
         f"message n° {index + 1} refusé par le serveur (code {codes})",
         f"message {index + 1} refused by the server (code {codes})",
     )
@@ -149,7 +149,7 @@ class SmtpSender:
         accepted: list[int] = []
         # Each protocol object the client uses (STARTTLS replaces it): waited on at the end.
         protocols: list[object] = []
-        refused: list[tuple[int, MessageRefused]] = []
+        refused: list[tuple[int, SmtpRefused]] = []
         server_cert: ServerCertificate | None = None
         try:
             server_cert = await self._open(client, host, port, tls, user, password)
@@ -178,7 +178,7 @@ class SmtpSender:
             original = wrapper.__cause__
             assert original is not None
             raise original from original.__cause__
-        except TransmissionError:
+        except SmtpError:
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._raise(exc, host, port)
@@ -193,8 +193,11 @@ class SmtpSender:
         try:
             await client.connect()
         except aiosmtplib.SMTPException as exc:
-            if tls == "starttls" and "STARTTLS extension not supported" in str(exc):
-                raise StartTlsMissing(
+            # On a fresh client, connect() raises the bare SMTPException (every other failure is
+            # a subclass: connect, timeout, disconnect, a server's answer) only when the server
+            # does not offer the STARTTLS it was asked for — decided on the type, not its words.
+            if tls == "starttls" and type(exc) is aiosmtplib.SMTPException:
+                raise SmtpNoStartTls(
                     f"le serveur {_where(host, port)} ne propose pas STARTTLS alors qu'il est "
                     "exigé : connexion refusée, aucun identifiant envoyé",
                     f"server {_where(host, port)} does not offer the required STARTTLS: "
@@ -203,7 +206,7 @@ class SmtpSender:
             raise
         # Belt and braces: never AUTH on a connection that is not (yet) TLS.
         if client.get_transport_info("sslcontext") is None:
-            raise StartTlsMissing(
+            raise SmtpNoStartTls(
                 f"la connexion à {_where(host, port)} n'est pas chiffrée : aucun identifiant envoyé",
                 f"the connection to {_where(host, port)} is not encrypted: no credentials sent",
             )

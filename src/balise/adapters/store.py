@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from balise.adapters.durable import no_room
+from balise.domain.codes import GeneralCode, StoreCode
 from balise.domain.errors import ConfigError, DiskFullError, IntegrityError
 
 DB_NAME = "balise.db"
@@ -89,7 +90,7 @@ def connect(path: Path) -> sqlite3.Connection:
         raise IntegrityError(
             f"la base {path} refuse les réglages de durabilité : {actual}",
             f"database {path} refuses the durability settings: {actual}",
-            code="DB_PRAGMAS",
+            code=StoreCode.DB_PRAGMAS,
         )
     return conn
 
@@ -118,7 +119,7 @@ class Store:
             raise ConfigError(
                 f"dossier de données absent : {data_dir}",
                 f"data directory missing: {data_dir}",
-                code="DATA_DIR",
+                code=GeneralCode.DATA_DIR,
             )
         self.path = data_dir / DB_NAME
         self._savepoints = 0  # nested write() blocks open

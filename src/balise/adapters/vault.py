@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from balise.adapters.kek import Kek
 from balise.adapters.store import Store
+from balise.domain.codes import StoreCode
 from balise.domain.errors import ConfigError, IntegrityError
 from balise.domain.params import Value, decode_value, encode_value
 
@@ -48,7 +49,7 @@ class SqliteVault:
                 f"(attendue {fingerprint}, fournie {self._kek.fingerprint})",
                 "the key-encryption key (KEK) does not match this vault "
                 f"(expected {fingerprint}, given {self._kek.fingerprint})",
-                code="KEK_MISMATCH",
+                code=StoreCode.KEK_MISMATCH,
             ) from exc
 
     def check_key(self) -> None:
@@ -103,7 +104,7 @@ class SqliteVault:
             raise IntegrityError(
                 f"entrée du coffre illisible : {name} ({scope_id or 'global'}) — clé inconnue",
                 f"vault entry unreadable: {name} ({scope_id or 'global'}) — unknown key",
-                code="VAULT_CORRUPT",
+                code=StoreCode.VAULT_CORRUPT,
             )
         try:
             plain = AESGCM(dek).decrypt(bytes(row[1]), bytes(row[2]), _aad(scope_id, name))
@@ -113,7 +114,7 @@ class SqliteVault:
                 f"entrée du coffre corrompue : {name} ({scope_id or 'global'}), "
                 "échec de l'authentification",
                 f"vault entry corrupted: {name} ({scope_id or 'global'}), authentication failed",
-                code="VAULT_CORRUPT",
+                code=StoreCode.VAULT_CORRUPT,
             ) from exc
 
     def delete(self, scope_id: str, name: str) -> None:

@@ -35,7 +35,9 @@ from typing import Any, Literal
 from balise.adapters.systemd import Notifier
 from balise.app.backup import backup_service, default_destinations, retention_service
 from balise.app.context import Context
-from balise.domain.errors import BaliseError
+from balise.domain.codes import BackupCode, GeneralCode, TrustCode
+from balise.domain.errors import BaliseError, Busy
+from balise.domain.mailtransport import ServerUnreachable
 from balise.domain.vocabulary import size, stamp
 from balise.services.backup import BackupService
 from balise.services.certwatch import expiring
@@ -49,15 +51,15 @@ TICK_S = 5.0  # between cycles: how soon a deposited lot is taken
 OVERDUE_PERIOD_S = 600.0  # overdue ARLs and retours/ publication
 MAX_BACKOFF_S = 900.0  # a failing step is retried at least every 15 minutes
 ORGANISMS_PERIOD_S = 3600.0  # the directory is asked at most hourly (each organism weekly)
-# Failures that mean "no network": shown as such, alerted only when they last.
-NETWORK_CODES = frozenset({"SMTP_NETWORK", "POP3_UNREACHABLE"})
+# A step's failure is told apart by its type (never by its words): a mail server out of reach
+# (domain.mailtransport.ServerUnreachable) means "no network", shown as such and alerted only when
+# it lasts; another process holding the job (domain.errors.Busy) is no failure, the next cycle
+# tries again. A full disk or a bug (any exception that is not a BaliseError) puts the box itself
+# at risk: error, not warning — told by the code, which a backup destination's outcome also has.
 NETWORK_ALERT_AFTER = 3
-# Another process holds the job: not a failure, the next cycle tries again.
-BUSY_CODES = frozenset({"PURGE_LOCKED", "SEND_LOCKED"})
 WAITING_FR = "en attente de réseau"
 WAITING_EN = "waiting for the network"
-# A failure that puts the box itself at risk (or a bug): error, not warning.
-ERROR_CODES = frozenset({"INTERNAL", "DISK_FULL"})
+GRAVE_CODES = frozenset({GeneralCode.INTERNAL, GeneralCode.DISK_FULL})
 
 log = logging.getLogger("balise.agent")
 # Not configured (the demo, a test): said nowhere by default — never Python's last-resort stderr
@@ -76,6 +78,8 @@ class StepHealth:
     code: str | None = None
     fr: str | None = None
     en: str | None = None
+    network: bool = False  # the last failure: a mail server out of reach
+    grave: bool = False  # the last failure: a full disk or a bug
 
 
 @dataclass
@@ -107,7 +111,7 @@ def _words(exc: BaseException) -> tuple[str, str, str]:
         return exc.code, exc.fr, exc.en
     # A bug, not a person's error: only the type, a message could carry anything.
     name = type(exc).__name__
-    return "INTERNAL", f"erreur interne ({name})", f"internal error ({name})"
+    return GeneralCode.INTERNAL, f"erreur interne ({name})", f"internal error ({name})"
 
 
 class Agent:
@@ -278,7 +282,7 @@ class Agent:
             action()
         except Exception as exc:  # noqa: BLE001 — one step's failure never stops the loop
             code, fr, en = _words(exc)
-            if code in BUSY_CODES:
+            if isinstance(exc, Busy):
                 report.skipped.append(step)
                 self._say(logging.INFO, code, f"{step} : {fr}", step=step)
                 return
@@ -286,6 +290,8 @@ class Agent:
             delay = min(TICK_S * self._scale * 2**health.failures, MAX_BACKOFF_S * self._scale)
             health.retry_at = now + delay
             health.code, health.fr, health.en = code, fr, en
+            health.network = isinstance(exc, ServerUnreachable)
+            health.grave = code in GRAVE_CODES
             report.failed.append(step)
             self._failed(step, health, delay, exc)
             return
@@ -312,9 +318,9 @@ class Agent:
         retry = self._ctx.clock.now() + timedelta(seconds=delay)
         words = f"étape « {step} » en échec ({health.failures} fois de suite) : {health.fr}"
         words_en = f"step '{step}' failed ({health.failures} times in a row): {health.en}"
-        code = health.code or "INTERNAL"
+        code = health.code or GeneralCode.INTERNAL
         self._say(
-            logging.ERROR if code in ERROR_CODES else logging.WARNING,
+            logging.ERROR if health.grave else logging.WARNING,
             code,
             f"{words} [{code}] ; nouvel essai à {retry:%H:%M:%S}",
             # Where a bug was raised (type and lines, never its message); a BaliseError is words.
@@ -336,7 +342,7 @@ class Agent:
         except BaliseError as journal_exc:
             self._journal_failed(journal_exc)
             return
-        network = health.code in NETWORK_CODES
+        network = health.network
         if (network and health.failures == NETWORK_ALERT_AFTER) or (
             not network and health.failures == 1
         ):
@@ -407,7 +413,7 @@ class Agent:
             status.network = "ok"
         else:
             status.send_fr, status.send_en = outcome.error_fr, outcome.error_en
-            if outcome.error_code in NETWORK_CODES:
+            if outcome.unreachable:
                 status.network = "waiting"
         if outcome.sent or outcome.waiting:
             words = (
@@ -521,9 +527,9 @@ class Agent:
                     size=result.size,
                 )
             else:
-                code = result.error_code or "BACKUP_FAILED"
+                code = result.error_code or BackupCode.BACKUP_FAILED
                 self._say(
-                    logging.ERROR if code in ERROR_CODES else logging.WARNING,
+                    logging.ERROR if code in GRAVE_CODES else logging.WARNING,
                     code,
                     f"sauvegarde vers {result.dest} impossible : {result.error_fr or code}",
                     step="housekeeping",
@@ -565,7 +571,7 @@ class Agent:
             raise BaliseError(
                 f"aucune liste de révocation téléchargée ({first_failure.fr})",
                 f"no revocation list downloaded ({first_failure.en})",
-                code="CRL_FETCH",
+                code=TrustCode.CRL_FETCH,
             )
 
     def _organisms(self) -> None:
@@ -591,7 +597,7 @@ class Agent:
             raise BaliseError(
                 f"annuaire SESAM-Vitale : {failed[0].fr}",
                 f"SESAM-Vitale directory: {failed[0].en}",
-                code="DIRECTORY_FETCH",
+                code=TrustCode.DIRECTORY_FETCH,
             )
 
     def _crl_alerts(self, status: list[Any]) -> None:

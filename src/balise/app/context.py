@@ -15,6 +15,7 @@ from balise.adapters.journal import SqliteJournal
 from balise.adapters.kek import Kek, load_kek
 from balise.adapters.store import Store
 from balise.adapters.vault import SqliteVault
+from balise.domain.codes import GeneralCode
 from balise.domain.errors import ConfigError
 from balise.domain.hygiene import refuse_new_refusals
 from balise.ports import Clock
@@ -58,7 +59,7 @@ def resolve_data_dir(arg: str | None, env: Mapping[str, str] | None = None) -> P
         raise ConfigError(
             "dossier de données inconnu : --data-dir ou BALISE_HOME",
             "data directory unknown: --data-dir or BALISE_HOME",
-            code="DATA_DIR",
+            code=GeneralCode.DATA_DIR,
         )
     return Path(raw).expanduser().resolve()
 
@@ -322,7 +323,7 @@ def open_context(
             raise ConfigError(
                 f"dossier de données absent : {data_dir}",
                 f"data directory missing: {data_dir}",
-                code="DATA_DIR",
+                code=GeneralCode.DATA_DIR,
             )
         data_dir.mkdir(mode=0o700, parents=True)
     the_clock = clock or SystemClock()

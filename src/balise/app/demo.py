@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 from balise.adapters.kek import create_key_file
 from balise.app.agent import Agent
 from balise.app.context import Context, open_context
+from balise.domain.codes import GeneralCode
 from balise.domain.errors import BaliseError, os_error_words
 from balise.sim.box import BAL, CPAM, EMITTER, configure_box, configure_organisms
 from balise.sim.dovecot import DovecotServer
@@ -74,7 +75,7 @@ Say = Callable[[str], None]
 class DemoError(BaliseError):
     """A component of the demo could not start (the words say which and what to do)."""
 
-    code = "DEMO"
+    code = GeneralCode.DEMO
 
 
 # -- the running demo ---------------------------------------------------------------------------

@@ -25,11 +25,12 @@ from balise.domain.card import (
     CardRemoved,
     PinState,
 )
+from balise.domain.codes import CardCode, MailCode, ParamCode, SetupCode
 from balise.domain.devices import CardEvent, ReaderEvent, UsbReader
 from balise.domain.diskspace import is_full
 from balise.domain.errors import BaliseError, StateError, ValidationError
 from balise.domain.lotrecord import LotRecord, QuarantineRecord
-from balise.domain.lotstate import LotState
+from balise.domain.lotstate import LotState, UnknownLot
 from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
 from balise.domain.params import SCHEMA, Scope
 from balise.ports import CardWatcher, ReaderWatcher, TokenSession, TokenSigner
@@ -418,9 +419,7 @@ class WiredBackend:
         with self._lock:
             lot = self.ctx.lots.get(lot_id)
             if lot is None:
-                raise ValidationError(
-                    f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
-                )
+                raise UnknownLot(lot_id)
             history = []
             for line in self.ctx.journal.about(f"lot:{lot_id}"):
                 if line.kind != "lot.state":
@@ -564,7 +563,7 @@ class WiredBackend:
             raise StateError(
                 "La carte n'a pas encore prouvé qui la détient (code PIN).",
                 "The card has not proven who holds it yet (PIN).",
-                code="CARD_NOT_PROVEN",
+                code=CardCode.CARD_NOT_PROVEN,
             )
         return proven
 
@@ -646,7 +645,7 @@ class WiredBackend:
             raise ValidationError(
                 "test de connexion en échec, rien n'est enregistré : " + " ; ".join(test.lines_fr),
                 "connection test failed, nothing saved: " + "; ".join(test.lines_en),
-                code="MAIL_TEST_FAILED",
+                code=MailCode.MAIL_TEST_FAILED,
             )
         with self._lock:
             directory = box_settings(self.ctx.params).sesam_vitale_directory
@@ -661,7 +660,7 @@ class WiredBackend:
                     "qu'au premier démarrage.",
                     "This box already has a practitioner: the setup wizard only serves the first "
                     "start.",
-                    code="SETUP_DONE",
+                    code=SetupCode.SETUP_DONE,
                 )
             changes = setup_changes(plan, identity, "p1", pems)
             passphrase = ""
@@ -691,7 +690,7 @@ class WiredBackend:
                 "modifier ici.",
                 f"{identity.holder_name} is the titular of no profile on this box: nothing to "
                 "change here.",
-                code="NOT_TITULAR",
+                code=CardCode.NOT_TITULAR,
             )
         return mine[0]
 
@@ -765,7 +764,7 @@ class WiredBackend:
             raise StateError(
                 "Réservé au mode technicien (phrase de passe).",
                 "Technician mode only (passphrase).",
-                code="TECH_REQUIRED",
+                code=SetupCode.TECH_REQUIRED,
             )
 
     def provisioning_window(self) -> WindowStatus:
@@ -785,9 +784,7 @@ class WiredBackend:
         with self._lock:
             lot = self.ctx.lots.get(lot_id)
             if lot is None:
-                raise ValidationError(
-                    f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
-                )
+                raise UnknownLot(lot_id)
             self.ctx.transitions().move(
                 lot_id, lot.state, LotState.CANCELLED, note="borne, mode technicien"
             )
@@ -959,7 +956,7 @@ def read_pem_file(path: str) -> str:
         raise ValidationError(
             "chemin absolu du fichier PEM attendu (par exemple /media/usb/certificat.pem)",
             "absolute path of the PEM file expected (e.g. /media/usb/certificate.pem)",
-            code="PARAM_FILE",
+            code=ParamCode.PARAM_FILE,
         )
     try:
         fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -967,19 +964,19 @@ def read_pem_file(path: str) -> str:
         raise ValidationError(
             f"fichier illisible : {where} ({exc.strerror})",
             f"cannot read file: {where} ({exc.strerror})",
-            code="PARAM_FILE",
+            code=ParamCode.PARAM_FILE,
         ) from exc
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise ValidationError(
-                f"{where} n'est pas un fichier", f"{where} is not a file", code="PARAM_FILE"
+                f"{where} n'est pas un fichier", f"{where} is not a file", code=ParamCode.PARAM_FILE
             )
         data = handle.read(MAX_PEM_FILE + 1)
     if len(data) > MAX_PEM_FILE:
         raise ValidationError(
             f"{where} dépasse 1 Mio : ce n'est pas un fichier de certificats",
             f"{where} is over 1 MiB: not a certificate file",
-            code="PARAM_FILE",
+            code=ParamCode.PARAM_FILE,
         )
     return data.decode("ascii", errors="replace")
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 from balise.adapters.systemd import stderr_is_journal
 from balise.cli.admin import (
@@ -51,6 +52,7 @@ from balise.cli.mail import (
 from balise.cli.parsing import Parser, RawEpilogFormatter, UsageError, integer, number
 from balise.cli.parsing import install as install_french
 from balise.cli.trust import add_parsers as add_trust_parsers
+from balise.domain.codes import GeneralCode
 from balise.domain.errors import BaliseError, os_error_words
 
 # The commands without --json, and why: they run until stopped and speak to people or the journal.
@@ -353,15 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaliseError as exc:
         return _failure(exc.code, exc.fr, exc.en, as_json)
     except KeyboardInterrupt:
-        return _failure("INTERRUPTED", "interrompu", "interrupted", as_json)
+        return _failure(GeneralCode.INTERRUPTED, "interrompu", "interrupted", as_json)
     except OSError as exc:
         fr, en = _os_words(exc)
-        return _failure("OS_ERROR", fr, en, as_json)
+        return _failure(GeneralCode.OS_ERROR, fr, en, as_json)
     except Exception:
         if os.environ.get("BALISE_DEBUG") == "1":
             raise
         return _failure(
-            "INTERNAL",
+            GeneralCode.INTERNAL,
             "erreur interne inattendue : rien n'a été perdu ; relancez avec BALISE_DEBUG=1 "
             "pour le détail technique et signalez-le",
             "unexpected internal error: nothing was lost; run again with BALISE_DEBUG=1 for "
@@ -370,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
 
-def _failure(code: str, fr: str, en: str, as_json: bool) -> int:
+def _failure(code: StrEnum, fr: str, en: str, as_json: bool) -> int:
     """A failure: a line on stderr for people; with --json, also the error object on stdout."""
     lang = cli_language()
     # A one-shot unit (USB import, egress list…) writes to the journal through stderr: the
@@ -389,7 +391,7 @@ def _usage_error(exc: UsageError, as_json: bool) -> int:
     _err(f"{exc.parser.prog} : erreur : {exc.message}")
     if as_json:
         en = f"invalid command line (see {exc.parser.prog} --help)"
-        _json({"error": {"code": "USAGE", "fr": exc.message, "en": en}})
+        _json({"error": {"code": GeneralCode.USAGE, "fr": exc.message, "en": en}})
     return EXIT_USAGE
 
 

@@ -20,6 +20,7 @@ from balise.cli.common import (
     wants_json,
 )
 from balise.cli.jsonstream import write_array
+from balise.domain.codes import GeneralCode, ParamCode
 from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.params import spec_for
 from balise.services.params import as_json, as_lines
@@ -39,19 +40,19 @@ def cmd_params_set(args: argparse.Namespace) -> int:
             "un secret ne se passe jamais en argument : utilisez --secret, la valeur est lue "
             "sur l'entrée standard",
             "a secret is never given as an argument: use --secret, the value is read from stdin",
-            code="PARAM_SECRET_ARGV",
+            code=ParamCode.PARAM_SECRET_ARGV,
         )
     if spec.secret and not args.secret:
         raise ValidationError(
             f"{spec.name} est secret : utilisez --secret (valeur lue sur l'entrée standard)",
             f"{spec.name} is secret: use --secret (value read from stdin)",
-            code="PARAM_SECRET_ARGV",
+            code=ParamCode.PARAM_SECRET_ARGV,
         )
     if args.secret and args.value is not None:
         raise ValidationError(
             "avec --secret, la valeur est lue sur l'entrée standard, jamais en argument",
             "with --secret the value is read from stdin, never from the arguments",
-            code="PARAM_SECRET_ARGV",
+            code=ParamCode.PARAM_SECRET_ARGV,
         )
     raw = args.value if args.value is not None else _read_stdin(secret=spec.secret)
     ctx = _context(args)
@@ -306,7 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"the demo needs the simulators, missing from this installation (missing: {names}); "
             f"they are not part of the box. Install them with pip install 'balise[sim]', or run "
             f"make demo from the repository, which installs everything",
-            code="DEMO",
+            code=GeneralCode.DEMO,
         )
     from balise.cli.demo import run_demo
 

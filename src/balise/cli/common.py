@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from balise.app.context import Context, open_context, resolve_data_dir
+from balise.domain.codes import CardCode
 from balise.domain.errors import ValidationError
 from balise.domain.lotrecord import LotRecord
+from balise.domain.lotstate import UnknownLot
 from balise.domain.vocabulary import Lang, euros, language, lot_date, lot_state
 
 # Exit statuses of every `balise` command (README, "Conventions of the command"):
@@ -108,7 +110,9 @@ def _read_pin() -> bytearray:
     if not buffer.isdigit() or not 4 <= len(buffer) <= 8:
         buffer[:] = b"\0" * len(buffer)
         raise ValidationError(
-            "le code doit faire 4 à 8 chiffres", "the PIN must be 4 to 8 digits", code="PIN_FORMAT"
+            "le code doit faire 4 à 8 chiffres",
+            "the PIN must be 4 to 8 digits",
+            code=CardCode.PIN_FORMAT,
         )
     return buffer
 
@@ -117,5 +121,5 @@ def _lot(ctx: Context, lot_id: int) -> LotRecord:
     """The lot, or the error a person reads when the number is wrong."""
     lot = ctx.lots.get(lot_id)
     if lot is None:
-        raise ValidationError(f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN")
+        raise UnknownLot(lot_id)
     return lot

@@ -23,6 +23,7 @@ from balise.cli.common import (
     wants_json,
 )
 from balise.cli.jsonstream import rows, write_document
+from balise.domain.codes import DepotCode, LotCode
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
@@ -78,7 +79,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                         "lot_id": None,
                         "quarantine_id": None,
                         "set_aside": None,
-                        "problems": [{"code": "IMPORT_UNREADABLE", "fr": words, "en": words}],
+                        "problems": [
+                            {"code": DepotCode.IMPORT_UNREADABLE, "fr": words, "en": words}
+                        ],
                     }
                 )
                 worst = EXIT_FAILURE
@@ -300,7 +303,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             raise ValidationError(
                 "précisez --profile parmi : " + ", ".join(profiles),
                 "give --profile among: " + ", ".join(profiles),
-                code="PROFILE_CHOICE",
+                code=LotCode.PROFILE_CHOICE,
             )
         document["profile"] = profile
         ready = service.ready_lots(profile)

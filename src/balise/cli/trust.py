@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context, _json, _out, json_flag, wants_json
+from balise.domain.codes import TrustCode
 from balise.domain.errors import ConfigError
 
 
@@ -21,7 +22,7 @@ def cmd_crl_fetch(args: argparse.Namespace) -> int:
                 "liste à télécharger",
                 "no IGC-Santé authority configured (igc_roots, igc_intermediates): no list to "
                 "fetch",
-                code="CRL_NO_AUTHORITY",
+                code=TrustCode.CRL_NO_AUTHORITY,
             )
         if not service.sources():
             raise ConfigError(
@@ -29,7 +30,7 @@ def cmd_crl_fetch(args: argparse.Namespace) -> int:
                 "certificats configurés)",
                 "no revocation list address (crl_url, or the configured certificates' "
                 "distribution points)",
-                code="CRL_NO_SOURCE",
+                code=TrustCode.CRL_NO_SOURCE,
             )
         outcomes = service.fetch_all()
         status = service.status()
@@ -74,7 +75,7 @@ def cmd_organisms_fetch(args: argparse.Namespace) -> int:
         raise ConfigError(
             "aucun organisme de ce nom" if not args.all else "aucun organisme configuré",
             "no organism of that name" if not args.all else "no organism configured",
-            code="ORGANISM_UNKNOWN",
+            code=TrustCode.ORGANISM_UNKNOWN,
         )
     if wants_json(args):
         _json(

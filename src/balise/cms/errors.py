@@ -13,6 +13,7 @@ from balise.domain.errors import BaliseError
 class CmsErrorCode(enum.StrEnum):
     """Stable codes of ``CmsError`` (used by tests, the journal and quarantine records)."""
 
+    CMS = "CMS"  # the class's own code: a CmsError always says a more precise one
     MALFORMED = "CMS_MALFORMED"  # not DER, wrong structure, missing field
     UNSUPPORTED = "CMS_UNSUPPORTED"  # algorithm, version or form outside the v0 profile
     BAD_CERTIFICATE = "CMS_BAD_CERTIFICATE"  # unreadable certificate or wrong key type
@@ -30,8 +31,8 @@ class CmsErrorCode(enum.StrEnum):
 class CmsError(BaliseError):
     """A CMS structure or MIME entity could not be built, opened or verified."""
 
-    code = "CMS"
+    code = CmsErrorCode.CMS
 
     def __init__(self, code: CmsErrorCode, fr: str, en: str) -> None:
-        super().__init__(fr, en, code=code.value)
+        super().__init__(fr, en, code=code)
         self.cms_code = code

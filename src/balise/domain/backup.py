@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from balise.domain.codes import BackupCode
+from balise.domain.errors import ValidationError
+
 
 @dataclass(frozen=True, slots=True)
 class BackupOutcome:
@@ -47,3 +50,12 @@ class RestoredFacts:
     counts: dict[str, Any]
     replaced_head: str | None
     kept_aside: str | None
+
+
+class WrongPassphrase(ValidationError):
+    """The recovery passphrase does not open this archive (asked again, up to N times)."""
+
+    code = BackupCode.BACKUP_WRONG_PASSPHRASE
+
+    def __init__(self) -> None:
+        super().__init__("phrase de passe de secours incorrecte", "wrong recovery passphrase")

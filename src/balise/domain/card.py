@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
+from balise.domain.codes import CardCode
 from balise.domain.errors import BaliseError
 
 
@@ -63,11 +65,11 @@ def tries_from_flags(*, count_low: bool, final_try: bool, locked: bool) -> int:
 
 
 class CardError(BaliseError):
-    code = "CARD"
+    code: StrEnum = CardCode.CARD
 
 
 class WrongPin(CardError):
-    code = "PIN_WRONG"
+    code = CardCode.PIN_WRONG
 
     def __init__(self, tries_left: int) -> None:
         self.tries_left = tries_left
@@ -86,7 +88,7 @@ class WrongPin(CardError):
 
 
 class PinLocked(CardError):
-    code = "PIN_LOCKED"
+    code = CardCode.PIN_LOCKED
 
     def __init__(self) -> None:
         super().__init__(
@@ -97,7 +99,7 @@ class PinLocked(CardError):
 
 
 class CardRemoved(CardError):
-    code = "CARD_REMOVED"
+    code = CardCode.CARD_REMOVED
 
     def __init__(self) -> None:
         super().__init__(
@@ -107,4 +109,4 @@ class CardRemoved(CardError):
 
 
 class CardNotSupported(CardError):
-    code = "CARD_NOT_SUPPORTED"
+    code = CardCode.CARD_NOT_SUPPORTED

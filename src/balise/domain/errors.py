@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import errno
+from enum import StrEnum
+
+from balise.domain.codes import DepotCode, GeneralCode, ReturnsCode
 
 
 class BaliseError(Exception):
     """Base of every error Balise raises on purpose.
 
-    ``code`` is stable (used in tests, the journal and quarantine records); ``fr`` and ``en`` are
-    the messages shown to people. The exception text is the French message, never a secret.
+    ``code`` is stable (used in tests, the journal and quarantine records): a member of one of
+    the enums of ``balise.domain.codes`` (or of an area's own enum), never a bare string, so
+    that a code is spelled in one place. ``fr`` and ``en`` are the messages shown to people. The
+    exception text is the French message, never a secret.
     """
 
-    code: str = "BALISE"
+    code: StrEnum = GeneralCode.BALISE
 
-    def __init__(self, fr: str, en: str | None = None, *, code: str | None = None) -> None:
+    def __init__(self, fr: str, en: str | None = None, *, code: StrEnum | None = None) -> None:
         if code is not None:
             self.code = code
         self.fr = fr
@@ -28,39 +33,44 @@ class BaliseError(Exception):
 class ConfigError(BaliseError):
     """A parameter, the KEK or the data dir is missing or wrong."""
 
-    code = "CONFIG"
+    code: StrEnum = GeneralCode.CONFIG
 
 
 class ValidationError(BaliseError):
     """A value given by a person or a file does not have the expected form."""
 
-    code = "INVALID"
+    code: StrEnum = GeneralCode.INVALID
 
 
 class IntegrityError(BaliseError):
     """Stored data failed an integrity check (vault tag, journal chain, archive)."""
 
-    code = "INTEGRITY"
+    code: StrEnum = GeneralCode.INTEGRITY
 
 
 class StateError(BaliseError):
     """An action not allowed in the current state (lot transition, lock held...)."""
 
-    code = "STATE"
+    code: StrEnum = GeneralCode.STATE
+
+
+class Busy(StateError):
+    """Another process is doing this job right now (a purge of the same mailbox, a send of the
+    same profile's lots): not a failure, a later try runs it."""
 
 
 class UnreadableFileError(ValidationError):
     """A dropped file the box cannot take as bytes: a link (never followed), a folder, a named
     pipe, a file it may not read or whose read fails. It is set aside, never retried."""
 
-    code = "DEPOT_UNREADABLE"
+    code = DepotCode.DEPOT_UNREADABLE
 
 
 class DiskFullError(BaliseError):
     """No room left where the box had to write: the action is not done and nothing half-written
     is kept (what was to be taken stays where it was, to be taken later)."""
 
-    code = "DISK_FULL"
+    code = GeneralCode.DISK_FULL
 
 
 # What an operating system error means, in French (strerror is English, whatever the locale of a
@@ -98,8 +108,8 @@ def os_error_words(exc: OSError) -> tuple[str, str]:
 class AnalysisFailed(BaliseError):
     """The classifier worker overran its time or memory limit, or died, on one message."""
 
-    code = "ANALYSIS_FAILED"
+    code = ReturnsCode.ANALYSIS_FAILED
 
-    def __init__(self, fr: str, en: str, *, code: str, exhausted: bool = False) -> None:
+    def __init__(self, fr: str, en: str, *, code: StrEnum, exhausted: bool = False) -> None:
         super().__init__(fr, en, code=code)
         self.exhausted = exhausted  # restarts used up: the purge must stop, not guess

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from balise.domain.codes import HygieneCode
+
 Level = Literal["refus", "avertissement"]
 REFUSAL: Level = "refus"
 WARNING: Level = "avertissement"
@@ -67,7 +69,7 @@ class MailboxProfile:
 class Finding:
     """One hygiene finding: a stable code, refusal or warning, the profiles named, in words."""
 
-    code: str
+    code: HygieneCode
     level: Level
     profiles: tuple[str, ...]
     fr: str
@@ -132,7 +134,7 @@ def check_mailboxes(
             fr, en = _names(owners)
             findings.append(
                 Finding(
-                    "HYG_SHARED_BAL",
+                    HygieneCode.HYG_SHARED_BAL,
                     REFUSAL,
                     tuple(sorted(owners)),
                     f"la BAL {bal} est partagée par les profils {fr} : une BAL par praticien, "
@@ -166,7 +168,7 @@ def _webmail(prof: MailboxProfile, override: bool) -> list[Finding]:
     if override:
         return [
             Finding(
-                "HYG_WEBMAIL",
+                HygieneCode.HYG_WEBMAIL,
                 WARNING,
                 (prof.profile,),
                 f"profil {prof.profile} : messagerie grand public ({fr_items}), admise par "
@@ -179,7 +181,7 @@ def _webmail(prof: MailboxProfile, override: bool) -> list[Finding]:
         ]
     return [
         Finding(
-            "HYG_WEBMAIL",
+            HygieneCode.HYG_WEBMAIL,
             REFUSAL,
             (prof.profile,),
             f"profil {prof.profile} : messagerie grand public refusée ({fr_items}) ; une BAL "
@@ -201,7 +203,7 @@ def _nominative(prof: MailboxProfile) -> list[Finding]:
     words_en = ", ".join(f'"{t}"' for t in found)
     return [
         Finding(
-            "HYG_NOMINATIVE",
+            HygieneCode.HYG_NOMINATIVE,
             WARNING,
             (prof.profile,),
             f"profil {prof.profile} : l'adresse de la BAL {prof.bal_address} contient le nom du "
@@ -233,7 +235,7 @@ def _two_bals(
         fr, en = _names(p.profile for p in members)
         out.append(
             Finding(
-                f"HYG_TWO_BALS_{key.upper()}",
+                HygieneCode(f"HYG_TWO_BALS_{key.upper()}"),
                 WARNING,
                 tuple(sorted(p.profile for p in members)),
                 f"les profils {fr} ont le même {words} ({value}) mais des BAL différentes "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring  # json's own string encoder (in C)
 from typing import Any, Literal
 
+from balise.domain.codes import StoreCode
 from balise.domain.errors import ValidationError
 
 GENESIS_HASH = "0" * 64
@@ -65,7 +66,7 @@ def _refuse_key(key: str) -> None:
         raise ValidationError(
             f"Le journal refuse le champ « {key} » : aucun secret n'y entre.",
             f"The journal refuses the field '{key}': no secret may enter it.",
-            code="JOURNAL_SECRET",
+            code=StoreCode.JOURNAL_SECRET,
         )
     if len(_CLEAN_KEYS) < _CLEAN_KEYS_MAX:
         _CLEAN_KEYS.add(key)

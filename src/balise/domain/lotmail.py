@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
 
-from balise.domain.errors import BaliseError, ValidationError
+from balise.domain.codes import LotCode
+from balise.domain.errors import ValidationError
+from balise.domain.mailtransport import SmtpRefused
 from balise.domain.servercert import ServerCertificate
 
 COUNTER_MODULO = 100_000  # 5 digits: 00000..99999, then back to 00000
@@ -38,48 +40,6 @@ class Delivery:
     sent_at: str | None
 
 
-class TransmissionError(BaliseError):
-    """Sending failed before the server's 250: the lot goes back to "signed" and is retried later."""
-
-    code = "SMTP"
-
-
-class NetworkDown(TransmissionError):
-    """The server cannot be reached, or the session broke (the kiosk says "en attente de réseau")."""
-
-    code = "SMTP_NETWORK"
-
-
-class CredentialsRefused(TransmissionError):
-    """The server refused the mailbox's user name or password (535)."""
-
-    code = "SMTP_AUTH"
-
-
-class CertificateUnverified(TransmissionError):
-    """The server's certificate does not chain to a trusted CA or does not name the host."""
-
-    code = "SMTP_CERT"
-
-
-class TlsTooOld(TransmissionError):
-    """The server offers only TLS older than 1.2."""
-
-    code = "SMTP_TLS_VERSION"
-
-
-class StartTlsMissing(TransmissionError):
-    """STARTTLS is required but the server does not offer it: nothing, credentials least, is sent."""
-
-    code = "SMTP_NO_STARTTLS"
-
-
-class MessageRefused(TransmissionError):
-    """The server refused one message (sender, recipient or content); the session went on."""
-
-    code = "SMTP_REFUSED"
-
-
 @dataclass(frozen=True, slots=True)
 class SendReport:
     """What one SMTP session did: the indexes accepted (250) and those refused, with the words;
@@ -87,12 +47,12 @@ class SendReport:
     watch; None when it could not be read)."""
 
     accepted: tuple[int, ...]
-    refused: tuple[tuple[int, MessageRefused], ...] = ()
+    refused: tuple[tuple[int, SmtpRefused], ...] = ()
     server_cert: ServerCertificate | None = None
 
 
 def _invalid(fr: str, en: str) -> ValidationError:
-    return ValidationError(fr, en, code="LOT_MAIL")
+    return ValidationError(fr, en, code=LotCode.LOT_MAIL)
 
 
 def compostage(now: datetime, counter: int) -> str:

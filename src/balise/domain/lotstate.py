@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from balise.domain.errors import StateError
+from balise.domain.codes import LotCode
+from balise.domain.errors import StateError, ValidationError
 from balise.domain.vocabulary import lot_state
 
 
@@ -46,6 +47,16 @@ def check_transition(current: LotState, target: LotState) -> str:
             f"le lot ne peut pas passer de « {lot_state(current, 'fr')} » "
             f"à « {lot_state(target, 'fr')} »",
             f"the lot cannot go from '{lot_state(current, 'en')}' to '{lot_state(target, 'en')}'",
-            code="LOT_TRANSITION",
+            code=LotCode.LOT_TRANSITION,
         )
     return reason
+
+
+class UnknownLot(ValidationError):
+    """No lot has this number (a number typed or passed by a person, or a stale screen)."""
+
+    code = LotCode.LOT_UNKNOWN
+
+    def __init__(self, lot_id: int) -> None:
+        super().__init__(f"lot {lot_id} inconnu", f"unknown lot {lot_id}")
+        self.lot_id = lot_id

@@ -12,8 +12,10 @@ from enum import StrEnum
 
 from cryptography import x509
 
+from balise.domain.codes import ParamCode
 from balise.domain.errors import ValidationError
 from balise.domain.lotmail import DEFAULT_CODE6
+from balise.domain.update import version_or_empty
 from balise.domain.vocabulary import day
 
 
@@ -41,7 +43,7 @@ class ParamSpec:
 
 
 def _invalid(name: str, fr: str, en: str) -> ValidationError:
-    return ValidationError(f"{name} : {fr}", f"{name}: {en}", code="PARAM_INVALID")
+    return ValidationError(f"{name} : {fr}", f"{name}: {en}", code=ParamCode.PARAM_INVALID)
 
 
 def _text(max_len: int = 200) -> Callable[[str, datetime], Value]:
@@ -163,6 +165,14 @@ def _http_url(raw: str, _now: datetime) -> Value:
     else:
         parse_host(host, _now)
     return value
+
+
+def _update_version(raw: str, _now: datetime) -> Value:
+    """A version the technician allows (or empty: none), as balise.domain.update checks it."""
+    try:
+        return version_or_empty(raw)
+    except ValidationError as exc:
+        raise ValueError(exc.fr) from exc
 
 
 def _passphrase(raw: str, _now: datetime) -> Value:
@@ -365,6 +375,23 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             _choice("non", "oui"),
             default="non",
         ),
+        # Self-updates (issue 14): read by the root helper through `balise update policy`.
+        ParamSpec(
+            "update_hold",
+            _S.GLOBAL,
+            "Garder la version en service (aucune mise à jour)",
+            "Keep the running version (no update)",
+            _choice("non", "oui"),
+            default="non",
+        ),
+        ParamSpec(
+            "update_allow",
+            _S.GLOBAL,
+            "Version autorisée explicitement (vide : aucune)",
+            "Version allowed explicitly (empty: none)",
+            _update_version,
+            default="",
+        ),
         # per practitioner profile
         ParamSpec("display_name", _S.PROFILE, "Nom affiché", "Display name", _text(80)),
         ParamSpec(
@@ -490,7 +517,7 @@ def check_scope_id(scope: Scope, ident: str | None) -> str:
             raise ValidationError(
                 "ce paramètre est global : pas de --profile ni --organism",
                 "this parameter is global: no --profile nor --organism",
-                code="PARAM_SCOPE",
+                code=ParamCode.PARAM_SCOPE,
             )
         return ""
     if not ident:
@@ -498,13 +525,13 @@ def check_scope_id(scope: Scope, ident: str | None) -> str:
         raise ValidationError(
             f"ce paramètre demande {option} ID",
             f"this parameter needs {option} ID",
-            code="PARAM_SCOPE",
+            code=ParamCode.PARAM_SCOPE,
         )
     if not _ID_RE.fullmatch(ident):
         raise ValidationError(
             "identifiant invalide (minuscules, chiffres, - et _, 32 au plus)",
             "invalid id (lowercase, digits, - and _, at most 32)",
-            code="PARAM_SCOPE",
+            code=ParamCode.PARAM_SCOPE,
         )
     return ident
 
@@ -514,7 +541,9 @@ def spec_for(name: str, *, profile: str | None, organism: str | None) -> ParamSp
     matches = [s for (sc, n), s in SCHEMA.items() if n == name]
     if not matches:
         raise ValidationError(
-            f"paramètre inconnu : {name}", f"unknown parameter: {name}", code="PARAM_UNKNOWN"
+            f"paramètre inconnu : {name}",
+            f"unknown parameter: {name}",
+            code=ParamCode.PARAM_UNKNOWN,
         )
     wanted = Scope.PROFILE if profile else Scope.ORGANISM if organism else Scope.GLOBAL
     for spec in matches:

@@ -8,10 +8,12 @@ import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from balise.domain.backup import BackupOutcome, PruneOutcome
+from balise.domain.codes import BackupCode, GeneralCode
 from balise.domain.errors import BaliseError, DiskFullError, os_error_words
 from balise.domain.journal import JsonValue
 from balise.ports import Alerts, BackupArchiver, Clock, Journal, StoreTransaction
@@ -38,7 +40,7 @@ class DestinationResult:
     path: str | None = None
     size: int = 0
     pruned: tuple[str, ...] = ()
-    error_code: str | None = None
+    error_code: StrEnum | None = None
     error_fr: str | None = None
 
 
@@ -180,7 +182,7 @@ class BackupService:
             fr, en = os_error_words(exc)
             if exc.errno in _NO_ROOM:
                 return self._disk_full(dest, f"Disque plein : {dest} ({fr})", en), None
-            return self._failed(dest, "BACKUP_IO", f"écriture impossible ({fr})", en), None
+            return self._failed(dest, BackupCode.BACKUP_IO, f"écriture impossible ({fr})", en), None
         # The archive is whole and on disk: a failure to prune does not unmake it.
         pruned = PruneOutcome()
         prune_error: str | None = None
@@ -258,7 +260,7 @@ class BackupService:
     def _disk_full(self, dest: Path, fr: str, en: str) -> DestinationResult:
         """No room, at the destination or for the snapshot: nothing was published (the partial
         file is gone), nothing pruned, nothing recorded as made; the alert says so."""
-        result = self._failed(dest, "DISK_FULL", fr, en)
+        result = self._failed(dest, GeneralCode.DISK_FULL, fr, en)
         self._alert(
             DISK_FULL_ALERT,
             f"backup:{dest}",
@@ -271,7 +273,7 @@ class BackupService:
         )
         return result
 
-    def _failed(self, dest: Path, code: str, fr: str, en: str) -> DestinationResult:
+    def _failed(self, dest: Path, code: StrEnum, fr: str, en: str) -> DestinationResult:
         # When the journal's own disk is full, the error returned still says so.
         with contextlib.suppress(DiskFullError):
             self._journal.append("backup.failed", str(dest), {"code": code, "reason": en})
@@ -279,12 +281,12 @@ class BackupService:
 
 
 class _BackupFailed(BaliseError):
-    code = "BACKUP_FAILED"
+    code = BackupCode.BACKUP_FAILED
 
 
 def _last_error(result: DestinationResult) -> BaliseError:
     return _BackupFailed(
         f"sauvegarde impossible vers {result.dest} : {result.error_fr}",
         f"backup to {result.dest} failed",
-        code=result.error_code or "BACKUP_FAILED",
+        code=result.error_code or BackupCode.BACKUP_FAILED,
     )

@@ -13,16 +13,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+from balise.domain.codes import MailCode
 from balise.domain.errors import BaliseError, ConfigError
 from balise.domain.hygiene import webmail_domain
-from balise.domain.lotmail import (
-    CertificateUnverified,
-    CredentialsRefused,
-    NetworkDown,
-    StartTlsMissing,
-    TlsTooOld,
+from balise.domain.mailtransport import (
+    AuthRefused,
+    CertUnverified,
+    MailTransportError,
+    NoSafeTls,
+    Pop3Settings,
+    ServerUnreachable,
+    SmtpTls,
+    SmtpUnreachable,
 )
-from balise.domain.mailtransport import Pop3Settings, SmtpTls
 from balise.domain.params import SCHEMA, Scope, parse_value
 from balise.ports import Mailbox, MailSender
 from balise.services.params import ParameterService
@@ -135,71 +138,48 @@ class ConnectionReport:
         return [r.en if lang == "en" else r.fr for r in self.results]
 
 
-def _smtp_failure(exc: BaliseError, where: str) -> PartResult:
-    if isinstance(exc, CredentialsRefused):
-        return PartResult(
-            "smtp",
-            "wrong_password",
-            f"SMTP {where} : mot de passe (ou identifiant) refusé par le serveur",
-            f"SMTP {where}: password (or user name) refused by the server",
-        )
-    if isinstance(exc, CertificateUnverified):
-        return PartResult(
-            "smtp",
-            "cert_untrusted",
-            f"SMTP {where} : certificat du serveur non reconnu (autorité non approuvée ou nom "
-            "différent) ; aucun mot de passe envoyé",
-            f"SMTP {where}: server certificate not trusted (unknown authority or other name); "
-            "no password sent",
-        )
-    if isinstance(exc, StartTlsMissing | TlsTooOld):
-        return PartResult(
-            "smtp",
-            "no_tls",
-            f"SMTP {where} : pas de TLS sûr (mode TLS à vérifier) ; aucun mot de passe envoyé",
-            f"SMTP {where}: no safe TLS (check the TLS mode); no password sent",
-        )
-    if isinstance(exc, NetworkDown):
-        return PartResult(
-            "smtp",
-            "unreachable",
-            f"SMTP {where} : serveur injoignable (nom, port ou réseau à vérifier)",
-            f"SMTP {where}: server unreachable (check the name, port or network)",
-        )
-    return PartResult("smtp", "other", f"SMTP {where} : {exc.fr}", f"SMTP {where}: {exc.en}")
-
-
-_POP3_REASONS: dict[str, Reason] = {
-    "POP3_AUTH": "wrong_password",
-    "POP3_CERT": "cert_untrusted",
-    "POP3_UNREACHABLE": "unreachable",
-    "POP3_NO_STLS": "no_tls",
-    "POP3_TLS": "no_tls",
+# What a person can do about a failed connection, the same for both servers: decided on the kind
+# of transport failure (domain/mailtransport.py), never on its words.
+_FAILURE_WORDS: dict[Reason, tuple[str, str]] = {
+    "wrong_password": (
+        "mot de passe (ou identifiant) refusé par le serveur",
+        "password (or user name) refused by the server",
+    ),
+    "cert_untrusted": (
+        "certificat du serveur non reconnu (autorité non approuvée ou nom différent) ; "
+        "aucun mot de passe envoyé",
+        "server certificate not trusted (unknown authority or other name); no password sent",
+    ),
+    "unreachable": (
+        "serveur injoignable (nom, port ou réseau à vérifier)",
+        "server unreachable (check the name, port or network)",
+    ),
+    "no_tls": (
+        "pas de TLS sûr (mode TLS à vérifier) ; aucun mot de passe envoyé",
+        "no safe TLS (check the TLS mode); no password sent",
+    ),
 }
 
 
-def _pop3_failure(exc: BaliseError, where: str) -> PartResult:
-    reason = _POP3_REASONS.get(exc.code, "other")
-    words = {
-        "wrong_password": (
-            "mot de passe (ou identifiant) refusé par le serveur",
-            "password (or user name) refused by the server",
-        ),
-        "cert_untrusted": (
-            "certificat du serveur non reconnu (autorité non approuvée ou nom différent) ; "
-            "aucun mot de passe envoyé",
-            "server certificate not trusted (unknown authority or other name); no password sent",
-        ),
-        "unreachable": (
-            "serveur injoignable (nom, port ou réseau à vérifier)",
-            "server unreachable (check the name, port or network)",
-        ),
-        "no_tls": (
-            "pas de TLS sûr (mode TLS à vérifier) ; aucun mot de passe envoyé",
-            "no safe TLS (check the TLS mode); no password sent",
-        ),
-    }.get(reason, (exc.fr, exc.en))
-    return PartResult("pop3", reason, f"POP3 {where} : {words[0]}", f"POP3 {where}: {words[1]}")
+def _reason(exc: BaliseError) -> Reason:
+    if not isinstance(exc, MailTransportError):
+        return "other"
+    if isinstance(exc, AuthRefused):
+        return "wrong_password"
+    if isinstance(exc, CertUnverified):  # before NoSafeTls: POP3's certificate is a TLS failure
+        return "cert_untrusted"
+    if isinstance(exc, NoSafeTls):
+        return "no_tls"
+    if isinstance(exc, ServerUnreachable):
+        return "unreachable"
+    return "other"
+
+
+def _failure(part: Literal["smtp", "pop3"], exc: BaliseError, where: str) -> PartResult:
+    reason = _reason(exc)
+    fr, en = _FAILURE_WORDS.get(reason, (exc.fr, exc.en))
+    name = part.upper()
+    return PartResult(part, reason, f"{name} {where} : {fr}", f"{name} {where}: {en}")
 
 
 class ConnectionTester:
@@ -250,7 +230,7 @@ class ConnectionTester:
             raise ConfigError(
                 "réglages incomplets pour le test de connexion : " + ", ".join(missing),
                 "settings incomplete for the connection test: " + ", ".join(missing),
-                code="MAIL_TEST_INCOMPLETE",
+                code=MailCode.MAIL_TEST_INCOMPLETE,
             )
         refused = self._webmail(settings)
         if refused is not None:
@@ -301,9 +281,9 @@ class ConnectionTester:
                 )
             )
         except TimeoutError:
-            return _smtp_failure(NetworkDown("délai dépassé", "timed out"), where)
+            return _failure("smtp", SmtpUnreachable("délai dépassé", "timed out"), where)
         except BaliseError as exc:
-            return _smtp_failure(exc, where)
+            return _failure("smtp", exc, where)
         return PartResult(
             "smtp",
             "ok",
@@ -325,7 +305,7 @@ class ConnectionTester:
         try:
             session = self._mailbox.open(settings)
         except BaliseError as exc:
-            return _pop3_failure(exc, where)
+            return _failure("pop3", exc, where)
         try:
             session.quit()
         except BaliseError:

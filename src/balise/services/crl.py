@@ -9,12 +9,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from balise.domain.codes import TrustCode
 from balise.domain.crl import CrlAge, StoredCrl, crl_age
 from balise.domain.errors import BaliseError
 from balise.domain.vocabulary import moment
@@ -219,7 +221,7 @@ class CrlService:
         except ValueError:
             return self._refused(
                 url, "refused", "liste de révocation illisible",
-                "not a readable revocation list", "CRL_UNREADABLE",
+                "not a readable revocation list", TrustCode.CRL_UNREADABLE,
             )  # fmt: skip
         accepted = self.issuers() if issuers is None else issuers
         issuer = next(
@@ -237,19 +239,19 @@ class CrlService:
                 " : ignorée",
                 f"list signed by an authority this box does not accept ({_short(crl.issuer)}): "
                 "ignored",
-                "CRL_UNTRUSTED",
+                TrustCode.CRL_UNTRUSTED,
             )  # fmt: skip
         if not _can_sign_crls(issuer):
             return self._refused(
                 url, "refused", "l'autorité n'a pas le droit de signer des listes de révocation",
-                "the authority may not sign revocation lists", "CRL_UNTRUSTED",
+                "the authority may not sign revocation lists", TrustCode.CRL_UNTRUSTED,
             )  # fmt: skip
         this_update = crl.last_update_utc
         next_update = crl.next_update_utc
         if next_update is None or next_update <= this_update:
             return self._refused(
                 url, "refused", "liste sans date de prochaine mise à jour valable",
-                "list without a valid next update", "CRL_DATES",
+                "list without a valid next update", TrustCode.CRL_DATES,
             )  # fmt: skip
         if this_update > now + CLOCK_SKEW:
             return self._refused(
@@ -258,7 +260,7 @@ class CrlService:
                 "du boîtier",
                 f"list issued in the future ({moment(this_update, 'en')} UTC): check the box's "
                 "clock",
-                "CRL_DATES",
+                TrustCode.CRL_DATES,
             )  # fmt: skip
         key = issuer_key(issuer)
         base = _delta_base(crl)
@@ -288,7 +290,7 @@ class CrlService:
                     f"liste plus ancienne que celle déjà conservée (du "
                     f"{moment(old.last_update_utc, 'fr')} UTC) : la plus récente est gardée",
                     "list older than the one already kept: the newer one stays",
-                    "CRL_OLDER", **facts,
+                    TrustCode.CRL_OLDER, **facts,
                 )  # fmt: skip
         fetched = now.isoformat(timespec="seconds")
         same = kept is not None and kept.der == der
@@ -326,7 +328,7 @@ class CrlService:
         return FetchOutcome(url, "unchanged" if same else "stored", fr, en, **facts)  # type: ignore[arg-type]
 
     def _refused(
-        self, url: str, kind: OutcomeKind, fr: str, en: str, code: str, **facts: object
+        self, url: str, kind: OutcomeKind, fr: str, en: str, code: StrEnum, **facts: object
     ) -> FetchOutcome:
         self._journal.append(
             "crl.refused", f"crl-url:{url[:200]}", {"url": url[:500], "code": code, "words": fr}

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from balise.domain.card import CardError, CardIdentity, CardProof
+from balise.domain.codes import CardCode
 from balise.ports import CardAuthenticator, Journal
 from balise.services.signing import CertChecker, CertVerdict
 
@@ -35,7 +36,7 @@ class ProvenCard:
 
 
 class CardRefused(CardError):
-    code = "CARD_REFUSED"
+    code = CardCode.CARD_REFUSED
 
 
 def prove_card(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from balise.domain.codes import DepotCode
 from balise.domain.errors import DiskFullError, UnreadableFileError
 from balise.domain.journal import JsonValue
 from balise.domain.lotfile import (
@@ -438,7 +439,7 @@ def _validate(
         # Words for the practice software and the kiosk; the type of the failure goes to the
         # journal for the developers, never to a person.
         problem = QuarantineProblem(
-            "DEPOT_UNPARSABLE",
+            DepotCode.DEPOT_UNPARSABLE,
             None,
             "analyse impossible : le fichier n'a pas la forme d'un lot",
             f"analysis failed: the file does not have the form of a lot ({type(exc).__name__})",

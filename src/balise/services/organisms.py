@@ -20,6 +20,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from balise.domain.codes import TrustCode
 from balise.domain.errors import BaliseError
 from balise.domain.params import Scope
 from balise.ports import Alerts, Clock, Journal, OrganismCertStore, OrganismDirectory
@@ -152,7 +153,7 @@ class OrganismCertService:
                 "ldap://hôte",
                 "SESAM-Vitale directory not configured: balise params set "
                 "sesam_vitale_directory ldap://host",
-                code="DIRECTORY_NOT_CONFIGURED",
+                code=TrustCode.DIRECTORY_NOT_CONFIGURED,
             )
         if not self._roots():
             raise BaliseError(
@@ -160,7 +161,7 @@ class OrganismCertService:
                 "de l'annuaire ne peut être vérifié",
                 "SESAM-Vitale authority not configured (sesam_vitale_roots): no certificate "
                 "from the directory can be checked",
-                code="DIRECTORY_NO_ROOTS",
+                code=TrustCode.DIRECTORY_NO_ROOTS,
             )
         known = self._params.ids(Scope.ORGANISM)
         wanted = known if organisms is None else [o for o in organisms if o in known]

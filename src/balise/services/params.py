@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from balise.domain.codes import ParamCode
 from balise.domain.errors import ValidationError
 from balise.domain.hygiene import refuse_new_refusals
 from balise.domain.journal import JsonValue
@@ -231,7 +232,9 @@ class ParameterService:
     def check_passphrase(self, name: str, candidate: str) -> bool:
         spec = spec_for(name, profile=None, organism=None)
         if not spec.hashed:
-            raise ValidationError("pas une phrase de passe", "not a passphrase", code="PARAM_SCOPE")
+            raise ValidationError(
+                "pas une phrase de passe", "not a passphrase", code=ParamCode.PARAM_SCOPE
+            )
         encoded = self._vault.get("", spec.name)
         return isinstance(encoded, str) and verify_passphrase(candidate, encoded)
 

@@ -19,6 +19,7 @@ from typing import Final, Literal
 
 from balise.domain import vocabulary
 from balise.domain.classify import ClassifyPolicy, UnknownReason
+from balise.domain.codes import MailCode
 from balise.domain.errors import AnalysisFailed, BaliseError, ConfigError, DiskFullError
 from balise.domain.journal import JsonValue
 from balise.domain.mailtransport import Pop3Settings, Unfetched
@@ -160,7 +161,7 @@ class PurgeService:
                 "sont nécessaires",
                 f"profile {profile}'s mailbox incomplete: pop3.host, pop3.user and pop3.password "
                 "are needed",
-                code="POP3_CONFIG",
+                code=MailCode.POP3_CONFIG,
             )
         return Pop3Settings(
             host=host,

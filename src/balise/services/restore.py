@@ -11,10 +11,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from balise.domain.errors import ValidationError
+from balise.domain.backup import WrongPassphrase
 from balise.ports import Clock, Journal, LockedArchive, PassphraseThrottle
-
-WRONG_PASSPHRASE = "BACKUP_WRONG_PASSPHRASE"  # noqa: S105 - an error code
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +34,14 @@ def ask_passphrase(
     check: Callable[[str], T], ask: Callable[[], str], throttle: PassphraseThrottle, attempts: int
 ) -> T:
     """``check`` a passphrase asked up to ``attempts`` times: after each wrong one (its
-    WRONG_PASSPHRASE) the throttle makes the next wait longer, the last one's error is raised;
+    WrongPassphrase) the throttle makes the next wait longer, the last one's error is raised;
     any other error is raised at once. Returns what the right one's check gave."""
     for attempt in range(1, attempts + 1):
         throttle.wait()
         phrase = ask()
         try:
             checked = check(phrase)
-        except ValidationError as exc:
-            if exc.code != WRONG_PASSPHRASE:
-                raise
+        except WrongPassphrase:
             throttle.fail()
             if attempt == attempts:
                 raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from balise.domain.backup import RetentionOutcome
+from balise.domain.codes import ParamCode
 from balise.domain.errors import ValidationError
 from balise.ports import RetentionStore
 from balise.services.params import ParameterService
@@ -31,7 +32,7 @@ class RetentionService:
             raise ValidationError(
                 "durée de conservation d'au moins un jour attendue",
                 "a retention period of at least one day is expected",
-                code="RETENTION_DAYS",
+                code=ParamCode.RETENTION_DAYS,
             )
         cutoff = (now - timedelta(days=days)).isoformat(timespec="microseconds")
         return self._store.purge(cutoff, now.isoformat(timespec="seconds"))

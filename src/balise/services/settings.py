@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast
 
+from balise.domain.codes import ParamCode
 from balise.domain.errors import ConfigError
 from balise.domain.mailtransport import SmtpTls
 from balise.domain.params import Scope, Value
@@ -61,6 +62,8 @@ class BoxSettings:
     webmail_override: bool
     has_technician_passphrase: bool
     has_recovery_passphrase: bool
+    update_hold: bool = False  # the technician keeps the running version
+    update_allow: str | None = None  # a version allowed explicitly (may be older)
 
     @property
     def production(self) -> bool:
@@ -128,7 +131,7 @@ def _wrong(name: str, where: tuple[str, str], fr: str, en: str) -> ConfigError:
         f"la définir à nouveau (balise params set {name} …)",
         f"parameter {name}{where[1]}: the stored value is not {en}; set it again "
         f"(balise params set {name} …)",
-        code="PARAM_TYPE",
+        code=ParamCode.PARAM_TYPE,
     )
 
 
@@ -218,6 +221,8 @@ def box_settings(params: ParamReader) -> BoxSettings:
         webmail_override=r.choice("webmail_override", ("non", "oui")) == "oui",
         has_technician_passphrase=r.present("technician_passphrase"),
         has_recovery_passphrase=r.present("recovery_passphrase"),
+        update_hold=r.choice("update_hold", ("non", "oui")) == "oui",
+        update_allow=r.text("update_allow"),
     )
 
 

@@ -24,6 +24,7 @@ from balise.cms import (
     prepare_signature,
 )
 from balise.domain.card import CardError, CardIdentity, PinLocked, PinState
+from balise.domain.codes import CardCode
 from balise.domain.errors import StateError
 from balise.domain.lotrecord import LotRecord
 from balise.domain.lotstate import LotState
@@ -129,7 +130,7 @@ class SigningService:
                 "(un Raspberry Pi n'a pas d'horloge sauvegardée).",
                 "Clock not synchronized: signing waits for NTP synchronization "
                 "(a Raspberry Pi has no real-time clock).",
-                code="CLOCK_UNSYNC",
+                code=CardCode.CLOCK_UNSYNC,
             )
         if not identity.not_before <= now <= identity.not_after:
             raise CardError(
@@ -137,7 +138,7 @@ class SigningService:
                 f"(valide du {day(identity.not_before, 'fr')} au {day(identity.not_after, 'fr')}).",
                 f"The card's signature certificate is not valid today "
                 f"(valid {day(identity.not_before, 'en')} to {day(identity.not_after, 'en')}).",
-                code="CARD_CERT_DATES",
+                code=CardCode.CARD_CERT_DATES,
             )
 
     def _recipients(self, lot: LotRecord, now: datetime) -> tuple[bytes, ...]:
@@ -153,14 +154,14 @@ class SigningService:
                     f"certificat de chiffrement de {lot.organism} hors de sa validité "
                     f"(jusqu'au {day(cert.not_valid_after_utc, 'fr')}) : le lot reste prêt",
                     f"recipient certificate of {lot.organism} outside its validity: the lot stays ready",
-                    code="RECIPIENT_CERT_EXPIRED",
+                    code=CardCode.RECIPIENT_CERT_EXPIRED,
                 )
             ders.append(der)
         if not ders:
             raise StateError(
                 f"aucun certificat de chiffrement pour {lot.organism} : le lot reste prêt",
                 f"no recipient certificate for {lot.organism}: the lot stays ready",
-                code="RECIPIENT_CERT_MISSING",
+                code=CardCode.RECIPIENT_CERT_MISSING,
             )
         return tuple(ders)
 
@@ -185,7 +186,7 @@ class SigningService:
             raise CardError(
                 "Cette carte n'est pas autorisée à signer pour ce praticien.",
                 "This card is not allowed to sign for this practitioner.",
-                code="SIGNER_NOT_ALLOWED",
+                code=CardCode.SIGNER_NOT_ALLOWED,
             )
         self.check_can_sign(identity)
         now = self._clock.now()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from balise.domain.codes import SetupCode
 from balise.domain.errors import StateError
 from balise.domain.technician import GateRecord
 from balise.ports import Clock, GateStore, Journal
@@ -65,7 +66,7 @@ class TechnicianGate:
             raise StateError(
                 "La phrase de passe technicien est déjà définie.",
                 "The technician passphrase is already set.",
-                code="TECH_PASSPHRASE_SET",
+                code=SetupCode.TECH_PASSPHRASE_SET,
             )
         self._params.set(PARAM, text)
         self._journal.append("technician.passphrase_set", "technician", {})

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from balise.cms import CmsError, verify_signed_data
+from balise.domain.codes import ReturnsCode
 from balise.domain.journal import JsonValue
 from balise.domain.jsontext import dumps_indented
 from balise.domain.lotrecord import LotRecord
@@ -367,7 +368,7 @@ class TrackingService:
 
     def _signature_problem(
         self, payload: bytes | None, signers: dict[str, list[str]]
-    ) -> tuple[str, str, str] | None:
+    ) -> tuple[ReturnsCode, str, str] | None:
         """None when ``payload`` is a SignedData verified against one of the organisms'
         return-signing certificates, else (code, French, English)."""
         from cryptography import x509
@@ -375,7 +376,7 @@ class TrackingService:
 
         if payload is None or not looks_signed(payload):
             return (
-                "RETURN_UNSIGNED",
+                ReturnsCode.RETURN_UNSIGNED,
                 "retour non signé alors que l'organisme signe ses retours",
                 "unsigned return from an organism that signs its returns",
             )
@@ -387,10 +388,14 @@ class TrackingService:
         try:
             verified = verify_signed_data(payload, ders, at=self._clock.now())
         except CmsError as exc:
-            return "RETURN_BAD_SIGNATURE", f"signature du retour refusée : {exc.fr}", exc.en
+            return (
+                ReturnsCode.RETURN_BAD_SIGNATURE,
+                f"signature du retour refusée : {exc.fr}",
+                exc.en,
+            )
         if verified.signer_cert_der not in ders:
             return (
-                "RETURN_BAD_SIGNATURE",
+                ReturnsCode.RETURN_BAD_SIGNATURE,
                 "retour signé par un autre certificat que celui de l'organisme",
                 "return signed with another certificate than the organism's",
             )

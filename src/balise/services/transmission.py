@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from balise.domain.codes import LotCode, ParamCode
 from balise.domain.errors import ConfigError, StateError, ValidationError
 from balise.domain.journal import JsonValue
 from balise.domain.lotmail import (
-    MessageRefused,
-    TransmissionError,
     backoff,
     build_lot_mail,
     compostage,
@@ -30,8 +29,8 @@ from balise.domain.lotmail import (
     subject,
 )
 from balise.domain.lotrecord import LotRecord
-from balise.domain.lotstate import LotState
-from balise.domain.mailtransport import SmtpTls
+from balise.domain.lotstate import LotState, UnknownLot
+from balise.domain.mailtransport import ServerUnreachable, SmtpError, SmtpRefused, SmtpTls
 from balise.domain.vocabulary import moment
 from balise.ports import Clock, Journal, LotStore, MailSender, Outbox
 from balise.services.certwatch import ServerCertWatch
@@ -66,6 +65,12 @@ class SendOutcome:
     error_fr: str | None = None
     error_en: str | None = None
     next_attempt: datetime | None = None
+    error: SmtpError | None = None  # the first failure itself (its code and words above)
+
+    @property
+    def unreachable(self) -> bool:
+        """The server could not be reached: the box is waiting for the network."""
+        return isinstance(self.error, ServerUnreachable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,7 @@ class TransmissionService:
             raise StateError(
                 f"lot {lot_id} : seul un lot signé peut partir (état « {lot.state} »)",
                 f"lot {lot_id}: only a signed lot can be sent (state '{lot.state}')",
-                code="LOT_NOT_SIGNED",
+                code=LotCode.LOT_NOT_SIGNED,
             )
         delivery = self._outbox.delivery(lot_id)
         if delivery is not None and delivery.mail is not None:
@@ -142,7 +147,7 @@ class TransmissionService:
             raise StateError(
                 f"lot {lot_id} : enveloppe absente",
                 f"lot {lot_id}: no envelope",
-                code="NO_ENVELOPE",
+                code=LotCode.NO_ENVELOPE,
             )
         sender = profile_settings(self._params, lot.profile)
         from_addr = _needed(sender.bal_address, "bal_address", profile=lot.profile)
@@ -215,7 +220,7 @@ class TransmissionService:
                 raise StateError(
                     f"lot {lot.id} « en cours d'envoi » sans courrier figé : état incohérent",
                     f"lot {lot.id} 'sending' without a frozen mail: inconsistent state",
-                    code="LOT_NO_MAIL",
+                    code=LotCode.LOT_NO_MAIL,
                 )
             mail_from, rcpt = mail_envelope_addresses(delivery.mail)
             messages.append((mail_from, rcpt, delivery.mail))
@@ -238,8 +243,8 @@ class TransmissionService:
             f"profile:{profile}",
             {"host": settings.host, "port": settings.port, "tls": settings.tls, "lots": len(queue)},
         )
-        session_error: TransmissionError | None = None
-        refused: dict[int, MessageRefused] = {}
+        session_error: SmtpError | None = None
+        refused: dict[int, SmtpRefused] = {}
         try:
             report = await self._sender.send_batch(
                 settings.host,
@@ -256,7 +261,7 @@ class TransmissionService:
                 self._server_certs.seen(
                     profile, "smtp", settings.host, settings.port, report.server_cert
                 )
-        except TransmissionError as exc:
+        except SmtpError as exc:
             session_error = exc
         waiting: list[int] = []
         next_times: list[datetime] = []
@@ -265,7 +270,7 @@ class TransmissionService:
                 continue
             error = refused.get(index) or session_error
             if error is None:  # the session ended without a word about it: retry it later
-                error = TransmissionError(
+                error = SmtpError(
                     "message non confirmé par le serveur", "message not confirmed by the server"
                 )
             next_times.append(self._back_to_signed(lot, error))
@@ -303,9 +308,10 @@ class TransmissionService:
             first_error.fr if first_error else None,
             first_error.en if first_error else None,
             next_attempt,
+            first_error,
         )
 
-    def _back_to_signed(self, lot: LotRecord, error: TransmissionError) -> datetime:
+    def _back_to_signed(self, lot: LotRecord, error: SmtpError) -> datetime:
         delivery = self._outbox.delivery(lot.id)
         attempts = (delivery.attempts if delivery else 0) + 1
         when = self._clock.now() + backoff(attempts)
@@ -332,7 +338,7 @@ class TransmissionService:
             raise StateError(
                 f"lot {lot_id} : seul un lot envoyé peut être renvoyé (état « {lot.state} »)",
                 f"lot {lot_id}: only a sent lot can be resent (state '{lot.state}')",
-                code="LOT_NOT_SENT",
+                code=LotCode.LOT_NOT_SENT,
             )
         overdue_after = timedelta(days=box_settings(self._params).arl_overdue_days)
         sent_at = datetime.fromisoformat(delivery.sent_at) if delivery.sent_at else None
@@ -342,7 +348,7 @@ class TransmissionService:
                 f"lot {lot_id} envoyé le {moment(sent_at, 'fr')} : pas encore en retard "
                 f"(ARL attendu sous {overdue_after.days} jour(s)), pas de renvoi",
                 f"lot {lot_id} sent {moment(sent_at, 'en')}: not overdue yet, no resend",
-                code="LOT_NOT_OVERDUE",
+                code=LotCode.LOT_NOT_OVERDUE,
             )
         self._transitions.move(
             lot_id,
@@ -401,9 +407,7 @@ class TransmissionService:
     def _lot(self, lot_id: int) -> LotRecord:
         lot = self._lots.get(lot_id)
         if lot is None:
-            raise ValidationError(
-                f"lot {lot_id} inconnu", f"unknown lot {lot_id}", code="LOT_UNKNOWN"
-            )
+            raise UnknownLot(lot_id)
         return lot
 
 
@@ -415,6 +419,6 @@ def _needed(value: str | None, name: str, *, profile: str = "", organism: str = 
         raise ConfigError(
             f"paramètre manquant : {name} ({where})",
             f"missing parameter: {name} ({where_en})",
-            code="PARAM_MISSING",
+            code=ParamCode.PARAM_MISSING,
         )
     return value

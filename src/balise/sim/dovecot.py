@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 from balise.sim.netutil import is_loopback
 from balise.sim.procstat import group_cpu_seconds
@@ -97,7 +98,7 @@ service pop3-login {{
 class DovecotError(BaliseError):
     """The private Dovecot test server could not be set up, started or used."""
 
-    code = "SIM_DOVECOT"
+    code = SimCode.SIM_DOVECOT
 
 
 def _check_user(user: str) -> None:

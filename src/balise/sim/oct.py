@@ -30,6 +30,7 @@ from balise.cms import (
     verify_signed_data,
 )
 from balise.cms import content_description as lot_description
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 from balise.domain.lotfile import (
     ApplicationType,
@@ -81,7 +82,7 @@ _STOP_JOIN_S: Final = 5.0
 class OctSimulatorError(BaliseError):
     """The OCT simulator could not be set up."""
 
-    code = "SIM_OCT"
+    code = SimCode.SIM_OCT
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 from balise.sim.vcard import VPCD_PORT, VirtualReaderLink
 
@@ -38,7 +39,7 @@ _TCP_LISTEN = "0A"  # state code in /proc/net/tcp
 class PcscdError(BaliseError):
     """The test/demo pcscd could not be started or stopped."""
 
-    code = "SIM_PCSCD"
+    code = SimCode.SIM_PCSCD
 
 
 def find_vpcd_driver() -> Path | None:

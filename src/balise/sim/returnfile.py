@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from datetime import date
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import ValidationError
 from balise.domain.returns import (
     FLOW_TYPES,
@@ -36,7 +37,7 @@ def _is_digits(text: str) -> bool:
 class ReturnBuildError(ValidationError):
     """A builder was given a value that does not fit the return layout."""
 
-    code = "RETURN_BUILD"
+    code = SimCode.RETURN_BUILD
 
 
 def _bad(what: str) -> ReturnBuildError:

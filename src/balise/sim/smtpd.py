@@ -16,6 +16,7 @@ from typing import Any, AnyStr, Final, Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 from balise.sim.netutil import is_loopback
 
@@ -30,7 +31,7 @@ _SERVER_NAME: Final = "oct-sim.balise.test"  # avoids socket.getfqdn(), which ma
 class SmtpServerError(BaliseError):
     """The test SMTP server could not be set up or started."""
 
-    code = "SIM_SMTPD"
+    code = SimCode.SIM_SMTPD
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 from balise.sim.pki import Issued, Practitioner
 
@@ -53,7 +54,7 @@ _MAX_LABEL_LEN: Final = 32  # CK_TOKEN_INFO.label is 32 bytes
 class SoftHSMError(BaliseError):
     """The SoftHSM2 test token could not be set up."""
 
-    code = "SIM_SOFTHSM"
+    code = SimCode.SIM_SOFTHSM
 
 
 @dataclass(frozen=True, slots=True)

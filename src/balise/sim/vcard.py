@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from balise.domain.codes import SimCode
 from balise.domain.errors import BaliseError
 
 # ATRs from PROFILE.md §5 (ANS CryptoLib CPS sources, card-cps.c).
@@ -55,7 +56,7 @@ Responder = Callable[[bytes], bytes]
 class VirtualCardError(BaliseError):
     """The virtual card (test and demo tool) could not be inserted or used."""
 
-    code = "SIM_VCARD"
+    code = SimCode.SIM_VCARD
 
 
 def default_responder(apdu: bytes) -> bytes:
