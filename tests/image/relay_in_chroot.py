@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 SPY = Path("/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so")
-PIN = "1234"
+PIN = "735921"  # spelled nowhere else: found in a file, it could only be a leak
 PORT = 44343
 
 
@@ -191,10 +191,12 @@ http {{
             out["revoked"] = exc.code
         channel.close()
         session.close()  # type: ignore[attr-defined]
-        out["pin_in_work_files"] = sorted(
-            str(p.relative_to(work))
-            for p in work.rglob("*")
-            if p.is_file() and p != fifo and f"pin-value={PIN}".encode() in p.read_bytes()
+        # Every file the channel wrote or read (the provider's configuration, the key references,
+        # the certificate chains) and the service's log: the PIN is in none of them.
+        written = [work / "provider.cnf", work / "nginx-error.log", *work.glob("CPS-*.pem")]
+        out["files_checked"] = len(written)
+        out["pin_in_files"] = sorted(
+            p.name for p in written if p.is_file() and PIN.encode() in p.read_bytes()
         )
     finally:
         nginx.terminate()
