@@ -15,6 +15,7 @@ from cryptography import x509
 from balise.domain.codes import ParamCode
 from balise.domain.errors import ValidationError
 from balise.domain.lotmail import DEFAULT_CODE6
+from balise.domain.relay import parse_allow_list
 from balise.domain.update import version_or_empty
 from balise.domain.vocabulary import day
 
@@ -204,6 +205,17 @@ def _domains(raw: str, _now: datetime) -> Value:
     return items
 
 
+def _relay_services(raw: str, _now: datetime) -> Value:
+    """The card-authenticated relay's allow-list (issue 20): ``name=https://host[:port]/base``
+    entries separated by spaces, commas or new lines, as balise.domain.relay checks them."""
+    items = [i for i in raw.replace(",", " ").split() if i]
+    try:
+        services = parse_allow_list(items)
+    except ValidationError as exc:
+        raise ValueError(exc.fr) from exc
+    return [f"{s.name}={s.url.rstrip('/')}" for s in services.values()]
+
+
 _S = Scope
 SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
     (spec.scope, spec.name): spec
@@ -391,6 +403,23 @@ SCHEMA: dict[tuple[Scope, str], ParamSpec] = {
             "Version allowed explicitly (empty: none)",
             _update_version,
             default="",
+        ),
+        # The card-authenticated relay (issue 20): services reached with the CPS card, fed to
+        # the egress list; the channel closes after this many idle minutes.
+        ParamSpec(
+            "relay_services",
+            _S.GLOBAL,
+            "Services en ligne joints avec la carte (nom=https://…)",
+            "Online services reached with the card (name=https://…)",
+            _relay_services,
+        ),
+        ParamSpec(
+            "relay_idle_minutes",
+            _S.GLOBAL,
+            "Fermeture du canal de la carte après inactivité (minutes)",
+            "Card channel closed after idle time (minutes)",
+            _int_range(1, 240),
+            default=15,
         ),
         # per practitioner profile
         ParamSpec("display_name", _S.PROFILE, "Nom affiché", "Display name", _text(80)),

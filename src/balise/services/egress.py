@@ -1,6 +1,7 @@
 """The egress list of this box: the fixed destinations, then those its parameters name (the CRL
-hosts, the Sesam-Vitale directory, every profile's SMTP and POP3 servers, the servers being
-tested in the kiosk), each checked by the rules of ``balise.domain.egress``."""
+hosts, the Sesam-Vitale directory, every profile's SMTP and POP3 servers, the card relay's
+online services, the servers being tested in the kiosk), each checked by the rules of
+``balise.domain.egress``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 from balise.domain.egress import FIXED, EgressEntry, checked, crl_destination
 from balise.services.crl import configured_sources
 from balise.services.params import ParameterService
-from balise.services.settings import box_settings, profiles
+from balise.services.settings import box_settings, profiles, relay_settings
 
 
 def egress_entries(params: ParameterService) -> list[EgressEntry]:
@@ -33,6 +34,11 @@ def egress_entries(params: ParameterService) -> list[EgressEntry]:
         ):
             if host is not None:
                 entries.append(checked(EgressEntry(f"{kind}:{profile.id}", host, port, "tcp")))
+    # The online services the card-authenticated relay may reach (issue 20): only those.
+    for service in relay_settings(params).services.values():
+        entries.append(
+            checked(EgressEntry(f"relay:{service.name}", service.host, service.port, "tcp"))
+        )
     # Servers typed in the kiosk and being tested, not saved yet (ParameterService.hold_egress).
     for host, port in params.held_egress():
         entries.append(checked(EgressEntry("test-connexion", host, port, "tcp")))

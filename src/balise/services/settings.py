@@ -11,13 +11,15 @@ parameter, in French and English, never a traceback further down."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast
 
 from balise.domain.codes import ParamCode
-from balise.domain.errors import ConfigError
+from balise.domain.errors import ConfigError, ValidationError
 from balise.domain.mailtransport import SmtpTls
 from balise.domain.params import Scope, Value
+from balise.domain.relay import AllowedService, parse_allow_list
 
 Mode = Literal["production", "test", "demo"]
 Pop3Tls = Literal["implicit", "stls"]
@@ -285,3 +287,22 @@ def organism_settings(params: ParamReader, organism: str) -> OrganismSettings:
 def organisms(params: ParamReader) -> list[OrganismSettings]:
     """Every organism's settings, by id."""
     return [organism_settings(params, o) for o in organism_ids(params)]
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """The card-authenticated relay's parameters (issue 20, scope ``global``)."""
+
+    services: Mapping[str, AllowedService]  # the allow-list, by the name the software uses
+    idle_minutes: int
+
+
+def relay_settings(params: ParamReader) -> RelaySettings:
+    """The relay's allow-list (``relay_services``) and idle time, typed; an entry stored before
+    a stricter rule is reported as a parameter to set again."""
+    r = _Reader(params)
+    try:
+        services = parse_allow_list(r.texts("relay_services"))
+    except ValidationError as exc:
+        raise _wrong("relay_services", r._where, "une liste de services", "a service list") from exc
+    return RelaySettings(services=services, idle_minutes=r.number("relay_idle_minutes"))
