@@ -33,7 +33,9 @@ from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
 from balise.domain.relay import AllowedService, parse_allow_list
 from balise.services.relay import JOURNAL_KIND, Relay, error_answer
+from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
+from tests.support.balise_env import BaliseEnv
 from tests.support.clock import TEST_NOW
 from tests.support.crl_support import make_crl
 
@@ -468,3 +470,35 @@ def test_a_badly_written_allow_list_entry_is_refused_with_words(entry: str) -> N
 def test_two_services_under_one_name_are_refused() -> None:
     with pytest.raises(ValidationError, match="deux fois"):
         parse_allow_list(["a=https://h1/x", "a=https://h2/y"])
+
+
+def test_the_allow_list_is_a_parameter_and_feeds_the_egress_list(balise_env: BaliseEnv) -> None:
+    """What the technician sets is what the relay may reach, and what the firewall opens."""
+    result = balise_env.run(
+        "params",
+        "set",
+        "relay_services",
+        "visio=https://droits.example.fr/api amc=https://tiers.example.org:8443/tp",
+    )
+    assert result.returncode == 0, result.stderr
+    bad = balise_env.run("params", "set", "relay_services", "visio=http://droits.example.fr")
+    assert bad.returncode != 0
+    assert "https://" in bad.stderr
+    listed = balise_env.run("egress", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    relay = {
+        (e["purpose"], e["host"], e["port"])
+        for e in json.loads(listed.stdout)
+        if e["purpose"].startswith("relay:")
+    }
+    assert relay == {
+        ("relay:visio", "droits.example.fr", 443),
+        ("relay:amc", "tiers.example.org", 8443),
+    }
+    ctx = balise_env.context()
+    try:
+        settings = relay_settings(ctx.params)
+    finally:
+        ctx.close()
+    assert settings.services["amc"].url == "https://tiers.example.org:8443/tp/"
+    assert settings.idle_minutes == 15
