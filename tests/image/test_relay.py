@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.vm import REPO, ROOTFS
-
 pytestmark = pytest.mark.image
+
+REPO = Path(__file__).resolve().parents[2]
+ROOTFS = REPO / "build" / "image-amd64" / "rootfs"  # as test_image.py builds it
 
 _TEST_PACKAGES = ("softhsm2", "opensc", "nginx")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
