@@ -178,14 +178,26 @@ class Box:
     ticks: list[float]
 
 
-def _box(pki: TestPKI, tmp: Path, port: int, *, socket_dir: Path | None = None) -> Iterator[Box]:
+def _box(
+    pki: TestPKI,
+    tmp: Path,
+    port: int,
+    *,
+    socket_dir: Path | None = None,
+    server_crls: bytes | None = None,
+) -> Iterator[Box]:
     practitioner = pki.practitioner.authentication
     chain = tmp / "card-chain.pem"
     chain.write_bytes(practitioner.cert_pem.read_bytes() + pki.intermediate.cert_pem.read_bytes())
+    crl_file = None
+    if server_crls is not None:
+        crl_file = tmp / "relay-server-crls.pem"
+        crl_file.write_bytes(server_crls)
     context = card_tls.card_context(
         roots_pem=[pki.root_pem.read_text()],
         cert_chain=chain,
         key=practitioner.key_pem,  # FAKE: the card's authentication key, from a file
+        crl_file=crl_file,
     )
     services = parse_allow_list([f"visio=https://127.0.0.1:{port}/api"])
     channels: list[card_tls.TlsChannel] = []
@@ -395,6 +407,43 @@ def test_a_service_with_a_wrong_certificate_is_refused(relay_pki: TestPKI, tmp_p
         assert box.journal.requests()[-1]["status"] == 502
     finally:
         for gen in (box_gen, impostor_gen):
+            for _ in gen:
+                pass
+
+
+def _root_crl(pki: TestPKI, revoked: list[x509.Certificate]) -> bytes:
+    der = make_crl(
+        pki.root,
+        this_update=TEST_NOW - timedelta(hours=1),
+        next_update=TEST_NOW + timedelta(days=7),
+        revoked=revoked,
+    )
+    return x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("revoked", [False, True])
+def test_the_services_certificate_is_checked_against_its_crl(
+    relay_pki: TestPKI, tmp_path: Path, revoked: bool
+) -> None:
+    cert = relay_pki.issue_tls_server(f"service-rev-{revoked}", ["127.0.0.1"])
+    service_gen = _serve(relay_pki, cert, _crls(relay_pki, []), tmp_path)
+    svc = next(service_gen)
+    crl = _root_crl(relay_pki, [cert.cert] if revoked else [])
+    box_gen = _box(relay_pki, tmp_path, svc.port, server_crls=crl)
+    box = next(box_gen)
+    try:
+        client = PracticeSoftware(box.socket_path)
+        answer = client.send("POST", "/visio/rights", SECRET_BODY)
+        client.close()
+        if revoked:
+            assert _status(answer) == 502
+            assert "certificate revoked" in _body(answer).decode()
+            assert svc.seen.requests == []
+        else:
+            assert _status(answer) == 200
+            assert len(svc.seen.requests) == 1
+    finally:
+        for gen in (box_gen, service_gen):
             for _ in gen:
                 pass
 
