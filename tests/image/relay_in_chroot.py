@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,82 @@ class SpyCounter(threading.Thread):
             return self.counts.get(name, 0)
 
 
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, object]]] = []
+
+    def append(self, kind: str, subject: str = "", details=None, *, actor=None):  # type: ignore[no-untyped-def]
+        self.rows.append((kind, subject, dict(details or {})))
+
+
+def practice_get(path: Path, target: str, sock: socket.socket | None = None) -> tuple[int, bytes]:
+    s = sock or socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if sock is None:
+        s.settimeout(10)
+        s.connect(str(path))
+    s.sendall(f"GET {target} HTTP/1.1\r\nHost: relay\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += s.recv(65536)
+    return int(head.split(b" ", 2)[1]), body
+
+
+def whole_relay(lib, hsm, service, root_pem: str, work: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from balise.adapters.clock import SystemClock
+    from balise.adapters.pkcs11 import Pkcs11Signer
+    from balise.app.relay import open_card_relay
+
+    run = work / "run"
+    run.mkdir(mode=0o700)
+    journal = MemoryJournal()
+    relay = open_card_relay(
+        lib=lib,
+        signer=Pkcs11Signer(lib, token_label="CPS-PULLED"),
+        pin=bytearray(PIN.encode()),
+        services={"visio": service},
+        roots_pem=[root_pem],
+        crl_file=None,
+        journal=journal,  # type: ignore[arg-type]
+        clock=SystemClock(),
+        idle_seconds=600,
+        socket_path=run / "relay.sock",
+        allowed_uids={os.getuid()},
+        runtime_dir=run,
+    )
+    res: dict[str, object] = {}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(run / "relay.sock"))
+    answers = [practice_get(run / "relay.sock", f"/visio/app{i}", sock) for i in range(5)]
+    res["app.statuses"] = [a[0] for a in answers]
+    res["app.who"] = "Dr Jeanne TEST" in answers[0][1].decode()
+    res["app.other"] = practice_get(run / "relay.sock", "/other/x", sock)[0]
+    state = relay.relay.state()
+    res["app.state"] = [state.open, state.practitioner, state.requests, state.handshakes]
+    hsm.delete_token("CPS-PULLED")  # the card pulled
+    for _ in range(100):
+        if not relay.relay.is_open:
+            break
+        time.sleep(0.1)
+    res["app.closed_because"] = relay.relay.state().closed_because
+    try:
+        res["app.after_pull"] = practice_get(run / "relay.sock", "/visio/after", sock)[0]
+    except (ConnectionError, OSError) as exc:
+        res["app.after_pull"] = type(exc).__name__
+    res["app.socket_left"] = (run / "relay.sock").exists()
+    relay.close("fin")
+    res["app.journal_kinds"] = sorted({k for k, _s, _d in journal.rows})
+    sock.close()
+    return res
+
+
 def main() -> int:
     from balise.adapters import card_tls
     from balise.adapters.pkcs11 import Pkcs11Signer
@@ -83,6 +160,7 @@ def main() -> int:
     os.environ.update(hsm.env())
     good = hsm.create_token("CPS-GOOD", pki.practitioner, pin=PIN, so_pin="87654321")
     bad = hsm.create_token("CPS-REVOKED", revoked, pin=PIN, so_pin="87654321")
+    hsm.create_token("CPS-PULLED", pki.practitioner, pin=PIN, so_pin="87654321")
 
     server = pki.issue_tls_server("service", ["127.0.0.1"])
     (work / "client-cas.pem").write_bytes(pki.chain_pem.read_bytes())
@@ -191,9 +269,18 @@ http {{
             out["revoked"] = exc.code
         channel.close()
         session.close()  # type: ignore[attr-defined]
+        # The whole relay as the box runs it (balise.app.relay): the practice software over the
+        # unix socket, then the card pulled mid-session (its token deleted by another process).
+        out.update(whole_relay(lib, hsm, service, pki.root_pem.read_text(), work))
+
         # Every file the channel wrote or read (the provider's configuration, the key references,
         # the certificate chains) and the service's log: the PIN is in none of them.
-        written = [work / "provider.cnf", work / "nginx-error.log", *work.glob("CPS-*.pem")]
+        written = [
+            work / "provider.cnf",
+            work / "nginx-error.log",
+            *work.glob("CPS-*.pem"),
+            *(work / "run").iterdir(),
+        ]
         out["files_checked"] = len(written)
         out["pin_in_files"] = sorted(
             p.name for p in written if p.is_file() and PIN.encode() in p.read_bytes()

@@ -127,5 +127,21 @@ def test_a_revoked_card_is_refused_by_the_service(seen: dict[str, object]) -> No
 
 
 def test_the_pin_is_in_no_file_the_channel_uses(seen: dict[str, object]) -> None:
-    assert seen["files_checked"] == 6
+    assert seen["files_checked"] == 9  # with the relay's own run directory
     assert seen["pin_in_files"] == []
+
+
+def test_the_whole_relay_serves_the_practice_software_and_closes_when_the_card_is_pulled(
+    seen: dict[str, object],
+) -> None:
+    """balise.app.relay as the box runs it: plain HTTP over the unix socket, one handshake for
+    the session, a service off the allow-list refused; the card's token deleted by another
+    process (pulled) and the watchdog closes the channel and the socket."""
+    assert seen["app.statuses"] == [200] * 5
+    assert seen["app.who"] is True
+    assert seen["app.other"] == 403
+    assert seen["app.state"] == [True, "Dr Jeanne TEST", 5, 1]
+    assert seen["app.closed_because"] == "carte retirée"
+    assert seen["app.after_pull"] in {"BrokenPipeError", "ConnectionError", "ConnectionResetError"}
+    assert seen["app.socket_left"] is False
+    assert seen["app.journal_kinds"] == ["relay_close", "relay_open", "relay_request"]
