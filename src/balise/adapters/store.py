@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -14,7 +15,17 @@ from sqlite_utils.migrations import Migrations
 
 from balise.adapters.durable import no_room
 from balise.domain.codes import GeneralCode, StoreCode
-from balise.domain.errors import ConfigError, DiskFullError, IntegrityError
+from balise.domain.errors import (
+    BaliseError,
+    ConfigError,
+    DatabaseCorrupt,
+    DatabaseIoError,
+    DatabaseLocked,
+    DatabaseReadOnly,
+    DiskFullError,
+    IntegrityError,
+    StoreError,
+)
 
 DB_NAME = "balise.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -103,6 +114,33 @@ def read_pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
+# SQLite's primary result codes a person can meet, and the domain's error for each: decided on the
+# code (the low byte of an extended one), never on SQLite's English message.
+_KINDS: dict[int, type[StoreError]] = {
+    sqlite3.SQLITE_BUSY: DatabaseLocked,
+    sqlite3.SQLITE_LOCKED: DatabaseLocked,
+    sqlite3.SQLITE_READONLY: DatabaseReadOnly,
+    sqlite3.SQLITE_PERM: DatabaseReadOnly,
+    sqlite3.SQLITE_IOERR: DatabaseIoError,
+    sqlite3.SQLITE_CORRUPT: DatabaseCorrupt,
+    sqlite3.SQLITE_NOTADB: DatabaseCorrupt,
+    sqlite3.SQLITE_CANTOPEN: StoreError,
+}
+
+
+def store_error(exc: sqlite3.Error) -> BaliseError | None:
+    """The domain's error for a SQLite failure a person can meet (a full disk, the lock held by
+    another process, a read-only or failing disk, a damaged file), None for the others — a
+    constraint or a misuse is a bug, raised as itself."""
+    if no_room(exc):
+        return DiskFullError(
+            "Disque plein : la base de données de la boîte ne peut plus rien enregistrer",
+            "Disk full: the box's database cannot record anything more",
+        )
+    kind = _KINDS.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+    return kind() if kind is not None else None
+
+
 def _nearly_full(directory: Path) -> bool:
     """Less room than SQLite needs to open a database (its shared-memory file takes 32 KiB)."""
     try:
@@ -133,7 +171,14 @@ class Store:
                     "Disque plein : la base de données de la boîte ne peut pas s'ouvrir",
                     "Disk full: the box's database cannot be opened",
                 ) from exc
-            raise
+            translated = store_error(exc)
+            if translated is None:
+                raise
+            if type(translated) is StoreError and not os.access(data_dir, os.W_OK):
+                # SQLite only says it cannot open the file: on a read-only disk or folder it
+                # cannot create the files its write-ahead log needs. Say what it is.
+                translated = DatabaseReadOnly()
+            raise translated from exc
         self.db = Database(self.conn, execute_plugins=False)
         with self.write():
             migrations.apply(self.db)
@@ -147,7 +192,8 @@ class Store:
 
         A failed COMMIT is rolled back too (SQLite may leave it open after SQLITE_FULL, and the
         connection would then hold the write lock). A full disk raises DiskFullError: nothing of
-        the transaction was kept."""
+        the transaction was kept; another process holding the lock past the busy timeout, a
+        read-only or failing disk or a damaged file raise the StoreError that says so."""
         if self.conn.in_transaction:
             # A savepoint named after its depth, not a random name: the same few statements
             # each time, prepared once (a purge opens several per message).
@@ -177,12 +223,10 @@ class Store:
                     self.conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            if no_room(exc):
-                raise DiskFullError(
-                    "Disque plein : la base de données de la boîte ne peut plus rien enregistrer",
-                    "Disk full: the box's database cannot record anything more",
-                ) from exc
-            raise
+            translated = store_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     @contextmanager
     def write_one(self) -> Iterator[Database]:

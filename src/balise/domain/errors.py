@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from enum import StrEnum
 
-from balise.domain.codes import DepotCode, GeneralCode, ReturnsCode
+from balise.domain.codes import DepotCode, GeneralCode, ReturnsCode, StoreCode
 
 
 class BaliseError(Exception):
@@ -71,6 +71,66 @@ class DiskFullError(BaliseError):
     is kept (what was to be taken stays where it was, to be taken later)."""
 
     code = GeneralCode.DISK_FULL
+
+
+class StoreError(BaliseError):
+    """The box's database could not be used: the action is not done, nothing of it was kept.
+    Each kind says what a person can do; the store adapter decides the kind from SQLite's result
+    code (adapters/store.py), never from its message, which is English and says nothing useful."""
+
+    code: StrEnum = StoreCode.DB_UNAVAILABLE
+    words = (
+        "la base de données de la boîte ne peut pas être ouverte : rien n'a été enregistré",
+        "the box's database cannot be opened: nothing was recorded",
+    )
+
+    def __init__(self) -> None:
+        super().__init__(*self.words)
+
+
+class DatabaseLocked(StoreError):
+    """Another process held the database's write lock for longer than the busy timeout."""
+
+    code = StoreCode.DB_LOCKED
+    words = (
+        "base de données occupée par un autre traitement de la boîte : rien n'a été enregistré, "
+        "réessayez dans un moment",
+        "database busy with another task of the box: nothing was recorded, try again in a while",
+    )
+
+
+class DatabaseReadOnly(StoreError):
+    """The database, its folder or its disk cannot be written."""
+
+    code = StoreCode.DB_READONLY
+    words = (
+        "la base de données ne peut pas être écrite (disque ou dossier en lecture seule) : rien "
+        "n'a été enregistré ; appelez le technicien",
+        "the database cannot be written (read-only disk or folder): nothing was recorded; call "
+        "the technician",
+    )
+
+
+class DatabaseIoError(StoreError):
+    """The disk under the database failed to read or write."""
+
+    code = StoreCode.DB_IO
+    words = (
+        "erreur d'entrée-sortie du disque de la base de données : rien n'a été enregistré ; "
+        "appelez le technicien",
+        "input/output error on the database's disk: nothing was recorded; call the technician",
+    )
+
+
+class DatabaseCorrupt(StoreError):
+    """The database file is damaged or is not a database."""
+
+    code = StoreCode.DB_CORRUPT
+    words = (
+        "la base de données de la boîte est endommagée : appelez le technicien (restauration "
+        "de la dernière sauvegarde)",
+        "the box's database is damaged: call the technician (restore the last backup)",
+    )
 
 
 # What an operating system error means, in French (strerror is English, whatever the locale of a
