@@ -23,6 +23,7 @@ FR: dict[str, str] = {
     "key.alerts": "Alertes",
     "key.technician": "Technicien",
     "key.back": "Retour",
+    "key.close_channel": "Fermer le canal",
     "key.continue": "Continuer",
     "key.confirm": "Confirmer",
     "key.cancel": "Annuler",
@@ -321,6 +322,16 @@ FR: dict[str, str] = {
     "profile.locum.remove": "Quel remplaçant retirer ?",
     "profile.locum.added": "Remplaçant ajouté.",
     "profile.locum.removed": "Remplaçant retiré.",
+    # the card-authenticated channel to online services (issue 20)
+    "channel.title": "Canal de la carte (services en ligne)",
+    "channel.open": "Canal ouvert pour {who} depuis {since} : {requests} requête(s) relayée(s).",
+    "channel.closed": "Canal fermé ({why}).",
+    "channel.why.card_pulled": "carte retirée",
+    "channel.why.idle": "inactivité",
+    "channel.why.practitioner": "fermé par le praticien",
+    "channel.why.stopped": "relais arrêté",
+    "channel.never": "Aucun canal ouvert.",
+    "channel.help": "F : fermer le canal (la carte se déconnecte) · Échap : retour.",
 }
 
 EN: dict[str, str] = {
@@ -330,6 +341,7 @@ EN: dict[str, str] = {
     "key.alerts": "Alerts",
     "key.technician": "Technician",
     "key.back": "Back",
+    "key.close_channel": "Close the channel",
     "key.continue": "Continue",
     "key.confirm": "Confirm",
     "key.cancel": "Cancel",
@@ -618,6 +630,16 @@ EN: dict[str, str] = {
     "profile.locum.remove": "Which locum to remove?",
     "profile.locum.added": "Locum added.",
     "profile.locum.removed": "Locum removed.",
+    # the card-authenticated channel to online services (issue 20)
+    "channel.title": "Card channel (online services)",
+    "channel.open": "Channel open for {who} since {since}: {requests} request(s) relayed.",
+    "channel.closed": "Channel closed ({why}).",
+    "channel.why.card_pulled": "card pulled",
+    "channel.why.idle": "idle",
+    "channel.why.practitioner": "closed by the practitioner",
+    "channel.why.stopped": "relay stopped",
+    "channel.never": "No channel open.",
+    "channel.help": "F: close the channel (the card logs out) · Escape: back.",
 }
 
 CATALOGUES: dict[Lang, dict[str, str]] = {"fr": FR, "en": EN}
