@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from textual.app import App
 
 from balise.adapters import card_tls
 from balise.adapters.clock import FixedClock
@@ -35,6 +36,7 @@ from balise.domain.relay import AllowedService, parse_allow_list
 from balise.services.relay import JOURNAL_KIND, Relay, error_answer
 from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
+from balise.ui.screens.channel import ChannelScreen
 from tests.support.balise_env import BaliseEnv
 from tests.support.clock import TEST_NOW
 from tests.support.crl_support import make_crl
@@ -227,7 +229,7 @@ def _box(
         yield Box(relay, server, path, journal, card, channels, ticks)
     finally:
         server.stop()
-        relay.close("fin du test")
+        relay.close("stopped")
 
 
 @pytest.fixture
@@ -479,7 +481,7 @@ def test_idle_time_closes_the_channel_and_the_card_login(
     box.ticks[0] += 2
     box.relay.check()
     state = box.relay.state()
-    assert (state.open, state.closed_because) == (False, "inactivité")
+    assert (state.open, state.closed_because) == (False, "idle")
     assert box.card.logged_out
     assert not box.channels[0].is_open
     answer = practice.send("GET", "/visio/b")
@@ -496,7 +498,7 @@ def test_card_pulled_mid_session_closes_everything(
     assert _status(answer) == 503
     assert "Carte retirée" in _body(answer).decode()
     assert box.card.logged_out
-    assert box.relay.state().closed_because == "carte retirée"
+    assert box.relay.state().closed_because == "card_pulled"
     assert len(service.seen.requests) == 1
 
 
@@ -551,3 +553,34 @@ def test_the_allow_list_is_a_parameter_and_feeds_the_egress_list(balise_env: Bal
         ctx.close()
     assert settings.services["amc"].url == "https://tiers.example.org:8443/tp/"
     assert settings.idle_minutes == 15
+
+
+class _ChannelKiosk(App[None]):
+    """The channel's screen alone (its wiring into Accueil is the kiosk's)."""
+
+    def __init__(self, screen: ChannelScreen) -> None:
+        super().__init__()
+        self._channel_screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._channel_screen)
+
+
+async def test_the_kiosk_shows_the_channel_and_closes_it_with_one_key(
+    box: Box, practice: PracticeSoftware
+) -> None:
+    for i in range(3):
+        assert _status(practice.send("GET", f"/visio/k{i}")) == 200
+    app = _ChannelKiosk(ChannelScreen(box.relay.state, lambda: box.relay.close("practitioner")))
+    async with app.run_test(size=(100, 20)) as pilot:
+        await pilot.pause(0.2)
+        shown = str(app.screen.query_one("#channel-state").render())
+        assert "Canal ouvert pour Dr Jeanne TEST depuis" in shown
+        assert "3 requête(s)" in shown
+        await pilot.press("f")
+        await pilot.pause(0.2)
+        shown = str(app.screen.query_one("#channel-state").render())
+        assert shown == "Canal fermé (fermé par le praticien)."
+    assert box.card.logged_out
+    assert not box.channels[0].is_open
+    assert _status(practice.send("GET", "/visio/after")) == 503

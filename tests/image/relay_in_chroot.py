@@ -139,7 +139,7 @@ def whole_relay(lib, hsm, service, root_pem: str, work: Path) -> dict[str, objec
     except (ConnectionError, OSError) as exc:
         res["app.after_pull"] = type(exc).__name__
     res["app.socket_left"] = (run / "relay.sock").exists()
-    relay.close("fin")
+    relay.close("stopped")
     res["app.journal_kinds"] = sorted({k for k, _s, _d in journal.rows})
     sock.close()
     return res

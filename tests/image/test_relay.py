@@ -141,7 +141,7 @@ def test_the_whole_relay_serves_the_practice_software_and_closes_when_the_card_i
     assert seen["app.who"] is True
     assert seen["app.other"] == 403
     assert seen["app.state"] == [True, "Dr Jeanne TEST", 5, 1]
-    assert seen["app.closed_because"] == "carte retirée"
+    assert seen["app.closed_because"] == "card_pulled"
     assert seen["app.after_pull"] in {"BrokenPipeError", "ConnectionError", "ConnectionResetError"}
     assert seen["app.socket_left"] is False
     assert seen["app.journal_kinds"] == ["relay_close", "relay_open", "relay_request"]

@@ -25,7 +25,7 @@ from balise.adapters.relay_server import RelayServer
 from balise.domain.card import CardError
 from balise.domain.relay import AllowedService
 from balise.ports import Clock, Journal
-from balise.services.relay import Relay, error_answer
+from balise.services.relay import CloseReason, Relay, error_answer
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib
@@ -76,7 +76,7 @@ class CardRelay:
     _stop: threading.Event
     _watchdog: threading.Thread
 
-    def close(self, because: str) -> None:
+    def close(self, because: CloseReason = "practitioner") -> None:
         """Close the channels, end the card's login, stop serving (idempotent)."""
         self.relay.close(because)
         self._stop.set()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from balise.domain.errors import BaliseError
 from balise.domain.relay import (
@@ -32,12 +32,15 @@ __all__ = [
     "JOURNAL_KIND",
     "CardLogin",
     "ChannelState",
+    "CloseReason",
     "Relay",
     "UpstreamChannel",
     "error_answer",
 ]
 
 JOURNAL_KIND = "relay_request"
+# Why a channel closed: the card pulled, the idle time, the practitioner's key, the relay stopped.
+CloseReason = Literal["card_pulled", "idle", "practitioner", "stopped"]
 JOURNAL_OPEN = "relay_open"
 JOURNAL_CLOSE = "relay_close"
 
@@ -70,7 +73,7 @@ class ChannelState:
     since: datetime | None
     requests: int
     handshakes: int
-    closed_because: str  # French, empty while open
+    closed_because: CloseReason | None  # None while open
 
 
 def error_answer(status: int, words: str) -> bytes:
@@ -125,7 +128,7 @@ class Relay:
         self._since = clock.now()
         self._last_used = monotonic()
         self._requests = 0
-        self._closed_because = ""
+        self._closed_because: CloseReason | None = None
         journal.append(
             JOURNAL_OPEN,
             practitioner,
@@ -150,8 +153,8 @@ class Relay:
                 closed_because=self._closed_because,
             )
 
-    def close(self, because: str) -> None:
-        """Close every channel and end the card's login (idempotent); ``because`` in French."""
+    def close(self, because: CloseReason) -> None:
+        """Close every channel and end the card's login (idempotent)."""
         with self._state_lock:
             login, self._login = self._login, None
             if login is None:
@@ -174,9 +177,9 @@ class Relay:
         if self._login is None:
             return
         if not self._card_present():
-            self.close("carte retirée")
+            self.close("card_pulled")
         elif self._monotonic() - self._last_used >= self._idle:
-            self.close("inactivité")
+            self.close("idle")
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class Relay:
                 503, "Canal de la carte fermé : ouvrez-le sur le boîtier (code de la carte)."
             )
         if not self._card_present():
-            self.close("carte retirée")
+            self.close("card_pulled")
             self._record(name, head, len(body), 503, 0, started, refused=True)
             return error_answer(503, "Carte retirée : le canal est fermé.")
         with self._locks[service.name]:
