@@ -155,6 +155,11 @@ def test_every_json_output_matches_its_schema(
     restored = run("restore", str(archive), stdin=RECOVERY + "\n", on=other_box)
     assert restored["head_seq"] > 0
     assert run("retention", "run")["cutoff"]
+    # What the image's root helpers ask around a self-update (issue 14).
+    assert run("update", "policy")["hold"] is False
+    assert run("update", "gate", "--timeout", "5")["ready"]  # stdin at its end: released at once
+    assert run("update", "record", "2.0")["version"] == "2.0"
+    assert run("update", "health")["resolved"]["outcome"] == "rolled_back"
 
     # Only `sign`, which needs a card, is left to the test below; the rest succeeded (or, for
     # lots resend of a lot not overdue, gave the error object).

@@ -23,6 +23,7 @@ from balise.domain.params import Value
 from balise.domain.provisioning import WindowState
 from balise.domain.servercert import MailService, SeenServerCert, ServerCertificate
 from balise.domain.technician import GateRecord
+from balise.domain.update import LastUpdate, PendingUpdate
 
 
 class Clock(Protocol):
@@ -608,3 +609,21 @@ class GateStore(Protocol):
     def load(self) -> GateRecord: ...
 
     def save(self, record: GateRecord) -> None: ...
+
+
+# -- self-updates -------------------------------------------------------------------------------
+
+
+class UpdateState(Protocol):
+    """The pending update attempt and the last update, on the data partition (they outlive the
+    switch to the other system slot)."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def pending(self) -> PendingUpdate | None: ...
+
+    def set_pending(self, pending: PendingUpdate | None) -> None: ...
+
+    def last(self) -> LastUpdate | None: ...
+
+    def set_last(self, last: LastUpdate) -> None: ...

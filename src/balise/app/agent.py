@@ -32,12 +32,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from balise.adapters.locks import update_gate_held
 from balise.adapters.systemd import Notifier
 from balise.app.backup import backup_service, default_destinations, retention_service
 from balise.app.context import Context
 from balise.domain.codes import BackupCode, GeneralCode, TrustCode
 from balise.domain.errors import BaliseError, Busy
 from balise.domain.mailtransport import ServerUnreachable
+from balise.domain.update import UpdateCode, update_in_progress
 from balise.domain.vocabulary import size, stamp
 from balise.services.backup import BackupService
 from balise.services.certwatch import expiring
@@ -402,6 +404,15 @@ class Agent:
         service = self._transmission
         if not service.due(profile):
             return  # nothing due: backoff times are the service's, nothing is retried early
+        if update_gate_held(self._ctx.data_dir / "locks"):
+            # The box is about to restart into an update: nothing starts, the lots stay signed
+            # and go at the first cycle after the restart (no failure, no backoff).
+            status = self._profile(profile)
+            status.send_fr, status.send_en = update_in_progress().fr, update_in_progress().en
+            self._say(
+                logging.INFO, UpdateCode.UPDATE_IN_PROGRESS, f"envoi {profile} : " + status.send_fr
+            )
+            return
         outcome = asyncio.run(service.send_pending(profile))
         report.sent += len(outcome.sent)
         status = self._profile(profile)

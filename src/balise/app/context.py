@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -132,7 +133,15 @@ class Context:
             self.clock,
             self.params,
             recipients=self.organism_certs().recipient_pems,
+            batch_guard=self.batch_guard,
         )
+
+    def batch_guard(self) -> AbstractContextManager[None]:
+        """Held by every signing or sending batch; refuses to start one while the update gate
+        holds (`balise update gate`)."""
+        from balise.adapters.locks import batch_guard
+
+        return batch_guard(self.data_dir / "locks")
 
     def organism_certs(self) -> OrganismCertService:
         """The organisms' encryption certificates: hand-set, else fetched from the SESAM-Vitale
@@ -287,7 +296,7 @@ class Context:
         """Lot mails sent over aiosmtplib; Message-IDs name this box's host."""
         import socket
 
-        from balise.adapters.locks import send_lock
+        from balise.adapters.locks import batch_guard, send_lock
         from balise.adapters.outbox import SqliteOutbox
         from balise.adapters.smtp import DEFAULT_TIMEOUT_S, SmtpSender
         from balise.domain.lotmail import box_hostname
@@ -305,6 +314,7 @@ class Context:
             SqliteOutbox(self.store),
             host,
             send_lock=send_lock(self.data_dir / "locks"),
+            batch_guard=partial(batch_guard, self.data_dir / "locks"),
             server_certs=self.server_certs(),
         )
 

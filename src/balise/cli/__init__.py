@@ -52,6 +52,7 @@ from balise.cli.mail import (
 from balise.cli.parsing import Parser, RawEpilogFormatter, UsageError, integer, number
 from balise.cli.parsing import install as install_french
 from balise.cli.trust import add_parsers as add_trust_parsers
+from balise.cli.update import add_parsers as add_update_parsers
 from balise.domain.codes import GeneralCode
 from balise.domain.errors import BaliseError, os_error_words
 
@@ -78,6 +79,8 @@ variables d'environnement :
                           listes (lots, retours, alertes), comme la borne ; les autres
                           phrases de la commande restent en français (défaut : français)
   BALISE_DEBUG            1 : une erreur interne montre sa trace Python au lieu d'un message
+  BALISE_OS_RELEASE       fichier os-release où lire la version en service (IMAGE_VERSION ;
+                          défaut : /etc/os-release, sinon /usr/lib/os-release)
   BALISE_WORKER_CPU       secondes de processeur du tri d'un courrier (essais)
   BALISE_WORKER_AS        mémoire (octets) du tri d'un courrier (essais)
   NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, JOURNAL_STREAM, INVOCATION_ID
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kiosk_parser(sub)
     add_backup_parsers(sub)
     add_trust_parsers(sub)
+    add_update_parsers(sub)
     _french_metavars(parser)
     return parser
 

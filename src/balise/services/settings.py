@@ -64,8 +64,8 @@ class BoxSettings:
     webmail_override: bool
     has_technician_passphrase: bool
     has_recovery_passphrase: bool
-    update_hold: bool = False  # the technician keeps the running version
-    update_allow: str | None = None  # a version allowed explicitly (may be older)
+    update_hold: bool  # the technician keeps the running version
+    update_allow: str | None  # a version allowed explicitly (may be older)
 
     @property
     def production(self) -> bool:

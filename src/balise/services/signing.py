@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -96,6 +97,8 @@ class SigningService:
         clock: Clock,
         params: ParameterService,
         recipients: Callable[[str], list[str]] | None = None,
+        *,
+        batch_guard: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._lots = lots
         self._transitions = transitions
@@ -104,6 +107,13 @@ class SigningService:
         self._params = params
         # organism -> PEM certificates a lot is encrypted to (hand-set, else from the directory)
         self._recipient_pems = recipients
+        # Held while a batch is signed; refuses to start one while the update gate holds
+        # (UPDATE_IN_PROGRESS, balise.adapters.locks.batch_guard).
+        self._batch_guard = batch_guard or nullcontext
+
+    def batch(self) -> AbstractContextManager[None]:
+        """What a signing batch holds from the PIN's login to its last lot."""
+        return self._batch_guard()
 
     def profiles_for(self, identity: CardIdentity) -> list[tuple[str, str]]:
         """(profile, role) pairs whose allowed signers include this card's certificate."""
@@ -401,15 +411,18 @@ def sign_with_card(
     cancel: threading.Event | None = None,
 ) -> BatchResult:
     """One login for the confirmed batch, the batch, then the session closed and the PIN buffer
-    overwritten — whatever happens (a wrong PIN raises WrongPin after exactly one attempt)."""
-    try:
-        session = signer.login(pin, allowed_signatures=len(lot_ids))
-    finally:
-        if pin is not None:
-            pin[:] = b"\0" * len(pin)
-    try:
-        return service.sign_batch(
-            session, identity, profile, lot_ids, progress=progress, cancel=cancel
-        )
-    finally:
-        session.close()
+    overwritten — whatever happens (a wrong PIN raises WrongPin after exactly one attempt).
+    While the update gate holds, nothing starts: no login, no PIN try spent."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(service.batch())
+            session = signer.login(pin, allowed_signatures=len(lot_ids))
+        finally:
+            if pin is not None:
+                pin[:] = b"\0" * len(pin)
+        try:
+            return service.sign_batch(
+                session, identity, profile, lot_ids, progress=progress, cancel=cancel
+            )
+        finally:
+            session.close()

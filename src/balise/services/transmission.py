@@ -104,6 +104,7 @@ class TransmissionService:
         hostname: str,
         *,
         send_lock: Callable[[str], AbstractContextManager[None]] | None = None,
+        batch_guard: Callable[[], AbstractContextManager[None]] | None = None,
         server_certs: ServerCertWatch | None = None,
     ) -> None:
         self._lots = lots
@@ -116,6 +117,8 @@ class TransmissionService:
         self._hostname = hostname
         # Cross-process, per profile (raises SEND_LOCKED when held): see the module docstring.
         self._send_lock = send_lock or (lambda _profile: nullcontext())
+        # Held while a batch is sent; refuses to start one while the update gate holds.
+        self._batch_guard = batch_guard or nullcontext
         # Where the certificate the SMTP server presented is kept for the expiry watch.
         self._server_certs = server_certs
 
@@ -196,7 +199,7 @@ class TransmissionService:
         """Send every due lot of ``profile`` over ONE session to its mailbox; a second caller
         while one is sending gets StateError SEND_LOCKED ("envoi déjà en cours") and sends
         nothing."""
-        with self._send_lock(profile):
+        with self._batch_guard(), self._send_lock(profile):
             return await self._send_pending(profile)
 
     async def _send_pending(self, profile: str) -> SendOutcome:
