@@ -21,8 +21,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from balise.adapters.kek import create_key_file
-from balise.domain.codes import StoreCode
-from balise.domain.errors import DatabaseLocked
+from balise.adapters.locks import send_lock
+from balise.domain.codes import GeneralCode, StoreCode
+from balise.domain.errors import BaliseError, DatabaseLocked, FileSystemError
 from balise.ui.app import BaliseApp
 from balise.ui.screens.params_edit import ParamDialog, ParamEditScreen
 from balise.ui.screens.technician import TechnicianScreen
@@ -138,6 +139,29 @@ def test_a_read_only_data_disk_is_said(small_fs: Callable[[int], SmallFs], tmp_p
         run = env.run(*args)
         _said(run, "DB_READONLY", "la base de données ne peut pas être écrite")
         assert "lecture seule" in run.stderr
+
+
+def test_a_lock_the_disk_refuses_is_said_not_raised_as_a_system_error(
+    balise_env: BaliseEnv, small_fs: Callable[[int], SmallFs]
+) -> None:
+    """The cross-process locks (purge, send) are files: a disk that refuses one is said in words
+    with the file, never an OSError's repr."""
+    ctx = balise_env.context()
+    try:
+        (balise_env.home / "locks" / "purge-p1.lock").mkdir(parents=True)  # a folder in its way
+        with pytest.raises(FileSystemError) as refused, ctx.returns_store.lock("p1"):
+            pass
+    finally:
+        ctx.close()
+    assert refused.value.code is GeneralCode.OS_ERROR
+    assert refused.value.fr.startswith("verrou ") and refused.value.fr.endswith(": est un dossier")
+    assert refused.value.en.endswith(": Is a directory") and "purge-p1.lock" in refused.value.en
+    fs = small_fs(1024)
+    subprocess.run(["mount", "-o", "remount,ro", str(fs.root)], check=True, timeout=30)
+    with pytest.raises(BaliseError) as read_only, send_lock(fs.root / "locks")("p1"):
+        pass
+    assert read_only.value.code == "OS_ERROR"
+    assert read_only.value.fr.endswith("système de fichiers en lecture seule")
 
 
 PASSPHRASE = "phrase de passe du technicien"

@@ -7,6 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from balise.domain.errors import BaliseError, DiskFullError, FileSystemError
+
 
 def fsync_dir(path: Path) -> None:
     """Flush the directory ``path`` itself, so that a file created or renamed in it survives a
@@ -19,6 +21,14 @@ def fsync_dir(path: Path) -> None:
 
 
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def os_failure(exc: OSError, what_fr: str, what_en: str) -> BaliseError:
+    """The domain's error for an operating system error where the box had to write ``what``
+    (French, English): a full disk or quota is DiskFullError, anything else FileSystemError."""
+    if no_room(exc):
+        return DiskFullError(f"Disque plein : {what_fr}", f"Disk full: {what_en}")
+    return FileSystemError(what_fr, what_en, exc)
 
 
 def no_room(exc: BaseException) -> bool:

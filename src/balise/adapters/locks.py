@@ -10,15 +10,27 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from balise.adapters.durable import os_failure
 from balise.domain.codes import LotCode
 from balise.domain.errors import BaliseError, Busy
+
+
+def open_lock(path: Path) -> int:
+    """The lock file ``path`` opened (its folder made): a descriptor to flock, or the domain's
+    error when the disk refuses it (full, read-only, a file where the folder should be)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise os_failure(
+            exc, f"verrou {path} impossible à créer", f"lock {path} cannot be created"
+        ) from exc
 
 
 @contextmanager
 def file_lock(path: Path, busy: Callable[[], BaliseError]) -> Iterator[None]:
     """Hold ``path`` exclusively, or raise ``busy()`` at once if another holder has it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from balise.adapters.locks import open_lock
 from balise.adapters.store import Store
 from balise.domain.codes import ReturnsCode, StoreCode
 from balise.domain.errors import Busy, IntegrityError
@@ -219,9 +220,7 @@ class SqliteReturnsStore:
     @contextmanager
     def lock(self, profile: str) -> Iterator[None]:
         """An exclusive fcntl lock per mailbox: released by the kernel even on SIGKILL."""
-        self._lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._lock_dir / f"purge-{profile}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_lock(self._lock_dir / f"purge-{profile}.lock")
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

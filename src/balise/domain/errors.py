@@ -133,6 +133,19 @@ class DatabaseCorrupt(StoreError):
     )
 
 
+class FileSystemError(BaliseError):
+    """A file or folder the box needs could not be made or opened (a read-only or failing disk,
+    a file where a folder should be...): what could not be done and the system's reason in
+    words, never the exception's repr. A full disk is a DiskFullError instead."""
+
+    code = GeneralCode.OS_ERROR
+
+    def __init__(self, what_fr: str, what_en: str, exc: OSError) -> None:
+        fr, en = os_error_words(exc)
+        super().__init__(f"{what_fr} : {fr}", f"{what_en}: {en}")
+        self.errno = exc.errno
+
+
 # What an operating system error means, in French (strerror is English, whatever the locale of a
 # service): the errors a person can meet on a box.
 _ERRNO_FR = {
