@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 
@@ -17,19 +18,18 @@ from balise.domain.classify import UnknownReason
 from balise.domain.errors import BaliseError, ValidationError
 from balise.domain.lotfile import LotFault
 from balise.domain.lotstate import UnknownLot
+from balise.domain.relay import RelayCode
 from balise.domain.returns import ReturnProblem
+from balise.domain.update import UpdateCode
 
 SRC = Path(codes.__file__).resolve().parents[1]
+# The codes of a failure: the areas of domain/codes.py, and the enums a feature keeps beside it.
+FAILURES: tuple[type[StrEnum], ...] = (*codes.AREAS, CmsErrorCode, RelayCode, UpdateCode)
 # Where codes are spelled: the enums themselves.
-DEFINED_IN = {SRC / "domain" / "codes.py", SRC / "cms" / "errors.py"}
-ALL_ENUMS: tuple[type[StrEnum], ...] = (
-    *codes.AREAS,
-    CmsErrorCode,
-    LotFault,
-    ReturnProblem,
-    UnknownReason,
-)
-KNOWN = {m.value for enum in codes.AREAS for m in enum} | {m.value for m in CmsErrorCode}
+DEFINED_IN = {Path(sys.modules[enum.__module__].__file__ or "").resolve() for enum in FAILURES}
+# Every enum of stable codes, those that classify a file or a message too.
+ALL_ENUMS: tuple[type[StrEnum], ...] = (*FAILURES, LotFault, ReturnProblem, UnknownReason)
+KNOWN = {m.value for enum in FAILURES for m in enum}
 
 
 def bare_codes(source: str) -> list[tuple[int, str]]:
