@@ -30,6 +30,7 @@ from textual.app import App
 from balise.adapters import card_tls
 from balise.adapters.clock import FixedClock
 from balise.adapters.relay_server import RelayServer
+from balise.app.relay_main import read_pin
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
 from balise.domain.relay import AllowedService, parse_allow_list
@@ -584,3 +585,30 @@ async def test_the_kiosk_shows_the_channel_and_closes_it_with_one_key(
     assert box.card.logged_out
     assert not box.channels[0].is_open
     assert _status(practice.send("GET", "/visio/after")) == 503
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [(b"1234\n", bytearray(b"1234")), (b"\n", None), (b"", None), (b"735921\nextra", b"735921")],
+)
+def test_the_relay_process_reads_one_pin_line_from_its_pipe(
+    sent: bytes, read: bytearray | None
+) -> None:
+    r, w = os.pipe()
+    os.write(w, sent)
+    os.close(w)
+    try:
+        assert read_pin(r) == read
+    finally:
+        os.close(r)
+
+
+def test_a_pin_longer_than_any_card_takes_is_refused() -> None:
+    r, w = os.pipe()
+    os.write(w, b"9" * 100 + b"\n")
+    os.close(w)
+    try:
+        with pytest.raises(ValueError, match="too long"):
+            read_pin(r)
+    finally:
+        os.close(r)

@@ -145,6 +145,98 @@ def whole_relay(lib, hsm, service, root_pem: str, work: Path) -> dict[str, objec
     return res
 
 
+def relay_process(service, pki, work: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """python -m balise.app.relay_main as the kiosk starts it: the PIN through a pipe, state in
+    a status file, SIGTERM for the practitioner's key."""
+    import signal
+
+    from balise.adapters.kek import create_key_file
+    from balise.app.context import open_context
+    from balise.sim.softhsm import SoftHSM
+
+    own = SoftHSM(work / "hsm-proc")  # the box has one card in its reader: one token here
+    own.create_token("CPS-PROC", pki.practitioner, pin=PIN, so_pin="87654321")
+    kek = work / "kek"
+    create_key_file(kek)
+    env = {**os.environ, **own.env(), "BALISE_KEK_FILE": str(kek)}
+    env.pop("PKCS11SPY", None)
+    env.pop("PKCS11SPY_OUTPUT", None)
+    ctx = open_context(work / "data", actor="test", env=env)
+    ctx.params.set("pkcs11_module", str(own.module))
+    ctx.params.set("ca_bundle", pki.root_pem.read_text())
+    ctx.params.set("relay_services", f"visio=https://127.0.0.1:{service.port}/api")
+    ctx.close()
+    sock_path, status = work / "proc.sock", work / "proc-status.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "balise.app.relay_main",
+            "--data-dir",
+            str(work / "data"),
+            "--socket",
+            str(sock_path),
+            "--allow-uid",
+            str(os.getuid()),
+            "--run-dir",
+            str(work / "proc-run"),
+            "--status",
+            str(status),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(PIN.encode() + b"\n")
+    proc.stdin.close()
+    res: dict[str, object] = {}
+    for _ in range(200):
+        if sock_path.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not sock_path.exists():
+        proc.kill()
+        proc.wait(20)
+        assert proc.stderr is not None
+        early = proc.stderr.read().decode(errors="replace")[-3000:]
+        raise RuntimeError("relay process did not start: " + early)
+    res["proc.statuses"] = [practice_get(sock_path, f"/visio/p{i}")[0] for i in range(3)]
+    for _ in range(50):
+        text = status.read_text() if status.exists() else "{}"
+        if json.loads(text).get("requests") == 3:
+            break
+        time.sleep(0.1)
+    shown = json.loads(status.read_text())
+    res["proc.status"] = [shown["open"], shown["practitioner"], shown["requests"]]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    res["proc.exit"] = proc.returncode
+    res["proc.stderr"] = err.decode(errors="replace")[-500:]
+    closed = json.loads(status.read_text())
+    res["proc.closed"] = [closed["open"], closed["closed_because"]]
+    res["proc.socket_left"] = sock_path.exists()
+    ctx = open_context(work / "data", actor="test", env=env)
+    kinds = [e.kind for e in ctx.journal.entries()]
+    details = " ".join(e.details for e in ctx.journal.entries())
+    ctx.close()
+    res["proc.journal"] = [
+        kinds.count("relay_open"),
+        kinds.count("relay_request"),
+        kinds.count("relay_close"),
+    ]
+    res["proc.pin_in_journal"] = PIN in details
+    res["proc.pin_in_files"] = sorted(
+        str(p.relative_to(work))
+        for p in [status, *(work / "proc-run").iterdir()]
+        if PIN.encode() in p.read_bytes()
+    )
+    return res
+
+
 def main() -> int:
     from balise.adapters import card_tls
     from balise.adapters.pkcs11 import Pkcs11Signer
@@ -272,6 +364,7 @@ http {{
         # The whole relay as the box runs it (balise.app.relay): the practice software over the
         # unix socket, then the card pulled mid-session (its token deleted by another process).
         out.update(whole_relay(lib, hsm, service, pki.root_pem.read_text(), work))
+        out.update(relay_process(service, pki, work))
 
         # Every file the channel wrote or read (the provider's configuration, the key references,
         # the certificate chains) and the service's log: the PIN is in none of them.

@@ -145,3 +145,20 @@ def test_the_whole_relay_serves_the_practice_software_and_closes_when_the_card_i
     assert seen["app.after_pull"] in {"BrokenPipeError", "ConnectionError", "ConnectionResetError"}
     assert seen["app.socket_left"] is False
     assert seen["app.journal_kinds"] == ["relay_close", "relay_open", "relay_request"]
+
+
+def test_the_relay_process_takes_the_pin_on_a_pipe_shows_its_state_and_ends_on_sigterm(
+    seen: dict[str, object],
+) -> None:
+    """``python -m balise.app.relay_main`` as the kiosk starts it: the PIN on its standard input
+    (a pipe), the box's own parameters (relay_services, ca_bundle, pkcs11_module) and journal;
+    its state file says open, for whom, how many requests; SIGTERM (the practitioner's key)
+    closes the channel and the login and ends it cleanly; the journal has no PIN."""
+    assert seen["proc.statuses"] == [200, 200, 200]
+    assert seen["proc.status"] == [True, "Dr Jeanne TEST", 3]
+    assert seen["proc.exit"] == 0, seen["proc.stderr"]
+    assert seen["proc.closed"] == [False, "practitioner"]
+    assert seen["proc.socket_left"] is False
+    assert seen["proc.journal"] == [1, 3, 1]
+    assert seen["proc.pin_in_journal"] is False
+    assert seen["proc.pin_in_files"] == []

@@ -1,0 +1,136 @@
+"""The card relay as a process of its own (issue 20): ``python -m balise.app.relay_main``.
+
+Started by the kiosk once the practitioner typed the PIN on the box: the PIN comes on the
+standard input, a pipe from the kiosk (one line, read into a bytearray, wiped after the login),
+never in the arguments, the environment or a file. The process loads pkcs11-provider into its own
+OpenSSL (no other TLS happens in it), serves the practice software on ``--socket`` for the
+``--allow-uid`` accounts, and writes its state for the kiosk to ``--status`` (JSON, no secret:
+open, practitioner, since, requests, handshakes, why it closed) every second and at the end.
+SIGTERM (the practitioner's key in the kiosk) closes the channel and the card's login and ends
+the process; so do a pulled card and the idle time (``relay_idle_minutes``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from balise.adapters.pkcs11 import Pkcs11Signer, open_module
+from balise.app.context import open_context, resolve_data_dir
+from balise.app.relay import CardRelay, open_card_relay
+from balise.domain.errors import BaliseError
+from balise.services.relay import ChannelState
+from balise.services.settings import box_settings, relay_settings
+
+__all__ = ["main", "read_pin", "status_json"]
+
+_MAX_PIN: Final = 64
+_STATUS_EVERY_S: Final = 1.0
+EXIT_OK: Final = 0
+EXIT_REFUSED: Final = 2
+
+
+def read_pin(fd: int) -> bytearray | None:
+    """One line from ``fd`` (bounded) as the PIN; an empty line means the reader's keypad."""
+    pin = bytearray()
+    while len(pin) <= _MAX_PIN:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        pin += byte
+    if len(pin) > _MAX_PIN:
+        pin[:] = bytes(len(pin))
+        raise ValueError("PIN too long")
+    return pin or None
+
+
+def status_json(state: ChannelState) -> str:
+    return json.dumps(
+        {
+            "open": state.open,
+            "practitioner": state.practitioner,
+            "since": state.since.isoformat() if state.since else None,
+            "requests": state.requests,
+            "handshakes": state.handshakes,
+            "closed_because": state.closed_because,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _write_status(path: Path, state: ChannelState) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(status_json(state) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m balise.app.relay_main")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--allow-uid", action="append", type=int, required=True)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--status", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    try:
+        pin = read_pin(sys.stdin.fileno())
+    except ValueError:
+        print("Code PIN refusé (trop long).", file=sys.stderr)
+        return EXIT_REFUSED
+    ctx = open_context(resolve_data_dir(args.data_dir), actor="relay", create=False)
+    relay: CardRelay | None = None
+    try:
+        box = box_settings(ctx.params)
+        settings = relay_settings(ctx.params)
+        if not settings.services:
+            print("Aucun service en ligne autorisé (paramètre relay_services).", file=sys.stderr)
+            return EXIT_REFUSED
+        lib, _candidate = open_module(box.mode, box.pkcs11_module)
+        args.run_dir.mkdir(mode=0o700, exist_ok=True)
+        relay = open_card_relay(
+            lib=lib,
+            signer=Pkcs11Signer(lib),
+            pin=pin,
+            services=settings.services,
+            roots_pem=box.ca_bundle,
+            crl_file=None,
+            journal=ctx.journal,
+            clock=ctx.clock,
+            idle_seconds=settings.idle_minutes * 60,
+            socket_path=args.socket,
+            allowed_uids=args.allow_uid,
+            runtime_dir=args.run_dir,
+        )
+    except BaliseError as exc:
+        print(exc.fr, file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        if pin is not None:
+            pin[:] = bytes(len(pin))
+        if relay is None:
+            ctx.close()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(_STATUS_EVERY_S):
+            _write_status(args.status, relay.relay.state())
+            if not relay.relay.is_open:
+                break
+    finally:
+        relay.close("practitioner")
+        _write_status(args.status, relay.relay.state())
+        ctx.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
