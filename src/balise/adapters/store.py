@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -26,6 +26,9 @@ from balise.domain.errors import (
     IntegrityError,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from balise.adapters.schema_copies import RestoredCopy
 
 DB_NAME = "balise.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -152,7 +155,9 @@ def _nearly_full(directory: Path) -> bool:
 class Store:
     """The typed entry point to the database; every write goes through ``write()``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, schema: Migrations | None = None) -> None:
+        """Open (or create) the box's database and bring its schema to this version's
+        (``schema``: the migrations, this module's unless a test gives its own)."""
         if not data_dir.is_dir():
             raise ConfigError(
                 f"dossier de données absent : {data_dir}",
@@ -180,8 +185,17 @@ class Store:
                 translated = DatabaseReadOnly()
             raise translated from exc
         self.db = Database(self.conn, execute_plugins=False)
-        with self.write():
-            migrations.apply(self.db)
+        # A copy before migrating, one transaction for the migrations, and the copy restored
+        # when an older version meets a newer schema (balise.adapters.schema_copies).
+        from balise.adapters.schema_copies import migrate_safely
+
+        try:
+            self.restored: RestoredCopy | None = migrate_safely(
+                self, migrations if schema is None else schema
+            )
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()

@@ -347,4 +347,11 @@ def open_context(
     journal = SqliteJournal(store, the_clock, actor)
     # Mailbox hygiene: a change that would create a refusal is refused, nothing written.
     params = ParameterService(vault, journal, the_clock, validators=(refuse_new_refusals,))
-    return Context(data_dir, kek, store, journal, vault, params, the_clock)
+    ctx = Context(data_dir, kek, store, journal, vault, params, the_clock)
+    if store.restored is not None:
+        # An older version came back to a database a newer one had migrated: journaled and
+        # said on Accueil (balise.app.update).
+        from balise.app.update import note_restored
+
+        note_restored(ctx, store.restored)
+    return ctx

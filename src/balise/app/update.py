@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from balise.adapters.schema_copies import RestoredCopy
 from balise.adapters.update_state import StoreUpdateState, running_version
 from balise.app.context import Context, open_context
 from balise.domain.errors import BaliseError
-from balise.domain.update import LastUpdate
+from balise.domain.journal import JsonValue
+from balise.domain.update import LastUpdate, restored_words
 from balise.ports import Clock
 from balise.services.update import UpdateService
 
@@ -117,3 +119,25 @@ def _vault_check(ctx: Context) -> HealthCheck:
     return HealthCheck(
         "vault", True, f"paramètres lisibles ({count})", f"parameters readable ({count})"
     )
+
+
+# The alert Accueil shows when an older version put back its copy of the database.
+RESTORED_ALERT = "database.restored"
+
+
+def note_restored(ctx: Context, restored: RestoredCopy) -> None:
+    """Journal the restore of the pre-update copy and raise its alert (once: only the process
+    that restored it gets here)."""
+    fr, en = restored_words(restored.schema, restored.newer_kept.name)
+    details: dict[str, JsonValue] = {
+        "schema": restored.schema,
+        "newer_schema": restored.newer_schema,
+        "copy": restored.copy.name,
+        "newer_kept": restored.newer_kept.name,
+    }
+    store = ctx.returns_store
+    now = ctx.clock.now().isoformat(timespec="seconds")
+    with store.transaction():
+        ctx.journal.append(RESTORED_ALERT, "database", {**details, "words": fr})
+        alert_id = store.add_alert(RESTORED_ALERT, "database", (fr, en), details, now)
+        ctx.journal.append("alert.raised", "database", {"kind": RESTORED_ALERT, "alert": alert_id})

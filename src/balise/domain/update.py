@@ -125,6 +125,17 @@ def rollback_words(running: str) -> tuple[str, str]:
     )
 
 
+def restored_words(schema: str, newer_kept: str) -> tuple[str, str]:
+    """The alert raised when this version put back the copy of the database it had before an
+    update (the update was undone after the newer version changed the database's schema)."""
+    return (
+        f"Base de données remise comme avant la mise à jour (schéma {schema}) : ce qui a été fait "
+        f"depuis la mise à jour annulée est gardé à part ({newer_kept}).",
+        f"Database put back as before the update (schema {schema}): what was done since the "
+        f"cancelled update is kept aside ({newer_kept}).",
+    )
+
+
 def last_update_words(last: LastUpdate) -> tuple[str, str]:
     """In the time zone of ``last.when`` (the caller gives it in the box's local time)."""
     when_fr, when_en = moment(last.when, "fr"), moment(last.when, "en")

@@ -1,0 +1,196 @@
+"""Schema migrations made safe for self-updates (issue 14).
+
+- Before any migration of an existing database, a consistent copy of it (SQLite's backup API,
+  read while this process holds the write lock: exactly the state the migrations start from) is
+  written beside it, named after the schema it had: ``balise.db.schema-<last migration>``.
+- The migrations then run in ONE transaction: one that fails leaves the database as it was, and
+  the store does not open (``DB_MIGRATION``): `balise update health` fails, the boot falls back
+  to the previous system slot, which finds its own schema.
+- An OLDER version opening a database a newer version migrated (its last migration unknown here:
+  the box came back to its previous slot) restores the copy that matches its own schema — the
+  newer database is kept beside it, never deleted — and says so (the caller journals it and
+  raises an alert), instead of running on a schema it does not know.
+
+Processes opening the store at once (kiosk, agent, a command) take these steps one at a time
+(an fcntl lock beside the database)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from balise.domain.errors import BaliseError, IntegrityError
+from balise.domain.update import UpdateCode
+
+if TYPE_CHECKING:
+    from balise.adapters.store import Store
+
+COPY_PREFIX = "schema-"  # balise.db.schema-<name>: the copy taken before migrating from <name>
+NEWER_PREFIX = "newer-schema-"  # balise.db.newer-schema-<name>.<time>: kept when restoring
+LOCK_SUFFIX = ".schema.lock"
+LOCK_WAIT_S = 600.0  # another process copying a large database before its migrations
+LOCK_POLL_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredCopy:
+    """An older version found a newer schema and put back the copy of its own."""
+
+    schema: str  # the schema restored (this version's last migration)
+    newer_schema: str  # the last migration of the database found
+    copy: Path  # the copy restored
+    newer_kept: Path  # where the newer database was kept
+
+
+def known_names(schema: Migrations) -> list[str]:
+    """This version's migrations, in order."""
+    return [m.name for m in schema.pending(Database(memory=True))]
+
+
+def copy_path(db_path: Path, schema_name: str) -> Path:
+    return db_path.with_name(f"{db_path.name}.{COPY_PREFIX}{schema_name}")
+
+
+def migration_failed(target: str, copy: Path | None, exc: BaseException) -> IntegrityError:
+    kept = f" (copie d'avant : {copy.name})" if copy is not None else ""
+    kept_en = f" (copy from before: {copy.name})" if copy is not None else ""
+    return IntegrityError(
+        f"la mise à jour du schéma de la base (jusqu'à {target}) a échoué ({type(exc).__name__}) :"
+        f" la base est restée telle qu'elle était{kept}",
+        f"the database schema update (up to {target}) failed ({type(exc).__name__}): the "
+        f"database was left as it was{kept_en}",
+        code=UpdateCode.DB_MIGRATION,
+    )
+
+
+def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
+    """Apply ``schema``'s pending migrations to ``store`` as the module says; the restore made,
+    if any."""
+    with _one_at_a_time(store.path):
+        names = known_names(schema)
+        applied = [m.name for m in schema.applied(store.db)]
+        unknown = [n for n in applied if n not in set(names)]
+        restored = _restore(store, names[-1], unknown[-1]) if unknown and names else None
+        copy: Path | None = None
+        with store.write():
+            pending = schema.pending(store.db)
+            applied = [m.name for m in schema.applied(store.db)]
+            if pending and applied:  # an existing database (a new one has nothing to keep)
+                copy = _copy(store.path, copy_path(store.path, applied[-1]))
+            try:
+                schema.apply(store.db)
+            except BaliseError:
+                raise
+            except sqlite3.Error as exc:
+                from balise.adapters.store import store_error
+
+                if store_error(exc) is not None:
+                    raise  # a full disk, a lock held, a failing disk: said as such by the store
+                raise migration_failed(pending[-1].name, copy, exc) from exc
+            except Exception as exc:
+                raise migration_failed(pending[-1].name, copy, exc) from exc
+        if copy is not None:
+            for old in store.path.parent.glob(f"{store.path.name}.{COPY_PREFIX}*"):
+                if old != copy and not old.name.endswith(".tmp"):
+                    old.unlink(missing_ok=True)  # only the copy of the last update is useful
+        return restored
+
+
+@contextmanager
+def _one_at_a_time(db_path: Path) -> Iterator[None]:
+    """Held while a process checks, copies and migrates (bounded wait for another one)."""
+    try:
+        fd = os.open(db_path.with_name(db_path.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield  # a read-only data dir: nothing can be migrated nor restored there anyway
+        return
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        for _ in range(int(LOCK_WAIT_S / LOCK_POLL_S) + 2):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise IntegrityError(
+                        "un autre processus prépare la base depuis trop longtemps",
+                        "another process has been preparing the database for too long",
+                        code=UpdateCode.DB_MIGRATION,
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _backup(source: Path, target: Path) -> None:
+    """A consistent copy of the database ``source`` into ``target`` (written aside, synced, then
+    renamed into place: never a half copy under the final name)."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    src = sqlite3.connect(str(source), timeout=30)
+    try:
+        dst = sqlite3.connect(str(tmp))
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _copy(db_path: Path, target: Path) -> Path:
+    """The copy before migrating (the caller holds the write lock: the state read is the one the
+    migrations start from). Nothing is migrated without it."""
+    try:
+        _backup(db_path, target)
+    except (OSError, sqlite3.Error) as exc:
+        target.with_name(target.name + ".tmp").unlink(missing_ok=True)
+        raise IntegrityError(
+            f"copie de la base avant la mise à jour de son schéma impossible ({type(exc).__name__})"
+            " : rien n'est changé",
+            f"cannot copy the database before updating its schema ({type(exc).__name__}): "
+            "nothing was changed",
+            code=UpdateCode.DB_MIGRATION,
+        ) from exc
+    return target
+
+
+def _restore(store: Store, ours: str, newest: str) -> RestoredCopy | None:
+    """Put back the copy of schema ``ours`` (the newer database kept aside first); None when no
+    such copy exists (the database is then opened as it is, as before)."""
+    copy = copy_path(store.path, ours)
+    if not copy.is_file():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = store.path.with_name(f"{store.path.name}.{NEWER_PREFIX}{newest}.{stamp}")
+    _backup(store.path, kept)
+    src = sqlite3.connect(str(copy))
+    try:
+        src.backup(store.conn)  # page by page into the live database, under SQLite's own locks
+    finally:
+        src.close()
+    return RestoredCopy(ours, newest, copy, kept)

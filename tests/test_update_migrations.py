@@ -1,0 +1,164 @@
+"""Schema migrations across a self-update (issue 14), on a real on-disk database: a copy named
+after the schema is taken before migrating; a migration that fails leaves the database as it was
+and the boot's health check fails; an older version that boots a database a newer one migrated
+puts its copy back, journals it and says it on Accueil's alerts, instead of refusing to start."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from balise.adapters import store as store_module
+from balise.adapters.schema_copies import copy_path, known_names
+from balise.adapters.store import DB_NAME, Store
+from balise.app.update import check_health
+from balise.domain.errors import IntegrityError
+from tests.support.balise_env import BaliseEnv
+
+REAL = known_names(store_module.migrations)
+
+
+def schema_with(*extra: tuple[str, Callable[[Database], None]]) -> Migrations:
+    """This version's migrations followed by ``extra`` (a newer version's, or a broken one)."""
+    schema = Migrations("balise")
+    for migration in store_module.migrations.pending(Database(memory=True)):
+        schema(name=migration.name)(migration.fn)
+    for name, fn in extra:
+        schema(name=name)(fn)
+    return schema
+
+
+def _newer(db: Database) -> None:
+    db.execute("CREATE TABLE update_test_newer (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+    db.execute("ALTER TABLE lots ADD COLUMN update_test TEXT")
+
+
+def _broken(db: Database) -> None:
+    db.execute("CREATE TABLE update_test_half (id INTEGER PRIMARY KEY)")
+    db.execute("INSERT INTO update_test_half(id) VALUES (1)")
+    db.execute("ALTER TABLE no_such_table ADD COLUMN x TEXT")  # fails half-way
+
+
+NEWER = ("9001_update_test_newer", _newer)
+BROKEN = ("9002_update_test_broken", _broken)
+
+
+def filled(balise_env: BaliseEnv) -> Path:
+    """A box in service: parameters set (journaled), then closed."""
+    for name, value in (("mode", "test"), ("arl_overdue_days", "5"), ("update_hold", "oui")):
+        done = balise_env.run("params", "set", name, value)
+        assert done.returncode == 0, done.stderr
+    return balise_env.home / DB_NAME
+
+
+def dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(str(path))
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def applied(path: Path) -> list[str]:
+    conn = sqlite3.connect(str(path))
+    try:
+        rows = conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid").fetchall()
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [str(r[0]) for r in rows]
+    finally:
+        conn.close()
+
+
+def test_a_copy_named_after_the_schema_is_taken_before_migrating(balise_env: BaliseEnv) -> None:
+    db_path = filled(balise_env)
+    before = dump(db_path)
+    Store(balise_env.home, schema=schema_with(NEWER)).close()
+    copy = copy_path(db_path, REAL[-1])
+    assert copy.name == f"balise.db.schema-{REAL[-1]}"
+    assert copy.stat().st_mode & 0o077 == 0
+    # The copy is the database exactly as the migration found it; the database moved on.
+    assert dump(copy) == before
+    assert applied(copy) == REAL
+    assert applied(db_path) == [*REAL, NEWER[0]]
+    # Opening again migrates nothing and copies nothing more.
+    Store(balise_env.home, schema=schema_with(NEWER)).close()
+    assert sorted(p.name for p in db_path.parent.glob("balise.db.schema-*")) == [copy.name]
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was_and_health_fails(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_path = filled(balise_env)
+    before = dump(db_path)
+    with pytest.raises(IntegrityError) as caught:
+        Store(balise_env.home, schema=schema_with(NEWER, BROKEN))
+    assert caught.value.code == "DB_MIGRATION"
+    assert "la base est restée telle qu'elle était" in caught.value.fr
+    # Not even the first of the two new migrations stayed: one transaction for all of them.
+    assert dump(db_path) == before
+    assert applied(db_path) == REAL
+    assert copy_path(db_path, REAL[-1]).is_file()
+    # The new version's health check fails in words (its store does not open)...
+    monkeypatch.setattr(store_module, "migrations", schema_with(NEWER, BROKEN))
+    report = check_health(balise_env.home, env=balise_env.env)
+    assert not report.ok
+    assert "a échoué" in report.checks[0].fr and report.checks[0].code == "database"
+    # ...and the previous version boots on the database as it was.
+    monkeypatch.undo()
+    again = check_health(balise_env.home, env=balise_env.env)
+    assert again.ok, again.checks
+    assert applied(db_path) == REAL
+
+
+def test_an_older_version_puts_back_its_copy_instead_of_refusing(
+    balise_env: BaliseEnv, tmp_path: Path
+) -> None:
+    db_path = filled(balise_env)
+    release = tmp_path / "os-release"
+    release.write_text('IMAGE_ID=balise\nIMAGE_VERSION="2.0"\n', encoding="utf-8")
+    env = dict(balise_env.env, BALISE_OS_RELEASE=str(release))
+    recorded = balise_env.run("update", "record", "3.0", env=env)
+    assert recorded.returncode == 0, recorded.stderr
+    # Version 3.0 boots: its store migrates (after the copy), then it writes under its schema.
+    newer = Store(balise_env.home, schema=schema_with(NEWER))
+    with newer.write():
+        newer.conn.execute("INSERT INTO update_test_newer(note) VALUES ('fait sous 3.0')")
+    newer.close()
+    # 3.0 fails its health check: the box is back on 2.0, whose health check opens the store.
+    health = balise_env.run("update", "health", "--json", env=env)
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert json.loads(health.stdout)["resolved"]["outcome"] == "rolled_back"
+    assert applied(db_path) == REAL
+    kept = list(db_path.parent.glob(f"balise.db.newer-schema-{NEWER[0]}.*"))
+    assert len(kept) == 1 and applied(kept[0]) == [*REAL, NEWER[0]]
+    conn = sqlite3.connect(str(kept[0]))
+    try:
+        assert conn.execute("SELECT note FROM update_test_newer").fetchall() == [("fait sous 3.0",)]
+    finally:
+        conn.close()
+    ctx = balise_env.context()
+    try:
+        alerts = {a.kind: a.fr for a in ctx.returns_store.alerts()}
+        assert alerts["update.rolled_back"] == "Mise à jour annulée, version 2.0 conservée."
+        assert f"schéma {REAL[-1]}" in alerts["database.restored"]
+        assert kept[0].name in alerts["database.restored"]
+        kinds = [e.kind for e in ctx.journal.entries()]
+        assert "database.restored" in kinds and kinds[-1] == "alert.raised"
+        assert ctx.journal.verify(full=True).ok
+        assert ctx.params.get("update_hold") == "oui"  # the parameters carried over
+    finally:
+        ctx.close()
+    # Restored once: the next process opens the database as it is now.
+    assert balise_env.run("update", "health", env=env).returncode == 0
+    ctx = balise_env.context()
+    try:
+        restored = [e for e in ctx.journal.entries() if e.kind == "database.restored"]
+        assert len(restored) == 1
+    finally:
+        ctx.close()
