@@ -30,13 +30,14 @@ from textual.app import App
 from balise.adapters import card_tls
 from balise.adapters.clock import FixedClock
 from balise.adapters.relay_server import RelayServer
-from balise.app.relay_main import read_pin
+from balise.app.relay_main import RelayLauncher, read_pin, read_status, status_json
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
 from balise.domain.relay import AllowedService, parse_allow_list
-from balise.services.relay import JOURNAL_KIND, Relay, error_answer
+from balise.services.relay import JOURNAL_KIND, ChannelState, Relay, error_answer
 from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
+from balise.sim.softhsm import SoftHSM
 from balise.ui.screens.channel import ChannelScreen
 from tests.support.balise_env import BaliseEnv
 from tests.support.clock import TEST_NOW
@@ -612,3 +613,45 @@ def test_a_pin_longer_than_any_card_takes_is_refused() -> None:
             read_pin(r)
     finally:
         os.close(r)
+
+
+def test_without_pkcs11_provider_the_relay_process_refuses_with_words(
+    balise_env: BaliseEnv, relay_pki: TestPKI, tmp_path: Path
+) -> None:
+    """Debian 12 (this host) has no pkcs11-provider: the kiosk's launcher gets the relay's
+    refusal in words, and no state is written (the kiosk shows no open channel)."""
+    if card_tls.find_provider() is not None:
+        pytest.skip("pkcs11-provider is installed here: the image tier runs the real path")
+    hsm = SoftHSM(tmp_path / "hsm")
+    hsm.create_token("CPS-HOST", relay_pki.practitioner, pin="735921", so_pin="87654321")
+    ctx = balise_env.context()
+    try:
+        ctx.params.set("pkcs11_module", str(hsm.module))
+        ctx.params.set("relay_services", "visio=https://127.0.0.1:9/api")
+    finally:
+        ctx.close()
+    launcher = RelayLauncher(
+        data_dir=balise_env.home,
+        socket_path=tmp_path / "relay.sock",
+        allowed_uids=[os.getuid()],
+        run_dir=tmp_path / "relay-run",
+        env={**balise_env.env, **hsm.env()},
+    )
+    pin = bytearray(b"735921")
+    launcher.start(pin)
+    assert pin == bytearray(6)  # wiped once handed over
+    words = launcher.refusal(timeout=60)
+    assert words is not None and "pkcs11-provider" in words
+    assert launcher.state() is None
+    assert not (tmp_path / "relay.sock").exists()
+
+
+def test_the_state_file_reads_back_and_garbage_is_no_state(tmp_path: Path) -> None:
+    state = ChannelState(True, "Dr Jeanne TEST", TEST_NOW, 7, 1, None)
+    path = tmp_path / "status.json"
+    path.write_text(status_json(state))
+    assert read_status(path) == state
+    path.write_text('{"open": true}')
+    assert read_status(path) is None
+    path.write_bytes(b"\xff" * 10_000)
+    assert read_status(path) is None

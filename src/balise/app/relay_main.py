@@ -15,9 +15,11 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -28,9 +30,10 @@ from balise.domain.errors import BaliseError
 from balise.services.relay import ChannelState
 from balise.services.settings import box_settings, relay_settings
 
-__all__ = ["main", "read_pin", "status_json"]
+__all__ = ["RelayLauncher", "main", "read_pin", "read_status", "status_json"]
 
 _MAX_PIN: Final = 64
+_MAX_STATUS: Final = 4096
 _STATUS_EVERY_S: Final = 1.0
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 2
@@ -62,6 +65,105 @@ def status_json(state: ChannelState) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def read_status(path: Path) -> ChannelState | None:
+    """The relay process's last state (None before it wrote one, or when unreadable)."""
+    try:
+        with path.open("rb") as f:
+            data = json.loads(f.read(_MAX_STATUS))
+        since = data["since"]
+        closed = data["closed_because"]
+        state = ChannelState(
+            open=bool(data["open"]),
+            practitioner=str(data["practitioner"])[:200],
+            since=datetime.fromisoformat(since) if isinstance(since, str) else None,
+            requests=int(data["requests"]),
+            handshakes=int(data["handshakes"]),
+            closed_because=closed if closed in _REASONS else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+_REASONS: Final = ("card_pulled", "idle", "practitioner", "stopped")
+
+
+class RelayLauncher:
+    """The kiosk's handle on the relay process: started with the PIN on a pipe, its state read
+    from its status file, stopped with SIGTERM (the practitioner's one key)."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        socket_path: Path,
+        allowed_uids: Sequence[int],
+        run_dir: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._data_dir = data_dir
+        self._socket = socket_path
+        self._uids = list(allowed_uids)
+        self._run_dir = run_dir
+        self.status = run_dir.parent / (run_dir.name + "-status.json")
+        self._env = dict(os.environ if env is None else env)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, pin: bytearray | None) -> None:
+        """Start the relay; ``pin`` (None: the reader's keypad) goes to its standard input and is
+        wiped here."""
+        self.status.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "balise.app.relay_main", "--data-dir", str(self._data_dir)]
+        argv += ["--socket", str(self._socket), "--run-dir", str(self._run_dir)]
+        argv += ["--status", str(self.status)]
+        for uid in self._uids:
+            argv += ["--allow-uid", str(uid)]
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self._env,
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(bytes(pin or b"") + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        finally:
+            if pin is not None:
+                pin[:] = bytes(len(pin))
+        self._proc = proc
+
+    def refusal(self, timeout: float) -> str | None:
+        """The relay's words when it ended without serving (wrong PIN, no provider…), waiting up
+        to ``timeout`` seconds; None while it runs."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        assert proc.stderr is not None
+        words = proc.stderr.read(4096).decode("utf-8", errors="replace").strip()
+        return words if code != EXIT_OK else None
+
+    def state(self) -> ChannelState | None:
+        return read_status(self.status)
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def _write_status(path: Path, state: ChannelState) -> None:
