@@ -68,9 +68,13 @@ def _app(
     cards = ScriptedCards()
     if card:
         cards.insert("cps3")
+    # Accueil shows the running version: the image's, fixed here (never the package's, which
+    # changes with each release).
+    release = box.env.home.parent / "os-release"
+    release.write_text('IMAGE_ID=balise\nIMAGE_VERSION="1.0.0"\n', encoding="utf-8")
     backend = build_backend(
         box.ctx,
-        env=box.env.env,
+        env=dict(box.env.env, BALISE_OS_RELEASE=str(release)),
         reader_watcher=ScriptedReaders(),
         card_watcher=cards,
         signer_factory=real_signer(softhsm, make_token(issuer=snapshot_pki)),

@@ -46,7 +46,7 @@ def run_as(env: BaliseEnv, release: Path, *args: str) -> subprocess.CompletedPro
 
 def test_version_strings_are_checked_with_bounds() -> None:
     assert parse_version(" 1.4.0~rc1 ") == "1.4.0~rc1"
-    for bad in ("", "-1.0", "1.0 beta", "1/0", "v" * 65, "1.0\n2", "é1"):
+    for bad in ("", "-1.0", "1.0 beta", "1/0", "v" * 65, "1.0\n2", "é1", "1_0", "1+x"):
         with pytest.raises(ValidationError) as caught:
             parse_version(bad)
         assert "version invalide" in caught.value.fr
@@ -324,3 +324,27 @@ def test_gate_killed_releases_the_lock(balise_env: BaliseEnv) -> None:
     )
     assert third.returncode == 0 and third.stdout == "ready\n", third.stderr
     assert os.path.exists(balise_env.home / "locks" / "update-gate.lock")
+
+
+def test_doctor_says_the_running_version_and_the_last_update(
+    balise_env: BaliseEnv, tmp_path: Path
+) -> None:
+    v2 = os_release(tmp_path, "2.0")
+    assert balise_env.run("params", "set", "mode", "test").returncode == 0
+    before = json.loads(run_as(balise_env, v2, "doctor", "--json").stdout)
+    assert before["running"] == "2.0"
+    assert before["last_update"] is None and before["pending"] is None
+    assert run_as(balise_env, v2, "update", "record", "3.0").returncode == 0
+    waiting = run_as(balise_env, v2, "doctor")
+    assert "3.0 installée, en attente du redémarrage" in waiting.stdout
+    assert run_as(balise_env, v2, "update", "health").returncode == 0  # 3.0 did not boot
+    text = run_as(balise_env, v2, "doctor").stdout
+    version = next(line for line in text.splitlines() if " version " in f" {line} ")
+    assert version.startswith("OK") and "2.0 (système)" in version
+    update = next(line for line in text.splitlines() if "mise à jour" in line)
+    assert update.startswith("ATTENTION") and "Mise à jour annulée, version 2.0 conservée" in update
+    document = json.loads(run_as(balise_env, v2, "doctor", "--json").stdout)
+    assert document["last_update"]["outcome"] == "rolled_back"
+    assert document["last_update"]["version"] == "3.0" and document["pending"] is None
+    checks = {c["code"]: c["status"] for c in document["checks"]}
+    assert checks["version"] == "ok" and checks["last_update"] == "warn"

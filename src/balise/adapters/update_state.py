@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 
 from balise.adapters.store import Store
 from balise.domain.errors import ValidationError
-from balise.domain.update import LastUpdate, PendingUpdate, parse_version
+from balise.domain.update import VERSION_MAX, LastUpdate, PendingUpdate, parse_version
 
 # systemd's order: /etc/os-release, else /usr/lib/os-release (os-release(5)).
 OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
@@ -64,7 +65,12 @@ def running_version(env: Mapping[str, str] | None = None) -> str:
         return found
     import balise
 
-    return str(balise.__version__)
+    # A PEP 440 local version (0.1.0+g1234) in the form a box's versions have (0.1.0-g1234).
+    package = re.sub(r"[^0-9A-Za-z.~^-]", "-", str(balise.__version__))[:VERSION_MAX]
+    try:
+        return parse_version(package)
+    except ValidationError:
+        return "0"
 
 
 class StoreUpdateState:

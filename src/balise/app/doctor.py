@@ -16,6 +16,7 @@ from balise.adapters.store import DB_NAME
 from balise.app.context import Context, open_context
 from balise.domain.errors import BaliseError, ConfigError
 from balise.domain.hygiene import findings_for
+from balise.domain.journal import JsonValue
 from balise.domain.params import SCHEMA, Scope
 from balise.ports import Clock
 from balise.services.settings import (
@@ -41,6 +42,8 @@ CODES = {
     "service pcscd": "pcscd",
     "lecteurs": "readers",
     "horloge": "clock",
+    "version": "version",
+    "mise à jour": "last_update",
 }
 
 
@@ -49,6 +52,8 @@ class Check:
     name: str
     status: Status
     message: str
+    # What `balise doctor --json` also says as data (the version, the last update).
+    facts: Mapping[str, JsonValue] | None = None
 
     @property
     def code(self) -> str:
@@ -82,6 +87,7 @@ def run_checks(
     else:
         checks.append(Check("dossier de données", "warn", f"{data_dir} pas encore créé"))
 
+    checks.append(_version_check(env))
     ctx: Context | None = None
     try:
         source = locate_kek(env)
@@ -93,6 +99,7 @@ def run_checks(
         try:
             mode = str(ctx.params.get("mode"))
             checks += _context_checks(ctx, mode, source.describe(), source.protection)
+            checks.append(_update_check(ctx))
         finally:
             ctx.close()
     checks += _device_checks(mode)
@@ -187,6 +194,40 @@ def _context_checks(ctx: Context, mode: str, kek_words: str, protection: str) ->
                 checks.append(Check("paramètres", "ok", words))
             checks += _hygiene_checks(ctx)
     return checks
+
+
+def _version_check(env: Mapping[str, str] | None) -> Check:
+    """The version this box runs: the image's (os-release IMAGE_VERSION), else the package's."""
+    from balise.adapters.update_state import image_version, os_release_paths, running_version
+
+    running = running_version(env)
+    source = "système" if image_version(os_release_paths(env)) is not None else "paquet Balise"
+    return Check("version", "ok", f"{running} ({source})", {"running": running})
+
+
+def _update_check(ctx: Context) -> Check:
+    """How the last self-update ended, and one installed waiting for its restart."""
+    from dataclasses import replace
+
+    from balise.adapters.update_state import StoreUpdateState
+
+    state = StoreUpdateState(ctx.store)
+    last, pending = state.last(), state.pending()
+    facts: dict[str, JsonValue] = {"last_update": None, "pending": None}
+    words, status = "aucune mise à jour pour l'instant", "ok"
+    if last is not None:
+        facts["last_update"] = {
+            "version": last.version,
+            "running": last.running,
+            "when": last.when.isoformat(timespec="seconds"),
+            "outcome": last.outcome,
+        }
+        words = replace(last, when=last.when.astimezone()).words()[0]
+        status = "ok" if last.outcome == "success" else "warn"
+    if pending is not None:
+        facts["pending"] = pending.version
+        words += f" ; {pending.version} installée, en attente du redémarrage"
+    return Check("mise à jour", "ok" if status == "ok" else "warn", words, facts)
 
 
 def _wrongly_typed(ctx: Context) -> list[str]:

@@ -250,6 +250,12 @@ class WiredBackend:
             demo = box_settings(self.ctx.params).mode == "demo"
             return demo or self.ctx.clock.is_synchronized()
 
+    def update_in_progress(self) -> bool:
+        """The update gate holds (`balise update gate`): no batch starts before the restart."""
+        from balise.adapters.locks import update_gate_held
+
+        return update_gate_held(self.ctx.data_dir / "locks")
+
     # -- Accueil -----------------------------------------------------------------------------
 
     def home(self) -> HomeSummary:
@@ -272,6 +278,7 @@ class WiredBackend:
             last, nxt = self._purge_times()
             alerts = listings.alerts().count()
             trust = listings.open_alerts_of(TRUST_ALERT_KINDS)
+            update = self._update_status(listings)
             synced = self.clock_synchronized()
         try:
             weak = locate_kek(self.env).protection == "faible"
@@ -297,7 +304,28 @@ class WiredBackend:
             window,
             full,
             trust,
+            *update,
         )
+
+    def _update_status(self, listings: SqliteListings) -> tuple[str, str | None, str | None, bool]:
+        """The running version, how the last self-update ended (in the box's local time) and
+        whether it was undone with its alert still unread (issue 14)."""
+        from dataclasses import replace
+
+        from balise.adapters.update_state import running_version
+        from balise.app.update import last_update
+        from balise.services.update import ROLLBACK_ALERT
+
+        version = running_version(self.env)
+        last = last_update(self.ctx)
+        if last is None:
+            return version, None, None, False
+        fr, en = replace(last, when=last.when.astimezone()).words()
+        undone = (
+            last.outcome == "rolled_back"
+            and listings.open_alerts_of(frozenset({ROLLBACK_ALERT})) > 0
+        )
+        return version, fr, en, undone
 
     def _disk_full_free_mib(self) -> int | None:
         """MiB left on the data partition when it is full, else None (read, never written)."""

@@ -262,6 +262,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     {"code": c.code, "name": c.name, "status": c.status, "message": c.message}
                     for c in checks
                 ],
+                # The running version and the last self-update, as data (issue 14).
+                **{k: v for c in checks if c.facts is not None for k, v in c.facts.items()},
             }
         )
     else:

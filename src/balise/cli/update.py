@@ -1,5 +1,5 @@
 """`balise update policy | gate | record | health`: what the image's root helpers ask of the app
-around a self-update (run as the balise user; docs/architecture.md, "Self-updates").
+around a self-update (issue 14; run as the balise user through systemd-run).
 
 Exit statuses as every command: 0 ok, 1 no or failure, 2 usage; ``--json`` gives the document of
 docs/schemas/cli/update-<action>.schema.json (an error: the error object)."""

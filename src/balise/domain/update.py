@@ -31,10 +31,11 @@ class UpdateCode(StrEnum):
 
 
 # A version as the image's os-release says it (IMAGE_VERSION) and systemd-sysupdate compares it:
-# letters, digits and . _ + ~ -, starting with a letter or digit (never an option for the root
-# helper's command line), 64 characters at most.
+# letters, digits and . ~ ^ -, starting with a letter or digit (never an option for the root
+# helper's command line; no _, which separates the version in the update's file names), 64
+# characters at most — the root helper (ansible/roles/update) checks the same form.
 VERSION_MAX = 64
-_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+~-]{0,63}")
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.~^-]{0,63}")
 
 
 def parse_version(raw: str) -> str:
@@ -43,9 +44,9 @@ def parse_version(raw: str) -> str:
     if not _VERSION_RE.fullmatch(value):
         shown = value[:VERSION_MAX] + ("…" if len(value) > VERSION_MAX else "")
         raise ValidationError(
-            f"version invalide « {shown} » : de 1 à {VERSION_MAX} lettres, chiffres ou . _ + ~ -, "
+            f"version invalide « {shown} » : de 1 à {VERSION_MAX} lettres, chiffres ou . ~ ^ -, "
             "commençant par une lettre ou un chiffre",
-            f"invalid version '{shown}': 1 to {VERSION_MAX} letters, digits or . _ + ~ -, "
+            f"invalid version '{shown}': 1 to {VERSION_MAX} letters, digits or . ~ ^ -, "
             "starting with a letter or a digit",
             code=UpdateCode.UPDATE_VERSION,
         )

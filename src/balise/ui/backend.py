@@ -94,6 +94,12 @@ class HomeSummary:
     disk_full_free_mib: int | None = None
     # Among the alerts: certificates to renew, revocation lists out of date (see Alertes).
     trust_alerts: int = 0
+    # The version running, how the last self-update ended (None: none yet) and whether it was
+    # undone with its alert still unread.
+    version: str = ""
+    last_update_fr: str | None = None
+    last_update_en: str | None = None
+    update_undone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,8 @@ class KioskBackend(Protocol):
     def card_status(self) -> CardStatus: ...
 
     def clock_synchronized(self) -> bool: ...
+
+    def update_in_progress(self) -> bool: ...
 
     # -- the signing flow ------------------------------------------------------------------
     def examine_card(self) -> CardReport: ...

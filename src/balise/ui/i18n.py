@@ -68,6 +68,8 @@ FR: dict[str, str] = {
     "home.backup.none": "Sauvegarde : aucune sauvegarde réussie — appelez le technicien",
     "home.backup.hours": "Sauvegarde : dernière réussie il y a {n} h",
     "home.backup.days": "Sauvegarde : dernière réussie il y a {n} jours",
+    "home.version": "Version {version} · {update}",
+    "home.update.none": "aucune mise à jour pour l'instant",
     "home.clock_unsync": "Horloge non synchronisée : la signature attend la synchronisation "
     "de l'heure (NTP).",
     "home.disk_full": "Disque plein ({n} Mio libres) : rien de nouveau n'est enregistré, rien "
@@ -85,6 +87,8 @@ FR: dict[str, str] = {
     "sign.refused": "Signature impossible : {why}",
     "sign.clock": "Horloge non synchronisée : la signature est bloquée jusqu'à la "
     "synchronisation de l'heure (NTP), car la date de signature serait fausse.",
+    "sign.update": "Mise à jour en cours : la télétransmission reprendra après le redémarrage "
+    "de la box.",
     "sign.who": "Carte de {name} (RPPS {rpps})",
     "sign.for": "Peut signer pour : {profiles}",
     "sign.cert": "Certificat : {words}",
@@ -384,6 +388,8 @@ EN: dict[str, str] = {
     "home.backup.none": "Backup: no successful backup — call the technician",
     "home.backup.hours": "Backup: last successful {n} h ago",
     "home.backup.days": "Backup: last successful {n} days ago",
+    "home.version": "Version {version} · {update}",
+    "home.update.none": "no update yet",
     "home.clock_unsync": "Clock not synchronized: signing waits for time synchronization (NTP).",
     "home.disk_full": "Disk full ({n} MiB free): nothing new is recorded, nothing is deleted "
     "from the mailbox; call your technician.",
@@ -398,6 +404,7 @@ EN: dict[str, str] = {
     "sign.refused": "Signing impossible: {why}",
     "sign.clock": "Clock not synchronized: signing is blocked until the time is synchronized "
     "(NTP), because the signing date would be wrong.",
+    "sign.update": "Update in progress: teletransmission will resume after the box restarts.",
     "sign.who": "Card of {name} (RPPS {rpps})",
     "sign.for": "May sign for: {profiles}",
     "sign.cert": "Certificate: {words}",

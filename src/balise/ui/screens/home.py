@@ -60,6 +60,7 @@ class HomeScreen(KioskScreen):
             yield Plain("", id="purge")
             yield Plain("", id="alerts")
             yield Plain("", id="backup")
+            yield Plain("", id="version")
             yield Plain("", id="warnings")
             yield Plain(t("home.hint"), id="hint")
             yield Plain("", id="demo")
@@ -149,6 +150,14 @@ class HomeScreen(KioskScreen):
         else:
             backup.update(t("home.backup.days", n=s.backup_age_hours // 24))
         backup.set_class(s.backup_too_old, "attention")
+        version = self.query_one("#version", Static)
+        update = (
+            pick(s.last_update_fr, s.last_update_en)
+            if s.last_update_fr is not None
+            else t("home.update.none")
+        )
+        version.update(t("home.version", version=s.version, update=update))
+        version.set_class(s.update_undone, "attention")
         warnings = []
         if not s.clock_synchronized:
             warnings.append(t("home.clock_unsync"))

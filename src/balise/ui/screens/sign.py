@@ -160,6 +160,9 @@ class SignScreen(KioskScreen):
         if not await in_thread(self, self.backend.clock_synchronized):
             self._finish(t("sign.clock"))
             return
+        if await in_thread(self, self.backend.update_in_progress):
+            self._finish(t("sign.update"))  # before the PIN: no try spent
+            return
         self.say(t("sign.reading"))
         report = await in_thread(self, self.backend.examine_card)
         self._show_card(report)
