@@ -15,14 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from balise.adapters.locks import take_update_gate
 from balise.adapters.update_state import image_version, running_version
 from balise.domain.errors import ValidationError
 from balise.domain.update import parse_version
 from balise.sim.netutil import free_tcp_port
 from balise.sim.smtpd import Received, SmtpServer
+from balise.sim.softhsm import SoftHSM
 from tests.support.balise_env import BALISE, BaliseEnv
 from tests.support.bounded_wait import wait_until
+from tests.support.box import Box
+from tests.support.clock import TEST_TODAY
+from tests.support.lot_corpus import valid_lot
 from tests.support.mail_fixtures import SMTP_PASSWORD, SMTP_USER, TlsCA
+from tests.support.pki_fixtures import MakeToken
 from tests.support.signed_lots import SendingBox, configure_smtp, sign_lots
 
 IN_PROGRESS = "Mise à jour en cours : la télétransmission reprendra après le redémarrage de la box."
@@ -348,3 +354,27 @@ def test_doctor_says_the_running_version_and_the_last_update(
     assert document["last_update"]["version"] == "3.0" and document["pending"] is None
     checks = {c["code"]: c["status"] for c in document["checks"]}
     assert checks["version"] == "ok" and checks["last_update"] == "warn"
+
+
+@pytest.mark.softhsm
+def test_cli_signing_does_not_start_while_the_gate_holds(
+    box: Box, softhsm: SoftHSM, make_token: MakeToken
+) -> None:
+    info = make_token(pin="1234")
+    box.ctx.params.set("mode", "demo")  # the sandbox clock is never NTP-synchronized
+    box.ctx.params.set("pkcs11_module", str(softhsm.module))
+    assert box.ctx.intake().import_bytes("1.lot", valid_lot(TEST_TODAY, lot_number=1), "t:1")
+    env = dict(box.env.env, **softhsm.env())
+    gate = take_update_gate(box.env.home / "locks", 5)
+    try:
+        refused = box.env.run("sign", "--token", info.label, "--json", stdin="1234\n", env=env)
+    finally:
+        os.close(gate)
+    assert refused.returncode == 1
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "UPDATE_IN_PROGRESS" and error["fr"] == IN_PROGRESS
+    assert [lot.state.value for lot in box.ctx.lots.lots()] == ["ready"]
+    # The gate gone, the same command signs.
+    signed = box.env.run("sign", "--token", info.label, "--json", stdin="1234\n", env=env)
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert [lot.state.value for lot in box.ctx.lots.lots()] == ["signed"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from balise.adapters.schema_copies import copy_path, known_names
 from balise.adapters.store import DB_NAME, Store
 from balise.app.update import check_health
 from balise.domain.errors import IntegrityError
-from tests.support.balise_env import BaliseEnv
+from tests.support.balise_env import BALISE, BaliseEnv
 
 REAL = known_names(store_module.migrations)
 
@@ -162,3 +163,40 @@ def test_an_older_version_puts_back_its_copy_instead_of_refusing(
         assert len(restored) == 1
     finally:
         ctx.close()
+
+
+def test_processes_opening_at_once_migrate_once_from_one_copy(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kiosk, agent and health check start together after an update: one of them copies and
+    migrates, the others wait for it and find nothing left to do."""
+    older = Migrations("balise")
+    for migration in store_module.migrations.pending(Database(memory=True))[:-1]:
+        older(name=migration.name)(migration.fn)
+    monkeypatch.setattr(store_module, "migrations", older)  # the version before the update
+    ctx = balise_env.context()
+    try:
+        ctx.params.set("arl_overdue_days", "5")
+    finally:
+        ctx.close()
+    monkeypatch.undo()
+    db_path = balise_env.home / DB_NAME
+    assert applied(db_path) == REAL[:-1]
+    procs = [
+        subprocess.Popen(
+            [BALISE, "update", "health", "--json"],
+            env=balise_env.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+    assert applied(db_path) == REAL
+    copies = sorted(p.name for p in db_path.parent.glob("balise.db.schema-*"))
+    assert copies == [copy_path(db_path, REAL[-2]).name]
+    assert applied(copy_path(db_path, REAL[-2])) == REAL[:-1]
