@@ -163,7 +163,7 @@ def test_the_text_scan_sees_each_way_of_matching_words() -> None:
     ]
     planted = "try:\n    pass\nexcept Exception as exc:\n" + "".join(f"    {c}\n" for c in checks)
     assert len(text_matching(planted)) == len(checks)
-    kept = "try:\n    pass\nexcept Exception as exc:\n    if isinstance(exc, NetworkDown): pass\n"
+    kept = "try:\n    pass\nexcept Exception as exc:\n    if isinstance(exc, ServerUnreachable): pass\n"
     assert text_matching(kept + '    if exc.code in BUSY or status.reason == "ok": pass\n') == []
 
 
