@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -31,47 +30,44 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tests.image.vm import (
+    ANSIBLE,
+    BUILD,
+    BUILDER,
+    GUEST,
+    MIB,
+    MTOOLS_ENV,
+    OVMF_VARS,
+    REPO,
+    ROOTFS,
+    TEST_KEYS,
+    UPDATE_VARS,
+    run_guest,
+)
+from tests.image.vm import ansible as _ansible
+from tests.image.vm import esp_listing as _esp_listing
+from tests.image.vm import facts as _facts
+from tests.image.vm import in_builder as _in_builder
+from tests.image.vm import screen as _screen
 from tests.support.lot_corpus import valid_lot
 
 pytestmark = pytest.mark.image
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE = REPO / "ansible"
-BUILD = REPO / "build" / "image-amd64"
-ROOTFS = BUILD / "rootfs"
-GUEST = Path(__file__).parent / "guest"
 LINT_VENV = Path(os.environ.get("BALISE_LINT_VENV", REPO / "build" / "ansible-lint-venv"))
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # The sentinel is set as a mailbox password inside the guest and must appear nowhere on the disk.
 # The guest script builds it from octal escapes, so the plain bytes are in no file of the image.
 SENTINEL = "BALISE-SENTINEL-pop3-3f9c1d"
-BOOT_TIMEOUT = 600
 # Set by the guest's balise-test-practice at first boot; the archive on the key opens with it.
 RECOVERY = "phrase de secours du test image"
 ARCHIVE_MAGIC = b"BALSAV\x00\x01"
-MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 # The box's disk is larger than the image (flashed on 16-256 GB): the guest's disk file gets this
 # much more, sparse, and the first boot must give it to the data partition.
 DISK_GROWTH = 1024 * 1024 * 1024
-MIB = 1024 * 1024
 
 
 def _layout() -> dict[str, int]:
     text = (REPO / "image" / "layout.env").read_text(encoding="utf-8")
     return {k: int(v) for k, v in re.findall(r"^([A-Z_]+)=(\d+)$", text, re.M)}
-
-
-def _ansible(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ansible-playbook", playbook, *extra],
-        cwd=ANSIBLE,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
 
 
 def _recap(output: str) -> dict[str, int]:
@@ -103,7 +99,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     )
     runs = []
     for _ in range(2):
-        run = _ansible("image-configure.yml", "-i", str(inventory))
+        run = _ansible("image-configure.yml", "-i", str(inventory), "-e", UPDATE_VARS)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         runs.append(run)
     first, second = _recap(runs[0].stdout), _recap(runs[1].stdout)
@@ -207,39 +203,9 @@ def test_rootfs_policy(built: Built) -> None:
     assert not (ROOTFS / "opt/balise/wheels").exists()
 
 
-BUILDER = BUILD / "builder"
-TEST_KEYS = BUILD / "test-keys"
-
-
-def _in_builder(*argv: str, files: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
-    """A command of the Debian 13 build chroot (ukify, sbverify: not on this Debian 12 host), with
-    ``files`` copied into its /tmp/balise-test/ first."""
-    stage = BUILDER / "tmp" / "balise-test"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    for path in files:
-        shutil.copy2(path, stage / path.name)
-    try:
-        return subprocess.run(
-            ["chroot", str(BUILDER), *argv], capture_output=True, text=True, timeout=300,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"},
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _esp_listing(disk: Path, folder: str) -> list[str]:
-    """The names in ``folder`` of the disk image's ESP (its partition starts at 1 MiB)."""
-    result = subprocess.run(
-        ["mdir", "-b", "-i", f"{disk}@@1M", f"::/{folder}"],
-        capture_output=True, text=True, env=MTOOLS_ENV,
-    )  # fmt: skip
-    return result.stdout.split() if result.returncode == 0 else []
-
-
 def test_boot_chain_is_one_signed_unified_kernel_image(built: Built) -> None:
     ukis = _esp_listing(built.disk, "EFI/Linux")
-    assert len(ukis) == 1 and re.fullmatch(r"::/EFI/Linux/balise-[0-9][^/]*\.efi", ukis[0]), ukis
+    assert len(ukis) == 1 and re.fullmatch(r"::/EFI/Linux/balise_[0-9][^/+]*\.efi", ukis[0]), ukis
     # No loader entry: nothing on the ESP sets a command line beside the UKI's own.
     assert _esp_listing(built.disk, "loader/entries") == []
     uki = BUILD / ukis[0].rsplit("/", 1)[1]
@@ -297,7 +263,7 @@ def test_booted_through_the_signed_unified_kernel_image(boots: tuple[str, str]) 
     for serial in boots:
         facts = _facts(serial)
         assert facts["stub"].startswith("systemd-stub"), serial[-4000:]
-        assert re.fullmatch(r"balise-[0-9].*\.efi", facts["loader-entry"]), facts
+        assert re.fullmatch(r"balise_[0-9].*\.efi", facts["loader-entry"]), facts
         assert facts["cmdline"].startswith("root=/dev/mapper/balise-root ro "), facts
 
 
@@ -517,61 +483,8 @@ def _usb_keys(guest: Guest) -> list[str]:
 
 
 def _boot(guest: Guest, name: str, extra: Sequence[str] = ()) -> str:
-    """One boot until the guest powers itself off; the serial console as text.
-
-    One vCPU: with two, TCG on a busy 2-core host starved one vCPU while the other spun on a
-    lock (guest soft lockups, no power-off) — seen once in a fresh-clone run."""
-    sock = guest.logs / f"swtpm-{name}.sock"
-    swtpm = subprocess.Popen(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={guest.tpm}",
-         "--ctrl", f"type=unixio,path={sock}", "--terminate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    log = guest.logs / f"serial-{name}.log"
-    qemu: subprocess.Popen[bytes] | None = None
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with log.open("wb") as out:
-            qemu = subprocess.Popen(
-                ["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "1",
-                 "-nographic", "-no-reboot", "-nic", "none",
-                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={guest.vars}",
-                 "-drive", f"file={guest.disk},format=raw,if=virtio",
-                 "-chardev", f"socket,id=chrtpm,path={sock}",
-                 "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
-                 "-device", "qemu-xhci", "-device", "usb-ccid", *extra],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            try:
-                qemu.wait(timeout=BOOT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pytest.fail(
-                    f"{name}: no power-off within {BOOT_TIMEOUT} s:\n{log.read_text(errors='replace')[-4000:]}"
-                )
-    finally:
-        for proc in (qemu, swtpm):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-    return log.read_bytes().decode("utf-8", errors="replace").replace("\r", "")
-
-
-def _facts(serial: str) -> dict[str, str]:
-    facts = {}
-    for line in serial.splitlines():
-        if line.startswith("BALISE-TEST: ") and "=" in line:
-            key, _, value = line.removeprefix("BALISE-TEST: ").partition("=")
-            facts[key] = value.strip()
-    return facts
-
-
-def _screen(serial: str) -> str:
-    match = re.search(r"BALISE-TEST-SCREEN-BEGIN\n(.*?)BALISE-TEST-SCREEN-END", serial, re.S)
-    assert match, serial[-4000:]
-    return match.group(1)
+    """One boot until the guest powers itself off; the serial console as text."""
+    return run_guest(guest.disk, guest.vars, guest.tpm, guest.logs, name, extra)
 
 
 @pytest.fixture(scope="module")
@@ -784,14 +697,22 @@ def _uki_name(disk: Path) -> str:
     return uki.rsplit("/", 1)[1]
 
 
-def _build_uki(out: Path, cmdline: str, uname: str, *, pcr_signed: bool) -> Path:
+def _build_uki(
+    out: Path, cmdline: str, uname: str, *, pcr_signed: bool, image_version: str | None = None
+) -> Path:
     """A UKI of the image's kernel and initrd, built by the build chroot's ukify; with
     ``pcr_signed`` its PCR 11 values are signed with the build's PCR key (what a release of the
-    project does), without it they are not (what anybody else can build)."""
+    project does), without it they are not (what anybody else can build). ``image_version``: the
+    IMAGE_VERSION its os-release says (systemd-boot boots the newest)."""
     stage = "/tmp/balise-test"
     kver = next((ROOTFS / "lib/modules").iterdir()).name
+    osrel = out.with_name("os-release")
+    text = (ROOTFS / "usr/lib/os-release").read_text(encoding="utf-8")
+    if image_version is not None:
+        text = re.sub(r"(?m)^IMAGE_VERSION=.*$", f"IMAGE_VERSION={image_version}", text)
+    osrel.write_text(text, encoding="utf-8")
     files = [ROOTFS / f"boot/vmlinuz-{kver}", ROOTFS / f"boot/initrd.img-{kver}",
-             ROOTFS / "usr/lib/os-release", TEST_KEYS / "db.key", TEST_KEYS / "db.crt",
+             osrel, TEST_KEYS / "db.key", TEST_KEYS / "db.crt",
              TEST_KEYS / "pcr-signing.key", TEST_KEYS / "pcr-signing.pub.pem"]  # fmt: skip
     argv = ["ukify", "build", "--linux", f"{stage}/vmlinuz-{kver}",
             "--initrd", f"{stage}/initrd.img-{kver}", "--cmdline", cmdline,
@@ -902,7 +823,7 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     _esp_del(disk, "loader/entries/balise-edited.conf")
     _esp_put(disk, loader, "loader/loader.conf")
     # 2. A UKI nobody signed the PCR values of (same kernel, initrd and command line).
-    kver = name.removeprefix("balise-").removesuffix(".efi")
+    kver = next((ROOTFS / "lib/modules").iterdir()).name
     unsigned = _build_uki(guest.logs / "unsigned.efi", cmdline, kver, pcr_signed=False)
     _esp_put(disk, unsigned, f"EFI/Linux/{name}")
     unsigned_serial = _boot(guest, "unsigned-uki")
@@ -918,8 +839,10 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     assert version, kver
     major, minor, rest = version.groups()
     newer_kver = f"{major}.{int(minor) + 1}{rest}"
-    newer_name = f"balise-{newer_kver}.efi"
-    newer = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True)
+    newer_version = name.removeprefix("balise_").removesuffix(".efi") + ".1"
+    newer_name = f"balise_{newer_version}.efi"
+    newer = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True,
+                       image_version=newer_version)  # fmt: skip
     _esp_put(disk, newer, f"EFI/Linux/{newer_name}")
     newer_serial = _boot(guest, "newer-uki")
     return Measured(edited, unsigned_serial, tampered, newer_serial, newer_name)
