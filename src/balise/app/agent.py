@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,7 @@ from balise.adapters.locks import update_gate_held
 from balise.adapters.systemd import Notifier
 from balise.app.backup import backup_service, default_destinations, retention_service
 from balise.app.context import Context
-from balise.domain.codes import BackupCode, GeneralCode, TrustCode
+from balise.domain.codes import AgentEvent, BackupCode, GeneralCode, TrustCode
 from balise.domain.errors import BaliseError, Busy
 from balise.domain.mailtransport import ServerUnreachable
 from balise.domain.update import UpdateCode, update_in_progress
@@ -62,6 +63,19 @@ NETWORK_ALERT_AFTER = 3
 WAITING_FR = "en attente de réseau"
 WAITING_EN = "waiting for the network"
 GRAVE_CODES = frozenset({GeneralCode.INTERNAL, GeneralCode.DISK_FULL})
+# The code of each revocation list's and directory's outcome the agent says.
+_CRL_EVENTS: dict[str, StrEnum] = {
+    "stored": AgentEvent.CRL_STORED,
+    "refused": AgentEvent.CRL_REFUSED,
+    "unreachable": AgentEvent.CRL_UNREACHABLE,
+}
+_DIRECTORY_EVENTS: dict[str, StrEnum] = {
+    "fetched": AgentEvent.DIRECTORY_FETCHED,
+    "changed": AgentEvent.DIRECTORY_CHANGED,
+    "refused": AgentEvent.DIRECTORY_REFUSED,
+    "skipped": AgentEvent.DIRECTORY_SKIPPED,
+    "unreachable": TrustCode.DIRECTORY_UNREACHABLE,
+}
 
 log = logging.getLogger("balise.agent")
 # Not configured (the demo, a test): said nowhere by default — never Python's last-resort stderr
@@ -77,7 +91,7 @@ class StepHealth:
 
     failures: int = 0
     retry_at: float = 0.0
-    code: str | None = None
+    code: StrEnum | None = None
     fr: str | None = None
     en: str | None = None
     network: bool = False  # the last failure: a mail server out of reach
@@ -108,7 +122,7 @@ class CycleReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def _words(exc: BaseException) -> tuple[str, str, str]:
+def _words(exc: BaseException) -> tuple[StrEnum, str, str]:
     if isinstance(exc, BaliseError):
         return exc.code, exc.fr, exc.en
     # A bug, not a person's error: only the type, a message could carry anything.
@@ -166,7 +180,7 @@ class Agent:
     def _say(
         self,
         level: int,
-        code: str,
+        code: StrEnum,
         words: str,
         *,
         exc: BaseException | None = None,
@@ -209,7 +223,9 @@ class Agent:
         except BaliseError as exc:  # a full disk: the loop still starts and retries its steps
             self._journal_failed(exc)
         limit = max_cycles or "sans limite"
-        self._say(logging.INFO, "AGENT_STARTED", f"service de fond démarré (cycles : {limit})")
+        self._say(
+            logging.INFO, AgentEvent.AGENT_STARTED, f"service de fond démarré (cycles : {limit})"
+        )
         self._notifier.ready(self.status_line())
         try:
             while not self.stopping and (max_cycles is None or self.cycles < max_cycles):
@@ -227,7 +243,7 @@ class Agent:
                 self._journal_failed(exc)
             self._say(
                 logging.INFO,
-                "AGENT_STOPPED",
+                AgentEvent.AGENT_STOPPED,
                 f"service de fond arrêté après {self.cycles} cycle(s)",
                 cycles=self.cycles,
             )
@@ -302,7 +318,7 @@ class Agent:
         if health.failures:
             self._say(
                 logging.INFO,
-                "STEP_RECOVERED",
+                AgentEvent.STEP_RECOVERED,
                 f"étape « {step} » rétablie après {health.failures} échec(s)",
                 step=step,
                 failures=health.failures,
@@ -373,7 +389,7 @@ class Agent:
                 report.taken += 1
                 self._say(
                     logging.INFO,
-                    "INTAKE_TAKEN",
+                    AgentEvent.INTAKE_TAKEN,
                     f"dépôt : {outcome.name} pris (lot n° {outcome.lot_id})",
                     file=outcome.name,
                     lot=outcome.lot_id,
@@ -382,7 +398,7 @@ class Agent:
                 report.refused += 1
                 self._say(
                     logging.WARNING,
-                    "INTAKE_SET_ASIDE",
+                    AgentEvent.INTAKE_SET_ASIDE,
                     f"dépôt : {outcome.name} mis de côté ({outcome.set_aside})",
                     file=outcome.name,
                     problems=codes,
@@ -391,7 +407,7 @@ class Agent:
                 report.refused += 1
                 self._say(
                     logging.WARNING,
-                    "INTAKE_REFUSED",
+                    AgentEvent.INTAKE_REFUSED,
                     f"dépôt : {outcome.name} refusé" + (f" ({codes})" if codes else ""),
                     file=outcome.name,
                     problems=codes,
@@ -433,7 +449,7 @@ class Agent:
             )
             self._say(
                 logging.INFO if outcome.error_code is None else logging.WARNING,
-                outcome.error_code or "SEND_DONE",
+                outcome.error_code or AgentEvent.SEND_DONE,
                 words,
                 step=f"send:{profile}",
                 profile=profile,
@@ -467,7 +483,7 @@ class Agent:
         if result.total or result.stopped:
             self._say(
                 logging.WARNING if result.stopped else logging.INFO,
-                "PURGE_STOPPED" if result.stopped else "PURGE_DONE",
+                AgentEvent.PURGE_STOPPED if result.stopped else AgentEvent.PURGE_DONE,
                 f"relève : {result.words()}",
                 step=f"purge:{profile}",
                 profile=profile,
@@ -475,7 +491,10 @@ class Agent:
             )
         else:
             self._say(
-                logging.DEBUG, "PURGE_EMPTY", f"relève {profile} : aucun message", profile=profile
+                logging.DEBUG,
+                AgentEvent.PURGE_EMPTY,
+                f"relève {profile} : aucun message",
+                profile=profile,
             )
 
     def _overdue(self) -> None:
@@ -485,7 +504,7 @@ class Agent:
         if raised:
             self._say(
                 logging.WARNING,
-                "ARL_OVERDUE",
+                AgentEvent.ARL_OVERDUE,
                 f"{len(raised)} lot(s) sans ARL dans le délai : alerte",
                 lots=len(raised),
             )
@@ -500,7 +519,7 @@ class Agent:
         if certs:
             self._say(
                 logging.WARNING,
-                "CERT_EXPIRING",
+                AgentEvent.CERT_EXPIRING,
                 f"{len(certs)} certificat(s) expiré(s) ou à renouveler : alerte",
                 certificates=len(certs),
             )
@@ -519,7 +538,7 @@ class Agent:
         if resolved:
             self._say(
                 logging.INFO,
-                "DISK_SPACE_BACK",
+                AgentEvent.DISK_SPACE_BACK,
                 f"place disponible de nouveau : {resolved} alerte(s) « disque plein » résolue(s)",
             )
 
@@ -532,7 +551,7 @@ class Agent:
             if result.ok:
                 self._say(
                     logging.INFO,
-                    "BACKUP_DONE",
+                    AgentEvent.BACKUP_DONE,
                     f"sauvegarde écrite : {result.path or result.dest} ({size(result.size, 'fr')})",
                     dest=result.dest,
                     size=result.size,
@@ -571,7 +590,7 @@ class Agent:
             if not outcome.ok or outcome.kind == "stored":
                 self._say(
                     logging.INFO if outcome.ok else logging.WARNING,
-                    f"CRL_{outcome.kind.upper()}",
+                    _CRL_EVENTS[outcome.kind],
                     f"liste de révocation {outcome.url} : {outcome.fr}",
                     url=outcome.url,
                 )
@@ -599,7 +618,7 @@ class Agent:
             if outcome.kind != "unchanged":
                 self._say(
                     logging.INFO if outcome.ok or outcome.kind == "skipped" else logging.WARNING,
-                    f"DIRECTORY_{outcome.kind.upper()}",
+                    _DIRECTORY_EVENTS[outcome.kind],
                     f"annuaire, organisme {outcome.organism} : {outcome.fr}",
                     organism=outcome.organism,
                 )

@@ -13,6 +13,7 @@ import signal
 from types import FrameType
 
 from balise.cli.common import EXIT_OK, EXIT_PROBLEM, _context
+from balise.domain.codes import AgentEvent
 from balise.domain.errors import BaliseError, ValidationError
 
 IDENTIFIER = "balise-agent"
@@ -59,7 +60,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         log.warning(
             "étapes en échec : %s",
             ", ".join(last.failed),
-            extra={"code": "AGENT_STEPS_FAILED", "fields": {"steps": ",".join(last.failed)}},
+            extra={
+                "code": AgentEvent.AGENT_STEPS_FAILED,
+                "fields": {"steps": ",".join(last.failed)},
+            },
         )
         return EXIT_PROBLEM
     return EXIT_OK

@@ -227,6 +227,34 @@ class SetupCode(StrEnum):
     PROVISION_UNAVAILABLE = "PROVISION_UNAVAILABLE"
 
 
+class AgentEvent(StrEnum):
+    """What the background agent did, routine or not (the ``BALISE_CODE`` of its log records
+    that are not a failure's code): a technician filters the system journal on them."""
+
+    AGENT_STARTED = "AGENT_STARTED"
+    AGENT_STOPPED = "AGENT_STOPPED"
+    AGENT_STEPS_FAILED = "AGENT_STEPS_FAILED"  # `balise agent --once` ended with failed steps
+    STEP_RECOVERED = "STEP_RECOVERED"
+    INTAKE_TAKEN = "INTAKE_TAKEN"
+    INTAKE_SET_ASIDE = "INTAKE_SET_ASIDE"
+    INTAKE_REFUSED = "INTAKE_REFUSED"
+    SEND_DONE = "SEND_DONE"
+    PURGE_DONE = "PURGE_DONE"
+    PURGE_STOPPED = "PURGE_STOPPED"
+    PURGE_EMPTY = "PURGE_EMPTY"
+    ARL_OVERDUE = "ARL_OVERDUE"
+    CERT_EXPIRING = "CERT_EXPIRING"
+    DISK_SPACE_BACK = "DISK_SPACE_BACK"
+    BACKUP_DONE = "BACKUP_DONE"
+    CRL_STORED = "CRL_STORED"
+    CRL_REFUSED = "CRL_REFUSED"
+    CRL_UNREACHABLE = "CRL_UNREACHABLE"
+    DIRECTORY_FETCHED = "DIRECTORY_FETCHED"
+    DIRECTORY_CHANGED = "DIRECTORY_CHANGED"
+    DIRECTORY_REFUSED = "DIRECTORY_REFUSED"
+    DIRECTORY_SKIPPED = "DIRECTORY_SKIPPED"
+
+
 class SimCode(StrEnum):
     """The simulators of the demo and the tests (never on a box)."""
 
@@ -252,5 +280,6 @@ AREAS: tuple[type[StrEnum], ...] = (
     CardCode,
     TrustCode,
     SetupCode,
+    AgentEvent,
     SimCode,
 )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Literal
 
 from balise.domain.codes import LotCode, ParamCode
@@ -61,7 +62,7 @@ class SendOutcome:
     profile: str
     sent: tuple[int, ...] = ()
     waiting: tuple[int, ...] = ()  # back to "signed", retried at next_attempt
-    error_code: str | None = None
+    error_code: StrEnum | None = None
     error_fr: str | None = None
     error_en: str | None = None
     next_attempt: datetime | None = None
