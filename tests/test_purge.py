@@ -11,6 +11,7 @@ import time
 import pytest
 import trustme
 
+from balise.adapters import classifier_worker
 from balise.adapters.classifier_worker import WorkerClassifier
 from balise.adapters.pop3 import Pop3Mailbox
 from balise.domain.errors import StateError
@@ -470,6 +471,39 @@ def test_worker_keeps_order_and_hands_later_messages_to_a_new_worker_after_a_tim
         service.submit(ARL_POS_EML, corpus_policy())
         assert not service.room(len(big))
         assert service.collect().kind == "arl" and service.room(len(big))
+    finally:
+        service.close()
+
+
+def test_a_restarted_worker_with_a_small_pipe_still_judges_every_waiting_message_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 150 messages wait in the worker's enlarged pipe (far more than a 64 KiB pipe holds: the
+    # worker has a whole commit group to judge while the purge stores the previous one); the
+    # second one hangs. The restarted worker's pipe cannot be enlarged — the test makes
+    # F_SETPIPE_SZ refuse, as the system does once the user's pipe quota is used up (a test
+    # cannot use it up without harming the machine): the later messages are handed over as
+    # answers free room, nothing blocks, and each gets its own verdict, in order.
+    worker = WorkerClassifier(wall_seconds=0.5, max_restarts=2)
+    service = ClassifierService(worker)
+    count = 150
+    mails = [NOEMIE_EML if index % 3 == 0 else ARL_POS_EML for index in range(count)]
+    assert sum(map(len, mails)) > 64 * 1024
+    try:
+        for index, raw in enumerate(mails):
+            assert service.room(len(raw))
+            worker._test_op = "sleep" if index == 1 else None
+            service.submit(raw, corpus_policy())
+        worker._test_op = None
+        monkeypatch.setattr(classifier_worker, "_enlarge", lambda fd: False)
+        verdicts = [service.collect() for _ in mails]
+        assert [(v.kind, v.reason_code) for v in verdicts] == [
+            ("unknown", "ANALYSIS_TIMEOUT")
+            if index == 1
+            else ("noemie" if index % 3 == 0 else "arl", None)
+            for index in range(count)
+        ]
+        assert worker.restarts == 1 and worker.starts == 2
     finally:
         service.close()
 

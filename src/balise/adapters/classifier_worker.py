@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import select
@@ -36,6 +37,13 @@ from balise.domain.signed_return import return_stream
 WALL_SECONDS_PER_MESSAGE: Final = 20.0
 MAX_RESTARTS: Final = 5
 _START_TIMEOUT_S: Final = 20.0
+# The worker's pipes are enlarged to this (Linux: F_SETPIPE_SZ, up to /proc/sys/fs/pipe-max-size,
+# 1 MiB by default for any user) so that a whole commit group's messages can wait in them.
+PIPE_BYTES: Final = 1024 * 1024
+# What may wait in a pipe of the default size (64 KiB) when it cannot be enlarged: messages and
+# their frames, with room to spare for the policy's frame.
+_SMALL_DEPTH: Final = 64
+_SMALL_INFLIGHT: Final = 48 * 1024
 
 
 def _result_from_json(facts: dict[str, Any], payload: bytes) -> Classification:
@@ -72,6 +80,15 @@ def _opt(value: object) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _enlarge(fd: int) -> bool:
+    """Make the pipe behind ``fd`` hold PIPE_BYTES; False when the system refuses (a smaller
+    pipe-max-size, or the user's pipe quota used up)."""
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)) >= PIPE_BYTES
+    except OSError:
+        return False
+
+
 @dataclasses.dataclass(slots=True)
 class _Pending:
     """A message handed to the worker whose answer is not collected yet."""
@@ -82,6 +99,7 @@ class _Pending:
     sent: float = 0.0  # when the worker got it (monotonic)
     error: Exception | None = None  # a failure while handing it over, reported by collect()
     start_failure: AnalysisFailed | None = None  # the worker could not even start
+    deferred: bool = False  # waiting for room in a restarted worker's pipe (not handed over)
 
 
 class WorkerClassifier:
@@ -91,14 +109,16 @@ class WorkerClassifier:
 
     ``submit`` then ``collect`` let the caller fetch and store while messages are classified: up to
     DEPTH messages (about INFLIGHT_BYTES) wait in the worker's pipe, answered in order. The pipe
-    (64 KiB) holds all of them with their frames, so a submit never blocks on a worker busy
-    writing an answer; a message larger than that is only handed over alone. Each message gets
+    (enlarged to PIPE_BYTES; 64 KiB, with a sixteenth of the messages, where the system refuses)
+    holds all of them with their frames, so a submit never blocks on a worker busy writing an
+    answer; a message larger than that is only handed over alone. Each message gets
     ``wall_seconds`` from the moment the worker can start on it (its predecessor's answer read, or
-    its own hand-over). The pipeline is deep so that the caller, on a loaded machine, seldom has
-    to wait for the worker to be scheduled (each wait costs a time slice): returns are small."""
+    its own hand-over). The pipeline is deep so that the worker always has work while the caller
+    stores and commits a whole group (a thousand returns: the caller's time and the worker's
+    overlap, and the caller seldom waits for the worker to be scheduled): returns are small."""
 
-    DEPTH: Final = 64
-    INFLIGHT_BYTES: Final = 48 * 1024
+    DEPTH: Final = 1024
+    INFLIGHT_BYTES: Final = PIPE_BYTES - 128 * 1024  # the frames and the policy fit in the rest
     # Messages handed over are written to the pipe in groups, not one write (and one wake-up of
     # the worker) each: at once to an idle worker, then every FLUSH_EVERY messages, and the rest
     # at :meth:`flush` (the caller is about to wait for the network) or before any wait for an
@@ -128,6 +148,10 @@ class WorkerClassifier:
         self._answered = 0.0  # when the last answer was read (monotonic)
         self._ready_by: float | None = None  # started, its "ready" frame not read yet
         self._unflushed: list[_Pending] = []  # handed over, still in our write buffer
+        # What may wait in the running worker's pipe (DEPTH and INFLIGHT_BYTES once enlarged).
+        self._depth = _SMALL_DEPTH
+        self._room_bytes = _SMALL_INFLIGHT
+        self._deferred = 0  # how many pending messages are deferred (see _top_up)
 
     @property
     def pid(self) -> int | None:
@@ -150,7 +174,11 @@ class WorkerClassifier:
         self._proc = proc
         self._buffer = bytearray()
         self._policy_sent = None
-        assert proc.stdout is not None
+        assert proc.stdin is not None and proc.stdout is not None
+        if _enlarge(proc.stdin.fileno()) and _enlarge(proc.stdout.fileno()):
+            self._depth, self._room_bytes = self.DEPTH, self.INFLIGHT_BYTES
+        else:
+            self._depth, self._room_bytes = _SMALL_DEPTH, _SMALL_INFLIGHT
         # Non-blocking: an answer already there is read without a select() first.
         os.set_blocking(proc.stdout.fileno(), False)
         self._ready_by = time.monotonic() + _START_TIMEOUT_S
@@ -241,17 +269,21 @@ class WorkerClassifier:
         """Whether a message of ``size`` bytes may be submitted before the next collect."""
         if not self._pending:
             return True
-        return len(self._pending) < self.DEPTH and self._inflight + size <= self.INFLIGHT_BYTES
+        return len(self._pending) < self._depth and self._inflight + size <= self._room_bytes
 
     def submit(self, raw: bytes, policy: ClassifyPolicy) -> None:
         """Hand one message to the worker and return at once; ``collect()`` gets the verdicts in
         the order of submission. The caller checks :meth:`room` first."""
         if not self.room(len(raw)):
             raise RuntimeError("submit() without room: collect() first")
+        self._top_up()
         pending = _Pending(raw, policy, self._test_op)
+        pending.deferred = self._deferred > 0
+        self._deferred += pending.deferred
         self._pending.append(pending)
         self._inflight += len(raw)
-        self._hand_over(pending)
+        if not pending.deferred:
+            self._hand_over(pending)
 
     def _hand_over(self, pending: _Pending) -> None:
         proc = self._proc
@@ -304,6 +336,7 @@ class WorkerClassifier:
         raised; ``exhausted`` once restarts are used up (then nothing stays pending)."""
         if not self._pending:
             raise RuntimeError("collect() without submit()")
+        self._top_up()
         self.flush()
         pending = self._pending.popleft()
         self._inflight -= len(pending.raw)
@@ -333,6 +366,7 @@ class WorkerClassifier:
             )
             if self.restarts > self._max_restarts:
                 self._pending.clear()
+                self._deferred = 0
                 self._inflight = 0
                 raise AnalysisFailed(
                     failure.fr + " ; trop de redémarrages du processus d'analyse",
@@ -345,16 +379,39 @@ class WorkerClassifier:
 
     def _resubmit_rest(self) -> None:
         """The worker died with messages after the failed one: a new worker gets them, in order
-        (they fit in its pipe: they were in flight together)."""
+        (they fit in its pipe: they were in flight together — unless the new pipe could not be
+        enlarged like the old one: those that do not fit wait, and are handed over as earlier
+        ones are answered)."""
         if self._proc is not None and self._proc.poll() is None:
             return  # the worker is fine (a start failure was for an earlier one)
-        failed: AnalysisFailed | None = None
         for pending in self._pending:
             pending.error = None
-            pending.start_failure = failed
-            if failed is None:
+            pending.start_failure = None
+            pending.deferred = True
+        self._deferred = len(self._pending)
+        self._top_up()
+
+    def _top_up(self) -> None:
+        """Hand over the messages waiting for room in the worker's pipe (after a restart), in
+        order, as many as fit (the first one always: alone, anything fits)."""
+        if not self._deferred:
+            return
+        count = size = 0
+        failed: AnalysisFailed | None = None
+        for pending in self._pending:
+            if pending.deferred:
+                if failed is not None:
+                    pending.deferred, pending.start_failure = False, failed
+                    self._deferred -= 1
+                    continue
+                if count and (count >= self._depth or size + len(pending.raw) > self._room_bytes):
+                    return
+                pending.deferred = False
+                self._deferred -= 1
                 self._hand_over(pending)
                 failed = pending.start_failure  # no second wait for a worker that cannot start
+            count += 1
+            size += len(pending.raw)
 
     def classify(self, raw: bytes, policy: ClassifyPolicy) -> Classification:
         if self._pending:
@@ -366,6 +423,7 @@ class WorkerClassifier:
         proc = self._proc
         if self._pending:
             self._pending.clear()
+            self._deferred = 0
             self._inflight = 0
             self._kill()  # answers nobody will read: do not wait for them
             return
