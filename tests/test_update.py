@@ -189,6 +189,9 @@ def test_health_fails_in_words_when_the_data_cannot_be_opened(
 
 def test_usage_errors_exit_2(balise_env: BaliseEnv) -> None:
     assert balise_env.run("update", "gate").returncode == 2  # --timeout is required
+    missing = balise_env.run("update", "gate", "--timeout", "1", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "DATA_DIR"
+    assert not balise_env.home.exists()  # a wrong data dir is said, never made
     assert balise_env.run("update", "record").returncode == 2
     bad = balise_env.run("update", "record", "../../x", "--json")
     assert bad.returncode == 1

@@ -83,7 +83,8 @@ def cmd_update_gate(args: argparse.Namespace) -> int:
 
     from balise.adapters.locks import take_update_gate
     from balise.app.context import resolve_data_dir
-    from balise.domain.errors import ValidationError
+    from balise.domain.codes import GeneralCode
+    from balise.domain.errors import ConfigError, ValidationError
 
     timeout = float(args.timeout)
     if not 0 <= timeout <= 24 * 3600:
@@ -93,6 +94,12 @@ def cmd_update_gate(args: argparse.Namespace) -> int:
         )
     _logging()
     data_dir = resolve_data_dir(args.data_dir)
+    if not data_dir.is_dir():  # never made here: a wrong BALISE_HOME is said, not created
+        raise ConfigError(
+            f"dossier de données absent : {data_dir}",
+            f"data directory missing: {data_dir}",
+            code=GeneralCode.DATA_DIR,
+        )
     try:
         fd = take_update_gate(data_dir / "locks", timeout)
     except Exception as exc:
