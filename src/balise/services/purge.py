@@ -14,6 +14,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -112,6 +113,8 @@ class PurgeService:
     """Runs the purge loop for one mailbox at a time (a lock per mailbox)."""
 
     _run_box: BoxSettings  # the box-wide settings of the run in progress (run_once)
+    # The commit group being committed by the run's commit thread (run_once), if any.
+    _committing: Future[None] | None = None
 
     def __init__(
         self,
@@ -196,7 +199,15 @@ class PurgeService:
         self._classifier.new_run()
         # The organisms' numbers and signing certificates are read once for the run, like the
         # policy above.
-        with self._repo.lock(profile), self._tracking.organisms_read_once():
+        # One thread commits each group while this one goes on collecting the next group's
+        # verdicts (and re-reading their payloads): the group's fsync and SQLite's own work are
+        # not waited for; the group's DELEs are sent once its commit is done. Nothing else
+        # touches the store while it commits (_join_commit first).
+        with (
+            self._repo.lock(profile),
+            self._tracking.organisms_read_once(),
+            ThreadPoolExecutor(1, thread_name_prefix="balise-purge-commit") as committer,
+        ):
             session = self._mailbox.open(settings)
             counts = {"return": 0, "unknown": 0, "duplicate": 0}
             deleted = 0
@@ -215,23 +226,34 @@ class PurgeService:
                 # names each message once) and only adds outcomes for its own messages.
                 prior = self._repo.seen(profile, uidls.values())
                 batch: list[_Judged] = []
+                committing: list[_Judged] = []  # the group the commit thread has
                 batch_bytes = 0
                 limit = 1
                 done = 0
 
-                def flush() -> None:
-                    # One durable commit for the whole batch, THEN its DELEs (QUIT comes later).
+                def deleted_once_committed() -> None:
+                    # The group handed to the commit thread: once durably committed, its DELEs
+                    # (QUIT comes later). A failed commit raises here: none of it is DELEd.
                     nonlocal deleted, done
-                    self._classifier.flush()  # the worker goes on meanwhile
-                    self._commit(profile, own_emitter, run_id, batch)
-                    session.dele_many([item.number for item in batch])
-                    for item in batch:
+                    self._join_commit()
+                    session.dele_many([item.number for item in committing])
+                    for item in committing:
                         counts[item.outcome] += 1
                         deleted += 1
                         done += 1
                         if progress is not None:
                             progress(PurgeProgress(profile, done, len(numbers), item.outcome))
+                    committing.clear()
+
+                def flush() -> None:
+                    # One durable commit for the whole batch, by the commit thread.
+                    deleted_once_committed()  # the previous group first: one at a time
+                    self._classifier.flush()  # the worker goes on meanwhile
+                    committing.extend(batch)
                     batch.clear()
+                    self._committing = committer.submit(
+                        self._commit, profile, own_emitter, run_id, committing
+                    )
 
                 def add(judged: _Judged) -> None:
                     nonlocal limit, batch_bytes
@@ -288,12 +310,14 @@ class PurgeService:
                     stopped = settle(None) if stopped is None else stopped
                 if batch:
                     flush()  # also before a stop: what was judged is committed and may go
+                deleted_once_committed()
                 self._crash("after_dele")
                 alert_id = self._close_run(profile, stopped)
                 session.quit()
             except DiskFullError as exc:
                 # Fail closed: the batch whose commit failed was never DELEd; the batches
                 # committed before it were, and QUIT makes those deletions take effect.
+                self._join_commit(quietly=True)
                 try:
                     session.quit()
                 except BaliseError:
@@ -306,6 +330,7 @@ class PurgeService:
                     "from the mailbox, the others stay there for the next purge",
                 ) from exc
             except BaseException:
+                self._join_commit(quietly=True)  # a group committed now just waits on the server
                 session.close()  # no QUIT: the server deletes nothing not yet committed
                 raise
             report = PurgeReport(
@@ -446,6 +471,7 @@ class PurgeService:
             # Same UIDL, other content: the server or our table is not what we think. Never
             # delete blindly: stop here (earlier messages are committed and may go). (A message
             # the server did not hand over before is simply judged now on what it gives.)
+            self._join_commit()
             self._tracking.alert(
                 "purge_inconsistent",
                 f"profile:{profile}",
@@ -486,6 +512,7 @@ class PurgeService:
             item.verdict = self._classifier.collect()
         except AnalysisFailed as failure:  # restarts exhausted for this run
             item.verdict = Verdict("unknown", failure.code, failure.fr, failure.en, None)
+            self._join_commit()
             self._tracking.alert(
                 "purge_stopped",
                 f"profile:{profile}",
@@ -497,6 +524,17 @@ class PurgeService:
             )
             return failure.fr
         return None
+
+    def _join_commit(self, *, quietly: bool = False) -> None:
+        """Wait for the commit thread's group, if any: raises what its commit raised (DiskFullError:
+        nothing of the group was kept), unless ``quietly`` (another error is on its way)."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        if quietly:
+            committing.exception()
+            return
+        committing.result()
 
     def _commit(
         self, profile: str, own_emitter: str | None, run_id: str, batch: list[_Judged]
