@@ -20,11 +20,17 @@ from balise.domain.lotfile import LotFault
 from balise.domain.lotstate import UnknownLot
 from balise.domain.relay import RelayCode
 from balise.domain.returns import ReturnProblem
-from balise.domain.update import UpdateCode
+from balise.domain.update import UpdateCode, UpdateEvent
 
 SRC = Path(codes.__file__).resolve().parents[1]
 # The codes of a failure: the areas of domain/codes.py, and the enums a feature keeps beside it.
-FAILURES: tuple[type[StrEnum], ...] = (*codes.AREAS, CmsErrorCode, RelayCode, UpdateCode)
+FAILURES: tuple[type[StrEnum], ...] = (
+    *codes.AREAS,
+    CmsErrorCode,
+    RelayCode,
+    UpdateCode,
+    UpdateEvent,
+)
 # Where codes are spelled: the enums themselves.
 DEFINED_IN = {Path(sys.modules[enum.__module__].__file__ or "").resolve() for enum in FAILURES}
 # Every enum of stable codes, those that classify a file or a message too.

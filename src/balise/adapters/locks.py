@@ -53,8 +53,7 @@ def batch_guard(lock_dir: Path) -> Iterator[None]:
     (nothing started) while the update gate holds."""
     from balise.domain.update import update_in_progress
 
-    lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_dir / UPDATE_GATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(lock_dir / UPDATE_GATE_LOCK)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -80,8 +79,7 @@ def take_update_gate(lock_dir: Path, timeout_s: float) -> int:
     still runs at the deadline."""
     from balise.domain.update import gate_timeout
 
-    lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_dir / UPDATE_GATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(lock_dir / UPDATE_GATE_LOCK)
     deadline = time.monotonic() + max(timeout_s, 0.0)
     for _ in range(int(max(timeout_s, 0.0) / GATE_POLL_S) + 2):
         try:

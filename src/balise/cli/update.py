@@ -85,6 +85,7 @@ def cmd_update_gate(args: argparse.Namespace) -> int:
     from balise.app.context import resolve_data_dir
     from balise.domain.codes import GeneralCode
     from balise.domain.errors import ConfigError, ValidationError
+    from balise.domain.update import UpdateEvent
 
     timeout = float(args.timeout)
     if not 0 <= timeout <= 24 * 3600:
@@ -110,7 +111,7 @@ def cmd_update_gate(args: argparse.Namespace) -> int:
         log.info(
             "verrou de mise à jour pris : aucune signature ni aucun envoi ne commence jusqu'au "
             "redémarrage",
-            extra={"code": "UPDATE_GATE_READY"},
+            extra={"code": UpdateEvent.UPDATE_GATE_READY},
         )
         if wants_json(args):
             sys.stdout.write('{"ready": true}\n')
@@ -122,14 +123,14 @@ def cmd_update_gate(args: argparse.Namespace) -> int:
             pass
     finally:
         os.close(fd)
-    log.info("verrou de mise à jour rendu", extra={"code": "UPDATE_GATE_RELEASED"})
+    log.info("verrou de mise à jour rendu", extra={"code": UpdateEvent.UPDATE_GATE_RELEASED})
     return EXIT_OK
 
 
 def cmd_update_record(args: argparse.Namespace) -> int:
     from balise.app.context import open_context, resolve_data_dir
     from balise.app.update import update_service
-    from balise.domain.update import parse_version
+    from balise.domain.update import UpdateEvent, parse_version
 
     version = parse_version(args.version)  # before anything is opened
     _logging()
@@ -142,7 +143,7 @@ def cmd_update_record(args: argparse.Namespace) -> int:
         "mise à jour %s installée (depuis %s), redémarrage",
         pending.version,
         pending.previous,
-        extra={"code": "UPDATE_RECORDED"},
+        extra={"code": UpdateEvent.UPDATE_RECORDED},
     )
     if wants_json(args):
         _json(
@@ -161,7 +162,7 @@ def cmd_update_health(args: argparse.Namespace) -> int:
     from balise.app.context import resolve_data_dir
     from balise.app.update import check_health
     from balise.domain.errors import BaliseError
-    from balise.domain.update import UpdateCode, last_update_words
+    from balise.domain.update import UpdateCode, UpdateEvent, last_update_words
 
     _logging()
     report = check_health(resolve_data_dir(args.data_dir))
@@ -178,7 +179,9 @@ def cmd_update_health(args: argparse.Namespace) -> int:
             logging.INFO if last.outcome == "success" else logging.WARNING,
             words_fr,
             extra={
-                "code": "UPDATE_SUCCEEDED" if last.outcome == "success" else "UPDATE_ROLLED_BACK"
+                "code": UpdateEvent.UPDATE_SUCCEEDED
+                if last.outcome == "success"
+                else UpdateEvent.UPDATE_ROLLED_BACK
             },
         )
     if wants_json(args):

@@ -30,6 +30,17 @@ class UpdateCode(StrEnum):
     DB_NEWER = "DB_NEWER"  # a newer version's database and no copy of this version's to restore
 
 
+class UpdateEvent(StrEnum):
+    """What the update commands did, routine or not (the ``BALISE_CODE`` of their log records
+    that are not a failure's code): a technician filters the system journal on them."""
+
+    UPDATE_GATE_READY = "UPDATE_GATE_READY"  # the gate holds: the root helper may restart
+    UPDATE_GATE_RELEASED = "UPDATE_GATE_RELEASED"
+    UPDATE_RECORDED = "UPDATE_RECORDED"  # a version installed in the other slot, restarting
+    UPDATE_SUCCEEDED = "UPDATE_SUCCEEDED"  # the version tried is the one running: kept
+    UPDATE_ROLLED_BACK = "UPDATE_ROLLED_BACK"  # the box came back to the previous version
+
+
 # A version as the image's os-release says it (IMAGE_VERSION) and systemd-sysupdate compares it:
 # letters, digits and . ~ ^ -, starting with a letter or digit (never an option for the root
 # helper's command line; no _, which separates the version in the update's file names), 64
