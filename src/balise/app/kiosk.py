@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pwd
 import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from balise.adapters.kek import locate_kek
 from balise.adapters.listings import Listing, SqliteListings
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from balise.services.connection import ConnectionTester
     from balise.services.enrolment import AuthCertChecker
     from balise.services.provisioning import WindowStatus
+    from balise.services.relay import ChannelState
     from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
@@ -166,6 +170,7 @@ class WiredBackend:
         reader_watcher: ReaderWatcher,
         card_watcher: CardWatcher,
         signer_factory: Callable[[], TokenSigner],
+        channel_launcher: Callable[[], ChannelLauncher] | None = None,
     ) -> None:
         self.ctx = ctx
         self.env = env
@@ -188,6 +193,9 @@ class WiredBackend:
         self._technician = False
         # The card that proved who holds it (wizard, self-service); forgotten when it is pulled.
         self._proven: CardIdentity | None = None
+        # The card relay (issue 20): its own process, started with the PIN typed here.
+        self._channel_launcher = channel_launcher or self._relay_launcher
+        self._channel: ChannelLauncher | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -218,6 +226,7 @@ class WiredBackend:
         self._watching.append("cards")
 
     def stop_watches(self) -> None:
+        self.close_channel()  # the kiosk ending ends the card's login in the relay too
         if "readers" in self._watching:
             self._readers.stop()
         if "cards" in self._watching:
@@ -366,6 +375,46 @@ class WiredBackend:
         nxt = last + timedelta(seconds=min(intervals)) if intervals else None
         # In the kiosk's language and the box's local time (balise.domain.vocabulary).
         return moment(last.astimezone()), moment(nxt.astimezone()) if nxt else None
+
+    # -- the card channel to online services (issue 20) ----------------------------------------
+
+    def _relay_launcher(self) -> ChannelLauncher:
+        from balise.app.relay_main import RelayLauncher
+
+        env = self.env if self.env is not None else os.environ
+        socket_path = Path(env.get("BALISE_RELAY_SOCKET") or RELAY_SOCKET)
+        user = env.get("BALISE_RELAY_USER") or RELAY_USER
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return _Refused(f"Le compte {user} du logiciel métier n'existe pas sur ce boîtier.")
+        return RelayLauncher(
+            data_dir=self.ctx.data_dir,
+            socket_path=socket_path,
+            allowed_uids=[uid],
+            run_dir=socket_path.parent / "relay",
+            env=env,
+        )
+
+    def open_channel(self, pin: bytearray | None) -> str | None:
+        try:
+            self.close_channel()
+            launcher = self._channel_launcher()
+            self._channel = launcher
+            launcher.start(pin)
+        finally:
+            if pin is not None:
+                pin[:] = bytes(len(pin))
+        return launcher.opened(CHANNEL_OPEN_TIMEOUT_S)
+
+    def channel_state(self) -> ChannelState | None:
+        launcher = self._channel
+        return launcher.state() if launcher is not None else None
+
+    def close_channel(self) -> None:
+        launcher = self._channel
+        if launcher is not None:
+            launcher.stop()
 
     # -- the signing flow --------------------------------------------------------------------
 
@@ -1009,6 +1058,46 @@ def read_pem_file(path: str) -> str:
     return data.decode("ascii", errors="replace")
 
 
+# The card relay (issue 20): the socket the practice software reaches through the exchange
+# account's SSH forwarding (BALISE_RELAY_SOCKET), that account (BALISE_RELAY_USER), and how long
+# the kiosk waits for the relay to log in and open its socket.
+RELAY_SOCKET = "/run/balise/relay.sock"
+RELAY_USER = "echange"
+CHANNEL_OPEN_TIMEOUT_S = 60.0
+
+
+class ChannelLauncher(Protocol):
+    """What the kiosk does with the relay process (app/relay_main.RelayLauncher)."""
+
+    def start(self, pin: bytearray | None) -> None: ...
+
+    def opened(self, timeout: float) -> str | None: ...
+
+    def state(self) -> ChannelState | None: ...
+
+    def stop(self) -> None: ...
+
+
+class _Refused:
+    """A relay that cannot even start here: its words, no process, no state."""
+
+    def __init__(self, words: str) -> None:
+        self.words = words
+
+    def start(self, pin: bytearray | None) -> None:
+        if pin is not None:
+            pin[:] = bytes(len(pin))
+
+    def opened(self, timeout: float) -> str | None:
+        return self.words
+
+    def state(self) -> ChannelState | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
 # Alerts about the box's trust anchors: certificates to renew, revocation lists out of date, an
 # organism's certificate refused or changed. Accueil names them apart from the others.
 TRUST_ALERT_KINDS = frozenset(
@@ -1024,6 +1113,7 @@ def build_backend(
     reader_watcher: ReaderWatcher | None = None,
     card_watcher: CardWatcher | None = None,
     signer_factory: Callable[[], TokenSigner] | None = None,
+    channel_launcher: Callable[[], ChannelLauncher] | None = None,
 ) -> KioskBackend:
     """The kiosk's backend on ``ctx``: udev and PC/SC watchers and the configured PKCS#11 module
     unless given (tests and the demo pass their own where the machine has no udev events)."""
@@ -1042,6 +1132,7 @@ def build_backend(
         reader_watcher=reader_watcher,
         card_watcher=card_watcher,
         signer_factory=signer_factory or ctx.card_signer,
+        channel_launcher=channel_launcher,
     )
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = ["RelayLauncher", "main", "read_pin", "read_status", "status_json"]
 _MAX_PIN: Final = 64
 _MAX_STATUS: Final = 4096
 _STATUS_EVERY_S: Final = 1.0
+_POLL_S: Final = 0.1
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 2
 
@@ -151,6 +153,26 @@ class RelayLauncher:
         assert proc.stderr is not None
         words = proc.stderr.read(4096).decode("utf-8", errors="replace").strip()
         return words if code != EXIT_OK else None
+
+    def opened(self, timeout: float) -> str | None:
+        """Wait (up to ``timeout`` seconds) until the relay says its channel is open (None) or
+        ended without serving (its words); a relay silent that long is stopped and said so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state is not None and state.open:
+                return None
+            words = self.refusal(_POLL_S)
+            if words is not None:
+                return words
+            if self._proc is None or self._proc.poll() is not None:
+                return "Le relais s'est arrêté sans ouvrir le canal."
+        self.stop()
+        return "Le relais n'a pas ouvert le canal à temps (arrêté)."
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def state(self) -> ChannelState | None:
         return read_status(self.status)

@@ -81,6 +81,9 @@ variables d'environnement :
   BALISE_DEBUG            1 : une erreur interne montre sa trace Python au lieu d'un message
   BALISE_OS_RELEASE       fichier os-release où lire la version en service (IMAGE_VERSION ;
                           défaut : /etc/os-release, sinon /usr/lib/os-release)
+  BALISE_RELAY_SOCKET     borne : socket du relais de la carte pour le logiciel métier
+                          (défaut : /run/balise/relay.sock)
+  BALISE_RELAY_USER       borne : compte du logiciel métier admis au relais (défaut : echange)
   BALISE_WORKER_CPU       secondes de processeur du tri d'un courrier (essais)
   BALISE_WORKER_AS        mémoire (octets) du tri d'un courrier (essais)
   NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, JOURNAL_STREAM, INVOCATION_ID

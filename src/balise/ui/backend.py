@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the services (CMS, Argon2id) and ports load with the backen
     from balise.domain.lotrecord import LotRecord, QuarantineRecord
     from balise.domain.mailrecords import AlertRecord, PaymentRecord, ReturnRecord
     from balise.services.provisioning import WindowStatus
+    from balise.services.relay import ChannelState
     from balise.services.setup import SetupPlan
     from balise.services.signing import BatchEvent, BatchResult, CardReport
     from balise.services.technician import Attempt, GateStatus
@@ -353,6 +354,21 @@ class KioskBackend(Protocol):
     def add_locum(self, pem_path: str) -> None: ...
 
     def remove_locum(self, fingerprint: str) -> None: ...
+
+    # -- the card channel to online services (issue 20) ------------------------------------------
+    def open_channel(self, pin: bytearray | None) -> str | None:
+        """Start the card relay with the PIN typed on the box (overwritten here; None: the
+        reader's keypad) and wait until its channel is open (None) or it refused (its words,
+        French: the relay process speaks the box's language)."""
+        ...
+
+    def channel_state(self) -> ChannelState | None:
+        """The relay's last state (None when none was started or it wrote nothing)."""
+        ...
+
+    def close_channel(self) -> None:
+        """The practitioner's key: the channel and the card's login end now."""
+        ...
 
     # -- the provisioning window (technician mode only) ---------------------------------------
     def provisioning_window(self) -> WindowStatus:

@@ -24,6 +24,7 @@ FR: dict[str, str] = {
     "key.technician": "Technicien",
     "key.back": "Retour",
     "key.close_channel": "Fermer le canal",
+    "key.channel": "Services en ligne (carte)",
     "key.continue": "Continuer",
     "key.confirm": "Confirmer",
     "key.cancel": "Annuler",
@@ -335,6 +336,9 @@ FR: dict[str, str] = {
     "channel.why.practitioner": "fermé par le praticien",
     "channel.why.stopped": "relais arrêté",
     "channel.never": "Aucun canal ouvert.",
+    "channel.opening": "Ouverture du canal : connexion de la carte…",
+    "channel.refused": "Le canal n'a pas pu être ouvert : {why}",
+    "channel.card_refused": "Canal impossible avec cette carte : {why}",
     "channel.help": "F : fermer le canal (la carte se déconnecte) · Échap : retour.",
 }
 
@@ -346,6 +350,7 @@ EN: dict[str, str] = {
     "key.technician": "Technician",
     "key.back": "Back",
     "key.close_channel": "Close the channel",
+    "key.channel": "Online services (card)",
     "key.continue": "Continue",
     "key.confirm": "Confirm",
     "key.cancel": "Cancel",
@@ -646,6 +651,9 @@ EN: dict[str, str] = {
     "channel.why.practitioner": "closed by the practitioner",
     "channel.why.stopped": "relay stopped",
     "channel.never": "No channel open.",
+    "channel.opening": "Opening the channel: the card logs in…",
+    "channel.refused": "The channel could not be opened: {why}",
+    "channel.card_refused": "No channel with this card: {why}",
     "channel.help": "F: close the channel (the card logs out) · Escape: back.",
 }
 

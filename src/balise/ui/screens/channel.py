@@ -1,12 +1,14 @@
 """Canal de la carte: the card-authenticated channel to online services (issue 20) — open or
 closed, for which practitioner, since when, how many requests relayed; F closes it (the card
-logs out at once), Escape goes back. Read again every second while shown."""
+logs out at once), Escape goes back. Read again every second while shown. Opened from Accueil (E),
+once the PIN was typed: the relay starting is said, then its state, or its refusal in words."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -43,25 +45,52 @@ class ChannelScreen(KioskScreen):
         Binding("escape", "back", "key.back", id="channel-back"),
     ]
 
-    def __init__(self, state: Callable[[], ChannelState | None], close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        state: Callable[[], ChannelState | None],
+        close: Callable[[], None],
+        opening: Callable[[], str | None] | None = None,
+    ) -> None:
+        """``opening``, when given, starts the relay (blocking, run in a thread): None once the
+        channel is open, else the relay's refusal in words (plain text)."""
         super().__init__()
         self._state = state
         self._close = close
+        self._opening = opening
+        self.refused: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         with Vertical(id="channel-screen"):
             yield Plain("", id="channel-state")
+            yield Plain("", id="channel-note", classes="attention")
             yield Plain(t("channel.help"), id="channel-help")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = t("channel.title")
-        self.refresh_state()
+        if self._opening is not None:
+            self.query_one("#channel-state", Plain).update(t("channel.opening"))
+            self.open_channel(self._opening)
+        else:
+            self.refresh_state()
         self.set_interval(1.0, self.refresh_state)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="channel")
+    def open_channel(self, opening: Callable[[], str | None]) -> None:
+        words = opening()
+        self.app.call_from_thread(self._opened, words)
+
+    def _opened(self, words: str | None) -> None:
+        self._opening = None
+        self.refused = words
+        if words is not None:
+            self.query_one("#channel-note", Plain).update(t("channel.refused", why=words))
+        self.refresh_state()
+
     def refresh_state(self) -> None:
-        self.query_one("#channel-state", Plain).update(channel_line(self._state()))
+        if self._opening is None:
+            self.query_one("#channel-state", Plain).update(channel_line(self._state()))
 
     def action_close_channel(self) -> None:
         self._close()

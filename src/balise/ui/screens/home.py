@@ -44,6 +44,7 @@ class HomeScreen(KioskScreen):
         Binding("c", "demo_card", "key.card_demo", id="home-demo-card"),
         Binding("i", "setup", "key.setup", id="home-setup"),
         Binding("v", "my_profile", "key.my_profile", id="home-my-profile"),
+        Binding("e", "channel", "key.channel", id="home-channel"),
     ]
 
     # No practitioner yet: the first-start wizard (offered once by itself, then by I).
@@ -85,7 +86,7 @@ class HomeScreen(KioskScreen):
             return self.kiosk.demo is not None
         if action == "setup":
             return self.no_profile
-        if action == "my_profile":
+        if action in ("my_profile", "channel"):
             return not self.no_profile and self.kiosk.card.present
         return True
 
@@ -185,6 +186,31 @@ class HomeScreen(KioskScreen):
         from balise.ui.screens.profile import ProfileScreen
 
         self.app.push_screen(ProfileScreen())
+
+    @work(exclusive=True, exit_on_error=False, group="channel")
+    async def action_channel(self) -> None:
+        """The card channel (issue 20): shown as it is when open; else the card is read without
+        PIN (tries left), the PIN typed here, and the relay started by the channel's screen."""
+        from balise.ui.screens.base import in_thread
+        from balise.ui.screens.channel import ChannelScreen
+        from balise.ui.screens.dialogs import PinDialog
+
+        backend = self.backend
+        state = await in_thread(self, backend.channel_state)
+        opening = None
+        if state is None or not state.open:
+            card = await in_thread(self, backend.card_check)
+            if not card.ok:
+                self.notify(t("channel.card_refused", why=pick(card.fr, card.en)), timeout=8)
+                return
+            pin = await self.app.push_screen_wait(PinDialog(card.tries_left))
+            if pin is None:
+                return
+
+            def opening() -> str | None:
+                return backend.open_channel(pin)
+
+        self.app.push_screen(ChannelScreen(backend.channel_state, backend.close_channel, opening))
 
     def action_lots(self) -> None:
         from balise.ui.screens.lots import LotsScreen
