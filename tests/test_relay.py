@@ -29,11 +29,15 @@ from textual.app import App
 
 from balise.adapters import card_tls
 from balise.adapters.clock import FixedClock
+from balise.adapters.crl_store import FileCrlStore
 from balise.adapters.relay_server import RelayServer
+from balise.app.relay import kept_crls_file
 from balise.app.relay_main import RelayLauncher, read_pin, read_status, status_json
+from balise.domain.crl import StoredCrl
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
 from balise.domain.relay import AllowedService, parse_allow_list
+from balise.services.crl import issuer_key
 from balise.services.relay import JOURNAL_KIND, ChannelState, Relay, error_answer
 from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
@@ -434,6 +438,47 @@ def test_the_services_certificate_is_checked_against_its_crl(
     svc = next(service_gen)
     crl = _root_crl(relay_pki, [cert.cert] if revoked else [])
     box_gen = _box(relay_pki, tmp_path, svc.port, server_crls=crl)
+    box = next(box_gen)
+    try:
+        client = PracticeSoftware(box.socket_path)
+        answer = client.send("POST", "/visio/rights", SECRET_BODY)
+        client.close()
+        if revoked:
+            assert _status(answer) == 502
+            assert "certificate revoked" in _body(answer).decode()
+            assert svc.seen.requests == []
+        else:
+            assert _status(answer) == 200
+            assert len(svc.seen.requests) == 1
+    finally:
+        for gen in (box_gen, service_gen):
+            for _ in gen:
+                pass
+
+
+def _keep_root_crl(pki: TestPKI, crl_dir: Path, revoked: list[x509.Certificate]) -> None:
+    """The root's CRL as ``balise crl fetch`` leaves it in the box's store (<data dir>/crl)."""
+    der = x509.load_pem_x509_crl(_root_crl(pki, revoked)).public_bytes(serialization.Encoding.DER)
+    key = issuer_key(pki.root.cert)
+    FileCrlStore(crl_dir).put(StoredCrl(key, "full", der, "http://crl.test/root.crl", "now"))
+
+
+@pytest.mark.parametrize("revoked", [False, True])
+def test_the_relay_checks_services_against_the_crls_the_box_keeps(
+    relay_pki: TestPKI, tmp_path: Path, revoked: bool
+) -> None:
+    """What the relay process does (app/relay_main): the box's own CRL store feeds the check of
+    the services' certificates; a revoked service is refused before the request is sent."""
+    cert = relay_pki.issue_tls_server(f"service-kept-{revoked}", ["127.0.0.1"])
+    crl_dir, run_dir = tmp_path / "data" / "crl", tmp_path / "run"
+    run_dir.mkdir()
+    assert kept_crls_file(crl_dir, run_dir) is None  # nothing kept yet: nothing to check with
+    _keep_root_crl(relay_pki, crl_dir, [cert.cert] if revoked else [])
+    crl_file = kept_crls_file(crl_dir, run_dir)
+    assert crl_file is not None and crl_file.stat().st_mode & 0o077 == 0
+    service_gen = _serve(relay_pki, cert, _crls(relay_pki, []), tmp_path)
+    svc = next(service_gen)
+    box_gen = _box(relay_pki, tmp_path, svc.port, server_crls=crl_file.read_bytes())
     box = next(box_gen)
     try:
         client = PracticeSoftware(box.socket_path)

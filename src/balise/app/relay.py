@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pkcs11
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from balise.adapters import card_tls
 from balise.adapters.pkcs11 import Pkcs11Signer
@@ -30,7 +32,7 @@ from balise.services.relay import CloseReason, Relay, error_answer
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib
 
-__all__ = ["CardRelay", "open_card_relay"]
+__all__ = ["CardRelay", "kept_crls_file", "open_card_relay"]
 
 _WATCH_EVERY_S: Final = 1.0
 _provider_lock = threading.Lock()
@@ -65,6 +67,31 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(text)
+
+
+def kept_crls_file(crl_dir: Path, runtime_dir: Path) -> Path | None:
+    """The full CRLs the box keeps (``<data dir>/crl``: fetched and verified by ``balise crl
+    fetch`` and the agent for the accepted IGC-Santé issuers), as one PEM file in the relay's run
+    directory, against which every service's certificate is then checked (OpenSSL's
+    VERIFY_CRL_CHECK_LEAF: revoked, or no current CRL of its issuer, is refused). None when the
+    box keeps no CRL at all (a box not configured for IGC-Santé yet): no revocation check.
+    Delta CRLs are left out: a full CRL refreshed every day is what OpenSSL checks."""
+    from balise.adapters.crl_store import FileCrlStore
+
+    pems: list[str] = []
+    for kept in FileCrlStore(crl_dir).all():
+        if kept.kind != "full":
+            continue
+        try:
+            crl = x509.load_der_x509_crl(kept.der)
+        except ValueError:
+            continue  # the store verified it when it came: a file spoiled since is no CRL
+        pems.append(crl.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+    if not pems:
+        return None
+    path = runtime_dir / "service-crls.pem"
+    _write_private(path, "".join(pems))
+    return path
 
 
 @dataclass

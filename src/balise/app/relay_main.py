@@ -26,7 +26,7 @@ from typing import Final
 
 from balise.adapters.pkcs11 import Pkcs11Signer, open_module
 from balise.app.context import open_context, resolve_data_dir
-from balise.app.relay import CardRelay, open_card_relay
+from balise.app.relay import CardRelay, kept_crls_file, open_card_relay
 from balise.domain.errors import BaliseError
 from balise.services.relay import ChannelState
 from balise.services.settings import box_settings, relay_settings
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pin=pin,
             services=settings.services,
             roots_pem=box.ca_bundle,
-            crl_file=None,
+            crl_file=kept_crls_file(ctx.data_dir / "crl", args.run_dir),
             journal=ctx.journal,
             clock=ctx.clock,
             idle_seconds=settings.idle_minutes * 60,
