@@ -192,3 +192,21 @@ async def test_no_card_no_channel_key(kiosk: Kiosk) -> None:
         await pilot.press("e")
         await pilot.pause(0.3)
         assert isinstance(app.screen, HomeScreen)
+
+
+async def test_signing_closes_the_channel_first_and_says_so(
+    kiosk: Kiosk, relay: ScriptedRelay
+) -> None:
+    """One card, two programs: the kiosk never signs while the relay holds its login."""
+    app = kiosk.app()
+    async with app.run_test(size=(110, 30)) as pilot:
+        screen = await _open(pilot, app, kiosk)
+        await until(pilot, lambda: "Canal ouvert" in _shown(screen))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen))
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, PinDialog))
+        assert relay.stops >= 1
+        assert relay.current is not None and not relay.current.open
+        shown = [str(n.message) for n in app._notifications]
+        assert any("fermé pour signer (E le rouvre)" in m for m in shown), shown

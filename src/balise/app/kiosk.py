@@ -421,6 +421,8 @@ class WiredBackend:
     def examine_card(self) -> CardReport:
         from balise.services.signing import examine_card
 
+        self.close_channel()  # never two programs logged in to the card (SignScreen says so)
+
         with self._lock:
             removed = self._removed
             signer = _GuardedSigner(self._signer_factory(), removed)

@@ -85,6 +85,7 @@ FR: dict[str, str] = {
     "sign.need_reader": "Branchez le lecteur de carte.",
     "sign.need_card": "Insérez votre carte CPS dans le lecteur.",
     "sign.reading": "Lecture de la carte…",
+    "sign.channel_closed": "Le canal des services en ligne est fermé pour signer (E le rouvre).",
     "sign.refused": "Signature impossible : {why}",
     "sign.clock": "Horloge non synchronisée : la signature est bloquée jusqu'à la "
     "synchronisation de l'heure (NTP), car la date de signature serait fausse.",
@@ -406,6 +407,7 @@ EN: dict[str, str] = {
     "sign.need_reader": "Plug in the card reader.",
     "sign.need_card": "Insert your CPS card in the reader.",
     "sign.reading": "Reading the card…",
+    "sign.channel_closed": "The online services channel is closed to sign (E opens it again).",
     "sign.refused": "Signing impossible: {why}",
     "sign.clock": "Clock not synchronized: signing is blocked until the time is synchronized "
     "(NTP), because the signing date would be wrong.",

@@ -163,6 +163,12 @@ class SignScreen(KioskScreen):
         if await in_thread(self, self.backend.update_in_progress):
             self._finish(t("sign.update"))  # before the PIN: no try spent
             return
+        channel = await in_thread(self, self.backend.channel_state)
+        if channel is not None and channel.open:
+            # One card, two processes: the relay's login would be another program's session on
+            # the card while this one logs in, signs and logs out. The channel ends first.
+            await in_thread(self, self.backend.close_channel)
+            self.notify(t("sign.channel_closed"), timeout=8)
         self.say(t("sign.reading"))
         report = await in_thread(self, self.backend.examine_card)
         self._show_card(report)
