@@ -140,6 +140,7 @@ def test_every_json_output_matches_its_schema(
     assert run("alerts", "list", "--all")[0]["acknowledged"]
 
     assert any(e["purpose"] == "dns" for e in run("egress", "list"))
+    assert run("relay", "status")["open"] is False  # no relay started on this box
     assert run("crl", "fetch")[0]["outcome"] == "stored"
     fetched = run("organisms", "fetch", "--all")
     assert {o["outcome"] for o in fetched} <= {"unreachable", "skipped"}

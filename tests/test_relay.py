@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -700,3 +701,36 @@ def test_the_state_file_reads_back_and_garbage_is_no_state(tmp_path: Path) -> No
     assert read_status(path) is None
     path.write_bytes(b"\xff" * 10_000)
     assert read_status(path) is None
+
+
+def test_balise_relay_status_says_what_the_kiosk_shows(
+    balise_env: BaliseEnv, tmp_path: Path
+) -> None:
+    """The state file the relay process writes beside its socket, read by the command a
+    technician or the practice software's installer runs; an open state no longer rewritten is
+    a relay that stopped (its file's time set back: the relay rewrites it every second)."""
+    env = {**balise_env.env, "BALISE_RELAY_SOCKET": str(tmp_path / "relay.sock")}
+
+    def status(*extra: str) -> subprocess.CompletedProcess[str]:
+        result = balise_env.run("relay", "status", *extra, env=env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    assert status().stdout.strip() == "Aucun canal ouvert."
+    assert json.loads(status("--json").stdout)["open"] is False
+    state_file = tmp_path / "relay-status.json"
+    state_file.write_text(status_json(ChannelState(True, "Dr Jeanne TEST", TEST_NOW, 7, 1, None)))
+    shown = json.loads(status("--json").stdout)
+    assert shown["open"] is True and shown["practitioner"] == "Dr Jeanne TEST"
+    assert (shown["requests"], shown["handshakes"], shown["closed_because"]) == (7, 1, None)
+    assert "Canal ouvert pour Dr Jeanne TEST" in status().stdout
+    assert "7 requête(s)" in status().stdout
+    old = state_file.stat().st_mtime - 3600
+    os.utime(state_file, (old, old))
+    shown = json.loads(status("--json").stdout)
+    assert shown["open"] is False and shown["closed_because"] == "stopped"
+    assert status().stdout.strip() == "Canal fermé (relais arrêté)."
+    state_file.write_text(
+        status_json(ChannelState(False, "Dr Jeanne TEST", TEST_NOW, 9, 1, "card_pulled"))
+    )
+    assert status().stdout.strip() == "Canal fermé (carte retirée)."

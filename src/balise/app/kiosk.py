@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from balise.adapters.kek import locate_kek
@@ -379,10 +378,10 @@ class WiredBackend:
     # -- the card channel to online services (issue 20) ----------------------------------------
 
     def _relay_launcher(self) -> ChannelLauncher:
-        from balise.app.relay_main import RelayLauncher
+        from balise.app.relay_main import RelayLauncher, relay_socket
 
         env = self.env if self.env is not None else os.environ
-        socket_path = Path(env.get("BALISE_RELAY_SOCKET") or RELAY_SOCKET)
+        socket_path = relay_socket(env)
         user = env.get("BALISE_RELAY_USER") or RELAY_USER
         try:
             uid = pwd.getpwnam(user).pw_uid
@@ -1060,10 +1059,9 @@ def read_pem_file(path: str) -> str:
     return data.decode("ascii", errors="replace")
 
 
-# The card relay (issue 20): the socket the practice software reaches through the exchange
-# account's SSH forwarding (BALISE_RELAY_SOCKET), that account (BALISE_RELAY_USER), and how long
-# the kiosk waits for the relay to log in and open its socket.
-RELAY_SOCKET = "/run/balise/relay.sock"
+# The card relay (issue 20): the account the practice software's SSH forwarding runs as
+# (BALISE_RELAY_USER; the socket: relay_main.relay_socket), and how long the kiosk waits for the
+# relay to log in and open its socket.
 RELAY_USER = "echange"
 CHANNEL_OPEN_TIMEOUT_S = 60.0
 

@@ -31,7 +31,31 @@ from balise.domain.errors import BaliseError
 from balise.services.relay import ChannelState
 from balise.services.settings import box_settings, relay_settings
 
-__all__ = ["RelayLauncher", "main", "read_pin", "read_status", "status_json"]
+__all__ = [
+    "RELAY_SOCKET",
+    "RelayLauncher",
+    "main",
+    "read_pin",
+    "read_status",
+    "relay_socket",
+    "status_json",
+    "status_path",
+]
+
+# Where the practice software reaches the relay (through the exchange account's SSH forwarding);
+# BALISE_RELAY_SOCKET elsewhere. Its state file sits beside it (status_path).
+RELAY_SOCKET: Final = "/run/balise/relay.sock"
+
+
+def relay_socket(env: Mapping[str, str]) -> Path:
+    return Path(env.get("BALISE_RELAY_SOCKET") or RELAY_SOCKET)
+
+
+def status_path(socket_path: Path) -> Path:
+    """The state file the relay started by the kiosk writes (run dir ``relay`` beside the
+    socket, its status ``relay-status.json``)."""
+    return socket_path.parent / "relay-status.json"
+
 
 _MAX_PIN: Final = 64
 _MAX_STATUS: Final = 4096

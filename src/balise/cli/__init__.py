@@ -51,6 +51,7 @@ from balise.cli.mail import (
 )
 from balise.cli.parsing import Parser, RawEpilogFormatter, UsageError, integer, number
 from balise.cli.parsing import install as install_french
+from balise.cli.relay import add_parsers as add_relay_parsers
 from balise.cli.trust import add_parsers as add_trust_parsers
 from balise.cli.update import add_parsers as add_update_parsers
 from balise.domain.codes import GeneralCode
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backup_parsers(sub)
     add_trust_parsers(sub)
     add_update_parsers(sub)
+    add_relay_parsers(sub)
     _french_metavars(parser)
     return parser
 
