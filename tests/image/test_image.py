@@ -817,7 +817,8 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     # 1. The command line edited: a loader entry of the thief's beside the signed UKI, chosen.
     entry = f"title Balise\nefi /EFI/Linux/{name}\noptions {cmdline} balise.edited=1\n"
     _esp_put(disk, entry.encode(), "loader/entries/balise-edited.conf")
-    _esp_put(disk, loader.replace(b"default balise-*", b"default balise-edited.conf"),
+    assert b"default balise_*" in loader, loader  # the image's default entry, replaced
+    _esp_put(disk, loader.replace(b"default balise_*", b"default balise-edited.conf"),
              "loader/loader.conf")  # fmt: skip
     edited = _boot(guest, "edited-cmdline")
     _esp_del(disk, "loader/entries/balise-edited.conf")
