@@ -382,10 +382,11 @@ def test_update_not_signed_by_the_projects_key_is_refused(boots: Boots) -> None:
 
 def test_failed_health_check_returns_to_v2_by_itself_and_says_so(boots: Boots) -> None:
     assert "version 3 installée" in _update_log(boots.v2_to_v3), _update_log(boots.v2_to_v3)
-    v3 = facts(boots.v3)
-    assert v3["image-version"] == "3", boots.v3[-4000:]
-    assert v3.get("health") != "active", _update_log(boots.v3)
-    assert "BALISE-TEST: done" not in boots.v3  # rebooted by the failed health check
+    # v3 booted (systemd-boot spent its one try: balise_3+0-1.efi below) and its health check
+    # rebooted it before the test's report could run: no power-off, a reboot.
+    assert "BALISE-TEST: done" not in boots.v3
+    assert "reboot: Restarting system" in boots.v3, boots.v3[-4000:]
+    assert "reboot: Power down" not in boots.v3
     back = facts(boots.back_to_v2)
     assert back["image-version"] == "2", boots.back_to_v2[-4000:]
     assert back["health"] == "active", _update_log(boots.back_to_v2)
@@ -394,7 +395,9 @@ def test_failed_health_check_returns_to_v2_by_itself_and_says_so(boots: Boots) -
     assert back["mapper"] == "open" and back["sentinel"] == "present"
     # balise update health raised it (an alert for Accueil) and the journal says it.
     said = "mise à jour annulée, version 2 conservée"
-    assert said in _update_log(boots.back_to_v2).lower(), _update_log(boots.back_to_v2)
+    journal = "\n".join(line for line in boots.back_to_v2.splitlines()
+                        if line.startswith("BALISE-TEST-JOURNAL: "))  # fmt: skip
+    assert said in journal.lower(), journal
 
 
 def test_power_cut_while_writing_the_inactive_slot_then_the_next_run_completes(
