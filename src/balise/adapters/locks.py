@@ -28,12 +28,15 @@ def open_lock(path: Path) -> int:
 
 
 @contextmanager
-def file_lock(path: Path, busy: Callable[[], BaliseError]) -> Iterator[None]:
-    """Hold ``path`` exclusively, or raise ``busy()`` at once if another holder has it."""
+def file_lock(
+    path: Path, busy: Callable[[], BaliseError], *, shared: bool = False
+) -> Iterator[None]:
+    """Hold ``path`` exclusively (or ``shared`` with other shared holders), or raise ``busy()``
+    at once if a holder it cannot share with has it."""
     fd = open_lock(path)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise busy() from exc
         yield
@@ -53,15 +56,8 @@ def batch_guard(lock_dir: Path) -> Iterator[None]:
     (nothing started) while the update gate holds."""
     from balise.domain.update import update_in_progress
 
-    fd = open_lock(lock_dir / UPDATE_GATE_LOCK)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise update_in_progress() from exc
+    with file_lock(lock_dir / UPDATE_GATE_LOCK, update_in_progress, shared=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def update_gate_held(lock_dir: Path) -> bool:
