@@ -47,7 +47,7 @@ image-deps: deps
 	@scripts/ensure-image-deps
 
 test-image: image-deps
-	BALISE_IMAGE_TIER=1 $(BIN)/pytest -q -p no:cacheprovider -m image tests/image
+	BALISE_IMAGE_TIER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=30 -m image tests/image
 
 # The Raspberry Pi (arm64) rootfs, outside the CI tier: every initramfs under emulation is slow.
 image-arm64: deps
