@@ -65,7 +65,7 @@ class BoxSettings:
     has_technician_passphrase: bool
     has_recovery_passphrase: bool
     update_hold: bool  # the technician keeps the running version
-    update_allow: str | None  # a version allowed explicitly (may be older)
+    update_allow: str | None  # a version allowed explicitly (never older than the running one: the root helper refuses going back)
 
     @property
     def production(self) -> bool:
