@@ -32,7 +32,7 @@ from balise.adapters import card_tls
 from balise.adapters.clock import FixedClock
 from balise.adapters.crl_store import FileCrlStore
 from balise.adapters.relay_server import RelayServer
-from balise.app.relay import kept_crls_file
+from balise.app.relay import kept_crls_file, serve_relay
 from balise.app.relay_main import RelayLauncher, read_pin, read_status, status_json
 from balise.domain.crl import StoredCrl
 from balise.domain.errors import ValidationError
@@ -221,7 +221,7 @@ def _box(
         channel_for=channel_for,
         login=card,
         practitioner="Dr Jeanne TEST",
-        journal=journal,  # type: ignore[arg-type]
+        journal=journal,
         clock=FixedClock(TEST_NOW),
         idle_seconds=600,
         card_present=lambda: card.present,
@@ -344,6 +344,67 @@ def test_journal_has_service_size_status_duration_never_a_body(
     text = json.dumps(box.journal.rows)
     for secret in ("NIR=", "1850575123456", "MUTUELLE", "abc", "rights"):
         assert secret not in text
+
+
+def test_every_request_of_a_session_is_in_the_boxs_journal_once_closed(
+    relay_pki: TestPKI, tmp_path: Path, service: Service, balise_env: BaliseEnv
+) -> None:
+    """The box's own wiring (app.relay.serve_relay) on its real journal (SQLite): the request
+    entries are committed together, not one fsync each, and every one of them is there, chained,
+    once the practitioner closed the channel — service, sizes, status, duration, never a body."""
+    ctx = balise_env.context("relay")
+    practitioner = relay_pki.practitioner.authentication
+    chain = tmp_path / "card-chain.pem"
+    chain.write_bytes(
+        practitioner.cert_pem.read_bytes() + relay_pki.intermediate.cert_pem.read_bytes()
+    )
+    context = card_tls.card_context(
+        roots_pem=[relay_pki.root_pem.read_text()],
+        cert_chain=chain,
+        key=practitioner.key_pem,  # FAKE: the card's authentication key, from a file
+    )
+    card = Card()
+    relay = serve_relay(
+        services=parse_allow_list([f"visio=https://127.0.0.1:{service.port}/api"]),
+        channel_for=lambda s: card_tls.TlsChannel(context, s.host, s.port, timeout=10),
+        login=card,
+        practitioner="Dr Jeanne TEST",
+        journal=ctx.journal,
+        clock=ctx.clock,
+        idle_seconds=600,
+        card_present=lambda: card.present,
+        socket_path=tmp_path / "relay.sock",
+        allowed_uids={os.getuid()},
+    )
+    try:
+        client = PracticeSoftware(tmp_path / "relay.sock")
+        try:
+            statuses = [
+                _status(client.send("POST", f"/visio/rights/{i}", SECRET_BODY)) for i in range(40)
+            ]
+            statuses.append(_status(client.send("GET", "/elsewhere/x")))
+        finally:
+            client.close()
+    finally:
+        relay.close("practitioner")
+    try:
+        assert statuses == [200] * 40 + [403]
+        entries = list(ctx.journal.entries())
+        assert entries[0].kind == "relay_open" and entries[-1].kind == "relay_close"
+        rows = [json.loads(e.details) for e in entries if e.kind == JOURNAL_KIND]
+        assert len(rows) == 41
+        assert {(r["service"], r["status"], r["request_bytes"]) for r in rows[:40]} == {
+            ("visio", 200, len(SECRET_BODY))
+        }
+        assert (rows[40]["service"], rows[40]["status"]) == ("elsewhere", 403)
+        assert all(isinstance(r["duration_ms"], int) and r["answer_bytes"] > 0 for r in rows[:40])
+        assert json.loads(entries[-1].details)["requests"] == 40
+        text = "".join(e.subject + e.details for e in entries)
+        for secret in ("NIR=", "1850575123456", "MUTUELLE", "rights"):
+            assert secret not in text
+        assert ctx.journal.verify(full=True).ok
+    finally:
+        ctx.close()
 
 
 def test_an_unregistered_client_is_refused_before_a_byte_is_read(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlite_utils import Database
 
@@ -45,6 +48,17 @@ def _m0008_journal_verified_head(db: Database) -> None:
             full_verified TEXT
         )"""
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """An entry timed and checked (``details`` canonical) waiting for its commit."""
+
+    time: datetime
+    kind: str
+    actor: str | None
+    subject: str
+    details: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,34 @@ class SqliteJournal:
                 (seq, when, kind, who, subject, text, prev, digest),
             )
         return JournalEntry(seq, when, kind, who, subject, text, prev, digest)
+
+    def append_many(self, pending: Sequence[PendingEntry]) -> list[JournalEntry]:
+        """Entries timed by their callers, appended in ONE write transaction (one commit, one
+        fsync): the head re-read under BEGIN IMMEDIATE as for :meth:`append`, then each entry
+        chained to the one before it, in order."""
+        if not pending:
+            return []
+        out: list[JournalEntry] = []
+        with self._store.write():
+            row = self._store.conn.execute(
+                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+            for p in pending:
+                seq += 1
+                who = p.actor or self._actor
+                when = p.time.isoformat(timespec="microseconds")
+                digest = entry_hash(prev, seq, when, p.kind, who, p.subject, p.details)
+                out.append(JournalEntry(seq, when, p.kind, who, p.subject, p.details, prev, digest))
+                prev = digest
+            self._store.conn.executemany(
+                f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                [
+                    (e.seq, e.time, e.kind, e.actor, e.subject, e.details, e.prev_hash, e.hash)
+                    for e in out
+                ],
+            )
+        return out
 
     def entries(self, since_seq: int = 0) -> Iterator[JournalEntry]:
         cursor = self._store.conn.execute(
@@ -279,3 +321,120 @@ class SqliteJournal:
             return False
         details = json.loads(str(row[0]))
         return bool(details.get("anchor_seq") == seq and details.get("anchor_hash") == digest)
+
+
+class GroupCommitJournal:
+    """Appends of a busy writer (the card relay: one entry per request) committed together.
+
+    :meth:`append` checks and times the entry at once (a secret-looking key is refused to its
+    caller, as by :meth:`SqliteJournal.append`) and queues it; one writer thread commits what is
+    queued in one transaction (:meth:`SqliteJournal.append_many`: the same chain, the head
+    re-read under the write lock, so other processes' appends interleave safely) at most every
+    ``interval`` seconds, and at once on :meth:`flush` and :meth:`close`, which return when
+    everything appended before them is committed. What a power cut can lose: the entries of the
+    last ``interval`` (never more), never the chain. A commit that fails (full disk) keeps its
+    entries queued for the next attempt and is reported through ``on_error``; :meth:`flush` and
+    :meth:`close` raise it."""
+
+    def __init__(
+        self,
+        journal: SqliteJournal,
+        clock: Clock,
+        *,
+        interval: float = 0.1,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._clock = clock
+        self._interval = interval
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._queue: list[PendingEntry] = []
+        self._appended = 0  # entries queued since the start
+        self._written = 0  # entries committed since the start
+        self._urgent = 0  # flush() calls waiting
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._failures = 0  # commits failed since the start
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def append(
+        self,
+        kind: str,
+        subject: str = "",
+        details: Mapping[str, JsonValue] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        entry = PendingEntry(self._clock.now(), kind, actor, subject, canonical_details(details))
+        with self._cond:
+            if self._closing:  # a straggler after close(): committed alone, at once
+                self._journal.append_many([entry])
+                return
+            self._queue.append(entry)
+            self._appended += 1
+            if len(self._queue) == 1:
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Commit everything appended so far, now; raises the commit's error when it failed."""
+        with self._cond:
+            target, failures = self._appended, self._failures
+            self._urgent += 1
+            self._cond.notify_all()
+            try:
+                while self._written < target and self._failures == failures:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("journal writer stopped")
+                    self._cond.wait(1.0)
+            finally:
+                self._urgent -= 1
+            if self._written < target and self._failure is not None:
+                raise self._failure
+
+    def close(self) -> None:
+        """Commit what is left and stop the writer (idempotent)."""
+        if self._closing and not self._thread.is_alive():
+            return
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        last = time.monotonic()  # the first entries wait their interval too
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                while not self._urgent and not self._closing:
+                    wait = last + self._interval - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                batch, self._queue = self._queue, []
+            try:
+                self._journal.append_many(batch)
+            except BaseException as exc:  # noqa: BLE001 - kept, reported, raised by flush()
+                with self._cond:
+                    self._queue[:0] = batch
+                    self._failure = exc
+                    self._failures += 1
+                    self._cond.notify_all()
+                    closing = self._closing
+                if self._on_error is not None:
+                    self._on_error(exc)
+                if closing:
+                    return
+            else:
+                with self._cond:
+                    self._written += len(batch)
+                    self._failure = None
+                    self._cond.notify_all()
+            last = time.monotonic()

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from balise.domain.errors import BaliseError
+from balise.domain.journal import JsonValue
 from balise.domain.relay import (
     AllowedService,
     HttpHead,
@@ -26,7 +27,7 @@ from balise.domain.relay import (
     forward_head,
     route,
 )
-from balise.ports import Clock, Journal
+from balise.ports import Clock
 
 __all__ = [
     "JOURNAL_KIND",
@@ -34,6 +35,7 @@ __all__ = [
     "ChannelState",
     "CloseReason",
     "Relay",
+    "RequestLog",
     "UpstreamChannel",
     "error_answer",
 ]
@@ -56,6 +58,20 @@ class UpstreamChannel(Protocol):
     def exchange(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, HttpHead]: ...
 
     def close(self) -> None: ...
+
+
+class RequestLog(Protocol):
+    """Where the relay journals (the journal port; on the box its group commit,
+    balise.adapters.journal.GroupCommitJournal: one entry per request, committed together)."""
+
+    def append(
+        self,
+        kind: str,
+        subject: str = "",
+        details: Mapping[str, JsonValue] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> object: ...
 
 
 class CardLogin(Protocol):
@@ -107,7 +123,7 @@ class Relay:
         channel_for: Callable[[AllowedService], UpstreamChannel],
         login: CardLogin,
         practitioner: str,
-        journal: Journal,
+        journal: RequestLog,
         clock: Clock,
         idle_seconds: float,
         card_present: Callable[[], bool],
