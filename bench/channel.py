@@ -5,40 +5,53 @@ relay's TLS channel to a loopback HTTPS service that requires a client certifica
 IGC-Santé chain), against the same 200 requests sent directly on one reused client TLS connection
 holding the practitioner's key in a file.
 
+Three processes, as on the box: the service, the relay (its own process, as
+``balise.app.relay_main`` runs it, wired by the same ``balise.app.relay.serve_relay`` with the
+box's REAL journal: SQLite, every request journaled, its entries committed together), and this
+one, the practice software, which sends one relayed request then one direct request, in turn, so
+that the machine's other load weighs on both alike.
+
 - card operations used: the relay's full handshakes (each one signature by the card; target 1
   for the whole run); with ``--card``, the relay's key is the SoftHSM2 card's through
   pkcs11-provider (Debian 13, the box) and C_Login / C_SignInit are counted by pkcs11-spy;
   without it (Debian 12: no provider) the relay's key is the same file, said in the output;
 - each card operation held to 250 ms (a CPS card's RSA-2048 signature): added once per handshake;
 - the relay's cost per request against the direct connection, channel opening excluded (both
-  open theirs on the first request): target <= 1.3x.
+  open theirs on the first request): target <= 1.3x. The mean decides; the median is shown too.
+- ``--commit-every-request``: the relay's journal commits each entry alone (one fsync per
+  request), to show what the group commit saves;
+- ``--profile FILE``: the relay process runs under cProfile, its statistics written to FILE.
 
-Usage: .venv/bin/python bench/channel.py [--requests 200] [--card]
+Usage: .venv/bin/python bench/channel.py [--requests 200] [--card] [--commit-every-request]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import os
 import re
 import socket
 import ssl
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from balise.adapters import card_tls
-from balise.adapters.clock import SystemClock
-from balise.adapters.relay_server import RelayServer
-from balise.domain.relay import AllowedService
-from balise.services.relay import CardLogin, Relay, error_answer
-from balise.sim.pki import TestPKI, build_pki
 
 CARD_SECONDS = 0.25
 PIN = "735921"
 SPY = Path("/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so")
+TOKEN = "CPS-BENCH"
+
+
+# --- the online service (its own process) --------------------------------------------------
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -58,25 +71,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
 
-def _service(pki: TestPKI) -> tuple[http.server.ThreadingHTTPServer, int]:
-    cert = pki.issue_tls_server("bench-service", ["127.0.0.1"])
+def _service_main(conf: dict[str, str]) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert.cert_pem, cert.key_pem)
+    context.load_cert_chain(conf["cert"], conf["key"])
     context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cafile=str(pki.chain_pem))
+    context.load_verify_locations(cafile=conf["chain"])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+    print(server.server_address[1], flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    server.shutdown()
 
 
-class _Journal:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def append(self, kind: str, subject: str = "", details: object = None, **_: object) -> None:
-        self.count += 1
+# --- the relay (its own process) -------------------------------------------------------------
 
 
 class _Login:
@@ -105,149 +114,19 @@ def _card_speed_connect(addr: tuple[str, int], timeout: float) -> socket.socket:
     return socket.create_connection(addr, timeout=timeout)
 
 
-def _timed_requests(sock: socket.socket, target: str, n: int, body: bytes) -> list[float]:
-    """``n`` requests on one kept connection, each read to its end; the same client code for
-    the relay (unix socket) and for the direct connection (TLS), so only the path differs."""
-    stream = sock.makefile("rb")
-    head = f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        sock.sendall(head.encode() + body)
-        length = 0
-        while (line := stream.readline(65536)) != b"\r\n":
-            if not line:
-                raise ConnectionError("closed")
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        stream.read(length)
-        times.append(time.perf_counter() - start)
-    stream.close()
-    sock.close()
-    return times
-
-
-def _practice_requests(path: Path, n: int, body: bytes) -> list[float]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(str(path))
-    return _timed_requests(sock, "/visio/droits", n, body)
-
-
-def _direct_requests(pki: TestPKI, port: int, n: int, body: bytes) -> list[float]:
-    context = card_tls.card_context(
-        roots_pem=[pki.root_pem.read_text()],
-        cert_chain=pki.practitioner.authentication.cert_pem,
-        key=pki.practitioner.authentication.key_pem,
-    )
-    start = time.perf_counter()
-    raw = _card_speed_connect(("127.0.0.1", port), 30)  # the same card time for its handshake
-    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-    opening = time.perf_counter() - start
-    times = _timed_requests(sock, "/api/droits", n, body)
-    times[0] += opening
-    return times
-
-
-def main(n: int, card: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
-        base = Path(tmp)
-        pki = build_pki(base / "pki")
-        server, port = _service(pki)
-        service = AllowedService("visio", "127.0.0.1", port, "/api")
-        body = b'{"nir": "1850575123456", "date": "2026-12-05"}' * 4
-        spy: _SpyCounter | None = None
-        login: CardLogin
-        if card:
-            context, login, spy, what = _card_context(pki, base)
-        else:
-            chain = base / "chain.pem"
-            chain.write_bytes(
-                pki.practitioner.authentication.cert_pem.read_bytes()
-                + pki.intermediate.cert_pem.read_bytes()
-            )
-            context = card_tls.card_context(
-                roots_pem=[pki.root_pem.read_text()],
-                cert_chain=chain,
-                key=pki.practitioner.authentication.key_pem,
-            )
-            login = _Login()
-            what = "key in a FILE standing in for the card (no pkcs11-provider)"
-        channels: list[card_tls.TlsChannel] = []
-
-        def channel_for(s: AllowedService) -> card_tls.TlsChannel:
-            channels.append(
-                card_tls.TlsChannel(context, s.host, s.port, connect=_card_speed_connect)
-            )
-            return channels[-1]
-
-        relay = Relay(
-            services={"visio": service},
-            channel_for=channel_for,
-            login=login,
-            practitioner="Dr Jeanne TEST",
-            journal=_Journal(),  # type: ignore[arg-type]
-            clock=SystemClock(),
-            idle_seconds=600,
-            card_present=lambda: True,
-        )
-        sock_path = base / "relay.sock"
-        door = RelayServer(
-            sock_path, allowed_uids={os.getuid()}, handler=relay.handle, refusal=error_answer
-        )
-        door.start()
-        try:
-            relayed = _practice_requests(sock_path, n, body)
-            direct = _direct_requests(pki, port, n, body)
-        finally:
-            door.stop()
-            relay.close("stopped")
-            server.shutdown()
-        if spy is not None:
-            time.sleep(0.3)  # the spy's last lines reach the FIFO
-        relay_rest = sum(relayed[1:]) / (n - 1)
-        direct_rest = sum(direct[1:]) / (n - 1)
-        print(f"relay's key: {what}")
-        print(
-            f"card operations for {n} requests: {sum(c.handshakes for c in channels)} handshake(s)"
-            " (target 1)"
-            + (
-                f"; pkcs11-spy: C_Login {spy.counts['C_Login']}, "
-                f"C_SignInit {spy.counts['C_SignInit']}"
-                if spy is not None
-                else ""
-            )
-        )
-        print(
-            f"first request (channel opening, card held to {CARD_SECONDS * 1000:.0f} ms): "
-            f"relay {relayed[0] * 1000:.1f} ms, direct {direct[0] * 1000:.1f} ms"
-        )
-        print(
-            f"per request after it: relay {relay_rest * 1000:.3f} ms, direct (reused TLS, key in "
-            f"a file) {direct_rest * 1000:.3f} ms: {relay_rest / direct_rest:.2f}x (target <= 1.3x)"
-        )
-        print(
-            f"whole run: relay {sum(relayed) * 1000:.1f} ms (its card time included), direct "
-            f"{(sum(direct) - CARD_SECONDS) * 1000:.1f} ms (key in a file, no card time)"
-        )
-
-
-def _card_context(pki: TestPKI, base: Path) -> tuple[ssl.SSLContext, CardLogin, _SpyCounter, str]:
-    """The card's path (Debian 13): a SoftHSM2 token behind pkcs11-spy, logged in once, its
+def _card_context(conf: dict[str, str]) -> tuple[ssl.SSLContext, Any, _SpyCounter]:
+    """The card's path (Debian 13): the SoftHSM2 token behind pkcs11-spy, logged in once, its
     authentication key used by OpenSSL through pkcs11-provider."""
     import pkcs11
 
     from balise.adapters.pkcs11 import Pkcs11Signer
-    from balise.sim.softhsm import SoftHSM
 
-    hsm = SoftHSM(base / "hsm")
-    os.environ.update(hsm.env())
-    token = hsm.create_token("CPS-BENCH", pki.practitioner, pin=PIN, so_pin="87654321")
+    base = Path(conf["dir"])
     fifo = base / "spy.fifo"
     os.mkfifo(fifo, 0o600)
     spy = _SpyCounter(fifo)
     spy.start()
-    os.environ["PKCS11SPY"] = str(hsm.module)
+    os.environ["PKCS11SPY"] = conf["module"]
     os.environ["PKCS11SPY_OUTPUT"] = str(fifo)
     lib = pkcs11.lib(str(SPY))
     provider = card_tls.find_provider()
@@ -255,20 +134,267 @@ def _card_context(pki: TestPKI, base: Path) -> tuple[ssl.SSLContext, CardLogin, 
         raise SystemExit("pkcs11-provider absent: --card runs on Debian 13 (the box)")
     (base / "p11.cnf").write_text(card_tls.provider_config(provider, SPY))
     card_tls.load_provider(base / "p11.cnf")
-    login = Pkcs11Signer(lib, token_label="CPS-BENCH").login(
+    login = Pkcs11Signer(lib, token_label=TOKEN).login(
         bytearray(PIN.encode()), allowed_signatures=0
     )
-    auth = card_tls.card_auth_certificate(lib, token.serial)
+    auth = card_tls.card_auth_certificate(lib, conf["serial"])
     chain, ref = base / "card-chain.pem", base / "card-key.pem"
     chain.write_text(auth.chain_pem())
-    ref.write_text(card_tls.key_reference_pem(card_tls.key_uri(token.serial, auth.key_id)))
-    context = card_tls.card_context(roots_pem=[pki.root_pem.read_text()], cert_chain=chain, key=ref)
-    return context, login, spy, "SoftHSM2 card through pkcs11-provider (pkcs11-spy counting)"
+    ref.write_text(card_tls.key_reference_pem(card_tls.key_uri(conf["serial"], auth.key_id)))
+    context = card_tls.card_context(
+        roots_pem=[Path(conf["root"]).read_text()], cert_chain=chain, key=ref
+    )
+    return context, login, spy
+
+
+def _relay_main(conf: dict[str, str]) -> None:
+    from balise.adapters.clock import SystemClock
+    from balise.adapters.journal import SqliteJournal
+    from balise.adapters.store import Store
+    from balise.app.relay import serve_relay
+    from balise.domain.relay import AllowedService
+    from balise.services.relay import JOURNAL_KIND, CardLogin
+
+    spy: _SpyCounter | None = None
+    login: CardLogin
+    if conf.get("serial"):
+        context, login, spy = _card_context(conf)
+    else:
+        context = card_tls.card_context(
+            roots_pem=[Path(conf["root"]).read_text()],
+            cert_chain=Path(conf["chain"]),
+            key=Path(conf["key"]),
+        )
+        login = _Login()
+    data = Path(conf["data"])
+    data.mkdir()
+    store = Store(data)
+    clock = SystemClock()
+    journal = SqliteJournal(store, clock, "relay")
+    channels: list[card_tls.TlsChannel] = []
+
+    def channel_for(s: AllowedService) -> card_tls.TlsChannel:
+        channels.append(card_tls.TlsChannel(context, s.host, s.port, connect=_card_speed_connect))
+        return channels[-1]
+
+    class _EveryRequest:  # --commit-every-request: the journal's own append, one commit each
+        append = journal.append
+
+    profile = None
+    if conf.get("profile"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        threading.setprofile(lambda *_: profile.enable())  # the relay's own threads too
+        profile.enable()
+    card = serve_relay(
+        services={"visio": AllowedService("visio", "127.0.0.1", int(conf["port"]), "/api")},
+        channel_for=channel_for,
+        login=login,
+        practitioner="Dr Jeanne TEST",
+        journal=_EveryRequest() if conf.get("every") else journal,
+        clock=clock,
+        idle_seconds=600,
+        card_present=lambda: True,
+        socket_path=Path(conf["socket"]),
+        allowed_uids={os.getuid()},
+    )
+    print("ready", flush=True)
+    sys.stdin.read()  # until the bench closes our stdin: the practitioner closes the channel
+    card.close("practitioner")
+    if profile is not None:
+        threading.setprofile(None)
+        profile.disable()
+        profile.dump_stats(conf["profile"])
+    if spy is not None:
+        time.sleep(0.3)  # the spy's last lines reach the FIFO
+    kinds = [e.kind for e in journal.entries()]
+    print(
+        json.dumps(
+            {
+                "handshakes": sum(c.handshakes for c in channels),
+                "journaled": kinds.count(JOURNAL_KIND),
+                "entries": len(kinds),
+                "chain_ok": journal.verify().ok,
+                "spy": None if spy is None else spy.counts,
+            }
+        ),
+        flush=True,
+    )
+    store.close()
+
+
+# --- the practice software (this process) ----------------------------------------------------
+
+
+class _Client:
+    """Requests on one kept connection, each read to its end; the same client code for the relay
+    (unix socket) and for the direct connection (TLS), so only the path differs."""
+
+    def __init__(self, sock: socket.socket, target: str, body: bytes) -> None:
+        self.sock, self.stream = sock, sock.makefile("rb")
+        head = f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.request = head.encode() + body
+
+    def one(self) -> float:
+        start = time.perf_counter()
+        self.sock.sendall(self.request)
+        length = 0
+        while (line := self.stream.readline(65536)) != b"\r\n":
+            if not line:
+                raise ConnectionError("closed")
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        self.stream.read(length)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+
+def _child(role: str, conf: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--role", role, json.dumps(conf)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"a bench process ended early (exit {proc.wait()})")
+    return line.strip()
+
+
+def _end(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def main(n: int, card: bool, every: bool, profile: str | None) -> None:
+    from balise.sim.pki import build_pki
+
+    with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
+        base = Path(tmp)
+        pki = build_pki(base / "pki")
+        server_cert = pki.issue_tls_server("bench-service", ["127.0.0.1"])
+        service = _child(
+            "service",
+            {
+                "cert": str(server_cert.cert_pem),
+                "key": str(server_cert.key_pem),
+                "chain": str(pki.chain_pem),
+            },
+        )
+        port = int(_line(service))
+        chain = base / "chain.pem"
+        chain.write_bytes(
+            pki.practitioner.authentication.cert_pem.read_bytes()
+            + pki.intermediate.cert_pem.read_bytes()
+        )
+        conf = {
+            "root": str(pki.root_pem),
+            "chain": str(chain),
+            "key": str(pki.practitioner.authentication.key_pem),
+            "port": str(port),
+            "socket": str(base / "relay.sock"),
+            "data": str(base / "data"),
+            "dir": tmp,
+            "every": "1" if every else "",
+            "profile": profile or "",
+        }
+        if card:
+            from balise.sim.softhsm import SoftHSM
+
+            hsm = SoftHSM(base / "hsm")
+            os.environ.update(hsm.env())
+            token = hsm.create_token(TOKEN, pki.practitioner, pin=PIN, so_pin="87654321")
+            conf.update(serial=token.serial, module=str(hsm.module))
+        relay = _child("relay", conf)
+        try:
+            if _line(relay) != "ready":
+                raise SystemExit("the relay did not start")
+            body = b'{"nir": "1850575123456", "date": "2026-12-05"}' * 4
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix.settimeout(30)
+            unix.connect(conf["socket"])
+            relayed_client = _Client(unix, "/visio/droits", body)
+            context = card_tls.card_context(
+                roots_pem=[pki.root_pem.read_text()],
+                cert_chain=pki.practitioner.authentication.cert_pem,
+                key=pki.practitioner.authentication.key_pem,
+            )
+            relayed, direct = [relayed_client.one()], []
+            start = time.perf_counter()
+            raw = _card_speed_connect(("127.0.0.1", port), 30)  # the same card time
+            direct_client = _Client(
+                context.wrap_socket(raw, server_hostname="127.0.0.1"), "/api/droits", body
+            )
+            opening = time.perf_counter() - start
+            direct.append(direct_client.one() + opening)
+            for _ in range(n - 1):
+                relayed.append(relayed_client.one())
+                direct.append(direct_client.one())
+            relayed_client.close()
+            direct_client.close()
+        finally:
+            result = json.loads(_end(relay).strip().splitlines()[-1])
+            _end(service)
+    _report(n, card, every, relayed, direct, result)
+
+
+def _report(
+    n: int, card: bool, every: bool, relayed: list[float], direct: list[float], result: Any
+) -> None:
+    what = (
+        "SoftHSM2 card through pkcs11-provider (pkcs11-spy counting)"
+        if card
+        else "key in a FILE standing in for the card (no pkcs11-provider)"
+    )
+    spy = result["spy"]
+    print(f"relay's key: {what}")
+    print(
+        f"card operations for {n} requests: {result['handshakes']} handshake(s) (target 1)"
+        + (f"; pkcs11-spy: C_Login {spy['C_Login']}, C_SignInit {spy['C_SignInit']}" if spy else "")
+    )
+    print(
+        f"journal (SQLite, {'one commit per request' if every else 'group commit'}): "
+        f"{result['journaled']} request entries of {n}, chain "
+        + ("verified" if result["chain_ok"] else "BROKEN")
+    )
+    print(
+        f"first request (channel opening, card held to {CARD_SECONDS * 1000:.0f} ms): "
+        f"relay {relayed[0] * 1000:.1f} ms, direct {direct[0] * 1000:.1f} ms"
+    )
+    mean_r, mean_d = statistics.fmean(relayed[1:]), statistics.fmean(direct[1:])
+    med_r, med_d = statistics.median(relayed[1:]), statistics.median(direct[1:])
+    print(
+        f"per request after it: relay {mean_r * 1000:.3f} ms, direct (reused TLS, key in a file) "
+        f"{mean_d * 1000:.3f} ms: {mean_r / mean_d:.2f}x (target <= 1.3x); medians "
+        f"{med_r * 1000:.3f} / {med_d * 1000:.3f} ms: {med_r / med_d:.2f}x"
+    )
+    print(
+        f"whole run: relay {sum(relayed) * 1000:.1f} ms (its card time included), direct "
+        f"{(sum(direct) - CARD_SECONDS) * 1000:.1f} ms (key in a file, no card time)"
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--card", action="store_true")
+    parser.add_argument("--commit-every-request", action="store_true")
+    parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--role", choices=["service", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("conf", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    main(max(2, args.requests), args.card)
+    if args.role == "service":
+        _service_main(json.loads(args.conf))
+    elif args.role == "relay":
+        _relay_main(json.loads(args.conf))
+    else:
+        main(max(2, args.requests), args.card, args.commit_every_request, args.profile)
