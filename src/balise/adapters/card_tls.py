@@ -43,6 +43,7 @@ import pkcs11
 from cryptography import x509
 from pkcs11 import Attribute, ObjectClass
 
+from balise.adapters.relay_server import kernel_timeouts
 from balise.adapters.tls import client_context
 from balise.domain.card import CardNotSupported, CardRemoved
 from balise.domain.errors import ConfigError, StateError
@@ -327,6 +328,10 @@ class TlsChannel:
                 f"Service unreachable ({self.host}:{self.port}).",
             ) from exc
         try:
+            if raw.family in (socket.AF_INET, socket.AF_INET6):
+                # Each request is one write: sent at once, never held for an ACK.
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            kernel_timeouts(raw, self._timeout)
             sock = self._context.wrap_socket(raw, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:
             raw.close()
@@ -357,16 +362,22 @@ class TlsChannel:
         return data
 
     def _read_until(self, sock: ssl.SSLSocket, marker: bytes, limit: int) -> bytes:
-        while marker not in self._buffer:
+        end = self._buffer.find(marker)
+        while end < 0:
             if len(self._buffer) > limit:
                 raise RelayRefused(502, "Réponse du service trop longue.", "Answer too long.")
-            self._buffer += self._recv(sock)
-        part, _, self._buffer = self._buffer.partition(marker)
+            data = self._recv(sock)
+            self._buffer += data
+            end = self._buffer.find(marker, max(0, len(self._buffer) - len(data) - len(marker)))
+        part, self._buffer = self._buffer[:end], self._buffer[end + len(marker) :]
         return part
 
     def _read_exact(self, sock: ssl.SSLSocket, n: int) -> bytes:
         while len(self._buffer) < n:
             self._buffer += self._recv(sock)
+        if len(self._buffer) == n:
+            part, self._buffer = self._buffer, b""
+            return part
         part, self._buffer = self._buffer[:n], self._buffer[n:]
         return part
 
@@ -377,8 +388,18 @@ class TlsChannel:
             reused = self._sock is not None
             sock = self._open()
             try:
-                sock.sendall(request_head + body)
-                head_bytes = self._read_until(sock, b"\r\n\r\n", MAX_HEAD)
+                sock.sendall(request_head + body if len(body) < 65536 else request_head)
+                if len(body) >= 65536:
+                    sock.sendall(body)  # a large body is not copied behind its head
+                end = self._buffer.find(b"\r\n\r\n")
+                while end < 0:
+                    if len(self._buffer) > MAX_HEAD:
+                        raise RelayRefused(
+                            502, "Réponse du service trop longue.", "Answer too long."
+                        )
+                    data = self._recv(sock)
+                    self._buffer += data
+                    end = self._buffer.find(b"\r\n\r\n", max(0, len(self._buffer) - len(data) - 3))
             except (EOFError, OSError) as exc:
                 self.close()
                 if reused and attempt == 0:
@@ -387,10 +408,24 @@ class TlsChannel:
                     "La connexion au service s'est interrompue.",
                     "The connection to the service was interrupted.",
                 ) from exc
+            except RelayRefused:
+                self.close()
+                raise
             break
         try:
-            head = parse_head(head_bytes, request=False)
-            answer = self._read_body(sock, head, method)
+            head = parse_head(self._buffer[:end], request=False)
+            kind, length = response_body_kind(head, method)
+            if kind == "length" and len(self._buffer) >= end + 4 + length:
+                # The whole answer is here (the usual case): passed on as one slice.
+                total = end + 4 + length
+                if len(self._buffer) == total:
+                    answer, self._buffer = self._buffer, b""
+                else:
+                    answer, self._buffer = self._buffer[:total], self._buffer[total:]
+            else:
+                head_bytes = self._buffer[: end + 4]
+                self._buffer = self._buffer[end + 4 :]
+                answer = head_bytes + self._read_body(sock, kind, length)
         except (EOFError, OSError) as exc:
             self.close()
             raise ChannelBroken(
@@ -401,13 +436,11 @@ class TlsChannel:
             self.close()
             raise
         self.last_used = time.monotonic()
-        connection = (head.get("connection") or "").lower()
-        if "close" in connection or head.first[0] == "HTTP/1.0":
+        if head.first[0] == "HTTP/1.0" or "close" in (head.get("connection") or "").lower():
             self.close()
-        return head_bytes + b"\r\n\r\n" + answer, head
+        return answer, head
 
-    def _read_body(self, sock: ssl.SSLSocket, head: HttpHead, method: str) -> bytes:
-        kind, length = response_body_kind(head, method)
+    def _read_body(self, sock: ssl.SSLSocket, kind: str, length: int) -> bytes:
         if kind == "none":
             return b""
         if kind == "length":

@@ -8,7 +8,8 @@ forwards a local port to it). Anyone else on the LAN has no socket to talk to; a
 another account is refused before a byte is read.
 
 Each connection carries plain HTTP/1.1 requests (kept alive); each request's head is read with
-bounds, its body by its Content-Length, and the answer comes from :class:`Relay.handle`."""
+bounds and parsed once, its body by its Content-Length, and the answer comes from the handler
+(:meth:`Relay.respond`), sent as it is."""
 
 from __future__ import annotations
 
@@ -17,18 +18,22 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final
 
 from balise.domain.relay import MAX_BODY, MAX_HEAD, HttpHead, RelayRefused, parse_head
 
-__all__ = ["RelayServer", "peer_uid"]
+__all__ = ["RelayServer", "kernel_timeouts", "peer_uid"]
 
 _MAX_CONNECTIONS: Final = 16
 _CLIENT_TIMEOUT_S: Final = 120.0
+_FINISH_S: Final = 2.0
 
-Handler = Callable[[HttpHead, bytes], bytes]
+# The answer to send, or the answer and what the handler does once it is sent (its journal
+# entry: off the path between the request and its answer).
+Handler = Callable[[HttpHead, bytes], bytes | tuple[bytes, Callable[[], object]]]
 Refusal = Callable[[int, str], bytes]
 
 
@@ -61,6 +66,7 @@ class RelayServer:
         self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         self._stopping = threading.Event()
         self._clients: set[socket.socket] = set()
+        self._serving: set[threading.Thread] = set()  # under _clients_lock
         self._clients_lock = threading.Lock()
 
     def start(self) -> None:
@@ -92,6 +98,13 @@ class RelayServer:
                 client.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
+        # The requests being answered finish (their journal entries with them), briefly.
+        deadline = time.monotonic() + _FINISH_S
+        with self._clients_lock:
+            serving = list(self._serving)
+        for thread in serving:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -115,16 +128,20 @@ class RelayServer:
                     conn.sendall(self._refusal(503, "Trop de connexions au relais."))
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self._clients_lock:
+                self._serving.add(thread)
+            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with self._clients_lock:
             self._clients.add(conn)
         try:
-            conn.settimeout(_CLIENT_TIMEOUT_S)
+            kernel_timeouts(conn, _CLIENT_TIMEOUT_S)
             buffer = b""
             while not self._stopping.is_set():
-                while b"\r\n\r\n" not in buffer:
+                end = buffer.find(b"\r\n\r\n")
+                while end < 0:
                     if len(buffer) > MAX_HEAD:
                         conn.sendall(self._refusal(431, "En-têtes trop longs."))
                         return
@@ -132,22 +149,34 @@ class RelayServer:
                     if not data:
                         return
                     buffer += data
-                head_bytes, _, buffer = buffer.partition(b"\r\n\r\n")
+                    end = buffer.find(b"\r\n\r\n", max(0, len(buffer) - len(data) - 3))
                 try:
-                    head = parse_head(head_bytes, request=True)
+                    head = parse_head(buffer[:end], request=True)
                     length = head.content_length() or 0
                 except RelayRefused as refused:
                     conn.sendall(self._refusal(refused.status, refused.fr))
                     return  # framing unknown after a bad head: the connection cannot go on
+                buffer = buffer[end + 4 :]
                 while len(buffer) < length:
                     data = conn.recv(min(65536, MAX_BODY))
                     if not data:
                         return
                     buffer += data
-                body, buffer = buffer[:length], buffer[length:]
-                conn.sendall(self._handler(head, body))
-                if (head.get("connection") or "").lower() == "close" or head.first[2] == (
-                    "HTTP/1.0"
+                if len(buffer) == length:
+                    body, buffer = buffer, b""
+                else:
+                    body, buffer = buffer[:length], buffer[length:]
+                result = self._handler(head, body)
+                if isinstance(result, tuple):
+                    answer, then = result
+                    try:
+                        conn.sendall(answer)
+                    finally:
+                        then()  # the handler's bookkeeping, once the answer is on its way
+                else:
+                    conn.sendall(result)
+                if head.first[2] == "HTTP/1.0" or (
+                    (head.get("connection") or "").lower() == "close"
                 ):
                     return
         except (OSError, RelayRefused):
@@ -155,5 +184,17 @@ class RelayServer:
         finally:
             with self._clients_lock:
                 self._clients.discard(conn)
+                self._serving.discard(threading.current_thread())
             conn.close()
             self._slots.release()
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Blocking ``sock`` whose reads and writes give up after ``seconds`` (OSError), timed by
+    the kernel (SO_RCVTIMEO, SO_SNDTIMEO): one system call per wait, where Python's own
+    timeout (``settimeout``) polls first, then reads — two, on every request."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)

@@ -45,6 +45,7 @@ JOURNAL_KIND = "relay_request"
 CloseReason = Literal["card_pulled", "idle", "practitioner", "stopped"]
 JOURNAL_OPEN = "relay_open"
 JOURNAL_CLOSE = "relay_close"
+_SETTLE_S = 2.0  # how long a close waits for the entries of answers being sent
 
 
 class UpstreamChannel(Protocol):
@@ -140,6 +141,9 @@ class Relay:
         self._channels: dict[str, UpstreamChannel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in services}
         self._state_lock = threading.Lock()
+        # Answers whose journal entry is not appended yet (see respond): close() waits for them.
+        self._unjournaled = 0
+        self._journaled = threading.Condition(self._state_lock)
         self._practitioner = practitioner
         self._since = clock.now()
         self._last_used = monotonic()
@@ -181,6 +185,8 @@ class Relay:
         for channel in channels:
             channel.close()
         login.close()
+        with self._state_lock:  # the entries of the answers sent just before, then the close
+            self._journaled.wait_for(lambda: self._unjournaled == 0, _SETTLE_S)
         self._journal.append(
             JOURNAL_CLOSE,
             self._practitioner,
@@ -201,23 +207,38 @@ class Relay:
 
     def handle(self, head: HttpHead, body: bytes) -> bytes:
         """Forward one parsed request from the practice software and return the answer to send
-        back: the service's answer byte for byte, or the relay's own refusal."""
+        back: the service's answer byte for byte, or the relay's own refusal; journaled."""
+        answer, journal_it = self.respond(head, body)
+        journal_it()
+        return answer
+
+    def respond(self, head: HttpHead, body: bytes) -> tuple[bytes, Callable[[], object]]:
+        """:meth:`handle` in two steps: the answer to send back, and its journal entry (timed
+        already) to append once the answer is on its way — the entry's cost kept off the path
+        between the request and its answer. Every request gets its entry: call it, even when the
+        answer could not be sent; :meth:`close` waits for it (a little) before its own entry."""
         started = self._monotonic()
         name = head.first[1][1:].partition("/")[0].partition("?")[0][:40]
+        size = len(body)
         try:
             service, target = route(head, self._services)
         except RelayRefused as refused:
-            self._record(name, head, len(body), refused.status, 0, started, refused=True)
-            return error_answer(refused.status, refused.fr)
+            return self._done(name, head, size, refused.status, b"", started, refused.fr)
         if self._login is None:
-            self._record(name, head, len(body), 503, 0, started, refused=True)
-            return error_answer(
-                503, "Canal de la carte fermé : ouvrez-le sur le boîtier (code de la carte)."
+            return self._done(
+                name,
+                head,
+                size,
+                503,
+                b"",
+                started,
+                "Canal de la carte fermé : ouvrez-le sur le boîtier (code de la carte).",
             )
         if not self._card_present():
             self.close("card_pulled")
-            self._record(name, head, len(body), 503, 0, started, refused=True)
-            return error_answer(503, "Carte retirée : le canal est fermé.")
+            return self._done(
+                name, head, size, 503, b"", started, "Carte retirée : le canal est fermé."
+            )
         with self._locks[service.name]:
             channel = self._channels.get(service.name)
             if channel is None:
@@ -226,44 +247,49 @@ class Relay:
                     self._channels[service.name] = channel
             try:
                 answer, answer_head = channel.exchange(
-                    forward_head(head, service, target, len(body)), body, head.first[0]
+                    forward_head(head, service, target, size), body, head.first[0]
                 )
             except RelayRefused as refused:
-                self._record(name, head, len(body), refused.status, 0, started, refused=True)
-                return error_answer(refused.status, refused.fr)
+                return self._done(name, head, size, refused.status, b"", started, refused.fr)
             except BaliseError as exc:
-                self._record(name, head, len(body), 502, 0, started, refused=True)
-                return error_answer(502, exc.fr)
-        status = int(answer_head.first[1])
+                return self._done(name, head, size, 502, b"", started, exc.fr)
         with self._state_lock:
             self._requests += 1
             self._last_used = self._monotonic()
-        self._record(name, head, len(body), status, len(answer), started, refused=False)
-        return answer
+        return self._done(name, head, size, int(answer_head.first[1]), answer, started, None)
 
-    def _record(
+    def _done(
         self,
         name: str,
         head: HttpHead,
         request_size: int,
         status: int,
-        answer_size: int,
+        answer: bytes,
         started: float,
-        *,
-        refused: bool,
-    ) -> None:
-        # Sizes and the status only: never a body, a header value or the query string.
-        self._journal.append(
-            JOURNAL_KIND,
-            name,
-            {
-                "service": name,
-                "method": head.first[0],
-                "status": status,
-                "request_bytes": request_size,
-                "answer_bytes": answer_size,
-                "duration_ms": round((self._monotonic() - started) * 1000),
-                "by_relay": refused,
-            },
-            actor="relay",
-        )
+        refusal: str | None,
+    ) -> tuple[bytes, Callable[[], object]]:
+        """The answer (the service's, or the relay's own ``refusal`` with ``status``) and its
+        journal entry: sizes and the status only, never a body, a header value or the query."""
+        if refusal is not None:
+            answer = error_answer(status, refusal)
+        details: dict[str, JsonValue] = {
+            "service": name,
+            "method": head.first[0],
+            "status": status,
+            "request_bytes": request_size,
+            "answer_bytes": 0 if refusal is not None else len(answer),
+            "duration_ms": round((self._monotonic() - started) * 1000),
+            "by_relay": refusal is not None,
+        }
+        with self._state_lock:
+            self._unjournaled += 1
+
+        def journal_it() -> None:
+            try:
+                self._journal.append(JOURNAL_KIND, name, details, actor="relay")
+            finally:
+                with self._state_lock:
+                    self._unjournaled -= 1
+                    self._journaled.notify_all()
+
+        return answer, journal_it
