@@ -20,9 +20,13 @@ that the machine's other load weighs on both alike.
   open theirs on the first request): target <= 1.3x. The mean decides; the median is shown too.
 - ``--commit-every-request``: the relay's journal commits each entry alone (one fsync per
   request), to show what the group commit saves;
-- ``--profile FILE``: the relay process runs under cProfile, its statistics written to FILE.
+- ``--profile FILE``: the relay process runs under cProfile, its statistics written to FILE;
+- ``--floor``: a third path, interleaved with the two others: a process that only copies bytes
+  between the same unix socket and the same TLS connection — what any relay in its own process
+  costs at least on this machine (its extra hop: two more wake-ups per request).
 
 Usage: .venv/bin/python bench/channel.py [--requests 200] [--card] [--commit-every-request]
+       [--floor] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -224,6 +228,38 @@ def _relay_main(conf: dict[str, str]) -> None:
     store.close()
 
 
+# --- the floor: a process that only copies bytes (--floor) -------------------------------------
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+
+
+def _pump_main(conf: dict[str, str]) -> None:
+    """What any relay in its own process costs at least: the same unix socket in, the same TLS
+    connection out (same key, same card time), and nothing but bytes copied both ways — no
+    parsing, no allow-list, no journal."""
+    context = card_tls.card_context(
+        roots_pem=[Path(conf["root"]).read_text()],
+        cert_chain=Path(conf["chain"]),
+        key=Path(conf["key"]),
+    )
+    door = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    door.bind(conf["pump"])
+    door.listen(1)
+    print("ready", flush=True)
+    conn, _ = door.accept()
+    raw = _card_speed_connect(("127.0.0.1", int(conf["port"])), 30)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    upstream = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+    _pump(conn, upstream)
+
+
 # --- the practice software (this process) ----------------------------------------------------
 
 
@@ -275,7 +311,7 @@ def _end(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def main(n: int, card: bool, every: bool, profile: str | None) -> None:
+def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> None:
     from balise.sim.pki import build_pki
 
     with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
@@ -306,6 +342,7 @@ def main(n: int, card: bool, every: bool, profile: str | None) -> None:
             "dir": tmp,
             "every": "1" if every else "",
             "profile": profile or "",
+            "pump": str(base / "pump.sock"),
         }
         if card:
             from balise.sim.softhsm import SoftHSM
@@ -328,6 +365,17 @@ def main(n: int, card: bool, every: bool, profile: str | None) -> None:
                 cert_chain=pki.practitioner.authentication.cert_pem,
                 key=pki.practitioner.authentication.key_pem,
             )
+            pumped: list[float] = []
+            pump_client = None
+            if floor:
+                pump = _child("pump", conf)
+                if _line(pump) != "ready":
+                    raise SystemExit("the byte pump did not start")
+                to_pump = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                to_pump.settimeout(30)
+                to_pump.connect(conf["pump"])
+                pump_client = _Client(to_pump, "/api/droits", body)
+                pumped.append(pump_client.one())
             relayed, direct = [relayed_client.one()], []
             start = time.perf_counter()
             raw = _card_speed_connect(("127.0.0.1", port), 30)  # the same card time
@@ -339,12 +387,24 @@ def main(n: int, card: bool, every: bool, profile: str | None) -> None:
             for _ in range(n - 1):
                 relayed.append(relayed_client.one())
                 direct.append(direct_client.one())
+                if pump_client is not None:
+                    pumped.append(pump_client.one())
             relayed_client.close()
             direct_client.close()
+            if pump_client is not None:
+                pump_client.close()
+                pump.wait(30)
         finally:
             result = json.loads(_end(relay).strip().splitlines()[-1])
             _end(service)
     _report(n, card, every, relayed, direct, result)
+    if pumped:
+        mean_p, med_p = statistics.fmean(pumped[1:]), statistics.median(pumped[1:])
+        print(
+            f"floor, a process copying bytes only (no parsing, no journal): {mean_p * 1000:.3f} ms"
+            f": {mean_p / statistics.fmean(direct[1:]):.2f}x; median "
+            f"{med_p / statistics.median(direct[1:]):.2f}x"
+        )
 
 
 def _report(
@@ -389,12 +449,15 @@ if __name__ == "__main__":
     parser.add_argument("--card", action="store_true")
     parser.add_argument("--commit-every-request", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
-    parser.add_argument("--role", choices=["service", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--role", choices=["service", "relay", "pump"], help=argparse.SUPPRESS)
     parser.add_argument("conf", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "service":
         _service_main(json.loads(args.conf))
     elif args.role == "relay":
         _relay_main(json.loads(args.conf))
+    elif args.role == "pump":
+        _pump_main(json.loads(args.conf))
     else:
-        main(max(2, args.requests), args.card, args.commit_every_request, args.profile)
+        main(max(2, args.requests), args.card, args.commit_every_request, args.profile, args.floor)
