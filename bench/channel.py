@@ -395,8 +395,9 @@ def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> N
                 pump_client.close()
                 pump.wait(30)
         finally:
-            result = json.loads(_end(relay).strip().splitlines()[-1])
+            said = _end(relay)  # the relay's figures, once the practitioner closed it
             _end(service)
+        result = json.loads(said.strip().splitlines()[-1])
     _report(n, card, every, relayed, direct, result)
     if pumped:
         mean_p, med_p = statistics.fmean(pumped[1:]), statistics.median(pumped[1:])
