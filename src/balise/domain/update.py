@@ -93,7 +93,7 @@ class UpdatePolicy:
     """What the root helper asks before it looks for an update."""
 
     hold: bool  # keep the running version: install nothing (unless allowed)
-    allow: str | None  # a version the technician allowed explicitly (an older one is refused by the root helper)
+    allow: str | None  # allowed by the technician (never an older one: balise-update)
     running: str
 
 

@@ -65,7 +65,7 @@ class BoxSettings:
     has_technician_passphrase: bool
     has_recovery_passphrase: bool
     update_hold: bool  # the technician keeps the running version
-    update_allow: str | None  # a version allowed explicitly (never older than the running one: the root helper refuses going back)
+    update_allow: str | None  # allowed explicitly (the root helper refuses an older one)
 
     @property
     def production(self) -> bool:
