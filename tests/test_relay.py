@@ -39,7 +39,13 @@ from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
 from balise.domain.relay import AllowedService, parse_allow_list
 from balise.services.crl import issuer_key
-from balise.services.relay import JOURNAL_KIND, ChannelState, Relay, error_answer
+from balise.services.relay import (
+    CARD_CHECK_S,
+    JOURNAL_KIND,
+    ChannelState,
+    Relay,
+    error_answer,
+)
 from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
 from balise.sim.softhsm import SoftHSM
@@ -57,6 +63,7 @@ SECRET_BODY = b"NIR=1850575123456;MUTUELLE-CONFIDENTIELLE"
 @dataclass
 class Seen:
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # (path, CN, body)
+    headers: list[list[tuple[str, str]]] = field(default_factory=list)  # each request's, in order
     connections: set[int] = field(default_factory=set)
 
 
@@ -73,6 +80,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         cn = dict(x[0] for x in peer["subject"]).get("commonName", "") if peer else ""
         seen: Seen = self.server.seen  # type: ignore[attr-defined]
         seen.requests.append((self.path, cn, body))
+        seen.headers.append(list(self.headers.items()))
         seen.connections.add(id(self.connection))
         answer = json.dumps({"path": self.path, "cn": cn, "got": len(body)}).encode()
         self.send_response(200 if not self.path.endswith("/missing") else 404)
@@ -171,6 +179,11 @@ class Card:
     def __init__(self) -> None:
         self.present = True
         self.logged_out = False
+        self.asked = 0  # how many times the relay asked whether the card is there
+
+    def is_present(self) -> bool:
+        self.asked += 1
+        return self.present
 
     def close(self) -> None:
         self.logged_out = True
@@ -224,7 +237,7 @@ def _box(
         journal=journal,
         clock=FixedClock(TEST_NOW),
         idle_seconds=600,
-        card_present=lambda: card.present,
+        card_present=card.is_present,
         monotonic=lambda: ticks[0],
     )
     path = (socket_dir or tmp) / "relay.sock"
@@ -602,13 +615,128 @@ def test_card_pulled_mid_session_closes_everything(
     box: Box, practice: PracticeSoftware, service: Service
 ) -> None:
     assert _status(practice.send("GET", "/visio/a")) == 200
-    box.card.present = False  # FAKE: the card watcher's "removed" (pcscd in the kiosk)
+    box.card.present = False  # FAKE: the card pulled (pcscd's "removed" on the box)
+    box.ticks[0] += CARD_CHECK_S  # the request path's last look at the card is this old
     answer = practice.send("GET", "/visio/b")
     assert _status(answer) == 503
     assert "Carte retirée" in _body(answer).decode()
     assert box.card.logged_out
     assert box.relay.state().closed_because == "card_pulled"
     assert len(service.seen.requests) == 1
+    assert _status(practice.send("GET", "/visio/c")) == 503  # and it stays closed
+    assert len(service.seen.requests) == 1
+
+
+def test_card_pulled_without_a_request_closes_by_the_watchdog(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    assert _status(practice.send("GET", "/visio/a")) == 200
+    box.card.present = False
+    box.relay.check()  # the relay's watchdog, every second (app.relay.serve_relay)
+    state = box.relay.state()
+    assert (state.open, state.closed_because) == (False, "card_pulled")
+    assert box.card.logged_out
+    assert not box.channels[0].is_open
+    assert _status(practice.send("GET", "/visio/b")) == 503
+    assert len(service.seen.requests) == 1
+
+
+def test_the_card_is_asked_twice_a_second_at_most_not_once_per_request(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    """On the box the question goes to the card through pcscd (milliseconds, more than a
+    relayed request): a burst of requests asks it once, the next one after CARD_CHECK_S asks
+    again, and the watchdog's own look counts as one."""
+    for i in range(20):
+        assert _status(practice.send("GET", f"/visio/burst{i}")) == 200
+    assert box.card.asked == 1
+    box.ticks[0] += CARD_CHECK_S
+    assert _status(practice.send("GET", "/visio/later")) == 200
+    assert box.card.asked == 2
+    box.ticks[0] += CARD_CHECK_S
+    box.relay.check()
+    assert _status(practice.send("GET", "/visio/after-watchdog")) == 200
+    assert box.card.asked == 3
+    assert len(service.seen.requests) == 22
+
+
+def _raw(path: Path, data: bytes) -> bytes:
+    """One request sent as bytes on a new connection; the answer read to its end."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(data)
+        got = b""
+        for _ in range(1000):
+            head, sep, rest = got.partition(b"\r\n\r\n")
+            if sep:
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                if len(rest) >= length:
+                    return got
+            data = sock.recv(65536)
+            if not data:
+                return got
+            got += data
+    raise AssertionError("no whole answer")
+
+
+_GET = b"GET /visio/x HTTP/1.1\r\nHost: relay\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "words"),
+    [
+        (_GET + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400, "répété"),
+        (_GET + b"content-length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "répété"),
+        (_GET + b"A header without colon\r\n\r\n", 400, "mal formé"),
+        (_GET + b"X-Space : before the colon\r\n\r\n", 400, "mal formé"),
+        (_GET + b"X-Bare: line\nfeed\r\n\r\n", 400, "mal formé"),
+        (_GET + b"X-Nul: a\0b\r\n\r\n", 400, "mal formé"),
+        (b"BREW /visio/x HTTP/1.1\r\n\r\n", 400, "Requête HTTP mal formée"),
+        (b"GET /visio/x HTTP/2\r\n\r\n", 400, "Requête HTTP mal formée"),
+        (_GET + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", 431, "Trop"),
+        (_GET + b"X-Long: " + b"a" * (33 * 1024) + b"\r\n\r\n", 431, "trop longs"),
+        (_GET + b"Content-Length: 99999999999\r\n\r\n", 413, "trop long"),
+        (_GET + b"Content-Length: -1\r\n\r\n", 413, "mal annoncé"),
+        (_GET + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411, "morceaux"),
+    ],
+)
+def test_a_badly_framed_request_is_answered_by_the_relay_and_never_forwarded(
+    box: Box, service: Service, request_bytes: bytes, status: int, words: str
+) -> None:
+    answer = _raw(box.socket_path, request_bytes)
+    assert _status(answer) == status, answer[:200]
+    assert b"X-Balise-Relay: refused" in answer
+    assert words in _body(answer).decode()
+    assert service.seen.requests == []
+    assert box.channels == []  # no TLS opened: the card not used
+
+
+def test_the_request_reaches_the_service_with_its_own_headers_not_the_connections(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    """The practice software's headers go through as sent (blanks around the value dropped),
+    except those about its connection to the relay; the service gets its own Host."""
+    sent = (
+        "X-Visio-Case:   12 34  \r\nAccept: application/json\r\nConnection: keep-alive\r\n"
+        "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n"
+    )
+    assert _status(practice.send("POST", "/visio/rights?x=1", b"abc", sent)) == 200
+    (headers,) = service.seen.headers
+    assert headers == [
+        ("Host", f"127.0.0.1:{service.port}"),
+        ("X-Visio-Case", "12 34"),
+        ("Accept", "application/json"),
+        ("Content-Length", "3"),
+    ]
+    assert service.seen.requests == [("/api/rights?x=1", "10001234567/Dr Jeanne TEST", b"abc")]
+    # A second request on the same connection: the relay's connection went on.
+    assert _status(practice.send("GET", "/visio/again", b"", "Connection: close\r\n")) == 200
+    assert "Connection" not in dict(service.seen.headers[1])
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,16 @@ MAX_HEAD: Final = 32 * 1024  # request line / status line and headers
 MAX_BODY: Final = 16 * 1024 * 1024  # one request or answer body
 _MAX_HEADERS: Final = 100
 _NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_VERSIONS: Final = frozenset({"HTTP/1.1", "HTTP/1.0"})
+_STATUS_RE: Final = re.compile(r"[1-5][0-9][0-9]")
+# Header lines, each "token:value CRLF" with no CR, LF or NUL in the value: the whole block
+# checked by the first, the (name, value without its leading blanks) pairs read by the second.
+_FIELD_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEADER_LINES_RE: Final = re.compile(rf"(?:{_FIELD_NAME}:[^\r\n\0]*\r\n)*")
+_HEADER_RE: Final = re.compile(rf"({_FIELD_NAME}):[ \t]*([^\r\n\0]*)\r\n")
+# Headers that frame a message or name its server: given twice, the message is refused.
+_SINGLE: Final = frozenset({"content-length", "transfer-encoding", "host"})
 # Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded as received.
 HOP_BY_HOP: Final = frozenset(
     {
@@ -133,20 +141,36 @@ def parse_allow_list(lines: list[str] | tuple[str, ...]) -> dict[str, AllowedSer
     return services
 
 
-@dataclass(frozen=True, slots=True)
 class HttpHead:
     """A parsed request or response head: its first line's three parts and the headers in
-    order (names as received)."""
+    order (names as received); ``fields`` maps each lowercase name to its first value, built
+    once, so that every look-up after the parse is one dictionary read. Not to be changed once
+    made (a plain class with slots: made on every request, twice)."""
 
-    first: tuple[str, str, str]
-    headers: tuple[tuple[str, str], ...]
+    __slots__ = ("_repeated", "fields", "first", "headers")
+
+    def __init__(self, first: tuple[str, str, str], headers: tuple[tuple[str, str], ...]) -> None:
+        self.first = first
+        self.headers = headers
+        fields: dict[str, str] = {}
+        repeated: set[str] = set()
+        for name, value in headers:
+            key = name.lower()
+            if key in fields:
+                repeated.add(key)
+            else:
+                fields[key] = value
+        self.fields = fields
+        self._repeated = repeated & _SINGLE if repeated else repeated
+
+    def __repr__(self) -> str:
+        return f"HttpHead({self.first!r}, {self.headers!r})"
 
     def get(self, name: str) -> str | None:
         wanted = name.lower()
-        found = [v for n, v in self.headers if n.lower() == wanted]
-        if len(found) > 1 and wanted in {"content-length", "transfer-encoding", "host"}:
+        if wanted in self._repeated:
             raise RelayRefused(400, f"En-tête {name} répété.", f"Header {name} repeated.")
-        return found[0] if found else None
+        return self.fields.get(wanted)
 
     def content_length(self) -> int | None:
         value = self.get("content-length")
@@ -161,19 +185,21 @@ class HttpHead:
 
 def parse_head(data: bytes, *, request: bool) -> HttpHead:
     """Parse a head (without its final blank line) received from the outside: ASCII/Latin-1
-    only, bounded, one request line or status line, then ``Name: value`` lines."""
+    only, bounded, one request line or status line, then ``Name: value`` lines (checked whole
+    by one expression, then read by another: no line split and matched one by one)."""
     if len(data) > MAX_HEAD:
         raise RelayRefused(431, "En-têtes trop longs.", "Headers too long.")
-    lines = data.decode("latin-1").split("\r\n")
-    if len(lines) - 1 > _MAX_HEADERS:
+    text = data.decode("latin-1")
+    line, sep, rest = text.partition("\r\n")
+    if rest.count("\r\n") + (1 if sep else 0) > _MAX_HEADERS:
         raise RelayRefused(431, "Trop d'en-têtes.", "Too many headers.")
-    first = lines[0].split(" ", 2)
+    first = line.split(" ", 2)
     if request:
         if (
             len(first) != 3
             or first[0] not in _METHODS
             or not first[1].startswith("/")
-            or first[2] not in {"HTTP/1.1", "HTTP/1.0"}
+            or first[2] not in _VERSIONS
         ):
             raise RelayRefused(400, "Requête HTTP mal formée.", "Malformed HTTP request.")
     else:
@@ -182,17 +208,17 @@ def parse_head(data: bytes, *, request: bool) -> HttpHead:
         if (
             len(first) != 3
             or not first[0].startswith("HTTP/1.")
-            or not re.fullmatch(r"[1-5][0-9][0-9]", first[1])
+            or not _STATUS_RE.fullmatch(first[1])
         ):
             raise RelayRefused(502, "Réponse du service mal formée.", "Malformed service answer.")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN_RE.fullmatch(name) or any(c in value for c in "\r\n\0"):
+    headers: tuple[tuple[str, str], ...] = ()
+    if sep:
+        rest += "\r\n"
+        if not _HEADER_LINES_RE.fullmatch(rest):
             status = 400 if request else 502
             raise RelayRefused(status, "En-tête HTTP mal formé.", "Malformed HTTP header.")
-        headers.append((name, value.strip(" \t")))
-    return HttpHead((first[0], first[1], first[2]), tuple(headers))
+        headers = tuple([(name, value.rstrip(" \t")) for name, value in _HEADER_RE.findall(rest)])
+    return HttpHead((first[0], first[1], first[2]), headers)
 
 
 def route(head: HttpHead, services: dict[str, AllowedService]) -> tuple[AllowedService, str]:
@@ -209,8 +235,9 @@ def route(head: HttpHead, services: dict[str, AllowedService]) -> tuple[AllowedS
             f"Service {name[:40]!r} is not on the allow-list.",
         )
     path = "/" + rest
-    if any(seg in {"..", "."} for seg in path.partition("?")[0].split("/")) or "%2e" in (
-        path.lower()
+    only = path.partition("?")[0]
+    if ("." in only and any(seg in {"..", "."} for seg in only.split("/"))) or (
+        "%" in path and "%2e" in path.lower()
     ):
         raise RelayRefused(400, "Chemin refusé.", "Path refused.")
     if head.get("transfer-encoding") is not None:

@@ -46,6 +46,11 @@ CloseReason = Literal["card_pulled", "idle", "practitioner", "stopped"]
 JOURNAL_OPEN = "relay_open"
 JOURNAL_CLOSE = "relay_close"
 _SETTLE_S = 2.0  # how long a close waits for the entries of answers being sent
+# A request trusts a check of the card younger than this instead of asking the card again: on a
+# real card behind pcscd the question (C_GetTokenInfo) can cost an exchange with the card,
+# milliseconds, many times the relay's whole work per request. A card pulled is seen by the
+# next request at most this long after, and by the watchdog (check) within its period.
+CARD_CHECK_S = 0.5
 
 
 class UpstreamChannel(Protocol):
@@ -129,6 +134,7 @@ class Relay:
         idle_seconds: float,
         card_present: Callable[[], bool],
         monotonic: Callable[[], float] = time.monotonic,
+        card_check_seconds: float = CARD_CHECK_S,
     ) -> None:
         self._services = dict(services)
         self._channel_for = channel_for
@@ -137,6 +143,8 @@ class Relay:
         self._clock = clock
         self._idle = idle_seconds
         self._card_present = card_present
+        self._card_every = card_check_seconds
+        self._card_seen = -float("inf")  # when the card was last found present (monotonic)
         self._monotonic = monotonic
         self._channels: dict[str, UpstreamChannel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in services}
@@ -198,10 +206,23 @@ class Relay:
         """Called periodically: close when the card was pulled or the channel stayed idle."""
         if self._login is None:
             return
+        now = self._monotonic()
         if not self._card_present():
             self.close("card_pulled")
-        elif self._monotonic() - self._last_used >= self._idle:
+        elif now - self._last_used >= self._idle:
             self.close("idle")
+        else:
+            self._card_seen = now
+
+    def _card_still_there(self, now: float) -> bool:
+        """The card present: asked again only when the last answer is older than
+        ``card_check_seconds`` (CARD_CHECK_S), else that answer holds."""
+        if now - self._card_seen < self._card_every:
+            return True
+        if not self._card_present():
+            return False
+        self._card_seen = now
+        return True
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -234,7 +255,7 @@ class Relay:
                 started,
                 "Canal de la carte fermé : ouvrez-le sur le boîtier (code de la carte).",
             )
-        if not self._card_present():
+        if not self._card_still_there(started):
             self.close("card_pulled")
             return self._done(
                 name, head, size, 503, b"", started, "Carte retirée : le canal est fermé."
