@@ -82,6 +82,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         seen.requests.append((self.path, cn, body))
         seen.headers.append(list(self.headers.items()))
         seen.connections.add(id(self.connection))
+        if self.path.endswith("/two-lengths"):  # a broken service: its framing is ambiguous
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
+            )
+            return
         answer = json.dumps({"path": self.path, "cn": cn, "got": len(body)}).encode()
         self.send_response(200 if not self.path.endswith("/missing") else 404)
         self.send_header("Content-Type", "application/json")
@@ -714,6 +719,20 @@ def test_a_badly_framed_request_is_answered_by_the_relay_and_never_forwarded(
     assert words in _body(answer).decode()
     assert service.seen.requests == []
     assert box.channels == []  # no TLS opened: the card not used
+
+
+def test_an_answer_framed_twice_is_refused_and_the_next_request_goes_on(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    """A service's answer with two lengths could be read two ways: the relay passes none of
+    it, answers 502 in words, drops that connection and opens a new one for what follows."""
+    answer = practice.send("GET", "/visio/two-lengths")
+    assert _status(answer) == 502
+    assert "Longueur de réponse répétée" in _body(answer).decode()
+    assert b"abc" not in answer
+    assert _status(practice.send("GET", "/visio/next")) == 200
+    assert [c.handshakes for c in box.channels] == [2]
+    assert [r["status"] for r in box.journal.requests()] == [502, 200]
 
 
 def test_the_request_reaches_the_service_with_its_own_headers_not_the_connections(

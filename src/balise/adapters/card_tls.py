@@ -32,7 +32,6 @@ import ctypes
 import ctypes.util
 import socket
 import ssl
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +52,8 @@ from balise.domain.relay import (
     HttpHead,
     RelayCode,
     RelayRefused,
+    answer_framing,
     parse_head,
-    response_body_kind,
 )
 
 if TYPE_CHECKING:
@@ -311,7 +310,6 @@ class TlsChannel:
         self._sock: ssl.SSLSocket | None = None
         self._buffer = b""
         self.handshakes = 0
-        self.last_used = time.monotonic()
 
     @property
     def is_open(self) -> bool:
@@ -382,8 +380,14 @@ class TlsChannel:
         return part
 
     def exchange(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, HttpHead]:
-        """Send one request and read its whole answer (head and body, as received, unchanged).
-        A connection the server closed while idle is opened again once (a new handshake)."""
+        """:meth:`forward`, with the answer's head parsed for its caller."""
+        answer = self.forward(request_head, body, method)[0]
+        return answer, parse_head(answer[: answer.find(b"\r\n\r\n")], request=False)
+
+    def forward(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, int]:
+        """Send one request and read its whole answer (head and body, as received, unchanged):
+        (the answer, its status). A connection the server closed while idle is opened again
+        once (a new handshake)."""
         for attempt in (0, 1):
             reused = self._sock is not None
             sock = self._open()
@@ -413,8 +417,7 @@ class TlsChannel:
                 raise
             break
         try:
-            head = parse_head(self._buffer[:end], request=False)
-            kind, length = response_body_kind(head, method)
+            status, kind, length, keep = answer_framing(self._buffer[:end], method)
             if kind == "length" and len(self._buffer) >= end + 4 + length:
                 # The whole answer is here (the usual case): passed on as one slice.
                 total = end + 4 + length
@@ -435,10 +438,9 @@ class TlsChannel:
         except RelayRefused:
             self.close()
             raise
-        self.last_used = time.monotonic()
-        if head.first[0] == "HTTP/1.0" or "close" in (head.get("connection") or "").lower():
+        if not keep:
             self.close()
-        return answer, head
+        return answer, status
 
     def _read_body(self, sock: ssl.SSLSocket, kind: str, length: int) -> bytes:
         if kind == "none":

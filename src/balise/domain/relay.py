@@ -24,10 +24,10 @@ __all__ = [
     "HttpHead",
     "RelayCode",
     "RelayRefused",
+    "answer_framing",
     "forward_head",
     "parse_allow_list",
     "parse_head",
-    "response_body_kind",
     "route",
 ]
 
@@ -43,6 +43,15 @@ _STATUS_RE: Final = re.compile(r"[1-5][0-9][0-9]")
 _FIELD_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _HEADER_LINES_RE: Final = re.compile(rf"(?:{_FIELD_NAME}:[^\r\n\0]*\r\n)*")
 _HEADER_RE: Final = re.compile(rf"({_FIELD_NAME}):[ \t]*([^\r\n\0]*)\r\n")
+# A service's answer head: status line, header lines (the block), then what frames its body.
+_ANSWER_RE: Final = re.compile(
+    rb"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: [^\r\n\0]*)?\r\n((?:"
+    + _FIELD_NAME.encode()
+    + rb":[^\r\n\0]*\r\n)*)"
+)
+_FRAMING_RE: Final = re.compile(
+    rb"^(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)\r\n", re.I | re.M
+)
 # Headers that frame a message or name its server: given twice, the message is refused.
 _SINGLE: Final = frozenset({"content-length", "transfer-encoding", "host"})
 # Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded as received.
@@ -260,17 +269,44 @@ def forward_head(head: HttpHead, service: AllowedService, target: str, body_len:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def response_body_kind(head: HttpHead, method: str) -> tuple[str, int]:
-    """How the answer's body ends: ("none", 0), ("length", n), ("chunked", 0) or ("close", 0)."""
-    status = int(head.first[1])
-    if method == "HEAD" or status < 200 or status in {204, 304}:
-        return "none", 0
-    encoding = head.get("transfer-encoding")
+def answer_framing(head: bytes, method: str) -> tuple[int, str, int, bool]:
+    """A service's answer head (without its final blank line), checked whole by one expression
+    and read for what frames it: (status, how its body ends — "none", "length", "chunked" or
+    "close" —, the body's length for "length", whether the connection may carry the next
+    request). The other headers are passed on as received, never decoded. Anything malformed,
+    repeated where it frames the body, or over the bounds: RelayRefused(502)."""
+    if len(head) > MAX_HEAD:
+        raise RelayRefused(502, "Réponse du service trop longue.", "Answer too long.")
+    found = _ANSWER_RE.fullmatch(head + b"\r\n")
+    if found is None:
+        raise RelayRefused(502, "Réponse du service mal formée.", "Malformed service answer.")
+    version, status_text, block = found.groups()
+    if block.count(b"\r\n") > _MAX_HEADERS:
+        raise RelayRefused(502, "Réponse du service trop longue.", "Answer too long.")
+    status = int(status_text)
+    keep = version != b"0"  # HTTP/1.0: one answer per connection
+    length: bytes | None = None
+    encoding: bytes | None = None
+    for name, value in _FRAMING_RE.findall(block):
+        key = name.lower()
+        if key == b"connection":
+            keep = keep and b"close" not in value.lower()
+        elif key == b"content-length":
+            if length is not None:
+                raise RelayRefused(502, "Longueur de réponse répétée.", "Answer length repeated.")
+            length = value.rstrip(b" \t")
+        else:
+            if encoding is not None:
+                raise RelayRefused(502, "Codage de réponse répété.", "Answer encoding repeated.")
+            encoding = value.rstrip(b" \t")
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return status, "none", 0, keep
     if encoding is not None:
-        if encoding.lower() != "chunked":
+        if encoding.lower() != b"chunked":
             raise RelayRefused(502, "Codage de réponse inconnu.", "Unknown answer encoding.")
-        return "chunked", 0
-    length = head.content_length()
+        return status, "chunked", 0, keep
     if length is not None:
-        return "length", length
-    return "close", 0
+        if not length.isdigit() or len(length) > 10 or int(length) > MAX_BODY:
+            raise RelayRefused(502, "Réponse trop longue ou mal annoncée.", "Bad answer length.")
+        return status, "length", int(length), keep
+    return status, "close", 0, False

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Literal, Protocol
 
 from balise.domain.errors import BaliseError
@@ -61,7 +62,7 @@ class UpstreamChannel(Protocol):
     @property
     def is_open(self) -> bool: ...
 
-    def exchange(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, HttpHead]: ...
+    def forward(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, int]: ...
 
     def close(self) -> None: ...
 
@@ -240,25 +241,24 @@ class Relay:
         answer could not be sent; :meth:`close` waits for it (a little) before its own entry."""
         started = self._monotonic()
         name = head.first[1][1:].partition("/")[0].partition("?")[0][:40]
-        size = len(body)
+        method, size = head.first[0], len(body)
         try:
             service, target = route(head, self._services)
         except RelayRefused as refused:
-            return self._done(name, head, size, refused.status, b"", started, refused.fr)
+            return self._refused(name, method, size, refused.status, started, refused.fr)
         if self._login is None:
-            return self._done(
+            return self._refused(
                 name,
-                head,
+                method,
                 size,
                 503,
-                b"",
                 started,
                 "Canal de la carte fermé : ouvrez-le sur le boîtier (code de la carte).",
             )
         if not self._card_still_there(started):
             self.close("card_pulled")
-            return self._done(
-                name, head, size, 503, b"", started, "Carte retirée : le canal est fermé."
+            return self._refused(
+                name, method, size, 503, started, "Carte retirée : le canal est fermé."
             )
         with self._locks[service.name]:
             channel = self._channels.get(service.name)
@@ -267,50 +267,51 @@ class Relay:
                 with self._state_lock:
                     self._channels[service.name] = channel
             try:
-                answer, answer_head = channel.exchange(
-                    forward_head(head, service, target, size), body, head.first[0]
+                answer, status = channel.forward(
+                    forward_head(head, service, target, size), body, method
                 )
             except RelayRefused as refused:
-                return self._done(name, head, size, refused.status, b"", started, refused.fr)
+                return self._refused(name, method, size, refused.status, started, refused.fr)
             except BaliseError as exc:
-                return self._done(name, head, size, 502, b"", started, exc.fr)
+                return self._refused(name, method, size, 502, started, exc.fr)
+        ended = self._monotonic()
         with self._state_lock:
             self._requests += 1
-            self._last_used = self._monotonic()
-        return self._done(name, head, size, int(answer_head.first[1]), answer, started, None)
+            self._last_used = ended
+            self._unjournaled += 1
+        entry = (name, method, status, size, len(answer), ended - started, False)
+        return answer, partial(self._journal_request, entry)
 
-    def _done(
-        self,
-        name: str,
-        head: HttpHead,
-        request_size: int,
-        status: int,
-        answer: bytes,
-        started: float,
-        refusal: str | None,
+    def _refused(
+        self, name: str, method: str, size: int, status: int, started: float, words: str
     ) -> tuple[bytes, Callable[[], object]]:
-        """The answer (the service's, or the relay's own ``refusal`` with ``status``) and its
-        journal entry: sizes and the status only, never a body, a header value or the query."""
-        if refusal is not None:
-            answer = error_answer(status, refusal)
-        details: dict[str, JsonValue] = {
-            "service": name,
-            "method": head.first[0],
-            "status": status,
-            "request_bytes": request_size,
-            "answer_bytes": 0 if refusal is not None else len(answer),
-            "duration_ms": round((self._monotonic() - started) * 1000),
-            "by_relay": refusal is not None,
-        }
+        """The relay's own answer (``status``, ``words``) instead of the service's."""
+        entry = (name, method, status, size, 0, self._monotonic() - started, True)
         with self._state_lock:
             self._unjournaled += 1
+        return error_answer(status, words), partial(self._journal_request, entry)
 
-        def journal_it() -> None:
-            try:
-                self._journal.append(JOURNAL_KIND, name, details, actor="relay")
-            finally:
-                with self._state_lock:
-                    self._unjournaled -= 1
+    def _journal_request(self, entry: tuple[str, str, int, int, int, float, bool]) -> None:
+        """One request's journal entry: sizes and the status only, never a body, a header
+        value or the query (built here, once the answer is on its way)."""
+        name, method, status, request_size, answer_size, seconds, by_relay = entry
+        try:
+            self._journal.append(
+                JOURNAL_KIND,
+                name,
+                {
+                    "service": name,
+                    "method": method,
+                    "status": status,
+                    "request_bytes": request_size,
+                    "answer_bytes": answer_size,
+                    "duration_ms": round(seconds * 1000),
+                    "by_relay": by_relay,
+                },
+                actor="relay",
+            )
+        finally:
+            with self._state_lock:
+                self._unjournaled -= 1
+                if not self._unjournaled:
                     self._journaled.notify_all()
-
-        return answer, journal_it
