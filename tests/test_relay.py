@@ -55,6 +55,13 @@ from tests.support.clock import TEST_NOW
 from tests.support.crl_support import make_crl
 
 SECRET_BODY = b"NIR=1850575123456;MUTUELLE-CONFIDENTIELLE"
+MIB = 1024 * 1024
+LONG = 3 * MIB
+
+
+def _long_body(start: int, end: int) -> bytes:
+    """Bytes start..end of a long answer whose every byte says where it is."""
+    return bytes((i * 7 + i // 251) % 256 for i in range(start, end))
 
 
 # --- the online service: loopback HTTPS requiring a client certificate, CRL checked ---------
@@ -64,6 +71,7 @@ SECRET_BODY = b"NIR=1850575123456;MUTUELLE-CONFIDENTIELLE"
 class Seen:
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # (path, CN, body)
     headers: list[list[tuple[str, str]]] = field(default_factory=list)  # each request's, in order
+    release: threading.Event = field(default_factory=threading.Event)  # /long's second part
     connections: set[int] = field(default_factory=set)
 
 
@@ -82,6 +90,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         seen.requests.append((self.path, cn, body))
         seen.headers.append(list(self.headers.items()))
         seen.connections.add(id(self.connection))
+        if self.path.endswith(("/long", "/cut")):  # 3 MiB in two parts / 1 of 2 MiB, then gone
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                % (LONG if self.path.endswith("/long") else 2 * MIB)
+            )
+            self.wfile.write(_long_body(0, MIB))
+            if self.path.endswith("/cut"):
+                self.close_connection = True
+                return
+            seen.release.wait(10)  # until the practice software got the first part
+            self.wfile.write(_long_body(MIB, LONG))
+            return
         if self.path.endswith("/two-lengths"):  # a broken service: its framing is ambiguous
             self.wfile.write(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
@@ -246,8 +266,8 @@ def _box(
         monotonic=lambda: ticks[0],
     )
     path = (socket_dir or tmp) / "relay.sock"
-    server = RelayServer(
-        path, allowed_uids={os.getuid()}, handler=relay.handle, refusal=error_answer
+    server = RelayServer(  # journaled before each answer is sent: the tests read it at once
+        path, allowed_uids={os.getuid()}, handler=relay.handle, refusal=error_answer, streams=True
     )
     server.start()
     try:
@@ -733,6 +753,68 @@ def test_an_answer_framed_twice_is_refused_and_the_next_request_goes_on(
     assert _status(practice.send("GET", "/visio/next")) == 200
     assert [c.handshakes for c in box.channels] == [2]
     assert [r["status"] for r in box.journal.requests()] == [502, 200]
+
+
+def _read_some(sock: socket.socket, at_least: int) -> bytes:
+    got = b""
+    for _ in range(10_000):
+        if len(got) >= at_least:
+            break
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        got += data
+    return got
+
+
+def test_a_long_answer_reaches_the_practice_software_as_it_comes(
+    box: Box, service: Service
+) -> None:
+    """3 MiB: the first MiB reaches the practice software while the service still holds the
+    rest (it sends it only once the test got the first part: a relay that waited for the
+    whole answer would stall here), unchanged, and the connection goes on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(box.socket_path))
+        sock.sendall(b"GET /visio/long HTTP/1.1\r\nHost: relay\r\n\r\n")
+        got = _read_some(sock, MIB)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % LONG in head
+        assert len(body) >= MIB // 2  # what came before the service sent the rest
+        service.seen.release.set()
+        body += _read_some(sock, LONG - len(body))
+        assert len(body) == LONG and body == _long_body(0, LONG)
+        sock.sendall(b"GET /visio/after HTTP/1.1\r\nHost: relay\r\n\r\n")
+        assert _read_some(sock, 12).startswith(b"HTTP/1.1 200")
+    row = box.journal.requests()[0]
+    assert (row["status"], row["answer_bytes"], row["by_relay"]) == (
+        200,
+        len(head) + 4 + LONG,
+        False,
+    )
+    assert [c.handshakes for c in box.channels] == [1]
+
+
+def test_a_long_answer_cut_by_the_service_closes_the_practice_softwares_connection(
+    box: Box, service: Service, practice: PracticeSoftware
+) -> None:
+    """2 MiB announced, 1 MiB sent, then the service is gone: what came was passed on, too
+    late for an error answer, so the practice software's connection is closed — it sees an
+    answer shorter than announced, never a silent mix — and the journal says the answer was
+    cut. The next connection works, on a new channel."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(box.socket_path))
+        sock.sendall(b"GET /visio/cut HTTP/1.1\r\nHost: relay\r\n\r\n")
+        got = _read_some(sock, 3 * MIB)  # to the close
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % (2 * MIB) in head
+    assert 0 < len(body) <= MIB and body == _long_body(0, len(body))
+    (row,) = box.journal.requests()
+    assert (row["status"], row["cut"], row["by_relay"]) == (200, True, False)
+    assert isinstance(row["answer_bytes"], int) and 0 < row["answer_bytes"] <= len(got)
+    assert _status(practice.send("GET", "/visio/next")) == 200
+    assert [c.handshakes for c in box.channels] == [2]
 
 
 def test_the_request_reaches_the_service_with_its_own_headers_not_the_connections(

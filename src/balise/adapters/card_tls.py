@@ -49,6 +49,8 @@ from balise.domain.errors import ConfigError, StateError
 from balise.domain.relay import (
     MAX_BODY,
     MAX_HEAD,
+    STREAM_FROM,
+    AnswerCut,
     HttpHead,
     RelayCode,
     RelayRefused,
@@ -370,24 +372,37 @@ class TlsChannel:
         part, self._buffer = self._buffer[:end], self._buffer[end + len(marker) :]
         return part
 
-    def _read_exact(self, sock: ssl.SSLSocket, n: int) -> bytes:
-        while len(self._buffer) < n:
-            self._buffer += self._recv(sock)
-        if len(self._buffer) == n:
-            part, self._buffer = self._buffer, b""
-            return part
-        part, self._buffer = self._buffer[:n], self._buffer[n:]
-        return part
+    def _read_into(self, sock: ssl.SSLSocket, n: int, out: _Out) -> None:
+        """The next ``n`` bytes of the answer, passed to ``out`` as they come."""
+        while n:
+            if not self._buffer:
+                self._buffer = self._recv(sock)
+            if len(self._buffer) <= n:
+                piece, self._buffer = self._buffer, b""
+            else:
+                piece, self._buffer = self._buffer[:n], self._buffer[n:]
+            out.add(piece)
+            n -= len(piece)
 
     def exchange(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, HttpHead]:
         """:meth:`forward`, with the answer's head parsed for its caller."""
         answer = self.forward(request_head, body, method)[0]
         return answer, parse_head(answer[: answer.find(b"\r\n\r\n")], request=False)
 
-    def forward(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, int]:
-        """Send one request and read its whole answer (head and body, as received, unchanged):
-        (the answer, its status). A connection the server closed while idle is opened again
-        once (a new handshake)."""
+    def forward(
+        self,
+        request_head: bytes,
+        body: bytes,
+        method: str,
+        send: Callable[[bytes], object] | None = None,
+    ) -> tuple[bytes, int, int]:
+        """Send one request and read its answer (head and body, as received, unchanged):
+        (what is left of the answer to pass on, its status, its whole size). Without ``send``
+        the answer is read whole and returned. With it, an answer over STREAM_FROM is passed to
+        ``send`` in pieces of about that size as it comes (same bounds: MAX_BODY), and what is
+        returned is its last piece; if it then breaks — the service, a bound, or ``send`` itself
+        — the channel is closed and AnswerCut raised. A connection the server closed while idle
+        is opened again once (a new handshake)."""
         for attempt in (0, 1):
             reused = self._sock is not None
             sock = self._open()
@@ -418,37 +433,47 @@ class TlsChannel:
             break
         try:
             status, kind, length, keep = answer_framing(self._buffer[:end], method)
-            if kind == "length" and len(self._buffer) >= end + 4 + length:
-                # The whole answer is here (the usual case): passed on as one slice.
-                total = end + 4 + length
-                if len(self._buffer) == total:
-                    answer, self._buffer = self._buffer, b""
-                else:
-                    answer, self._buffer = self._buffer[:total], self._buffer[total:]
-            else:
-                head_bytes = self._buffer[: end + 4]
-                self._buffer = self._buffer[end + 4 :]
-                answer = head_bytes + self._read_body(sock, kind, length)
-        except (EOFError, OSError) as exc:
+        except RelayRefused:
             self.close()
+            raise
+        if kind == "length" and len(self._buffer) >= end + 4 + length:
+            # The whole answer is here (the usual case): passed on as one slice.
+            total = end + 4 + length
+            if len(self._buffer) == total:
+                answer, self._buffer = self._buffer, b""
+            else:
+                answer, self._buffer = self._buffer[:total], self._buffer[total:]
+            if not keep:
+                self.close()
+            return answer, status, total
+        out = _Out(send)
+        out.add(self._buffer[: end + 4])
+        self._buffer = self._buffer[end + 4 :]
+        try:
+            self._read_body(sock, kind, length, out)
+        except (EOFError, OSError, RelayRefused, _SendFailed) as exc:
+            self.close()
+            if out.sent:
+                raise AnswerCut(status, out.sent) from exc
+            if isinstance(exc, RelayRefused):
+                raise
             raise ChannelBroken(
                 "La réponse du service s'est interrompue.",
                 "The service's answer was interrupted.",
             ) from exc
-        except RelayRefused:
-            self.close()
-            raise
         if not keep:
             self.close()
-        return answer, status
+        rest = out.rest()
+        return rest, status, out.sent + len(rest)
 
-    def _read_body(self, sock: ssl.SSLSocket, kind: str, length: int) -> bytes:
+    def _read_body(self, sock: ssl.SSLSocket, kind: str, length: int, out: _Out) -> None:
         if kind == "none":
-            return b""
+            return
         if kind == "length":
-            return self._read_exact(sock, length)
+            self._read_into(sock, length, out)
+            return
         if kind == "chunked":
-            out = bytearray()
+            total = 0
             while True:
                 line = self._read_until(sock, b"\r\n", _MAX_CHUNK_LINE)
                 size_text = line.split(b";", 1)[0].strip()
@@ -456,21 +481,26 @@ class TlsChannel:
                     size = int(size_text, 16)
                 except ValueError:
                     raise RelayRefused(502, "Morceau mal formé.", "Malformed chunk.") from None
-                if size < 0 or len(out) + size > MAX_BODY:
+                total += size
+                if size < 0 or total > MAX_BODY:
                     raise RelayRefused(502, "Réponse trop longue.", "Answer too long.")
-                out += line + b"\r\n"
+                out.add(line + b"\r\n")
                 if size == 0:
                     while len(self._buffer) < 2:
                         self._buffer += self._recv(sock)
                     if self._buffer.startswith(b"\r\n"):
                         self._buffer = self._buffer[2:]
-                        return bytes(out + b"\r\n")
+                        out.add(b"\r\n")
+                        return
                     trailers = self._read_until(sock, b"\r\n\r\n", _MAX_TRAILERS)
-                    return bytes(out + trailers + b"\r\n\r\n")
-                out += self._read_exact(sock, size + 2)
+                    out.add(trailers + b"\r\n\r\n")
+                    return
+                self._read_into(sock, size + 2, out)
         # Delimited by the close: read to the end, bounded; the channel cannot be kept.
-        out = bytearray(self._buffer)
-        self._buffer = b""
+        total, self._buffer = len(self._buffer), self._buffer
+        if self._buffer:
+            out.add(self._buffer)
+            self._buffer = b""
         while True:
             try:
                 data = sock.recv(65536)
@@ -478,8 +508,40 @@ class TlsChannel:
                 break
             if not data:
                 break
-            out += data
-            if len(out) > MAX_BODY:
+            total += len(data)
+            if total > MAX_BODY:
                 raise RelayRefused(502, "Réponse trop longue.", "Answer too long.")
+            out.add(data)
         self.close()
-        return bytes(out)
+
+
+class _SendFailed(Exception):
+    """The practice software's socket failed while an answer was passed on to it."""
+
+
+class _Out:
+    """An answer as it is read: held whole up to STREAM_FROM, beyond it passed on to ``send``
+    (when there is one) in pieces of at least that size."""
+
+    __slots__ = ("_held", "_parts", "_send", "sent")
+
+    def __init__(self, send: Callable[[bytes], object] | None) -> None:
+        self._send = send
+        self._parts: list[bytes] = []
+        self._held = 0
+        self.sent = 0
+
+    def add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._held += len(data)
+        if self._send is not None and self._held >= STREAM_FROM:
+            data = b"".join(self._parts)
+            self._parts, self._held = [], 0
+            try:
+                self._send(data)
+            except OSError as exc:
+                raise _SendFailed from exc
+            self.sent += len(data)
+
+    def rest(self) -> bytes:
+        return b"".join(self._parts)

@@ -23,7 +23,13 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final
 
-from balise.domain.relay import MAX_BODY, MAX_HEAD, HttpHead, RelayRefused, parse_head
+from balise.domain.relay import (
+    MAX_BODY,
+    MAX_HEAD,
+    AnswerCut,
+    RelayRefused,
+    parse_head,
+)
 
 __all__ = ["RelayServer", "kernel_timeouts", "peer_uid"]
 
@@ -32,8 +38,10 @@ _CLIENT_TIMEOUT_S: Final = 120.0
 _FINISH_S: Final = 2.0
 
 # The answer to send, or the answer and what the handler does once it is sent (its journal
-# entry: off the path between the request and its answer).
-Handler = Callable[[HttpHead, bytes], bytes | tuple[bytes, Callable[[], object]]]
+# entry: off the path between the request and its answer). Given ``streams=True``, the handler
+# also gets the connection's send (head, body, send): it may pass a long answer on through it
+# in pieces and return only the rest, or raise AnswerCut (the connection is then closed).
+Handler = Callable[..., bytes | tuple[bytes, Callable[[], object]]]
 Refusal = Callable[[int, str], bytes]
 
 
@@ -55,10 +63,12 @@ class RelayServer:
         handler: Handler,
         refusal: Refusal,
         on_refused_peer: Callable[[int], None] | None = None,
+        streams: bool = False,
     ) -> None:
         self.path = path
         self._allowed = frozenset(allowed_uids)
         self._handler = handler
+        self._streams = streams
         self._refusal = refusal
         self._on_refused_peer = on_refused_peer
         self._sock: socket.socket | None = None
@@ -166,7 +176,11 @@ class RelayServer:
                     body, buffer = buffer, b""
                 else:
                     body, buffer = buffer[:length], buffer[length:]
-                result = self._handler(head, body)
+                result = (
+                    self._handler(head, body, conn.sendall)
+                    if self._streams
+                    else self._handler(head, body)
+                )
                 if isinstance(result, tuple):
                     answer, then = result
                     try:
@@ -179,8 +193,8 @@ class RelayServer:
                     (head.get("connection") or "").lower() == "close"
                 ):
                     return
-        except (OSError, RelayRefused):
-            return
+        except (OSError, RelayRefused, AnswerCut):
+            return  # AnswerCut: part of an answer sent, the rest lost: the connection ends
         finally:
             with self._clients_lock:
                 self._clients.discard(conn)

@@ -177,7 +177,11 @@ def serve_relay(
         card_present=card_present,
     )
     server = RelayServer(
-        socket_path, allowed_uids=allowed_uids, handler=relay.respond, refusal=error_answer
+        socket_path,
+        allowed_uids=allowed_uids,
+        handler=relay.respond,
+        refusal=error_answer,
+        streams=True,
     )
     stop = threading.Event()
 

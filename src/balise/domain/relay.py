@@ -14,13 +14,15 @@ from enum import StrEnum
 from typing import Final
 from urllib.parse import urlsplit
 
-from balise.domain.errors import ValidationError
+from balise.domain.errors import StateError, ValidationError
 
 __all__ = [
     "HOP_BY_HOP",
     "MAX_BODY",
     "MAX_HEAD",
+    "STREAM_FROM",
     "AllowedService",
+    "AnswerCut",
     "HttpHead",
     "RelayCode",
     "RelayRefused",
@@ -33,6 +35,8 @@ __all__ = [
 
 MAX_HEAD: Final = 32 * 1024  # request line / status line and headers
 MAX_BODY: Final = 16 * 1024 * 1024  # one request or answer body
+# An answer is passed on whole once read, up to this size; beyond it, in pieces as it comes.
+STREAM_FROM: Final = 64 * 1024
 _MAX_HEADERS: Final = 100
 _NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -88,6 +92,22 @@ class RelayRefused(ValidationError):
     def __init__(self, status: int, fr: str, en: str) -> None:
         super().__init__(fr, en)
         self.status = status
+
+
+class AnswerCut(StateError):
+    """A service's answer that broke after part of it was passed on to the practice software:
+    too late for an error answer, its connection is closed (the practice software sees an
+    answer shorter than announced). ``status`` is the service's, ``sent`` the bytes passed."""
+
+    code = RelayCode.RELAY_CHANNEL
+
+    def __init__(self, status: int, sent: int) -> None:
+        super().__init__(
+            "La réponse du service s'est interrompue en cours de transmission.",
+            "The service's answer broke while being passed on.",
+        )
+        self.status = status
+        self.sent = sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from balise.domain.errors import BaliseError
 from balise.domain.journal import JsonValue
 from balise.domain.relay import (
     AllowedService,
+    AnswerCut,
     HttpHead,
     RelayRefused,
     forward_head,
@@ -62,7 +63,13 @@ class UpstreamChannel(Protocol):
     @property
     def is_open(self) -> bool: ...
 
-    def forward(self, request_head: bytes, body: bytes, method: str) -> tuple[bytes, int]: ...
+    def forward(
+        self,
+        request_head: bytes,
+        body: bytes,
+        method: str,
+        send: Callable[[bytes], object] | None = None,
+    ) -> tuple[bytes, int, int]: ...
 
     def close(self) -> None: ...
 
@@ -227,18 +234,28 @@ class Relay:
 
     # -- one request ---------------------------------------------------------------------------
 
-    def handle(self, head: HttpHead, body: bytes) -> bytes:
+    def handle(
+        self, head: HttpHead, body: bytes, send: Callable[[bytes], object] | None = None
+    ) -> bytes:
         """Forward one parsed request from the practice software and return the answer to send
-        back: the service's answer byte for byte, or the relay's own refusal; journaled."""
-        answer, journal_it = self.respond(head, body)
+        back (with ``send``: what is left of it, see :meth:`respond`): the service's answer byte
+        for byte, or the relay's own refusal; journaled before it returns."""
+        answer, journal_it = self.respond(head, body, send)
         journal_it()
         return answer
 
-    def respond(self, head: HttpHead, body: bytes) -> tuple[bytes, Callable[[], object]]:
+    def respond(
+        self, head: HttpHead, body: bytes, send: Callable[[bytes], object] | None = None
+    ) -> tuple[bytes, Callable[[], object]]:
         """:meth:`handle` in two steps: the answer to send back, and its journal entry (timed
         already) to append once the answer is on its way — the entry's cost kept off the path
         between the request and its answer. Every request gets its entry: call it, even when the
-        answer could not be sent; :meth:`close` waits for it (a little) before its own entry."""
+        answer could not be sent; :meth:`close` waits for it (a little) before its own entry.
+
+        With ``send`` (the practice software's socket), an answer over STREAM_FROM is passed
+        on through it in pieces as it comes, and what is returned is its last piece. When such
+        an answer breaks half-way, AnswerCut is raised once its entry is journaled: the caller
+        closes the practice software's connection (too late for an error answer)."""
         started = self._monotonic()
         name = head.first[1][1:].partition("/")[0].partition("?")[0][:40]
         method, size = head.first[0], len(body)
@@ -267,9 +284,16 @@ class Relay:
                 with self._state_lock:
                     self._channels[service.name] = channel
             try:
-                answer, status = channel.forward(
-                    forward_head(head, service, target, size), body, method
+                answer, status, answer_size = channel.forward(
+                    forward_head(head, service, target, size), body, method, send
                 )
+            except AnswerCut as cut:
+                with self._state_lock:
+                    self._requests += 1
+                    self._unjournaled += 1
+                seconds = self._monotonic() - started
+                self._journal_request((name, method, cut.status, size, cut.sent, seconds, None))
+                raise
             except RelayRefused as refused:
                 return self._refused(name, method, size, refused.status, started, refused.fr)
             except BaliseError as exc:
@@ -279,7 +303,7 @@ class Relay:
             self._requests += 1
             self._last_used = ended
             self._unjournaled += 1
-        entry = (name, method, status, size, len(answer), ended - started, False)
+        entry = (name, method, status, size, answer_size, ended - started, False)
         return answer, partial(self._journal_request, entry)
 
     def _refused(
@@ -291,25 +315,24 @@ class Relay:
             self._unjournaled += 1
         return error_answer(status, words), partial(self._journal_request, entry)
 
-    def _journal_request(self, entry: tuple[str, str, int, int, int, float, bool]) -> None:
+    def _journal_request(self, entry: tuple[str, str, int, int, int, float, bool | None]) -> None:
         """One request's journal entry: sizes and the status only, never a body, a header
-        value or the query (built here, once the answer is on its way)."""
+        value or the query (built here, once the answer is on its way). ``by_relay`` None: the
+        service's answer, cut short on its way (``cut``: true, ``answer_bytes`` as passed)."""
         name, method, status, request_size, answer_size, seconds, by_relay = entry
+        details: dict[str, JsonValue] = {
+            "service": name,
+            "method": method,
+            "status": status,
+            "request_bytes": request_size,
+            "answer_bytes": answer_size,
+            "duration_ms": round(seconds * 1000),
+            "by_relay": bool(by_relay),
+        }
+        if by_relay is None:
+            details["cut"] = True
         try:
-            self._journal.append(
-                JOURNAL_KIND,
-                name,
-                {
-                    "service": name,
-                    "method": method,
-                    "status": status,
-                    "request_bytes": request_size,
-                    "answer_bytes": answer_size,
-                    "duration_ms": round(seconds * 1000),
-                    "by_relay": by_relay,
-                },
-                actor="relay",
-            )
+            self._journal.append(JOURNAL_KIND, name, details, actor="relay")
         finally:
             with self._state_lock:
                 self._unjournaled -= 1
