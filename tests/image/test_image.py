@@ -8,8 +8,9 @@ also plugs USB keys (lots, backup, and a key of lots on ext4 the box must never 
 disk is searched for secrets in clear (a parameter, the LUKS recovery key); the agent and the
 classifier's child run under the agent's sandbox; the kiosk's user cannot swap the provisioning
 spool. Every boot runs on the read-only root verified by dm-verity, writing only to tmpfs and the
-encrypted data partition. Then the same disk, tampered with offline (command line, unsigned UKI,
-a unit edited in the root partition) gets nothing from the TPM2, and a newer signed UKI does."""
+encrypted data partition. Then copies of the same disk, each tampered with offline (command
+line, unsigned UKI, a unit edited in the root partition, a file added to it), get nothing from the
+TPM2, and a newer signed UKI does; these five boots run two at a time."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from tests.image.vm import (
     ROOTFS,
     TEST_KEYS,
     UPDATE_VARS,
+    concurrently,
     run_guest,
 )
 from tests.image.vm import ansible as _ansible
@@ -764,36 +766,80 @@ def _esp_get(disk: Path, target: str, dest: Path) -> Path:
     return dest
 
 
-def _edit_root_file(disk: Path, path: str, old: bytes, new: bytes) -> tuple[int, bytes]:
+def _root_spec(disk: Path) -> str:
+    """The root partition of slot A (it follows the ESP) as debugfs and dumpe2fs open it."""
+    return f"{disk}?offset={(1 + _layout()['ESP_MIB']) * MIB}"
+
+
+def _debugfs(spec: str, request: str, *options: str) -> str:
+    run = subprocess.run(["debugfs", *options, "-R", request, spec],
+                         capture_output=True, text=True)  # fmt: skip
+    # debugfs says what failed on stderr (after its version line) and still exits 0.
+    said = [line for line in run.stderr.splitlines() if line and not line.startswith("debugfs ")]
+    assert run.returncode == 0 and not said, run.stderr
+    return run.stdout
+
+
+def _ext4_field(header: str, name: str) -> int:
+    match = re.search(rf"^{name}:\s+(\d+)", header, re.M)
+    assert match, (name, header[:2000])
+    return int(match.group(1))
+
+
+def _edit_root_file(disk: Path, path: str, old: bytes, new: bytes) -> None:
     """``old`` replaced by ``new`` (same length) in ``path`` of the disk's root partition, written
     straight into the file's first data block as a thief with the disk on a bench would (ext4
-    has no checksum over file contents): where, and the block as it was."""
+    has no checksum over file contents)."""
     assert len(old) == len(new)
-    offset = (1 + _layout()["ESP_MIB"]) * MIB  # the root of slot A follows the ESP
-    spec = f"{disk}?offset={offset}"
-
-    def debugfs(request: str) -> str:
-        run = subprocess.run(["debugfs", "-R", request, spec], capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-        return run.stdout
-
-    size = re.search(r"^Block size:\s+(\d+)", debugfs("stats"), re.M)
-    assert size, "no block size"
-    block = int(debugfs(f"blocks {path}").split()[0])
-    where = offset + block * int(size.group(1))
+    spec = _root_spec(disk)
+    offset = int(spec.rsplit("=", 1)[1])
+    size = _ext4_field(_debugfs(spec, "stats"), "Block size")
+    block = int(_debugfs(spec, f"blocks {path}").split()[0])
+    where = offset + block * size
     with disk.open("r+b") as handle:
         handle.seek(where)
-        original = handle.read(int(size.group(1)))
+        original = handle.read(size)
         assert old in original, original[:400]
         handle.seek(where)
         handle.write(original.replace(old, new, 1))
-    return where, original
 
 
-def _put_back(disk: Path, where: int, original: bytes) -> None:
+def _add_root_file(disk: Path, path: str, content: bytes) -> None:
+    """A new file ``path`` holding ``content`` in the disk's root partition, added with debugfs
+    as a careful thief with the disk on a bench would: its inode alone in its inode-table block
+    (the free inodes before that block marked used), and the superblock and group descriptors,
+    which every mount reads, put back as they were. The blocks that differ are then only the ones
+    of the new file and of its directory (and the bitmaps, never read on a read-only root): the
+    box mounts its root and boots as far as an added file can take it."""
+    spec = _root_spec(disk)
+    offset = int(spec.rsplit("=", 1)[1])
+    header = subprocess.run(["dumpe2fs", spec], capture_output=True, text=True, check=True).stdout
+    block_size = _ext4_field(header, "Block size")
+    per_block = block_size // _ext4_field(header, "Inode size")
+    groups = -(-_ext4_field(header, "Block count") // _ext4_field(header, "Blocks per group"))
+    read_at_mount = block_size * (1 + -(-groups * _ext4_field(header, "Group descriptor size")
+                                        // block_size))  # fmt: skip
+    free = [(int(a), int(b or a)) for a, b in re.findall(r"(\d+)(?:-(\d+))?",
+            " ".join(re.findall(r"^\s+Free inodes: (.*)$", header, re.M)))]  # fmt: skip
+    # The first inode-table block whose inodes are all free (inodes count from 1).
+    start = next(s for a, b in free
+                 for s in [a + (-(a - 1)) % per_block] if s + per_block - 1 <= b)  # fmt: skip
+    used = [(a, min(b, start - 1)) for a, b in free if a < start]
     with disk.open("r+b") as handle:
-        handle.seek(where)
+        handle.seek(offset)
+        original = handle.read(read_at_mount)
+    source = disk.with_name("added-file")
+    source.write_bytes(content)
+    requests = [f"seti <{a}> {b - a + 1}" for a, b in used] + [f"write {source} {path}"]
+    for request in requests:
+        _debugfs(spec, request, "-w")
+    inode = int(_debugfs(spec, f"stat {path}").split()[1])
+    assert start <= inode < start + per_block, (start, inode)
+    with disk.open("r+b") as handle:
+        handle.seek(offset)
         handle.write(original)
+    # The file is there, as written (-n: the bitmaps' checksums are the group descriptors' again).
+    assert _debugfs(spec, f"cat {path}", "-n").encode() == content
 
 
 @dataclass
@@ -801,52 +847,93 @@ class Measured:
     edited: str
     unsigned: str
     tampered_root: str
+    added_file: str
     newer: str
     newer_uki: str
 
 
+# The thief's added file: a drop-in that would run the kiosk as root.
+ADDED_FILE = "/etc/systemd/system/balise-kiosk.service.d/zz-local.conf"
+
+
+def _copy(guest: Guest, name: str, state: Guest | None = None) -> Guest:
+    """The box as the first two boots left it (``state``: the EFI variables and the TPM2 of that
+    one instead), copied for the boot ``name``: a sparse copy of the disk, its own EFI variables
+    and TPM2 state; serial logs stay beside the others."""
+    work = guest.logs / name
+    work.mkdir()
+    disk = work / "disk.img"
+    subprocess.run(["cp", "--sparse=always", str(guest.disk), str(disk)], check=True)
+    shutil.copy2((state or guest).vars, work / "vars.fd")
+    shutil.copytree((state or guest).tpm, work / "tpm")
+    return replace(guest, disk=disk, vars=work / "vars.fd", tpm=work / "tpm")
+
+
 @pytest.fixture(scope="module")
 def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
-    """Three more boots of the box's disk, after the first two: each tampering undone before the
-    next, as a thief would try them one by one."""
-    disk = guest.disk
-    name = _uki_name(disk)
-    genuine = _esp_get(disk, f"EFI/Linux/{name}", guest.logs / name)
+    """Five more boots of the box's disk as the first two left it, each on its own copy (disk,
+    EFI variables, TPM2), run two at a time: four tamperings a thief would try, then the update,
+    on the TPM2 and EFI variables the first try (the edited command line) left behind."""
+    name = _uki_name(guest.disk)
     cmdline = _facts(boots[1])["cmdline"]
-    loader = _esp_get(disk, "loader/loader.conf", guest.logs / "loader.conf").read_bytes()
-    # 1. The command line edited: a loader entry of the thief's beside the signed UKI, chosen.
-    entry = f"title Balise\nefi /EFI/Linux/{name}\noptions {cmdline} balise.edited=1\n"
-    _esp_put(disk, entry.encode(), "loader/entries/balise-edited.conf")
-    assert b"default balise_*" in loader, loader  # the image's default entry, replaced
-    _esp_put(disk, loader.replace(b"default balise_*", b"default balise-edited.conf"),
-             "loader/loader.conf")  # fmt: skip
-    edited = _boot(guest, "edited-cmdline")
-    _esp_del(disk, "loader/entries/balise-edited.conf")
-    _esp_put(disk, loader, "loader/loader.conf")
-    # 2. A UKI nobody signed the PCR values of (same kernel, initrd and command line).
     kver = next((ROOTFS / "lib/modules").iterdir()).name
-    unsigned = _build_uki(guest.logs / "unsigned.efi", cmdline, kver, pcr_signed=False)
-    _esp_put(disk, unsigned, f"EFI/Linux/{name}")
-    unsigned_serial = _boot(guest, "unsigned-uki")
-    _esp_put(disk, genuine, f"EFI/Linux/{name}")
+    # 1. The command line edited: a loader entry of the thief's beside the signed UKI, chosen.
+    edited = _copy(guest, "edited-cmdline")
+    loader = _esp_get(edited.disk, "loader/loader.conf", guest.logs / "loader.conf").read_bytes()
+    entry = f"title Balise\nefi /EFI/Linux/{name}\noptions {cmdline} balise.edited=1\n"
+    _esp_put(edited.disk, entry.encode(), "loader/entries/balise-edited.conf")
+    assert b"default balise_*" in loader, loader  # the image's default entry, replaced
+    _esp_put(edited.disk, loader.replace(b"default balise_*", b"default balise-edited.conf"),
+             "loader/loader.conf")  # fmt: skip
+    # 2. A UKI nobody signed the PCR values of (same kernel, initrd and command line).
+    unsigned = _copy(guest, "unsigned-uki")
+    _esp_put(unsigned.disk, _build_uki(guest.logs / "unsigned.efi", cmdline, kver,
+                                       pcr_signed=False), f"EFI/Linux/{name}")  # fmt: skip
     # 3. The root edited offline: the kiosk's unit made to run it as root (its first block).
-    where, original = _edit_root_file(
-        disk, "/etc/systemd/system/balise-kiosk.service", b"User=balise\n", b"User=root\n#\n"
-    )
-    tampered = _boot(guest, "tampered-root")
-    _put_back(disk, where, original)
-    # 4. An update: a second UKI, signed, with a newer kernel version string, beside the first.
+    tampered = _copy(guest, "tampered-root")
+    _edit_root_file(tampered.disk, "/etc/systemd/system/balise-kiosk.service",
+                    b"User=balise\n", b"User=root\n#\n")  # fmt: skip
+    # 4. A file added to the root offline: a drop-in running the kiosk as root.
+    added = _copy(guest, "added-file")
+    _add_root_file(added.disk, ADDED_FILE, b"[Service]\nUser=root\n")
+    # 5. An update: a second UKI, signed, with a newer kernel version string, beside the first,
+    # booted once the edited command line's boot is over, on the TPM2 and EFI variables it left.
     version = re.fullmatch(r"(\d+)\.(\d+)(.*)", kver)
     assert version, kver
     major, minor, rest = version.groups()
     newer_kver = f"{major}.{int(minor) + 1}{rest}"
     newer_version = name.removeprefix("balise_").removesuffix(".efi") + ".1"
     newer_name = f"balise_{newer_version}.efi"
-    newer = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True,
-                       image_version=newer_version)  # fmt: skip
-    _esp_put(disk, newer, f"EFI/Linux/{newer_name}")
-    newer_serial = _boot(guest, "newer-uki")
-    return Measured(edited, unsigned_serial, tampered, newer_serial, newer_name)
+    newer_uki = _build_uki(guest.logs / newer_name, cmdline, newer_kver, pcr_signed=True,
+                           image_version=newer_version)  # fmt: skip
+    newer_disk = guest.logs / "newer-uki.img"
+    subprocess.run(["cp", "--sparse=always", str(guest.disk), str(newer_disk)], check=True)
+    _esp_put(newer_disk, newer_uki, f"EFI/Linux/{newer_name}")
+
+    serial: dict[str, str] = {}
+
+    def edited_then_newer() -> str:
+        serial["edited-cmdline"] = _boot(edited, "edited-cmdline")
+        return _boot(replace(edited, disk=newer_disk), "newer-uki")
+
+    try:
+        serial |= concurrently({
+            "newer-uki": edited_then_newer,  # the longest first
+            "unsigned-uki": lambda: _boot(unsigned, "unsigned-uki"),
+            "tampered-root": lambda: _boot(tampered, "tampered-root"),
+            "added-file": lambda: _boot(added, "added-file"),
+        })  # fmt: skip
+    finally:
+        for disk in (edited.disk, unsigned.disk, tampered.disk, added.disk, newer_disk):
+            disk.unlink(missing_ok=True)  # ~1 GB each; the serial logs stay
+    return Measured(
+        serial["edited-cmdline"],
+        serial["unsigned-uki"],
+        serial["tampered-root"],
+        serial["added-file"],
+        serial["newer-uki"],
+        newer_name,
+    )
 
 
 def _locked_out(serial: str) -> None:
@@ -882,6 +969,29 @@ def test_root_edited_offline_gets_no_key_from_the_tpm(measured: Measured) -> Non
     assert facts["kiosk"] != "active"
     # ... so the TPM2 refuses anything sealed to the signed policy in this boot: data partition
     # closed, nothing formatted, the technician's recovery key asked.
+    assert facts["tpm-signed-policy"] == "refused", facts
+    _locked_out(serial)
+
+
+def test_file_added_to_the_root_offline_gets_no_key_from_the_tpm(
+    measured: Measured, boots: tuple[str, str]
+) -> None:
+    serial = measured.added_file
+    facts = _facts(serial)
+    # The genuine box reads the kiosk's drop-ins (the provisioning spool's)...
+    genuine = _facts(boots[1])
+    assert "/balise-kiosk.service.d/provisioning.conf" in genuine["kiosk-drop-ins"], genuine
+    assert genuine["kiosk-user"] == "balise"
+    # ... but the directory the thief added a drop-in to is a block dm-verity refuses: systemd
+    # never read it (the kiosk is not run as root, nor at all), and the check measured no
+    # "sysinit" into PCR 11...
+    assert facts["verity-status"] == "C", serial[-4000:]
+    assert facts["verity-check"] == "failed", facts
+    assert "système modifié hors ligne (bloc refusé par dm-verity)" in serial, serial[-4000:]
+    assert ADDED_FILE not in facts["kiosk-drop-ins"] and facts["kiosk-user"] == "balise", facts
+    assert facts["kiosk"] != "active"
+    # ... so the TPM2 gives nothing sealed to the signed policy: the data partition stays closed,
+    # nothing is formatted, the technician's recovery key is asked.
     assert facts["tpm-signed-policy"] == "refused", facts
     _locked_out(serial)
 
