@@ -12,7 +12,7 @@ PY_SCRIPTS := ansible/roles/hardening/files/balise-egress-apply \
 	scripts/build-cli-docs \
 	scripts/build-wheelhouse
 
-.PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64 test-dates lock
+.PHONY: deps demo test lint typecheck imports pytest clean image-deps test-image image-arm64 boot-arm64 test-dates lock
 
 deps:
 	@scripts/ensure-deps
@@ -49,10 +49,21 @@ image-deps: deps
 test-image: image-deps
 	BALISE_IMAGE_TIER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=30 -m image tests/image
 
-# The Raspberry Pi (arm64) rootfs, outside the CI tier: every initramfs under emulation is slow.
+# The arm64 disk image (Raspberry Pi 4 through a UEFI firmware, arm64 UEFI machines), the same
+# layout and boot chain as amd64's, into build/image-arm64/balise.img; outside the CI tier: every
+# maintainer script and initramfs runs under qemu-user. Signed with the keys of
+# IMAGE_SIGNING_DIR=/path/to/keys, or with TEST keys when it is not given.
+IMAGE_SIGNING_DIR ?=
 image-arm64: deps
 	@scripts/ensure-image-deps --arm64
-	cd ansible && ansible-playbook build-image.yml -e image_arch=arm64
+	cd ansible && ansible-playbook build-image.yml -e image_arch=arm64 \
+	  $(if $(IMAGE_SIGNING_DIR),-e image_signing_dir=$(abspath $(IMAGE_SIGNING_DIR)),-e image_test_keys=true)
+
+# That image built, then booted once under qemu-system-aarch64 -M virt (AAVMF, TCG) to the kiosk's
+# Accueil screen; prints how long each took (tests/image/arm64.py). Outside CI, never in test-image.
+boot-arm64: deps
+	@scripts/ensure-image-deps --arm64
+	$(BIN)/python -m tests.image.arm64
 
 # The hashed lock files of requirements/ (what make test installs, what the image ships), refreshed
 # from pyproject.toml with this uv (PyPI only; UPGRADE=1 takes the newest versions allowed).
