@@ -436,9 +436,18 @@ class TlsChannel:
         except RelayRefused:
             self.close()
             raise
-        if kind == "length" and len(self._buffer) >= end + 4 + length:
-            # The whole answer is here (the usual case): passed on as one slice.
+        if kind == "length" and length <= STREAM_FROM:
+            # A short answer (the usual case), read whole and passed on as one slice.
             total = end + 4 + length
+            try:
+                while len(self._buffer) < total:
+                    self._buffer += self._recv(sock)
+            except (EOFError, OSError) as exc:
+                self.close()
+                raise ChannelBroken(
+                    "La réponse du service s'est interrompue.",
+                    "The service's answer was interrupted.",
+                ) from exc
             if len(self._buffer) == total:
                 answer, self._buffer = self._buffer, b""
             else:
