@@ -21,12 +21,14 @@ that the machine's other load weighs on both alike.
 - ``--commit-every-request``: the relay's journal commits each entry alone (one fsync per
   request), to show what the group commit saves;
 - ``--profile FILE``: the relay process runs under cProfile, its statistics written to FILE;
+- ``--without-journal``: a diagnostic, never the box: the relay journals nothing, to show what
+  its journal entries cost (the box journals every request);
 - ``--floor``: a third path, interleaved with the two others: a process that only copies bytes
   between the same unix socket and the same TLS connection — what any relay in its own process
   costs at least on this machine (its extra hop: two more wake-ups per request).
 
 Usage: .venv/bin/python bench/channel.py [--requests 200] [--card] [--commit-every-request]
-       [--floor] [--profile FILE]
+       [--floor] [--profile FILE] [--without-journal]
 """
 
 from __future__ import annotations
@@ -182,6 +184,10 @@ def _relay_main(conf: dict[str, str]) -> None:
         channels.append(card_tls.TlsChannel(context, s.host, s.port, connect=_card_speed_connect))
         return channels[-1]
 
+    class _NoJournal:  # --without-journal: a diagnostic, never the box (every request journaled)
+        def append(self, *args: object, **kwargs: object) -> None:
+            pass
+
     class _EveryRequest:  # --commit-every-request: the journal's own append, one commit each
         append = journal.append
 
@@ -197,7 +203,11 @@ def _relay_main(conf: dict[str, str]) -> None:
         channel_for=channel_for,
         login=login,
         practitioner="Dr Jeanne TEST",
-        journal=_EveryRequest() if conf.get("every") else journal,
+        journal=_NoJournal()
+        if conf.get("nojournal")
+        else _EveryRequest()
+        if conf.get("every")
+        else journal,
         clock=clock,
         idle_seconds=600,
         card_present=lambda: True,
@@ -335,7 +345,9 @@ def _end(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> None:
+def main(
+    n: int, card: bool, every: bool, profile: str | None, floor: bool, nojournal: bool = False
+) -> None:
     from balise.sim.pki import build_pki
 
     with tempfile.TemporaryDirectory(prefix="balise-bench-") as tmp:
@@ -365,6 +377,7 @@ def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> N
             "data": str(base / "data"),
             "dir": tmp,
             "every": "1" if every else "",
+            "nojournal": "1" if nojournal else "",
             "profile": profile or "",
             "pump": str(base / "pump.sock"),
         }
@@ -423,7 +436,7 @@ def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> N
             said = _end(relay)  # the relay's figures, once the practitioner closed it
             _end(service)
         result = json.loads(said.strip().splitlines()[-1])
-    _report(n, card, every, relayed, direct, result)
+    _report(n, card, every, relayed, direct, result, nojournal)
     if pumped:
         mean_p, med_p = statistics.fmean(pumped[1:]), statistics.median(pumped[1:])
         print(
@@ -435,7 +448,13 @@ def main(n: int, card: bool, every: bool, profile: str | None, floor: bool) -> N
 
 
 def _report(
-    n: int, card: bool, every: bool, relayed: list[float], direct: list[float], result: Any
+    n: int,
+    card: bool,
+    every: bool,
+    relayed: list[float],
+    direct: list[float],
+    result: Any,
+    nojournal: bool,
 ) -> None:
     what = (
         "SoftHSM2 card through pkcs11-provider (pkcs11-spy counting)"
@@ -448,11 +467,14 @@ def _report(
         f"card operations for {n} requests: {result['handshakes']} handshake(s) (target 1)"
         + (f"; pkcs11-spy: C_Login {spy['C_Login']}, C_SignInit {spy['C_SignInit']}" if spy else "")
     )
-    print(
-        f"journal (SQLite, {'one commit per request' if every else 'group commit'}): "
-        f"{result['journaled']} request entries of {n}, chain "
-        + ("verified" if result["chain_ok"] else "BROKEN")
-    )
+    if nojournal:
+        print("journal: NONE (--without-journal, a diagnostic: the box journals every request)")
+    else:
+        print(
+            f"journal (SQLite, {'one commit per request' if every else 'group commit'}): "
+            f"{result['journaled']} request entries of {n}, chain "
+            + ("verified" if result["chain_ok"] else "BROKEN")
+        )
     print(
         f"first request (channel opening, card held to {CARD_SECONDS * 1000:.0f} ms): "
         f"relay {relayed[0] * 1000:.1f} ms, direct {direct[0] * 1000:.1f} ms"
@@ -481,6 +503,7 @@ if __name__ == "__main__":
     parser.add_argument("--commit-every-request", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--without-journal", action="store_true")
     parser.add_argument("--role", choices=["service", "relay", "pump"], help=argparse.SUPPRESS)
     parser.add_argument("conf", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -491,4 +514,11 @@ if __name__ == "__main__":
     elif args.role == "pump":
         _pump_main(json.loads(args.conf))
     else:
-        main(max(2, args.requests), args.card, args.commit_every_request, args.profile, args.floor)
+        main(
+            max(2, args.requests),
+            args.card,
+            args.commit_every_request,
+            args.profile,
+            args.floor,
+            args.without_journal,
+        )
