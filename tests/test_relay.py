@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +37,7 @@ from balise.app.relay_main import RelayLauncher, read_pin, read_status, status_j
 from balise.domain.crl import StoredCrl
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
-from balise.domain.relay import AllowedService, parse_allow_list
+from balise.domain.relay import AllowedService, HttpHead, parse_allow_list
 from balise.services.crl import issuer_key
 from balise.services.relay import (
     CARD_CHECK_S,
@@ -57,6 +57,7 @@ from tests.support.crl_support import make_crl
 SECRET_BODY = b"NIR=1850575123456;MUTUELLE-CONFIDENTIELLE"
 MIB = 1024 * 1024
 LONG = 3 * MIB
+CHUNKED_LONG = 200_000
 
 
 def _long_body(start: int, end: int) -> bytes:
@@ -101,6 +102,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             seen.release.wait(10)  # until the practice software got the first part
             self.wfile.write(_long_body(MIB, LONG))
+            return
+        if self.path.endswith(("/chunked", "/chunked-long")):  # its length unknown when it starts
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            step = 10_000 if self.path.endswith("-long") else 30
+            for start in range(0, CHUNKED_LONG if step == 10_000 else 30, step):
+                piece = _long_body(start, start + step)
+                self.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\nX-Trailer: fin\r\n\r\n")
+            return
+        if self.path.endswith("/until-close"):  # no length: the body ends with the connection
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfin de flux")
+            self.close_connection = True
             return
         if self.path.endswith("/two-lengths"):  # a broken service: its framing is ambiguous
             self.wfile.write(
@@ -266,8 +279,22 @@ def _box(
         monotonic=lambda: ticks[0],
     )
     path = (socket_dir or tmp) / "relay.sock"
-    server = RelayServer(  # journaled before each answer is sent: the tests read it at once
-        path, allowed_uids={os.getuid()}, handler=relay.handle, refusal=error_answer, streams=True
+
+    def journaled_first(
+        head: HttpHead, body: bytes, send: Callable[[bytes], object]
+    ) -> tuple[bytes, Callable[[], object], bool]:
+        """Relay.respond, its journal entry appended before the answer is sent (the tests
+        read the journal as soon as they have the answer)."""
+        answer, journal_it, keep = relay.respond(head, body, send)
+        journal_it()
+        return answer, lambda: None, keep
+
+    server = RelayServer(
+        path,
+        allowed_uids={os.getuid()},
+        handler=journaled_first,
+        refusal=error_answer,
+        streams=True,
     )
     server.start()
     try:
@@ -793,6 +820,63 @@ def test_a_long_answer_reaches_the_practice_software_as_it_comes(
         False,
     )
     assert [c.handshakes for c in box.channels] == [1]
+
+
+def _chunked_answer(sock: socket.socket) -> bytes:
+    got = b""
+    for _ in range(10_000):
+        if got.endswith(b"0\r\nX-Trailer: fin\r\n\r\n"):
+            return got
+        data = sock.recv(1 << 20)
+        assert data, "closed before the last chunk"
+        got += data
+    raise AssertionError("no last chunk")
+
+
+def _chunks(start: int, end: int) -> bytes:
+    """What the test service sends for /chunked-long between its head and its last chunk."""
+    out = b""
+    for at in range(start, end, 10_000):
+        piece = _long_body(at, at + 10_000)
+        out += b"%x;ext=1\r\n%s\r\n" % (len(piece), piece)
+    return out
+
+
+@pytest.mark.parametrize("path", ["/visio/chunked", "/visio/chunked-long"])
+def test_an_answer_in_chunks_reaches_the_practice_software_unchanged(
+    box: Box, service: Service, path: str
+) -> None:
+    """Chunks, their extensions and the trailer pass as the service sent them — 30 bytes, or
+    200,000 passed on as they come — and the connection goes on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(box.socket_path))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n".encode())
+        got = _chunked_answer(sock)
+        sock.sendall(b"GET /visio/after HTTP/1.1\r\nHost: relay\r\n\r\n")
+        assert _read_some(sock, 12).startswith(b"HTTP/1.1 200")
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+    if path.endswith("-long"):
+        assert body == _chunks(0, CHUNKED_LONG) + b"0\r\nX-Trailer: fin\r\n\r\n"
+    else:
+        piece = _long_body(0, 30)
+        assert body == b"1e;ext=1\r\n" + piece + b"\r\n0\r\nX-Trailer: fin\r\n\r\n"
+    assert [c.handshakes for c in box.channels] == [1]
+    assert box.journal.requests()[0]["answer_bytes"] == len(got)
+
+
+def test_an_answer_ended_by_the_close_is_passed_on_and_the_next_request_reopens(
+    box: Box, practice: PracticeSoftware, service: Service
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(box.socket_path))
+        sock.sendall(b"GET /visio/until-close HTTP/1.1\r\nHost: relay\r\n\r\n")
+        got = _read_some(sock, 1 << 20)  # the relay passes the close on: the body's end
+    assert got == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfin de flux"
+    assert _status(practice.send("GET", "/visio/next")) == 200
+    assert [c.handshakes for c in box.channels] == [2]
 
 
 def test_a_long_answer_cut_by_the_service_closes_the_practice_softwares_connection(

@@ -395,9 +395,11 @@ class TlsChannel:
         body: bytes,
         method: str,
         send: Callable[[bytes], object] | None = None,
-    ) -> tuple[bytes, int, int]:
+    ) -> tuple[bytes, int, int, bool]:
         """Send one request and read its answer (head and body, as received, unchanged):
-        (what is left of the answer to pass on, its status, its whole size). Without ``send``
+        (what is left of the answer to pass on, its status, its whole size, whether its body
+        ended with the connection — no length, no chunks: the practice software then knows its
+        end only by the close of its own connection). Without ``send``
         the answer is read whole and returned. With it, an answer over STREAM_FROM is passed to
         ``send`` in pieces of about that size as it comes (same bounds: MAX_BODY), and what is
         returned is its last piece; if it then breaks — the service, a bound, or ``send`` itself
@@ -454,7 +456,7 @@ class TlsChannel:
                 answer, self._buffer = self._buffer[:total], self._buffer[total:]
             if not keep:
                 self.close()
-            return answer, status, total
+            return answer, status, total, False
         out = _Out(send)
         out.add(self._buffer[: end + 4])
         self._buffer = self._buffer[end + 4 :]
@@ -473,7 +475,7 @@ class TlsChannel:
         if not keep:
             self.close()
         rest = out.rest()
-        return rest, status, out.sent + len(rest)
+        return rest, status, out.sent + len(rest), kind == "close"
 
     def _read_body(self, sock: ssl.SSLSocket, kind: str, length: int, out: _Out) -> None:
         if kind == "none":

@@ -40,8 +40,12 @@ _FINISH_S: Final = 2.0
 # The answer to send, or the answer and what the handler does once it is sent (its journal
 # entry: off the path between the request and its answer). Given ``streams=True``, the handler
 # also gets the connection's send (head, body, send): it may pass a long answer on through it
-# in pieces and return only the rest, or raise AnswerCut (the connection is then closed).
-Handler = Callable[..., bytes | tuple[bytes, Callable[[], object]]]
+# in pieces and return only the rest, or raise AnswerCut (the connection is then closed). A third
+# element False: the answer's end is the close of the connection (no length, no chunks).
+Handler = Callable[
+    ...,
+    bytes | tuple[bytes, Callable[[], object]] | tuple[bytes, Callable[[], object], bool],
+]
 Refusal = Callable[[int, str], bytes]
 
 
@@ -181,16 +185,20 @@ class RelayServer:
                     if self._streams
                     else self._handler(head, body)
                 )
+                keep = True
                 if isinstance(result, tuple):
-                    answer, then = result
+                    answer, then = result[0], result[1]
+                    keep = len(result) < 3 or bool(result[2])
                     try:
                         conn.sendall(answer)
                     finally:
                         then()  # the handler's bookkeeping, once the answer is on its way
                 else:
                     conn.sendall(result)
-                if head.first[2] == "HTTP/1.0" or (
-                    (head.get("connection") or "").lower() == "close"
+                if (
+                    not keep
+                    or head.first[2] == "HTTP/1.0"
+                    or (head.get("connection") or "").lower() == "close"
                 ):
                     return
         except (OSError, RelayRefused, AnswerCut):

@@ -69,7 +69,7 @@ class UpstreamChannel(Protocol):
         body: bytes,
         method: str,
         send: Callable[[bytes], object] | None = None,
-    ) -> tuple[bytes, int, int]: ...
+    ) -> tuple[bytes, int, int, bool]: ...
 
     def close(self) -> None: ...
 
@@ -240,15 +240,16 @@ class Relay:
         """Forward one parsed request from the practice software and return the answer to send
         back (with ``send``: what is left of it, see :meth:`respond`): the service's answer byte
         for byte, or the relay's own refusal; journaled before it returns."""
-        answer, journal_it = self.respond(head, body, send)
+        answer, journal_it, _keep = self.respond(head, body, send)
         journal_it()
         return answer
 
     def respond(
         self, head: HttpHead, body: bytes, send: Callable[[bytes], object] | None = None
-    ) -> tuple[bytes, Callable[[], object]]:
-        """:meth:`handle` in two steps: the answer to send back, and its journal entry (timed
-        already) to append once the answer is on its way — the entry's cost kept off the path
+    ) -> tuple[bytes, Callable[[], object], bool]:
+        """:meth:`handle` in two steps: the answer to send back, its journal entry (timed
+        already) to append once the answer is on its way, and whether the practice software's
+        connection may carry its next request (not after an answer whose end is the close) — the entry's cost kept off the path
         between the request and its answer. Every request gets its entry: call it, even when the
         answer could not be sent; :meth:`close` waits for it (a little) before its own entry.
 
@@ -284,7 +285,7 @@ class Relay:
                 with self._state_lock:
                     self._channels[service.name] = channel
             try:
-                answer, status, answer_size = channel.forward(
+                answer, status, answer_size, until_close = channel.forward(
                     forward_head(head, service, target, size), body, method, send
                 )
             except AnswerCut as cut:
@@ -304,16 +305,16 @@ class Relay:
             self._last_used = ended
             self._unjournaled += 1
         entry = (name, method, status, size, answer_size, ended - started, False)
-        return answer, partial(self._journal_request, entry)
+        return answer, partial(self._journal_request, entry), not until_close
 
     def _refused(
         self, name: str, method: str, size: int, status: int, started: float, words: str
-    ) -> tuple[bytes, Callable[[], object]]:
+    ) -> tuple[bytes, Callable[[], object], bool]:
         """The relay's own answer (``status``, ``words``) instead of the service's."""
         entry = (name, method, status, size, 0, self._monotonic() - started, True)
         with self._state_lock:
             self._unjournaled += 1
-        return error_answer(status, words), partial(self._journal_request, entry)
+        return error_answer(status, words), partial(self._journal_request, entry), True
 
     def _journal_request(self, entry: tuple[str, str, int, int, int, float, bool | None]) -> None:
         """One request's journal entry: sizes and the status only, never a body, a header
