@@ -153,7 +153,7 @@ def boot(disk: Path) -> tuple[str, float | None, float]:
     vars_fd = BOOT_DIR / "AAVMF_VARS.fd"
     shutil.copyfile(AAVMF_VARS, vars_fd)
     log = BOOT_DIR / "serial.log"
-    answered = {FIRST_PROMPT: False, SECOND_PROMPT: False}
+    typed, typed_at = 0, 0.0
     accueil_at: float | None = None
     start = time.monotonic()
     with log.open("wb") as out:
@@ -174,13 +174,18 @@ def boot(disk: Path) -> tuple[str, float | None, float]:
                     sys.exit(f"boot-arm64: no power-off within {BOOT_TIMEOUT} s (see {log})")
                 text = log.read_bytes().decode("utf-8", errors="replace")
                 # The first boot's two questions (balise-firstboot, passphrase mode), asked by
-                # systemd's console password agent on ttyAMA0: typed once each.
-                for prompt, done in answered.items():
-                    if not done and prompt in text:
-                        time.sleep(1)
-                        qemu.stdin.write(TEST_SECRET.encode() + b"\n")
-                        qemu.stdin.flush()
-                        answered[prompt] = True
+                # systemd's console password agent on ttyAMA0: the secret typed once for each
+                # question shown, again if the agent still waits a minute later (input it may
+                # have flushed before reading); both answers are the same secret.
+                prompts = text.count(FIRST_PROMPT) + text.count(SECOND_PROMPT)
+                last = max(text.rfind(FIRST_PROMPT), text.rfind(SECOND_PROMPT))
+                waiting = last >= 0 and "\n" not in text[last:]
+                now = time.monotonic()
+                if prompts > typed or (waiting and now - typed_at > 60):
+                    time.sleep(1)
+                    qemu.stdin.write(TEST_SECRET.encode() + b"\n")
+                    qemu.stdin.flush()
+                    typed, typed_at = prompts, time.monotonic()
                 if accueil_at is None and "BALISE-TEST: accueil=yes" in text:
                     accueil_at = time.monotonic() - start
                 time.sleep(0.5)
