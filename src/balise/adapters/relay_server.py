@@ -9,7 +9,9 @@ another account is refused before a byte is read.
 
 Each connection carries plain HTTP/1.1 requests (kept alive); each request's head is read with
 bounds and parsed once, its body by its Content-Length, and the answer comes from the handler
-(:meth:`Relay.respond`), sent as it is."""
+(:meth:`Relay.respond`), sent as it is — a long one passed on in pieces as it comes
+(``streams``). The connection ends after an answer whose end is the close, after one cut
+half-way (AnswerCut), after a head that cannot be framed, or when the practice software asks."""
 
 from __future__ import annotations
 
