@@ -7,7 +7,8 @@ health check (balise-health.service) blesses the new version or falls back to th
 The versions are built the way a technician builds them (ansible/build-update.yml, from the same
 rootfs: only the version, and for v3 a kiosk that never starts, differ; no debootstrap again),
 each signed by the project's (test) key — v4 by a stranger's. One disk, its TPM and its EFI
-variables go through the boots in turn:
+variables go through the boots in turn (v3 and v5 are built and signed while the boot before runs,
+into a directory of their own beside the served one, and moved there between boots):
 
 1. v1 (first boot, data partition enrolled on the TPM) finds v2, installs it, reboots;
 2. v2 boots, unlocks by TPM without re-enrolment, passes its health check, is blessed; v4 (not
@@ -24,13 +25,15 @@ import hashlib
 import http.server
 import ipaddress
 import json
+import os
 import re
 import shutil
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -164,9 +167,9 @@ def _sign(publish: Path, gnupg: Path) -> None:
     subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"], check=False)
 
 
-def _build(env: Env, version: str, *, disk: bool = False) -> None:
+def _build(env: Env, version: str, *, disk: bool = False, publish: Path | None = None) -> None:
     """Version ``version`` from the test's rootfs: its disk image (``disk``), or built, signed
-    and published by build-update.yml."""
+    and published by build-update.yml (into ``publish``, the served directory by default)."""
     variables = {
         "image_rootfs": str(env.rootfs),
         "image_version": version,
@@ -174,7 +177,7 @@ def _build(env: Env, version: str, *, disk: bool = False) -> None:
         "image_kernel_cmdline_extra": CMDLINE,
         "image_disk_dir": str(env.work / f"disk-{version}"),
         "image_disk": disk,
-        "update_publish_dir": str(env.publish),
+        "update_publish_dir": str(publish or env.publish),
     }
     playbook = "image-assemble.yml" if disk else "build-update.yml"
     run = ansible(playbook, "-e", json.dumps(variables), timeout=900)
@@ -183,6 +186,33 @@ def _build(env: Env, version: str, *, disk: bool = False) -> None:
 
 def _published(env: Env, version: str) -> list[str]:
     return sorted(p.name for p in env.publish.glob(f"balise_{version}[_.]*"))
+
+
+def _stage(env: Env, version: str, beside: Sequence[str], *, broken_kiosk: bool = False) -> Path:
+    """Version ``version`` built, signed and published by build-update.yml into a directory of
+    its own that holds (hard links to) the published files of the versions ``beside``: what the
+    served directory is to become, its SHA256SUMS signed over all of them. ``broken_kiosk``: a
+    kiosk that never starts (its unit's command fails)."""
+    staging = env.work / f"publish-{version}"
+    staging.mkdir()
+    for name in [n for v in beside for n in _published(env, v)]:
+        os.link(env.publish / name, staging / name)
+    dropin = env.rootfs / "etc/systemd/system/balise-kiosk.service.d"
+    if broken_kiosk:
+        dropin.mkdir(exist_ok=True)
+        (dropin / "test-broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
+    try:
+        _build(env, version, publish=staging)
+    finally:
+        (dropin / "test-broken.conf").unlink(missing_ok=True)
+    return staging
+
+
+def _publish(env: Env, staging: Path, version: str) -> None:
+    """The staged version's files moved into the served directory, then its signed list."""
+    for name in [*(p.name for p in staging.glob(f"balise_{version}[_.]*")),
+                 "SHA256SUMS", "SHA256SUMS.gpg"]:  # fmt: skip
+        os.replace(staging / name, env.publish / name)
 
 
 @pytest.fixture(scope="module")
@@ -269,19 +299,19 @@ def boots(env: Env) -> Boots:
         shutil.copy2(env.publish / name, env.publish / name.replace("balise_2", "balise_4", 1))
     _sign(env.publish, env.stranger)
     env.server.requested.clear()
-    done.v2 = _boot(env, "v2")
-    done.requested_in_v2 = list(env.server.requested)
-    for name in _published(env, "4"):
-        (env.publish / name).unlink()
-    # v3: a kiosk that never starts (its unit's command fails), signed by the project.
-    dropin = env.rootfs / "etc/systemd/system/balise-kiosk.service.d"
-    dropin.mkdir(exist_ok=True)
-    (dropin / "test-broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
-    _build(env, "3")
-    shutil.rmtree(dropin)
-    done.v2_to_v3 = _boot(env, "v2-to-v3")
-    done.v3 = _boot(env, "v3")
-    _build(env, "5")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="build") as builds:
+        # v3, built while v2 boots: a kiosk that never starts, signed by the project, beside v2.
+        v3 = builds.submit(_stage, env, "3", ["2"], broken_kiosk=True)
+        done.v2 = _boot(env, "v2")
+        done.requested_in_v2 = list(env.server.requested)
+        for name in _published(env, "4"):
+            (env.publish / name).unlink()
+        _publish(env, v3.result(), "3")
+        # v5, built while v2 installs v3 and v3 fails its health check.
+        v5 = builds.submit(_stage, env, "5", ["2", "3"])
+        done.v2_to_v3 = _boot(env, "v2-to-v3")
+        done.v3 = _boot(env, "v3")
+        _publish(env, v5.result(), "5")
     done.back_to_v2 = _boot(env, "back-to-v2", kill_when=_cut_while_writing)
     done.after_cut = _boot(env, "after-cut")
     return done
