@@ -1,7 +1,9 @@
 """The exchange account's sshd configuration (role exchange), run as a private sshd on loopback.
 
 The real template is rendered, the real OpenSSH server and clients are used: key accepted,
-password refused, no shell, no forwarding, chroot holds, depot/ writable, retours/ read-only.
+password refused, no shell, no TCP forwarding, chroot holds, depot/ writable, retours/ read-only.
+The one forward the account has, to the card relay's socket, is tested with the image's own sshd
+in tests/image/test_relay_ssh.py.
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ EXPOSURE = {
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A root with the rendered units, the provisioning role's kiosk drop-in, stand-ins for
-    the commands they run, and this machine's own systemd units (targets and services)."""
+    """A root with the rendered units, the provisioning and exchange roles' kiosk drop-ins,
+    stand-ins for the commands they run, and this machine's own systemd units (targets and
+    services)."""
     root = tmp_path_factory.mktemp("units-root")
     system = root / "etc" / "systemd" / "system"
     system.mkdir(parents=True)
@@ -52,6 +53,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     provisioning = ROLES / "provisioning"
     template = provisioning / "templates" / "balise-kiosk-provisioning.conf.j2"
     (dropin / "provisioning.conf").write_text(render(template, **role_defaults(provisioning)))
+    exchange = ROLES / "exchange"
+    template = exchange / "templates" / "balise-kiosk-relay.conf.j2"
+    (dropin / "relay.conf").write_text(render(template, **role_defaults(exchange)))
     for unit in system.rglob("*.service*"):
         if unit.is_file():
             for command in re.findall(r"^Exec\w+=[-+!@:]*(/\S+)", unit.read_text(), re.M):

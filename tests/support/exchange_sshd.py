@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.image.roles import render
+from tests.image.roles import render, role_defaults
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "exchange"
 # (folder, owner is the exchange user, mode) as the balise role's tmpfiles make them.
@@ -142,6 +142,7 @@ def exchange_account(
                            check=True)  # fmt: skip
         port = port or free_tcp_port()
         values = {
+            **role_defaults(ROLE),
             "exchange_listen_address": host,
             "exchange_port": port,
             "exchange_host_key": str(etc / "host"),
