@@ -4,7 +4,9 @@ the practice software with — on the relay's socket, for the one account given 
 account), created in the directory the exchange role's tmpfiles made. Behind it, instead of the
 card's TLS channel (tests/image/test_relay.py tests that one), each request is answered with its
 own request line: what the practice software sees proves its request came through the door, hence
-from the allowed uid (SO_PEERCRED). A refused peer's uid is printed as a JSON line on stdout.
+from the allowed uid (SO_PEERCRED). A refused peer's uid is printed as a JSON line on stdout. The
+door on relay.sock also writes the relay's state file beside it with the relay process's own
+writer (balise.app.relay_main), as the kiosk's user does on the box.
 
 argv: socket path, account name. Ends on SIGTERM (or after 10 minutes), removing its socket."""
 
@@ -18,8 +20,9 @@ import threading
 from pathlib import Path
 
 from balise.adapters.relay_server import RelayServer
+from balise.app.relay_main import _write_status, status_path
 from balise.domain.relay import HttpHead
-from balise.services.relay import error_answer
+from balise.services.relay import ChannelState, error_answer
 
 
 def _answer(head: HttpHead, body: bytes) -> bytes:
@@ -46,6 +49,9 @@ def main() -> int:
         on_refused_peer=_refused,
     )
     server.start()
+    if path.name == "relay.sock":
+        state = ChannelState(True, "Dr Jeanne TEST", None, 0, 1, None)
+        _write_status(status_path(path), state)
     print(json.dumps({"listening": str(path)}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

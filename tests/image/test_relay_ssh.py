@@ -394,7 +394,11 @@ def test_sftp_still_works_and_sees_the_relay_directory_read_only(box: Box) -> No
     lot = box.logs / "lot-0001.b2"
     lot.write_bytes(b"lot de test\n")
     batch = box.logs / "batch"
-    batch.write_text(f"ls -1 /\nput {lot} depot/tmp/lot-0001.b2\n", encoding="utf-8")
+    state = box.logs / "relay-status.json"
+    batch.write_text(
+        f"ls -1 /\nput {lot} depot/tmp/lot-0001.b2\nget /run/balise/relay-status.json {state}\n",
+        encoding="utf-8",
+    )
     sftp = subprocess.run(
         ["sftp", *_ssh_options(box.vendor_key), "-P", str(box.port), "-b", str(batch),
          "echange@127.0.0.1"],
@@ -403,6 +407,8 @@ def test_sftp_still_works_and_sees_the_relay_directory_read_only(box: Box) -> No
     assert sftp.returncode == 0, sftp.stderr
     listed = {x.strip().lstrip("/") for x in sftp.stdout.splitlines() if x and x[0] == "/"}
     assert listed == {"depot", "retours", "run", "sauvegardes"}
+    # The channel's state, as the relay process writes it, is readable by the practice software.
+    assert json.loads(state.read_text(encoding="utf-8"))["practitioner"] == "Dr Jeanne TEST"
     assert (box.root / "var/lib/balise/exchange/depot/tmp/lot-0001.b2").read_bytes() == (
         b"lot de test\n"
     )
