@@ -158,7 +158,7 @@ def boot(disk: Path) -> tuple[str, float | None, float]:
     start = time.monotonic()
     with log.open("wb") as out:
         qemu = subprocess.Popen(
-            ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-accel", "tcg",
+            ["qemu-system-aarch64", "-M", "virt,acpi=off", "-cpu", "cortex-a72", "-accel", "tcg",
              "-m", "1536", "-smp", "1", "-display", "none", "-serial", "stdio",
              "-monitor", "none", "-no-reboot", "-nic", "none",
              "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}",
