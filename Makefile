@@ -42,7 +42,7 @@ test-dates: deps
 	@scripts/test-dates
 
 # The appliance tier (ansible-lint, roles in a chroot twice, disk image booted under qemu/TCG with
-# OVMF and a software TPM). Root and the Debian/PyPI registries needed; ~25–27 minutes on 2 cores.
+# OVMF and a software TPM). Root and the Debian/PyPI registries needed; ~43 minutes on 2 cores.
 image-deps: deps
 	@scripts/ensure-image-deps
 
