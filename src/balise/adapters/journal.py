@@ -31,6 +31,7 @@ from balise.domain.journal import (
 from balise.ports import Clock
 
 _COLUMNS = "seq, time, kind, actor, subject, details, prev_hash, hash"
+_INSERT = f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 
 @migrations(name="0008_journal_verified_head")
@@ -61,6 +62,10 @@ class PendingEntry:
     details: str
 
 
+def _row(e: JournalEntry) -> tuple[object, ...]:
+    return (e.seq, e.time, e.kind, e.actor, e.subject, e.details, e.prev_hash, e.hash)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedHead:
     """Where the last successful verification stopped, and when (ISO times, UTC)."""
@@ -88,21 +93,29 @@ class SqliteJournal:
         actor: str | None = None,
     ) -> JournalEntry:
         text = canonical_details(details)
-        who = actor or self._actor
         # The head re-read and the one INSERT under the write lock (BEGIN IMMEDIATE, or the
         # caller's transaction: no savepoint, the INSERT alone is atomic).
         with self._store.write_one():
-            row = self._store.conn.execute(
-                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, prev = (1, GENESIS_HASH) if row is None else (int(row[0]) + 1, str(row[1]))
-            when = self._clock.now().isoformat(timespec="microseconds")
-            digest = entry_hash(prev, seq, when, kind, who, subject, text)
-            self._store.conn.execute(
-                f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (seq, when, kind, who, subject, text, prev, digest),
+            seq, prev = self._head()
+            entry = self._chained(
+                seq + 1, prev, PendingEntry(self._clock.now(), kind, actor, subject, text)
             )
-        return JournalEntry(seq, when, kind, who, subject, text, prev, digest)
+            self._store.conn.execute(_INSERT, _row(entry))
+        return entry
+
+    def _head(self) -> tuple[int, str]:
+        """The last entry's number and hash (0 and the genesis hash for an empty journal)."""
+        row = self._store.conn.execute(
+            "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+    def _chained(self, seq: int, prev: str, p: PendingEntry) -> JournalEntry:
+        """Entry number ``seq`` of ``p``, chained to the entry whose hash is ``prev``."""
+        who = p.actor or self._actor
+        when = p.time.isoformat(timespec="microseconds")
+        digest = entry_hash(prev, seq, when, p.kind, who, p.subject, p.details)
+        return JournalEntry(seq, when, p.kind, who, p.subject, p.details, prev, digest)
 
     def append_many(self, pending: Sequence[PendingEntry]) -> list[JournalEntry]:
         """Entries timed by their callers, appended in ONE write transaction (one commit, one
@@ -112,24 +125,12 @@ class SqliteJournal:
             return []
         out: list[JournalEntry] = []
         with self._store.write():
-            row = self._store.conn.execute(
-                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, prev = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+            seq, prev = self._head()
             for p in pending:
                 seq += 1
-                who = p.actor or self._actor
-                when = p.time.isoformat(timespec="microseconds")
-                digest = entry_hash(prev, seq, when, p.kind, who, p.subject, p.details)
-                out.append(JournalEntry(seq, when, p.kind, who, p.subject, p.details, prev, digest))
-                prev = digest
-            self._store.conn.executemany(
-                f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                [
-                    (e.seq, e.time, e.kind, e.actor, e.subject, e.details, e.prev_hash, e.hash)
-                    for e in out
-                ],
-            )
+                out.append(self._chained(seq, prev, p))
+                prev = out[-1].hash
+            self._store.conn.executemany(_INSERT, [_row(e) for e in out])
         return out
 
     def entries(self, since_seq: int = 0) -> Iterator[JournalEntry]:
