@@ -7,9 +7,9 @@ holding the practitioner's key in a file.
 
 Three processes, as on the box: the service, the relay (its own process, as
 ``balise.app.relay_main`` runs it, wired by the same ``balise.app.relay.serve_relay`` with the
-box's REAL journal: SQLite, every request journaled, its entries committed together), and this
-one, the practice software, which sends one relayed request then one direct request, in turn, so
-that the machine's other load weighs on both alike.
+box's REAL journal: SQLite, every request journaled, one entry listing the requests of each
+commit window), and this one, the practice software, which sends one relayed request then one
+direct request, in turn, so that the machine's other load weighs on both alike.
 
 - card operations used: the relay's full handshakes (each one signature by the card; target 1
   for the whole run); with ``--card``, the relay's key is the SoftHSM2 card's through
@@ -18,7 +18,7 @@ that the machine's other load weighs on both alike.
 - each card operation held to 250 ms (a CPS card's RSA-2048 signature): added once per handshake;
 - the relay's cost per request against the direct connection, channel opening excluded (both
   open theirs on the first request): target <= 1.3x. The mean decides; the median is shown too.
-- ``--commit-every-request``: the relay's journal commits each entry alone (one fsync per
+- ``--commit-every-request``: each request an entry of its own, committed alone (one fsync per
   request), to show what the group commit saves;
 - ``--profile FILE``: the relay process runs under cProfile, its statistics written to FILE;
 - ``--without-journal``: a diagnostic, never the box: the relay journals nothing, to show what
@@ -160,7 +160,7 @@ def _relay_main(conf: dict[str, str]) -> None:
     from balise.adapters.store import Store
     from balise.app.relay import serve_relay
     from balise.domain.relay import AllowedService
-    from balise.services.relay import JOURNAL_KIND, CardLogin
+    from balise.services.relay import JOURNAL_KIND, CardLogin, journaled_requests
 
     spy: _SpyCounter | None = None
     login: CardLogin
@@ -225,12 +225,15 @@ def _relay_main(conf: dict[str, str]) -> None:
         profile.dump_stats(conf["profile"])
     if spy is not None:
         time.sleep(0.3)  # the spy's last lines reach the FIFO
-    kinds = [e.kind for e in journal.entries()]
+    entries = list(journal.entries())
+    kinds = [e.kind for e in entries]
+    listings = [json.loads(e.details) for e in entries if e.kind == JOURNAL_KIND]
     print(
         json.dumps(
             {
                 "handshakes": sum(c.handshakes for c in channels),
-                "journaled": kinds.count(JOURNAL_KIND),
+                "journaled": sum(len(journaled_requests(d)) for d in listings),
+                "listings": len(listings),
                 "entries": len(kinds),
                 "chain_ok": journal.verify().ok,
                 "spy": None if spy is None else spy.counts,
@@ -472,7 +475,7 @@ def _report(
     else:
         print(
             f"journal (SQLite, {'one commit per request' if every else 'group commit'}): "
-            f"{result['journaled']} request entries of {n}, chain "
+            f"{result['journaled']} requests of {n} listed by {result['listings']} entries, chain "
             + ("verified" if result["chain_ok"] else "BROKEN")
         )
     print(

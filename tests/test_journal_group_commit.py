@@ -1,9 +1,12 @@
 """The journal's group commit (the card relay's request log): entries appended by a busy writer
 are committed together, in order, on the same hash chain as every other append, and none is
-lost by a flush or a clean close — even with other writers appending in between."""
+lost by a flush or a clean close — even with other writers appending in between. Rows (the
+relay's requests) queued between two commits become ONE entry listing them, split past its
+bound, in their place among the other entries."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 
@@ -12,6 +15,13 @@ import pytest
 from balise.adapters.journal import GroupCommitJournal, PendingEntry, SqliteJournal
 from balise.domain.errors import DiskFullError, ValidationError
 from balise.domain.journal import JournalEntry
+from balise.services.relay import (
+    JOURNAL_KIND,
+    REQUEST_FIELDS,
+    RequestRow,
+    journaled_requests,
+    requests_details,
+)
 from tests.support.balise_env import BaliseEnv
 
 AN_HOUR = 3600.0  # no commit on the interval during a test: only flush() and close() commit
@@ -126,6 +136,142 @@ def test_a_failed_commit_keeps_its_entries_for_the_next_one(balise_env: BaliseEn
         log.append("relay_request", "r1")
         log.close()
         assert _kinds(ctx.journal) == ["r0", "r1"]
+        assert ctx.journal.verify(full=True).ok
+    finally:
+        ctx.close()
+
+
+def _request(i: int, status: int = 200) -> RequestRow:
+    """Request ``i`` as the relay notes it: started at i seconds, 3 ms long."""
+    return ("visio", "POST", status, 100 + i, 200 + i, float(i), i + 0.003, "service")
+
+
+def _listed(journal: SqliteJournal) -> list[tuple[str, list[int]]]:
+    """Each entry's subject, and for a request listing the request sizes it lists."""
+    return [
+        (
+            e.subject,
+            [int(str(r["request_bytes"])) - 100 for r in journaled_requests(json.loads(e.details))],
+        )
+        for e in journal.entries()
+    ]
+
+
+def test_rows_of_one_window_are_one_entry_split_past_its_bound_in_place_among_appends(
+    balise_env: BaliseEnv,
+) -> None:
+    ctx = balise_env.context("relay")
+    try:
+        log = GroupCommitJournal(ctx.journal, ctx.clock, interval=AN_HOUR)
+        request = log.rows(JOURNAL_KIND, requests_details, subject="Dr J", actor="relay", most=4)
+        log.append("relay_open", "open")
+        for i in range(6):
+            request(_request(i))
+        log.append("relay_note", "between")
+        request(_request(6))
+        log.flush()  # the window ends: the next request starts a new entry
+        request(_request(7, status=502))
+        log.close()
+        assert _listed(ctx.journal) == [
+            ("open", []),
+            ("Dr J", [0, 1, 2, 3]),
+            ("Dr J", [4, 5]),
+            ("between", []),
+            ("Dr J", [6]),
+            ("Dr J", [7]),
+        ]
+        entries = list(ctx.journal.entries())
+        assert {e.actor for e in entries if e.kind == JOURNAL_KIND} == {"relay"}
+        (last,) = journaled_requests(json.loads(entries[-1].details))
+        assert last == dict(
+            zip(REQUEST_FIELDS, ["visio", "POST", 502, 107, 207, 3, 0, "service"], strict=True)
+        )
+        second = json.loads(entries[2].details)
+        assert second["count"] == 2
+        assert [r["after_ms"] for r in journaled_requests(second)] == [0, 1000]
+        assert ctx.journal.verify(full=True).ok
+    finally:
+        ctx.close()
+
+
+def test_rows_from_many_threads_are_each_listed_once(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context("relay")
+    try:
+        log = GroupCommitJournal(ctx.journal, ctx.clock, interval=0.01)
+        request = log.rows(JOURNAL_KIND, requests_details, most=256)
+
+        def requests(who: int) -> None:
+            for i in range(300):
+                request(_request(who * 1000 + i))
+
+        threads = [threading.Thread(target=requests, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        log.close()
+        listed = [n for _s, sizes in _listed(ctx.journal) for n in sizes]
+        assert sorted(listed) == sorted(w * 1000 + i for w in range(3) for i in range(300))
+        for w in range(3):  # each thread's requests in the order it made them
+            mine = [n for n in listed if n // 1000 == w]
+            assert mine == [w * 1000 + i for i in range(300)]
+        assert all(len(sizes) <= 256 for _s, sizes in _listed(ctx.journal))
+        assert ctx.journal.verify(full=True).ok
+    finally:
+        ctx.close()
+
+
+def test_rows_after_close_are_committed_at_once(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context("relay")
+    try:
+        log = GroupCommitJournal(ctx.journal, ctx.clock, interval=AN_HOUR)
+        request = log.rows(JOURNAL_KIND, requests_details)
+        request(_request(0))
+        log.close()
+        request(_request(1))  # a request answered while the relay stopped
+        request(_request(2))
+        assert [sizes for _s, sizes in _listed(ctx.journal)] == [[0], [1], [2]]
+    finally:
+        ctx.close()
+
+
+def test_a_failed_commit_keeps_its_rows_for_the_next_one(balise_env: BaliseEnv) -> None:
+    ctx = balise_env.context("relay")
+    try:
+        journal = _FailsOnce(ctx.store, ctx.clock, "relay")
+        log = GroupCommitJournal(journal, ctx.clock, interval=AN_HOUR, on_error=lambda _e: None)
+        request = log.rows(JOURNAL_KIND, requests_details)
+        request(_request(0))
+        request(_request(1))
+        with pytest.raises(DiskFullError):
+            log.flush()
+        request(_request(2))
+        log.close()
+        assert [n for _s, sizes in _listed(ctx.journal) for n in sizes] == [0, 1, 2]
+        assert ctx.journal.verify(full=True).ok
+    finally:
+        ctx.close()
+
+
+def test_rows_rendered_with_a_secret_looking_field_never_reach_the_journal(
+    balise_env: BaliseEnv,
+) -> None:
+    """The rows' details are checked as every entry's are: a render naming a secret-looking
+    field (a bug) leaves an entry saying how many rows are missing and why, never the secret,
+    and the entries after it are committed as usual."""
+    ctx = balise_env.context("relay")
+    try:
+        log = GroupCommitJournal(ctx.journal, ctx.clock, interval=AN_HOUR)
+        request = log.rows("x", lambda rows: {"password": [str(r) for r in rows]})
+        request("hunter2")
+        request("hunter3")
+        log.append("relay_close", "after")
+        log.close()
+        entries = list(ctx.journal.entries())
+        assert [(e.kind, e.details) for e in entries] == [
+            ("x", '{"count":2,"unrendered":"ValidationError"}'),
+            ("relay_close", "{}"),
+        ]
         assert ctx.journal.verify(full=True).ok
     finally:
         ctx.close()

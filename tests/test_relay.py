@@ -42,9 +42,12 @@ from balise.services.crl import issuer_key
 from balise.services.relay import (
     CARD_CHECK_S,
     JOURNAL_KIND,
+    REQUEST_FIELDS,
+    REQUESTS_PER_ENTRY,
     ChannelState,
     Relay,
     error_answer,
+    journaled_requests,
 )
 from balise.services.settings import relay_settings
 from balise.sim.pki import Issued, TestPKI, build_pki
@@ -208,7 +211,9 @@ class Journal:
         return None
 
     def requests(self) -> list[dict[str, JsonValue]]:
-        return [d for k, _s, d in self.rows if k == JOURNAL_KIND]
+        """The requests the entries list (here one entry each: the relay without the box's
+        group commit)."""
+        return [r for k, _s, d in self.rows if k == JOURNAL_KIND for r in journaled_requests(d)]
 
 
 class Card:
@@ -402,7 +407,7 @@ def test_journal_has_service_size_status_duration_never_a_body(
     practice.send("POST", "/visio/rights?nir=1850575123456", SECRET_BODY, "X-Secret: abc\r\n")
     (row,) = box.journal.requests()
     assert row["service"] == "visio"
-    assert row["status"] == 200
+    assert (row["method"], row["status"], row["answered_by"]) == ("POST", 200, "service")
     assert row["request_bytes"] == len(SECRET_BODY)
     assert isinstance(row["answer_bytes"], int) and row["answer_bytes"] > 0
     assert isinstance(row["duration_ms"], int)
@@ -414,9 +419,10 @@ def test_journal_has_service_size_status_duration_never_a_body(
 def test_every_request_of_a_session_is_in_the_boxs_journal_once_closed(
     relay_pki: TestPKI, tmp_path: Path, service: Service, balise_env: BaliseEnv
 ) -> None:
-    """The box's own wiring (app.relay.serve_relay) on its real journal (SQLite): the request
-    entries are committed together, not one fsync each, and every one of them is there, chained,
-    once the practitioner closed the channel — service, sizes, status, duration, never a body."""
+    """The box's own wiring (app.relay.serve_relay) on its real journal (SQLite): the requests
+    are listed by one entry per commit window (not an entry and an fsync each), and every one of
+    them is there once, in order, chained, once the practitioner closed the channel — service,
+    method, sizes, status, duration, never a body."""
     ctx = balise_env.context("relay")
     practitioner = relay_pki.practitioner.authentication
     chain = tmp_path / "card-chain.pem"
@@ -456,13 +462,28 @@ def test_every_request_of_a_session_is_in_the_boxs_journal_once_closed(
         assert statuses == [200] * 40 + [403]
         entries = list(ctx.journal.entries())
         assert entries[0].kind == "relay_open" and entries[-1].kind == "relay_close"
-        rows = [json.loads(e.details) for e in entries if e.kind == JOURNAL_KIND]
-        assert len(rows) == 41
-        assert {(r["service"], r["status"], r["request_bytes"]) for r in rows[:40]} == {
-            ("visio", 200, len(SECRET_BODY))
-        }
-        assert (rows[40]["service"], rows[40]["status"]) == ("elsewhere", 403)
-        assert all(isinstance(r["duration_ms"], int) and r["answer_bytes"] > 0 for r in rows[:40])
+        listing = [e for e in entries if e.kind == JOURNAL_KIND]
+        assert {(e.actor, e.subject) for e in listing} == {("relay", "Dr Jeanne TEST")}
+        details = [json.loads(e.details) for e in listing]
+        assert all(d["count"] == len(d["requests"]) <= REQUESTS_PER_ENTRY for d in details)
+        assert all(d["fields"] == list(REQUEST_FIELDS) for d in details)
+        rows = [r for d in details for r in journaled_requests(d)]
+        assert len(rows) == 41  # each request once
+        assert {
+            (r["service"], r["method"], r["status"], r["request_bytes"], r["answered_by"])
+            for r in rows[:40]
+        } == {("visio", "POST", 200, len(SECRET_BODY), "service")}
+        assert (rows[40]["service"], rows[40]["status"], rows[40]["answered_by"]) == (
+            "elsewhere",
+            403,
+            "relay",
+        )
+        assert all(isinstance(r["duration_ms"], int) for r in rows)
+        answered = [r["answer_bytes"] for r in rows[:40]]
+        assert all(isinstance(size, int) and size > 0 for size in answered)
+        for d in details:  # in order within each entry, timed from its first request
+            after = [r[REQUEST_FIELDS.index("after_ms")] for r in d["requests"]]
+            assert after[0] == 0 and after == sorted(after)
         assert json.loads(entries[-1].details)["requests"] == 40
         text = "".join(e.subject + e.details for e in entries)
         for secret in ("NIR=", "1850575123456", "MUTUELLE", "rights"):
@@ -814,10 +835,10 @@ def test_a_long_answer_reaches_the_practice_software_as_it_comes(
         sock.sendall(b"GET /visio/after HTTP/1.1\r\nHost: relay\r\n\r\n")
         assert _read_some(sock, 12).startswith(b"HTTP/1.1 200")
     row = box.journal.requests()[0]
-    assert (row["status"], row["answer_bytes"], row["by_relay"]) == (
+    assert (row["status"], row["answer_bytes"], row["answered_by"]) == (
         200,
         len(head) + 4 + LONG,
-        False,
+        "service",
     )
     assert [c.handshakes for c in box.channels] == [1]
 
@@ -895,7 +916,7 @@ def test_a_long_answer_cut_by_the_service_closes_the_practice_softwares_connecti
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % (2 * MIB) in head
     assert 0 < len(body) <= MIB and body == _long_body(0, len(body))
     (row,) = box.journal.requests()
-    assert (row["status"], row["cut"], row["by_relay"]) == (200, True, False)
+    assert (row["status"], row["answered_by"]) == (200, "cut")
     assert isinstance(row["answer_bytes"], int) and 0 < row["answer_bytes"] <= len(got)
     assert _status(practice.send("GET", "/visio/next")) == 200
     assert [c.handshakes for c in box.channels] == [2]

@@ -220,12 +220,21 @@ def relay_process(service, pki, work: Path) -> dict[str, object]:  # type: ignor
     res["proc.closed"] = [closed["open"], closed["closed_because"]]
     res["proc.socket_left"] = sock_path.exists()
     ctx = open_context(work / "data", actor="test", env=env)
-    kinds = [e.kind for e in ctx.journal.entries()]
-    details = " ".join(e.details for e in ctx.journal.entries())
+    from balise.services.relay import JOURNAL_KIND, journaled_requests
+
+    entries = list(ctx.journal.entries())
+    kinds = [e.kind for e in entries]
+    details = " ".join(e.details for e in entries)
     ctx.close()
+    listed = [
+        r
+        for e in entries
+        if e.kind == JOURNAL_KIND
+        for r in journaled_requests(json.loads(e.details))
+    ]
     res["proc.journal"] = [
         kinds.count("relay_open"),
-        kinds.count("relay_request"),
+        [(r["service"], r["method"], r["status"], r["answered_by"]) for r in listed],
         kinds.count("relay_close"),
     ]
     res["proc.pin_in_journal"] = PIN in details

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -30,6 +31,7 @@ from balise.domain.journal import (
 )
 from balise.ports import Clock
 
+Row = TypeVar("Row")
 _COLUMNS = "seq, time, kind, actor, subject, details, prev_hash, hash"
 _INSERT = f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
@@ -324,8 +326,28 @@ class SqliteJournal:
         return bool(details.get("anchor_seq") == seq and details.get("anchor_hash") == digest)
 
 
+@dataclass(frozen=True, slots=True)
+class _RowKind:
+    """How the rows given to one :meth:`GroupCommitJournal.rows` become entries."""
+
+    kind: str
+    subject: str
+    actor: str | None
+    render: Callable[[Sequence[Any]], Mapping[str, JsonValue]]
+    most: int
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Rows of one kind waiting for their commit: one entry, timed by its first row."""
+
+    of: _RowKind
+    time: datetime
+    rows: list[Any]
+
+
 class GroupCommitJournal:
-    """Appends of a busy writer (the card relay: one entry per request) committed together.
+    """Appends of a busy writer (the card relay) committed together.
 
     :meth:`append` checks and times the entry at once (a secret-looking key is refused to its
     caller, as by :meth:`SqliteJournal.append`) and queues it; one writer thread commits what is
@@ -335,7 +357,12 @@ class GroupCommitJournal:
     everything appended before them is committed. What a power cut can lose: the entries of the
     last ``interval`` (never more), never the chain. A commit that fails (full disk) keeps its
     entries queued for the next attempt and is reported through ``on_error``; :meth:`flush` and
-    :meth:`close` raise it."""
+    :meth:`close` raise it.
+
+    :meth:`rows` is for what happens too often for an entry each (the relay's requests): the
+    caller's cost is appending a tuple; the rows queued together become ONE entry per commit
+    (at most ``most`` rows each, more split in order), rendered by the writer thread, in their
+    place among the other appends."""
 
     def __init__(
         self,
@@ -350,9 +377,9 @@ class GroupCommitJournal:
         self._interval = interval
         self._on_error = on_error
         self._cond = threading.Condition()
-        self._queue: list[PendingEntry] = []
-        self._appended = 0  # entries queued since the start
-        self._written = 0  # entries committed since the start
+        self._queue: list[PendingEntry | _Rows] = []
+        self._appended = 0  # items (entries, row groups) queued since the start
+        self._written = 0  # items committed since the start
         self._urgent = 0  # flush() calls waiting
         self._closing = False
         self._failure: BaseException | None = None
@@ -369,11 +396,46 @@ class GroupCommitJournal:
         actor: str | None = None,
     ) -> None:
         entry = PendingEntry(self._clock.now(), kind, actor, subject, canonical_details(details))
-        with self._cond:
+        self._queued(entry)
+
+    def rows(
+        self,
+        kind: str,
+        render: Callable[[Sequence[Row]], Mapping[str, JsonValue]],
+        *,
+        subject: str = "",
+        actor: str | None = None,
+        most: int = 256,
+    ) -> Callable[[Row], None]:
+        """A function that queues one row (kept as it is until the commit); the rows
+        queued one after another, up to ``most``, become one entry of ``kind`` whose details are
+        ``render(rows)`` (checked as :meth:`append` checks them), timed by its first row."""
+        if most < 1:
+            raise ValueError("most must be at least 1")
+        of = _RowKind(kind, subject, actor, render, most)
+
+        def add(row: Row) -> None:
+            with self._cond:
+                queue = self._queue
+                last = queue[-1] if queue else None
+                if (
+                    type(last) is _Rows
+                    and last.of is of
+                    and len(last.rows) < most
+                    and not self._closing
+                ):
+                    last.rows.append(row)
+                else:
+                    self._queued(_Rows(of, self._clock.now(), [row]))
+
+        return add
+
+    def _queued(self, item: PendingEntry | _Rows) -> None:
+        with self._cond:  # reentrant: add() holds it already
             if self._closing:  # a straggler after close(): committed alone, at once
-                self._journal.append_many([entry])
+                self._journal.append_many([_pending(item)])
                 return
-            self._queue.append(entry)
+            self._queue.append(item)
             self._appended += 1
             if len(self._queue) == 1:
                 self._cond.notify_all()
@@ -421,7 +483,7 @@ class GroupCommitJournal:
                     self._cond.wait(wait)
                 batch, self._queue = self._queue, []
             try:
-                self._journal.append_many(batch)
+                self._journal.append_many([_pending(item) for item in batch])
             except BaseException as exc:  # noqa: BLE001 - kept, reported, raised by flush()
                 with self._cond:
                     self._queue[:0] = batch
@@ -439,3 +501,18 @@ class GroupCommitJournal:
                     self._failure = None
                     self._cond.notify_all()
             last = time.monotonic()
+
+
+def _pending(item: PendingEntry | _Rows) -> PendingEntry:
+    """The entry to commit for a queued item (a group of rows rendered now, checked). Rows whose
+    details cannot be rendered or are refused (a secret-looking field: a bug of the render) are
+    never journaled, and never block the entries after them either: their entry says how many
+    rows it stood for and why they are missing."""
+    if isinstance(item, PendingEntry):
+        return item
+    of = item.of
+    try:
+        details = canonical_details(of.render(item.rows))
+    except Exception as exc:  # noqa: BLE001 - said in the journal instead of the rows
+        details = canonical_details({"count": len(item.rows), "unrendered": type(exc).__name__})
+    return PendingEntry(item.time, of.kind, of.actor, of.subject, details)

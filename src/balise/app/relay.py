@@ -32,12 +32,15 @@ from balise.domain.errors import BaliseError
 from balise.domain.relay import AllowedService
 from balise.ports import Clock, Journal
 from balise.services.relay import (
+    JOURNAL_KIND,
+    REQUESTS_PER_ENTRY,
     CardLogin,
     CloseReason,
     Relay,
     RequestLog,
     UpstreamChannel,
     error_answer,
+    requests_details,
 )
 
 if TYPE_CHECKING:
@@ -46,8 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["CardRelay", "kept_crls_file", "open_card_relay", "serve_relay"]
 
 _WATCH_EVERY_S: Final = 1.0
-# The relay's journal entries (one per request) are committed together at most this often, and
-# at every close: a power cut loses at most this much of the request log (see serve_relay).
+# The relay's journal (one entry listing the requests of each window) is committed at most this
+# often, and at every close: a power cut loses at most this much of the request log (see
+# serve_relay).
 JOURNAL_COMMIT_EVERY_S: Final = 0.1
 _provider_lock = threading.Lock()
 _loaded: dict[str, Path] = {}  # "module": the card module the provider was loaded on
@@ -153,12 +157,14 @@ def serve_relay(
 ) -> CardRelay:
     """The relay's decisions behind its socket, a watchdog for the pulled card and the idle time,
     and the journal: every request journaled; with the box's journal (SQLite, one fsync per
-    commit: ~0.4 ms, more than a relayed request costs) the entries are committed together
-    (GroupCommitJournal) every JOURNAL_COMMIT_EVERY_S and whenever the channel closes — by the
-    practitioner, the card, the idle time or the process's end — so a clean close never loses
-    one. A power cut can lose the last 0.1 s of request lines, never the chain: acceptable for a
-    log of what the practice software asked (its answers are the services', which keep their
-    own), not for the lots or signatures, which keep their commit per change."""
+    commit: ~0.4 ms, more than a relayed request costs) the requests of each
+    JOURNAL_COMMIT_EVERY_S are listed by ONE entry (GroupCommitJournal.rows: the request path
+    only appends a tuple; at most REQUESTS_PER_ENTRY an entry, more split), committed together
+    then and whenever the channel closes — by the practitioner, the card, the idle time or the
+    process's end — so a clean close never loses one. A power cut can lose the last 0.1 s of
+    request lines, never the chain: acceptable for a log of what the practice software asked (its
+    answers are the services', which keep their own), not for the lots or signatures, which keep
+    their commit per change."""
     log = (
         GroupCommitJournal(
             journal, clock, interval=JOURNAL_COMMIT_EVERY_S, on_error=_journal_failed
@@ -175,6 +181,15 @@ def serve_relay(
         clock=clock,
         idle_seconds=idle_seconds,
         card_present=card_present,
+        requests=None
+        if log is None
+        else log.rows(
+            JOURNAL_KIND,
+            requests_details,
+            subject=practitioner,
+            actor="relay",
+            most=REQUESTS_PER_ENTRY,
+        ),
     )
     server = RelayServer(
         socket_path,

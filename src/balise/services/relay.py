@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -33,16 +33,42 @@ from balise.ports import Clock
 
 __all__ = [
     "JOURNAL_KIND",
+    "REQUESTS_PER_ENTRY",
+    "REQUEST_FIELDS",
     "CardLogin",
     "ChannelState",
     "CloseReason",
     "Relay",
     "RequestLog",
+    "RequestRow",
     "UpstreamChannel",
     "error_answer",
+    "journaled_requests",
+    "requests_details",
 ]
 
-JOURNAL_KIND = "relay_request"
+# The requests' journal: ONE entry lists the requests of one commit window of the box's journal
+# (GroupCommitJournal.rows), at most REQUESTS_PER_ENTRY (more: split, in order), each as a row
+# of REQUEST_FIELDS: the service's name, the method, the status, the sizes in and out, the
+# duration, when it ended (ms after the first request of the entry, whose time is the entry's),
+# and who answered ("service", "relay" for the relay's own refusal, "cut" for the service's
+# answer cut short on its way). Never a body, a header value or the query.
+JOURNAL_KIND = "relay_requests"
+REQUESTS_PER_ENTRY = 256
+REQUEST_FIELDS = (
+    "service",
+    "method",
+    "status",
+    "request_bytes",
+    "answer_bytes",
+    "duration_ms",
+    "after_ms",
+    "answered_by",
+)
+# One request as the request path notes it (the cheapest thing to keep): the service's name,
+# the method, the status, the sizes in and out, started and ended (the relay's monotonic
+# seconds), who answered. requests_details makes the entry of them, off the request path.
+RequestRow = tuple[str, str, int, int, int, float, float, str]
 # Why a channel closed: the card pulled, the idle time, the practitioner's key, the relay stopped.
 CloseReason = Literal["card_pulled", "idle", "practitioner", "stopped"]
 JOURNAL_OPEN = "relay_open"
@@ -75,8 +101,8 @@ class UpstreamChannel(Protocol):
 
 
 class RequestLog(Protocol):
-    """Where the relay journals (the journal port; on the box its group commit,
-    balise.adapters.journal.GroupCommitJournal: one entry per request, committed together)."""
+    """Where the relay journals its opening and closing (the journal port; on the box its group
+    commit, balise.adapters.journal.GroupCommitJournal, whose ``rows`` takes the requests)."""
 
     def append(
         self,
@@ -86,6 +112,36 @@ class RequestLog(Protocol):
         *,
         actor: str | None = None,
     ) -> object: ...
+
+
+def requests_details(rows: Sequence[RequestRow]) -> dict[str, JsonValue]:
+    """The details of one JOURNAL_KIND entry listing ``rows`` (in order; the caller keeps them
+    to REQUESTS_PER_ENTRY): the field names once, then one list per request."""
+    first = rows[0][6]
+    listed: list[JsonValue] = [
+        [
+            name,
+            method,
+            status,
+            size_in,
+            size_out,
+            round((end - start) * 1000),
+            round((end - first) * 1000),
+            by,
+        ]
+        for name, method, status, size_in, size_out, start, end, by in rows
+    ]
+    return {"count": len(listed), "fields": list(REQUEST_FIELDS), "requests": listed}
+
+
+def journaled_requests(details: Mapping[str, JsonValue]) -> list[dict[str, JsonValue]]:
+    """The requests a JOURNAL_KIND entry lists (its details, parsed), each as a mapping of its
+    field names to its values (for whoever reads the journal: tests, the bench, a technician)."""
+    fields, requests = details.get("fields"), details.get("requests")
+    if not isinstance(fields, list) or not isinstance(requests, list):
+        return []
+    names = [str(f) for f in fields]
+    return [dict(zip(names, r, strict=True)) for r in requests if isinstance(r, list)]
 
 
 class CardLogin(Protocol):
@@ -143,11 +199,16 @@ class Relay:
         card_present: Callable[[], bool],
         monotonic: Callable[[], float] = time.monotonic,
         card_check_seconds: float = CARD_CHECK_S,
+        requests: Callable[[RequestRow], object] | None = None,
     ) -> None:
+        """``requests``: where each request's row goes once its answer is on its way (the box:
+        its journal's group commit, GroupCommitJournal.rows, one entry per commit window);
+        without it, each request is an entry of its own in ``journal``."""
         self._services = dict(services)
         self._channel_for = channel_for
         self._login: CardLogin | None = login
         self._journal = journal
+        self._note: Callable[[RequestRow], object] = requests or self._entry_each
         self._clock = clock
         self._idle = idle_seconds
         self._card_present = card_present
@@ -292,8 +353,8 @@ class Relay:
                 with self._state_lock:
                     self._requests += 1
                     self._unjournaled += 1
-                seconds = self._monotonic() - started
-                self._journal_request((name, method, cut.status, size, cut.sent, seconds, None))
+                row = (name, method, cut.status, size, cut.sent, started, self._monotonic(), "cut")
+                self._journal_request(row)
                 raise
             except RelayRefused as refused:
                 return self._refused(name, method, size, refused.status, started, refused.fr)
@@ -304,38 +365,31 @@ class Relay:
             self._requests += 1
             self._last_used = ended
             self._unjournaled += 1
-        entry = (name, method, status, size, answer_size, ended - started, False)
-        return answer, partial(self._journal_request, entry), not until_close
+        row = (name, method, status, size, answer_size, started, ended, "service")
+        return answer, partial(self._journal_request, row), not until_close
 
     def _refused(
         self, name: str, method: str, size: int, status: int, started: float, words: str
     ) -> tuple[bytes, Callable[[], object], bool]:
         """The relay's own answer (``status``, ``words``) instead of the service's."""
-        entry = (name, method, status, size, 0, self._monotonic() - started, True)
+        row = (name, method, status, size, 0, started, self._monotonic(), "relay")
         with self._state_lock:
             self._unjournaled += 1
-        return error_answer(status, words), partial(self._journal_request, entry), True
+        return error_answer(status, words), partial(self._journal_request, row), True
 
-    def _journal_request(self, entry: tuple[str, str, int, int, int, float, bool | None]) -> None:
-        """One request's journal entry: sizes and the status only, never a body, a header
-        value or the query (built here, once the answer is on its way). ``by_relay`` None: the
-        service's answer, cut short on its way (``cut``: true, ``answer_bytes`` as passed)."""
-        name, method, status, request_size, answer_size, seconds, by_relay = entry
-        details: dict[str, JsonValue] = {
-            "service": name,
-            "method": method,
-            "status": status,
-            "request_bytes": request_size,
-            "answer_bytes": answer_size,
-            "duration_ms": round(seconds * 1000),
-            "by_relay": bool(by_relay),
-        }
-        if by_relay is None:
-            details["cut"] = True
+    def _journal_request(self, row: RequestRow) -> None:
+        """One request noted for the journal (sizes and the status only, never a body, a
+        header value or the query), once its answer is on its way."""
         try:
-            self._journal.append(JOURNAL_KIND, name, details, actor="relay")
+            self._note(row)
         finally:
             with self._state_lock:
                 self._unjournaled -= 1
                 if not self._unjournaled:
                     self._journaled.notify_all()
+
+    def _entry_each(self, row: RequestRow) -> None:
+        """Without the group commit's rows: the request's entry alone, listing it."""
+        self._journal.append(
+            JOURNAL_KIND, self._practitioner, requests_details([row]), actor="relay"
+        )
