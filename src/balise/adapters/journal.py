@@ -376,7 +376,8 @@ class GroupCommitJournal:
         self._clock = clock
         self._interval = interval
         self._on_error = on_error
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._queue: list[PendingEntry | _Rows] = []
         self._appended = 0  # items (entries, row groups) queued since the start
         self._written = 0  # items committed since the start
@@ -415,7 +416,7 @@ class GroupCommitJournal:
         of = _RowKind(kind, subject, actor, render, most)
 
         def add(row: Row) -> None:
-            with self._cond:
+            with self._lock:  # the condition's lock, taken without its Python-level __enter__
                 queue = self._queue
                 last = queue[-1] if queue else None
                 if (
