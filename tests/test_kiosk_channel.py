@@ -45,6 +45,7 @@ class ScriptedRelay:
         self.pins: list[bytes] = []
         self.handed: list[bytearray | None] = []
         self.stops = 0
+        self.pulled = 0  # how many times the kiosk said the card was pulled
         self.current: ChannelState | None = None
 
     def __call__(self) -> ScriptedRelay:
@@ -60,6 +61,11 @@ class ScriptedRelay:
 
     def state(self) -> ChannelState | None:
         return self.current
+
+    def card_pulled(self) -> None:
+        self.pulled += 1
+        if self.current is not None and self.current.open:
+            self.closes("card_pulled")
 
     def stop(self) -> None:
         self.stops += 1
@@ -143,6 +149,20 @@ async def test_the_kiosk_says_why_the_channel_closed_by_itself(
         await until(pilot, lambda: _shown(screen) == "Canal fermé (inactivité).")
         relay.closes("card_pulled")
         await until(pilot, lambda: _shown(screen) == "Canal fermé (carte retirée).")
+
+
+async def test_the_card_pulled_from_the_reader_closes_the_channel_at_once(
+    kiosk: Kiosk, relay: ScriptedRelay
+) -> None:
+    """The kiosk's own card watcher tells the relay (not the relay's check of the card, up to a
+    second later): the channel closes, said as the card pulled."""
+    app = kiosk.app()
+    async with app.run_test(size=(110, 30)) as pilot:
+        screen = await _open(pilot, app, kiosk)
+        await until(pilot, lambda: "Canal ouvert" in _shown(screen))
+        kiosk.cards.pull()
+        await until(pilot, lambda: _shown(screen) == "Canal fermé (carte retirée).")
+        assert (relay.pulled, relay.stops) == (1, 0)
 
 
 async def test_an_open_channel_is_shown_again_without_asking_the_pin(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -33,7 +34,13 @@ from balise.adapters.clock import FixedClock
 from balise.adapters.crl_store import FileCrlStore
 from balise.adapters.relay_server import RelayServer
 from balise.app.relay import kept_crls_file, serve_relay
-from balise.app.relay_main import RelayLauncher, read_pin, read_status, status_json
+from balise.app.relay_main import (
+    RelayLauncher,
+    close_on_signals,
+    read_pin,
+    read_status,
+    status_json,
+)
 from balise.domain.crl import StoredCrl
 from balise.domain.errors import ValidationError
 from balise.domain.journal import JsonValue, canonical_details
@@ -1027,6 +1034,23 @@ async def test_the_kiosk_shows_the_channel_and_closes_it_with_one_key(
     assert box.card.logged_out
     assert not box.channels[0].is_open
     assert _status(practice.send("GET", "/visio/after")) == 503
+
+
+def test_the_relay_process_closes_as_the_card_pulled_on_sigusr1() -> None:
+    """The relay process's signals (balise.app.relay_main.main waits on them): SIGUSR1, the
+    kiosk's word that its watcher saw the card pulled, closes the channel saying so; SIGTERM is
+    the practitioner's key. Sent to this process, its own handlers put back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        for sig, why in ((signal.SIGTERM, "practitioner"), (signal.SIGUSR1, "card_pulled")):
+            done = threading.Event()
+            because = close_on_signals(done)
+            os.kill(os.getpid(), sig)
+            assert done.wait(5)
+            assert because == [why]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize(

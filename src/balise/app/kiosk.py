@@ -202,6 +202,7 @@ class WiredBackend:
         def on_event(event: ReaderEvent) -> None:
             if event.action == "removed":
                 self._removed.set()  # a batch in flight stops at its next signature
+                self._card_pulled()
             callback(event)
 
         self._readers.start(on_event)
@@ -219,6 +220,8 @@ class WiredBackend:
                     self._signer = None
                     self._identity = None
                     self._proven = None
+            if event.action != "inserted":
+                self._card_pulled()
             callback(event)
 
         self._cards.start(on_event)
@@ -414,6 +417,13 @@ class WiredBackend:
         launcher = self._channel
         if launcher is not None:
             launcher.stop()
+
+    def _card_pulled(self) -> None:
+        """The watchers saw the card (or its reader) go: the relay closes at once, said as the
+        card pulled, instead of at its own next check of the card."""
+        launcher = self._channel
+        if launcher is not None:
+            launcher.card_pulled()
 
     # -- the signing flow --------------------------------------------------------------------
 
@@ -1075,6 +1085,8 @@ class ChannelLauncher(Protocol):
 
     def state(self) -> ChannelState | None: ...
 
+    def card_pulled(self) -> None: ...
+
     def stop(self) -> None: ...
 
 
@@ -1093,6 +1105,9 @@ class _Refused:
 
     def state(self) -> ChannelState | None:
         return None
+
+    def card_pulled(self) -> None:
+        pass
 
     def stop(self) -> None:
         pass

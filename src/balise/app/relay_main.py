@@ -7,7 +7,9 @@ OpenSSL (no other TLS happens in it), serves the practice software on ``--socket
 ``--allow-uid`` accounts, and writes its state for the kiosk to ``--status`` (JSON, no secret:
 open, practitioner, since, requests, handshakes, why it closed) every second and at the end.
 SIGTERM (the practitioner's key in the kiosk) closes the channel and the card's login and ends
-the process; so do a pulled card and the idle time (``relay_idle_minutes``)."""
+the process; so do a pulled card and the idle time (``relay_idle_minutes``). SIGUSR1 is the
+kiosk's word that its reader watcher saw the card pulled: the same close at once, said as the
+card pulled, without waiting for the relay's own check of the card (within a second)."""
 
 from __future__ import annotations
 
@@ -28,12 +30,13 @@ from balise.adapters.pkcs11 import Pkcs11Signer, open_module
 from balise.app.context import open_context, resolve_data_dir
 from balise.app.relay import CardRelay, kept_crls_file, open_card_relay
 from balise.domain.errors import BaliseError
-from balise.services.relay import ChannelState
+from balise.services.relay import ChannelState, CloseReason
 from balise.services.settings import box_settings, relay_settings
 
 __all__ = [
     "RELAY_SOCKET",
     "RelayLauncher",
+    "close_on_signals",
     "main",
     "read_pin",
     "read_status",
@@ -201,6 +204,13 @@ class RelayLauncher:
     def state(self) -> ChannelState | None:
         return read_status(self.status)
 
+    def card_pulled(self) -> None:
+        """The kiosk saw the card pulled: the relay closes at once (SIGUSR1), its state saying
+        why; returns without waiting (called on the card watcher's thread)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+
     def stop(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -220,6 +230,20 @@ def _write_status(path: Path, state: ChannelState) -> None:
     os.replace(tmp, path)
 
 
+def close_on_signals(done: threading.Event) -> list[CloseReason]:
+    """SIGTERM (the practitioner's key) and SIGUSR1 (the kiosk saw the card pulled) set ``done``;
+    the returned list's one item says why the channel is to close."""
+    because: list[CloseReason] = ["practitioner"]
+
+    def pulled(*_: object) -> None:
+        because[0] = "card_pulled"
+        done.set()
+
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, pulled)
+    return because
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m balise.app.relay_main")
     parser.add_argument("--data-dir")
@@ -228,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--status", required=True, type=Path)
     args = parser.parse_args(argv)
+    # Until the channel is open, the kiosk's word that the card was pulled must not end the
+    # process (SIGUSR1's default): the opening fails on its own, or the watchdog sees the card.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     try:
         pin = read_pin(sys.stdin.fileno())
@@ -267,14 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if relay is None:
             ctx.close()
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    because = close_on_signals(done)
     try:
         while not done.wait(_STATUS_EVERY_S):
             _write_status(args.status, relay.relay.state())
             if not relay.relay.is_open:
                 break
     finally:
-        relay.close("practitioner")
+        relay.close(because[0])
         _write_status(args.status, relay.relay.state())
         ctx.close()
     return EXIT_OK
