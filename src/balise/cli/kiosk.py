@@ -13,7 +13,19 @@ if TYPE_CHECKING:
     from balise.ui.backend import KioskBackend
 
 
+def read_boot_stop(path: str, limit: int) -> bytes | None:
+    """balise-firstboot's reason file, at most ``limit`` bytes (root's file in /run; ``None``:
+    none)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+    except FileNotFoundError:
+        return None
+
+
 def cmd_kiosk(args: argparse.Namespace) -> int:
+    if args.alerte is not None:
+        return cmd_boot_alert(args)
     from balise.adapters.hardening import protect_process
     from balise.adapters.systemd import configure_logging, under_systemd
     from balise.app.context import Context
@@ -47,6 +59,19 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_boot_alert(args: argparse.Namespace) -> int:
+    """`balise kiosk --alerte FICHIER`: the boot stopped (balise-alert.service); what happened,
+    in words, on this terminal. Opens no data, no parameter, no card."""
+    from balise.ui.screens.boot_alert import MAX_REASON_BYTES, parse_boot_stop, run_boot_alert
+
+    try:
+        raw = read_boot_stop(args.alerte, MAX_REASON_BYTES)
+    except OSError:
+        raw = None  # unreadable: the screen still says the boot stopped
+    run_boot_alert(parse_boot_stop(raw), lang=args.lang or cli_language())
+    return EXIT_OK
+
+
 def add_kiosk_parser(sub: Any) -> None:
     kiosk = sub.add_parser("kiosk", help="la borne (écran et clavier du boîtier)")
     kiosk.add_argument(
@@ -54,5 +79,11 @@ def add_kiosk_parser(sub: Any) -> None:
     )
     kiosk.add_argument(
         "--no-kiosk", action="store_true", help="Ctrl+Q quitte (maintenance, jamais sur tty1)"
+    )
+    kiosk.add_argument(
+        "--alerte",
+        metavar="FICHIER",
+        help="écran d'alerte d'un démarrage arrêté (balise-alert.service), la raison lue dans "
+        "FICHIER ; n'ouvre ni données ni paramètres",
     )
     kiosk.set_defaults(func=cmd_kiosk)

@@ -341,6 +341,31 @@ FR: dict[str, str] = {
     "channel.refused": "Le canal n'a pas pu être ouvert : {why}",
     "channel.card_refused": "Canal impossible avec cette carte : {why}",
     "channel.help": "F : fermer le canal (la carte se déconnecte) · Échap : retour.",
+    # the alert screen of a stopped boot (balise kiosk --alerte)
+    "bootalert.secours.title": "Démarrage avec la clé de secours",
+    "bootalert.secours.what": "Ce boîtier a démarré avec la clé de secours du technicien : la "
+    "puce TPM n'a pas reconnu le système (le système, sa ligne de commande ou le micrologiciel "
+    "a changé). Les données sont là, mais les paramètres restent fermés : Balise ne signe et "
+    "n'envoie rien.",
+    "bootalert.secours.todo": "Appelez votre technicien : il remet le boîtier en état "
+    "(réinstallation puis restauration de la dernière sauvegarde, ou nouvel enrôlement de la "
+    "puce TPM sur un système qu'il a vérifié).",
+    "bootalert.refus.title": "Démarrage refusé par la puce TPM",
+    "bootalert.refus.what": "La puce TPM n'a pas reconnu ce démarrage (le système, sa ligne de "
+    "commande ou le micrologiciel a changé) : la partition de données reste fermée, rien n'est "
+    "effacé.",
+    "bootalert.refus.todo": "Appelez votre technicien : il lui faudra sa clé de secours, au "
+    "prochain démarrage.",
+    "bootalert.echec.title": "Démarrage arrêté",
+    "bootalert.echec.what": "Le démarrage de Balise n'a pas abouti : la borne et l'envoi des "
+    "lots ne démarrent pas. Rien n'est effacé.",
+    "bootalert.echec.todo": "Appelez votre technicien.",
+    "bootalert.root_modified": "Le système de ce boîtier a été modifié (un bloc refusé par "
+    "dm-verity) : il doit être réinstallé (re-flashé) puis restauré depuis la dernière "
+    "sauvegarde.",
+    "bootalert.reason": "Raison : {why}",
+    "bootalert.keys": "Aucune touche n'est nécessaire : ce message reste affiché jusqu'à l'arrêt "
+    "du boîtier.",
 }
 
 EN: dict[str, str] = {
@@ -657,6 +682,24 @@ EN: dict[str, str] = {
     "channel.refused": "The channel could not be opened: {why}",
     "channel.card_refused": "No channel with this card: {why}",
     "channel.help": "F: close the channel (the card logs out) · Escape: back.",
+    "bootalert.secours.title": "Started with the recovery key",
+    "bootalert.secours.what": "This box started with the technician's recovery key: the TPM "
+    "did not recognise the system (the system, its command line or the firmware changed). The "
+    "data is there, but the parameters stay closed: Balise signs and sends nothing.",
+    "bootalert.secours.todo": "Call your technician: they restore the box (re-flash then "
+    "restore the last backup, or enrol the TPM again on a system they checked).",
+    "bootalert.refus.title": "Boot refused by the TPM",
+    "bootalert.refus.what": "The TPM did not recognise this boot (the system, its command line "
+    "or the firmware changed): the data partition stays closed, nothing is erased.",
+    "bootalert.refus.todo": "Call your technician: their recovery key is needed, at the next boot.",
+    "bootalert.echec.title": "Boot stopped",
+    "bootalert.echec.what": "Balise did not finish starting: the kiosk and the sending of lots "
+    "do not start. Nothing is erased.",
+    "bootalert.echec.todo": "Call your technician.",
+    "bootalert.root_modified": "This box's system was modified (a block refused by dm-verity): "
+    "it must be re-flashed, then restored from the last backup.",
+    "bootalert.reason": "Reason: {why}",
+    "bootalert.keys": "No key is needed: this message stays until the box is switched off.",
 }
 
 CATALOGUES: dict[Lang, dict[str, str]] = {"fr": FR, "en": EN}
