@@ -308,15 +308,16 @@ class Relay:
     def respond(
         self, head: HttpHead, body: bytes, send: Callable[[bytes], object] | None = None
     ) -> tuple[bytes, Callable[[], object], bool]:
-        """:meth:`handle` in two steps: the answer to send back, its journal entry (timed
-        already) to append once the answer is on its way, and whether the practice software's
-        connection may carry its next request (not after an answer whose end is the close) — the entry's cost kept off the path
-        between the request and its answer. Every request gets its entry: call it, even when the
+        """:meth:`handle` in two steps: the answer to send back, the noting of its request for
+        the journal (timed already: a row queued, see ``requests``) to call once the answer is
+        on its way, and whether the practice software's connection may carry its next request
+        (not after an answer whose end is the close) — the journal's cost kept off the path
+        between the request and its answer. Every request is noted: call it, even when the
         answer could not be sent; :meth:`close` waits for it (a little) before its own entry.
 
         With ``send`` (the practice software's socket), an answer over STREAM_FROM is passed
         on through it in pieces as it comes, and what is returned is its last piece. When such
-        an answer breaks half-way, AnswerCut is raised once its entry is journaled: the caller
+        an answer breaks half-way, AnswerCut is raised once its request is noted: the caller
         closes the practice software's connection (too late for an error answer)."""
         started = self._monotonic()
         name = head.first[1][1:].partition("/")[0].partition("?")[0][:40]
