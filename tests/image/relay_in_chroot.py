@@ -147,7 +147,8 @@ def whole_relay(lib, hsm, service, root_pem: str, work: Path) -> dict[str, objec
 
 def relay_process(service, pki, work: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """python -m balise.app.relay_main as the kiosk starts it: the PIN through a pipe, state in
-    a status file, SIGTERM for the practitioner's key."""
+    a status file, SIGTERM for the practitioner's key; then once more, closed by SIGUSR1 (the
+    kiosk's watcher saw the card pulled)."""
     import signal
 
     from balise.adapters.kek import create_key_file
@@ -167,41 +168,46 @@ def relay_process(service, pki, work: Path) -> dict[str, object]:  # type: ignor
     ctx.params.set("relay_services", f"visio=https://127.0.0.1:{service.port}/api")
     ctx.close()
     sock_path, status = work / "proc.sock", work / "proc-status.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "balise.app.relay_main",
-            "--data-dir",
-            str(work / "data"),
-            "--socket",
-            str(sock_path),
-            "--allow-uid",
-            str(os.getuid()),
-            "--run-dir",
-            str(work / "proc-run"),
-            "--status",
-            str(status),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(PIN.encode() + b"\n")
-    proc.stdin.close()
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "balise.app.relay_main",
+                "--data-dir",
+                str(work / "data"),
+                "--socket",
+                str(sock_path),
+                "--allow-uid",
+                str(os.getuid()),
+                "--run-dir",
+                str(work / "proc-run"),
+                "--status",
+                str(status),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(PIN.encode() + b"\n")
+        proc.stdin.close()
+        for _ in range(200):
+            if sock_path.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not sock_path.exists():
+            proc.kill()
+            proc.wait(20)
+            assert proc.stderr is not None
+            early = proc.stderr.read().decode(errors="replace")[-3000:]
+            raise RuntimeError("relay process did not start: " + early)
+        return proc
+
+    proc = start()
     res: dict[str, object] = {}
-    for _ in range(200):
-        if sock_path.exists() or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    if not sock_path.exists():
-        proc.kill()
-        proc.wait(20)
-        assert proc.stderr is not None
-        early = proc.stderr.read().decode(errors="replace")[-3000:]
-        raise RuntimeError("relay process did not start: " + early)
     res["proc.statuses"] = [practice_get(sock_path, f"/visio/p{i}")[0] for i in range(3)]
     for _ in range(50):
         text = status.read_text() if status.exists() else "{}"
@@ -243,6 +249,20 @@ def relay_process(service, pki, work: Path) -> dict[str, object]:  # type: ignor
         for p in [status, *(work / "proc-run").iterdir()]
         if PIN.encode() in p.read_bytes()
     )
+    # Once more, the card pulled as the kiosk's watcher says it: SIGUSR1, no wait for the relay's
+    # own check of the card (the token is still there: only the signal can have closed it).
+    status.unlink()
+    proc = start()
+    res["pulled.status"] = practice_get(sock_path, "/visio/before-pull")[0]
+    for _ in range(100):  # its state written: the relay waits on its signals (relay_main.main)
+        if status.exists() and json.loads(status.read_text())["open"]:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR1)
+    proc.wait(20)
+    closed = json.loads(status.read_text())
+    res["pulled.closed"] = [proc.returncode, closed["open"], closed["closed_because"]]
+    res["pulled.socket_left"] = sock_path.exists()
     return res
 
 

@@ -163,3 +163,14 @@ def test_the_relay_process_takes_the_pin_on_a_pipe_shows_its_state_and_ends_on_s
     assert seen["proc.journal"] == [1, [["visio", "GET", 200, "service"]] * 3, 1]
     assert seen["proc.pin_in_journal"] is False
     assert seen["proc.pin_in_files"] == []
+
+
+def test_the_relay_process_closes_at_once_when_the_kiosk_says_the_card_was_pulled(
+    seen: dict[str, object],
+) -> None:
+    """The kiosk's card watcher saw the card pulled: SIGUSR1 (RelayLauncher.card_pulled) closes
+    the channel and ends the process at once, its state saying why — the token still there, so
+    not the relay's own check of the card."""
+    assert seen["pulled.status"] == 200
+    assert seen["pulled.closed"] == [0, False, "card_pulled"]
+    assert seen["pulled.socket_left"] is False
