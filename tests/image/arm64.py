@@ -11,7 +11,9 @@ one report unit added, assembled again (image-assemble.yml) with the serial cons
 kernel command line into build/image-arm64/boot/: the report waits for Accueil on tty1, prints
 the screen and a few facts on the serial console (ttyAMA0 here), then powers off. No TPM2 (a
 Raspberry Pi has none): the data partition is in passphrase mode, so the first boot asks twice
-for the boot secret on the console, and this script types a throw-away one."""
+for the boot secret on the console, and this script types a throw-away one. Measured on the
+shared 2 cores: the boot disk assembled again in 1 min 22 s, Accueil 4 min 05 s after qemu
+started (236 s guest time)."""
 
 from __future__ import annotations
 
@@ -174,7 +176,8 @@ def boot(disk: Path) -> tuple[str, float | None, float]:
                     sys.exit(f"boot-arm64: no power-off within {BOOT_TIMEOUT} s (see {log})")
                 text = log.read_bytes().decode("utf-8", errors="replace")
                 # The first boot's two questions (balise-firstboot, passphrase mode), asked by
-                # systemd's console password agent on ttyAMA0: the secret typed once for each
+                # systemd's console password agent on ttyAMA0 (the luks role masks the wall
+                # agent, which would stop it after the prompt): the secret typed once for each
                 # question shown, again if the agent still waits a minute later (input it may
                 # have flushed before reading); both answers are the same secret.
                 prompts = text.count(FIRST_PROMPT) + text.count(SECOND_PROMPT)
