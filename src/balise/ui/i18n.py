@@ -354,8 +354,8 @@ FR: dict[str, str] = {
     "bootalert.refus.what": "La puce TPM n'a pas reconnu ce démarrage (le système, sa ligne de "
     "commande ou le micrologiciel a changé) : la partition de données reste fermée, rien n'est "
     "effacé.",
-    "bootalert.refus.todo": "Appelez votre technicien : il lui faudra sa clé de secours, au "
-    "prochain démarrage.",
+    "bootalert.refus.todo": "Appelez votre technicien : il remet le boîtier en état "
+    "(réinstallation puis restauration de la dernière sauvegarde).",
     "bootalert.echec.title": "Démarrage arrêté",
     "bootalert.echec.what": "Le démarrage de Balise n'a pas abouti : la borne et l'envoi des "
     "lots ne démarrent pas. Rien n'est effacé.",
@@ -691,7 +691,8 @@ EN: dict[str, str] = {
     "bootalert.refus.title": "Boot refused by the TPM",
     "bootalert.refus.what": "The TPM did not recognise this boot (the system, its command line "
     "or the firmware changed): the data partition stays closed, nothing is erased.",
-    "bootalert.refus.todo": "Call your technician: their recovery key is needed, at the next boot.",
+    "bootalert.refus.todo": "Call your technician: they restore the box (re-flash then restore "
+    "the last backup).",
     "bootalert.echec.title": "Boot stopped",
     "bootalert.echec.what": "Balise did not finish starting: the kiosk and the sending of lots "
     "do not start. Nothing is erased.",
