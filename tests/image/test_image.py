@@ -936,7 +936,20 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     )
 
 
+def _alert_screen(serial: str) -> str:
+    """What tty1 showed with every blank taken out: the screen's rows are cut at its width, in
+    the middle of a word too, and padded with blanks, so a sentence is found by
+    :func:`_squeezed` of it, never by its spaces."""
+    return _squeezed(_screen(serial))
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
 def _locked_out(serial: str) -> None:
+    """The TPM2 refused the boot: the data partition stays closed, nothing is formatted, the
+    kiosk and the agent do not start, and tty1 says what happened (the alert screen)."""
     facts = _facts(serial)
     assert "BALISE-TEST: done" in serial, serial[-4000:]  # the box did boot, up to the report
     assert facts["mapper"] == "closed", serial[-4000:]
@@ -944,12 +957,27 @@ def _locked_out(serial: str) -> None:
     assert "la clé de secours du technicien est nécessaire" in serial, serial[-4000:]
     # Never formatted again: the data stays for the technician's recovery key.
     assert "formatage" not in serial and facts["tpm2-tokens"] == "1"
+    # balise-firstboot ended failed with its reason in /run (root's, words only), and the alert
+    # screen it starts on failure (as the kiosk's user, in place of the kiosk) says it in French.
+    assert facts["firstboot"] == "failed", facts
+    assert facts["kiosk"] != "active" and facts["agent-active"] != "active", facts
+    assert facts["alert-state"] == "refus" and facts["alert-file"] == "root 644", facts
+    assert facts["alert"].startswith("active") and facts["alert-user"] == "balise", facts
+    screen = _alert_screen(serial)
+    assert _squeezed("Démarrage refusé par la puce TPM") in screen, screen
+    assert _squeezed("la partition de données reste fermée, rien n'est effacé") in screen, screen
+    assert _squeezed("Appelez votre technicien") in screen and "Accueil" not in screen, screen
+    # balise-firstboot's own words, shown as they are.
+    assert _squeezed("Raison : la puce TPM a refusé ce démarrage") in screen, screen
 
 
 def test_edited_command_line_gets_no_key_from_the_tpm(measured: Measured) -> None:
-    facts = _facts(measured.edited)
+    serial = measured.edited
+    facts = _facts(serial)
     assert "balise.edited=1" in facts["cmdline"], facts  # the thief's command line did boot
-    _locked_out(measured.edited)
+    _locked_out(serial)
+    assert facts["alert-root"] == "V"  # the root itself was not changed: no re-flash asked
+    assert "re-flashé" not in _alert_screen(serial)  # no blank in it: found across a row's end
 
 
 def test_uki_without_the_projects_pcr_signature_gets_no_key(measured: Measured) -> None:
@@ -971,6 +999,11 @@ def test_root_edited_offline_gets_no_key_from_the_tpm(measured: Measured) -> Non
     # closed, nothing formatted, the technician's recovery key asked.
     assert facts["tpm-signed-policy"] == "refused", facts
     _locked_out(serial)
+    # The alert screen says the system was changed: re-flash, then restore.
+    assert facts["alert-root"] == "C", facts
+    assert _squeezed("réinstallé (re-flashé) puis restauré depuis la dernière sauvegarde") in (
+        _alert_screen(serial)
+    )
 
 
 def test_file_added_to_the_root_offline_gets_no_key_from_the_tpm(
@@ -994,6 +1027,11 @@ def test_file_added_to_the_root_offline_gets_no_key_from_the_tpm(
     # nothing is formatted, the technician's recovery key is asked.
     assert facts["tpm-signed-policy"] == "refused", facts
     _locked_out(serial)
+    # The alert screen says the system was changed: re-flash, then restore.
+    assert facts["alert-root"] == "C", facts
+    assert _squeezed("réinstallé (re-flashé) puis restauré depuis la dernière sauvegarde") in (
+        _alert_screen(serial)
+    )
 
 
 def test_newer_signed_uki_unlocks_without_re_enrolment(measured: Measured) -> None:

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.image
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "ansible" / "roles"
 UNITS = {
-    "balise": ("balise-agent.service", "balise-kiosk.service", "balise-usb-import@.service",
-               "balise-usb-backup@.service"),
+    "balise": ("balise-agent.service", "balise-kiosk.service", "balise-alert.service",
+               "balise-usb-import@.service", "balise-usb-backup@.service"),
     "luks": ("balise-firstboot.service",),
 }  # fmt: skip
 # The most exposed each may be (systemd-analyze's scale, 0 to 10): the agent and the USB keys'
@@ -29,6 +29,8 @@ UNITS = {
 EXPOSURE = {
     "balise-agent.service": 2.0,
     "balise-kiosk.service": 2.5,
+    # The alert screen of a stopped boot: tty1 only, no network, no data.
+    "balise-alert.service": 2.0,
     "balise-usb-import@sdb1.service": 1.5,
     "balise-usb-backup@sdb1.service": 1.5,
 }
