@@ -484,9 +484,12 @@ def _usb_keys(guest: Guest) -> list[str]:
     return args
 
 
-def _boot(guest: Guest, name: str, extra: Sequence[str] = ()) -> str:
-    """One boot until the guest powers itself off; the serial console as text."""
-    return run_guest(guest.disk, guest.vars, guest.tpm, guest.logs, name, extra)
+def _boot(
+    guest: Guest, name: str, extra: Sequence[str] = (), answers: Sequence[tuple[str, str]] = ()
+) -> str:
+    """One boot until the guest powers itself off; the serial console as text (``answers``:
+    typed at its console, see :func:`run_guest`)."""
+    return run_guest(guest.disk, guest.vars, guest.tpm, guest.logs, name, extra, answers=answers)
 
 
 @pytest.fixture(scope="module")
@@ -852,6 +855,9 @@ class Measured:
     newer_uki: str
 
 
+# What balise-firstboot asks on the console when the TPM2 refuses a boot, and a key typed wrong.
+RECOVERY_QUESTION = "Clé de secours du technicien ("
+WRONG_KEY = "pas-la-bonne-cle-de-secours"
 # The thief's added file: a drop-in that would run the kiosk as root.
 ADDED_FILE = "/etc/systemd/system/balise-kiosk.service.d/zz-local.conf"
 
@@ -911,15 +917,23 @@ def measured(guest: Guest, boots: tuple[str, str]) -> Measured:
     _esp_put(newer_disk, newer_uki, f"EFI/Linux/{newer_name}")
 
     serial: dict[str, str] = {}
+    # The technician's recovery key, asked on the console when the TPM2 refuses a boot: in the
+    # edited command line's boot a wrong key then the right one (boots[0] printed it), in the
+    # unsigned UKI's Enter alone (the question passed). Asked in neither boot dm-verity refused.
+    key = _facts(boots[0])["recovery-key"]
 
     def edited_then_newer() -> str:
-        serial["edited-cmdline"] = _boot(edited, "edited-cmdline")
+        serial["edited-cmdline"] = _boot(
+            edited, "edited-cmdline",
+            answers=[(RECOVERY_QUESTION, WRONG_KEY), (RECOVERY_QUESTION, key)],
+        )  # fmt: skip
         return _boot(replace(edited, disk=newer_disk), "newer-uki")
 
     try:
         serial |= concurrently({
             "newer-uki": edited_then_newer,  # the longest first
-            "unsigned-uki": lambda: _boot(unsigned, "unsigned-uki"),
+            "unsigned-uki": lambda: _boot(unsigned, "unsigned-uki",
+                                          answers=[(RECOVERY_QUESTION, "")]),
             "tampered-root": lambda: _boot(tampered, "tampered-root"),
             "added-file": lambda: _boot(added, "added-file"),
         })  # fmt: skip
@@ -971,19 +985,49 @@ def _locked_out(serial: str) -> None:
     assert _squeezed("Raison : la puce TPM a refusé ce démarrage") in screen, screen
 
 
-def test_edited_command_line_gets_no_key_from_the_tpm(measured: Measured) -> None:
+def test_edited_command_line_gets_no_key_from_the_tpm_and_the_recovery_key_opens_the_data(
+    measured: Measured, boots: tuple[str, str]
+) -> None:
     serial = measured.edited
     facts = _facts(serial)
+    key = _facts(boots[0])["recovery-key"]
     assert "balise.edited=1" in facts["cmdline"], facts  # the thief's command line did boot
-    _locked_out(serial)
-    assert facts["alert-root"] == "V"  # the root itself was not changed: no re-flash asked
-    assert "re-flashé" not in _alert_screen(serial)  # no blank in it: found across a row's end
+    assert "formatage" not in serial and facts["tpm2-tokens"] == "1"
+    # The recovery key asked on the console, tries left shown: a wrong one refused, the right
+    # one opened the data partition, mounted, with what the first boot wrote there...
+    assert "(3 essai(s) ; Entrée seule : passer)" in serial, serial[-4000:]
+    assert "clé de secours refusée (2 essai(s) restant(s))" in serial
+    assert "(2 essai(s) ; Entrée seule : passer)" in serial
+    assert "partition de données ouverte par la clé de secours du technicien" in serial
+    assert facts["mapper"] == "open" and facts["mounted"] == "yes", facts
+    assert facts["recovery-key-fs"] == "/dev/mapper/balise-data" and facts["recovery-key"] == key
+    # ... but the parameters stay closed (their KEK is sealed to the policy this boot does not
+    # meet, and none is made for it), so nothing of Balise starts: the alert screen says so.
+    assert facts["kek-decrypts"] == "no" and "sentinel" not in facts, facts
+    assert "création de la clé des paramètres" not in serial
+    assert facts["firstboot"] == "failed", facts
+    assert facts["kiosk"] != "active" and facts["agent-active"] != "active", facts
+    assert facts["alert-state"] == "secours" and facts["alert-root"] == "V", facts
+    screen = _alert_screen(serial)
+    assert _squeezed("Démarrage avec la clé de secours") in screen, screen
+    assert _squeezed("Les données sont là, mais les paramètres restent fermés") in screen, screen
+    assert _squeezed("Appelez votre technicien") in screen and "Accueil" not in screen, screen
+    assert "re-flashé" not in screen  # the root itself was not changed: no blank in the word
+    # Neither key typed is shown or written anywhere (the test's own report prints the real
+    # one, read from the data partition, on its one line).
+    assert WRONG_KEY not in serial
+    shown = [line for line in serial.splitlines() if key in line]
+    assert shown == [f"BALISE-TEST: recovery-key={key}"], shown
 
 
 def test_uki_without_the_projects_pcr_signature_gets_no_key(measured: Measured) -> None:
     facts = _facts(measured.unsigned)
     assert facts["stub"].startswith("systemd-stub") and facts["pcr-signature"] == "absent"
+    # The recovery key asked, Enter alone: the question passed, the boot stopped as refused.
+    assert "(3 essai(s) ; Entrée seule : passer)" in measured.unsigned
+    assert "clé de secours : question passée" in measured.unsigned
     _locked_out(measured.unsigned)
+    assert facts["alert-root"] == "V"
 
 
 def test_root_edited_offline_gets_no_key_from_the_tpm(measured: Measured) -> None:
@@ -999,8 +1043,11 @@ def test_root_edited_offline_gets_no_key_from_the_tpm(measured: Measured) -> Non
     # closed, nothing formatted, the technician's recovery key asked.
     assert facts["tpm-signed-policy"] == "refused", facts
     _locked_out(serial)
-    # The alert screen says the system was changed: re-flash, then restore.
+    # The alert screen says the system was changed: re-flash, then restore; no recovery key is
+    # asked on a system changed on the disk.
     assert facts["alert-root"] == "C", facts
+    assert RECOVERY_QUESTION not in serial
+    assert "la clé de secours n'est pas demandée" in serial
     assert _squeezed("réinstallé (re-flashé) puis restauré depuis la dernière sauvegarde") in (
         _alert_screen(serial)
     )
@@ -1027,8 +1074,11 @@ def test_file_added_to_the_root_offline_gets_no_key_from_the_tpm(
     # nothing is formatted, the technician's recovery key is asked.
     assert facts["tpm-signed-policy"] == "refused", facts
     _locked_out(serial)
-    # The alert screen says the system was changed: re-flash, then restore.
+    # The alert screen says the system was changed: re-flash, then restore; no recovery key is
+    # asked on a system changed on the disk.
     assert facts["alert-root"] == "C", facts
+    assert RECOVERY_QUESTION not in serial
+    assert "la clé de secours n'est pas demandée" in serial
     assert _squeezed("réinstallé (re-flashé) puis restauré depuis la dernière sauvegarde") in (
         _alert_screen(serial)
     )

@@ -88,11 +88,16 @@ def run_guest(
     *,
     nic: Sequence[str] = ("-nic", "none"),
     kill_when: Callable[[str], bool] | None = None,
+    answers: Sequence[tuple[str, str]] = (),
     timeout: float = BOOT_TIMEOUT,
 ) -> str:
     """One boot until the guest powers itself off or reboots (-no-reboot), or — ``kill_when`` —
     until the serial console so far satisfies it, when qemu is killed (a power cut); the serial
     console as text.
+
+    ``answers``: what a person types at the guest's console (the serial line, its kernel console
+    in the test images), each (question, text) in turn: once the serial console shows
+    ``question`` past the previous answer's, ``text`` and Enter go in.
 
     One vCPU: with two, TCG on a busy 2-core host starved one vCPU while the other spun on a
     lock (guest soft lockups, no power-off) — seen once in a fresh-clone run."""
@@ -118,16 +123,25 @@ def run_guest(
                  "-chardev", f"socket,id=chrtpm,path={sock}",
                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
                  "-device", "qemu-xhci", "-device", "usb-ccid", *extra],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if answers else subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
             deadline = time.monotonic() + timeout
+            pending = list(answers)
+            seen = 0  # where the next question is looked for
             while qemu.poll() is None:
+                text = log.read_text(errors="replace")
                 if time.monotonic() > deadline:
-                    text = log.read_text(errors="replace")
                     raise BootTimeout(f"{name}: no power-off within {timeout} s:\n{text[-4000:]}")
-                if kill_when is not None and kill_when(log.read_text(errors="replace")):
+                if kill_when is not None and kill_when(text):
                     qemu.kill()
                     break
+                if pending and (at := text.find(pending[0][0], seen)) >= 0:
+                    assert qemu.stdin is not None
+                    time.sleep(1)  # a person reads the question first: the agent is reading
+                    qemu.stdin.write(pending.pop(0)[1].encode() + b"\r")
+                    qemu.stdin.flush()
+                    seen = at + 1
                 time.sleep(0.5)
     finally:
         for proc in (qemu, swtpm):
