@@ -3,12 +3,14 @@ takes the demo lots and purges the spam, and everything the demo started is stop
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,9 +109,9 @@ def test_another_pcscd_is_named_with_how_to_stop_it(pcscd: PcscdRunner, tmp_path
     assert pcscd.pid in running_pcscd_pids()  # the demo never touches someone else's pcscd
 
 
-def run_until_signalled(base: Path, log: Path, line: str) -> tuple[int, str]:
-    """`balise demo --no-kiosk` in ``base``, SIGTERM the moment ``line`` is in its output (a
-    1 ms watch, as close as a test can get to the line); its exit status and output."""
+@contextlib.contextmanager
+def running_demo(base: Path, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """`balise demo --no-kiosk` in ``base``, its output in ``log``; killed if still running."""
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BALISE), "demo", "--no-kiosk", "--dir", str(base)],
@@ -118,45 +120,32 @@ def run_until_signalled(base: Path, log: Path, line: str) -> tuple[int, str]:
             text=True,
         )
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while line not in log.read_text():  # bounded by the deadline
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.001)
-        process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=STOP_TIMEOUT_S), log.read_text()
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
 
 
+def wait_for_line(process: subprocess.Popen[str], log: Path, line: str, every: float) -> None:
+    """Until ``line`` is in the demo's output, looked for every ``every`` seconds (bounded)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while line not in log.read_text():  # bounded by the deadline
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(every)
+
+
 @pytest.mark.usefixtures("pcscd_for_demo")
 def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
-    base = tmp_path / "demo"
-    log = tmp_path / "demo.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BALISE), "demo", "--no-kiosk", "--dir", str(base)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while "agent : service de fond démarré" not in log.read_text():  # bounded (deadline)
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    base, log = tmp_path / "demo", tmp_path / "demo.log"
+    with running_demo(base, log) as process:
+        wait_for_line(process, log, "agent : service de fond démarré", 0.1)
         assert running_pcscd_pids() != []
         (dovecot_dir,) = re.findall(r"Dovecot dans (\S+) :", log.read_text()) or [str(base)]
         assert processes_mentioning(dovecot_dir) != []
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
     assert "tout ce qu'elle avait démarré est arrêté" in log.read_text()
     assert_all_stopped(base, log.read_text())
     assert not base.exists()  # the demo made this folder: it removes it
@@ -175,32 +164,16 @@ def test_a_sigterm_the_kernel_gives_to_another_thread_still_stops_the_demo(
 ) -> None:
     """The kernel may hand a process's signal to any of its threads; Python runs the handler in
     the main thread when it next runs Python code. CI saw the demo asleep for an hour there."""
-    base = tmp_path / "demo"
-    log = tmp_path / "demo.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BALISE), "demo", "--no-kiosk", "--dir", str(base)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while "Données : " not in log.read_text():  # bounded: the main thread is waiting
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    base, log = tmp_path / "demo", tmp_path / "demo.log"
+    with running_demo(base, log) as process:
+        wait_for_line(process, log, "Données : ", 0.1)  # the main thread is waiting
+        tasks = Path(f"/proc/{process.pid}/task").iterdir()
         others = sorted(
-            int(t.name) for t in Path(f"/proc/{process.pid}/task").iterdir() if t.name.isdigit()
+            int(t.name) for t in tasks if t.name.isdigit() and t.name != str(process.pid)
         )
-        others.remove(process.pid)
         assert others, "the demo runs its agent in a thread of its own"
         tgkill(process.pid, others[0], signal.SIGTERM)
         assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
     assert "tout ce qu'elle avait démarré est arrêté" in log.read_text()
     assert_all_stopped(base, log.read_text())
 
@@ -214,9 +187,13 @@ def test_a_sigterm_the_kernel_gives_to_another_thread_still_stops_the_demo(
     ],
 )
 def test_a_sigterm_while_the_demo_starts_still_stops_all_of_it(tmp_path: Path, line: str) -> None:
-    base = tmp_path / "demo"
-    status, output = run_until_signalled(base, tmp_path / "demo.log", line)
-    assert status == 0, output
+    base, log = tmp_path / "demo", tmp_path / "demo.log"
+    with running_demo(base, log) as process:
+        # A 1 ms watch: as close to the line as a test can get.
+        wait_for_line(process, log, line, 0.001)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_TIMEOUT_S) == 0, log.read_text()
+    output = log.read_text()
     assert output.rstrip().endswith("tout ce qu'elle avait démarré est arrêté."), output
     assert_all_stopped(base, output)
     # Nothing the demo started outlives it: no agent left writing into the removed folder.
