@@ -63,7 +63,7 @@ from balise.domain.journal import canonical_details, entry_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 BALISE = str(Path(sys.executable).with_name("balise"))
-BUILDER_VERSION = 5  # bump when the box built changes: cached boxes are rebuilt
+BUILDER_VERSION = 6  # bump when the box built changes: cached boxes are rebuilt
 YEARS_DAYS = 3652
 PRACTITIONERS = 8
 ORGANISM = ("cpam422", "CP", "01", "422", "000", "01422@422.01.rss.fr")
@@ -145,6 +145,7 @@ class Builder:
         self.prev: str = head.hash if head else "0" * 64
         self.rows: dict[str, list[tuple[Any, ...]]] = {
             "lots": [],
+            "lot_blobs": [],
             "payments": [],
             "mail_seen": [],
             "journal": [],
@@ -270,13 +271,21 @@ class Builder:
             self.rows["lots"].append(
                 (
                     lot_id, profile(p), emitter(p), n3, d6, ADDRESSEE, ORGANISM[0], "T", "FS",
-                    count, total, sha, len(content), content, fate, iso(t_in),
+                    count, total, sha, len(content), fate, iso(t_in),
                     f"depot:{name}", iso(state_changed),
                     f"Praticien {p + 1}" if signed else None,
-                    iso(t_sign) if signed else None, cms, envelope, comp, mid, subj,
-                    iso(t_sent) if signed else None, 1 if signed else 0, reasons, mail,
+                    iso(t_sign) if signed else None, comp, mid, subj,
+                    iso(t_sent) if signed else None, 1 if signed else 0, reasons,
                 )
             )  # fmt: skip
+            self.rows["lot_blobs"] += [
+                (lot_id, kind, data)
+                for kind, data in (
+                    ("content", content), ("signed_cms", cms), ("envelope", envelope),
+                    ("mail", mail),
+                )
+                if data is not None
+            ]  # fmt: skip
             self.made["lots"] += 1
             self.journal(
                 when,
@@ -527,11 +536,15 @@ class Builder:
         if self.rows["lots"]:
             conn.executemany(
                 "INSERT INTO lots(id, profile, emitter, lot_number, lot_date, addressee, organism, "
-                "flow, application, invoices, total, sha256, size, content, state, received, "
-                "source, state_changed, signer, signed_at, signed_cms, envelope, compostage, "
-                "message_id, subject, sent_at, attempts, reasons, mail) VALUES "
-                f"({', '.join('?' * 29)})",
+                "flow, application, invoices, total, sha256, size, state, received, "
+                "source, state_changed, signer, signed_at, compostage, "
+                "message_id, subject, sent_at, attempts, reasons) VALUES "
+                f"({', '.join('?' * 25)})",
                 self.rows["lots"],
+            )
+            conn.executemany(
+                "INSERT INTO lot_blobs(lot_id, kind, data) VALUES (?, ?, ?)",
+                self.rows["lot_blobs"],
             )
         if self.rows["payments"]:
             conn.executemany(

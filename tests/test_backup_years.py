@@ -4,6 +4,7 @@ verify and restore; a hostile archive cannot make the box decompress without lim
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import sqlite3
@@ -19,6 +20,7 @@ from balise.adapters.archive import (
     open_archive,
     write_archive,
 )
+from balise.adapters.outbox import SqliteOutbox
 from balise.app.backup import backup_service
 from balise.app.context import open_context
 from balise.domain.errors import BaliseError
@@ -34,6 +36,11 @@ LOTS = 3000
 # Far below the database: neither command may hold it, nor the archive, in memory (the recovery
 # passphrase's Argon2id alone takes 64 MiB while a restore derives the key).
 PEAK_BOUND = 150 * MIB
+# The newest lot with its envelope, as bytes (lot_blobs).
+NEWEST_LOT = (
+    "SELECT l.sha256, b.data FROM lots l JOIN lot_blobs b ON b.lot_id = l.id "
+    "AND b.kind = 'envelope' ORDER BY l.id DESC"
+)
 FIXTURE = Path(__file__).parent / "data" / "backups" / "format1.sauvegarde"
 
 
@@ -68,8 +75,8 @@ def test_years_of_a_practice_back_up_compressed_and_restore_in_constant_memory(
             "(SELECT count(*) FROM payments)"
         ).fetchone()
         assert lots >= added.lots and returns >= added.returns and payments >= added.payments
-        mine = box.ctx.store.conn.execute("SELECT sha256, envelope FROM lots ORDER BY id DESC")
-        theirs = conn.execute("SELECT sha256, envelope FROM lots ORDER BY id DESC")
+        mine = box.ctx.store.conn.execute(NEWEST_LOT)
+        theirs = conn.execute(NEWEST_LOT)
         assert mine.fetchone() == theirs.fetchone()  # the newest lot, byte for byte
     finally:
         ctx_b.close()
@@ -85,8 +92,8 @@ def test_years_of_a_practice_back_up_compressed_and_restore_in_constant_memory(
     assert extract_peak < PEAK_BOUND, extract_peak
     opened = sqlite3.connect(f"file:{tmp_path / 'extrait' / 'balise.db'}?mode=ro", uri=True)
     try:
-        newest = "SELECT sha256, envelope FROM lots ORDER BY id DESC"
-        assert opened.execute(newest).fetchone() == box.ctx.store.conn.execute(newest).fetchone()
+        newest = opened.execute(NEWEST_LOT).fetchone()
+        assert newest == box.ctx.store.conn.execute(NEWEST_LOT).fetchone()
     finally:
         opened.close()
 
@@ -112,6 +119,17 @@ def test_an_archive_of_the_format_before_compression_still_verifies_and_restores
         assert [(lot.lot_number, lot.state) for lot in ctx_b.lots.lots()] == [
             ("007", LotState.SENT)
         ]
+        # its bytes, kept in the lot's row by that version, moved out of it on opening
+        # (migration 0012_lot_blobs) and whole: the lot file, and the signature and envelope
+        # make_sent gave it (no mail: it was not sent through the outbox)
+        (lot,) = ctx_b.lots.lots()
+        assert hashlib.sha256(ctx_b.lots.content(lot.id)).hexdigest() == lot.sha256
+        assert ctx_b.lots.blob(lot.id, "signed_cms") == b"dummy-cms"
+        assert ctx_b.lots.blob(lot.id, "envelope") == b"dummy-envelope"
+        delivery = SqliteOutbox(ctx_b.store).delivery(lot.id)
+        assert delivery is not None and delivery.mail is None and delivery.attempts == 0
+        lot_columns = {r[1] for r in ctx_b.store.conn.execute("PRAGMA table_info(lots)")}
+        assert not lot_columns & {"content", "signed_cms", "envelope", "mail"}
         assert len(ctx_b.tracking().payments()) == 3
         # its parameters are readable under this box's key
         assert ctx_b.params.get("emitter_number", profile="p1") == "00000012345678"

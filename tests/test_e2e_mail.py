@@ -142,8 +142,9 @@ async def test_tampered_signature_is_rejected_with_the_reason_in_words(
         entity, [pki.amo.cert_der.read_bytes(), pki.amc.cert_der.read_bytes()]
     )
     with box.ctx.store.conn:
-        box.ctx.store.conn.execute(
-            "UPDATE lots SET signed_cms = ?, envelope = ? WHERE id = ?", (bad, envelope, lot_id)
+        box.ctx.store.conn.executemany(
+            "UPDATE lot_blobs SET data = ? WHERE lot_id = ? AND kind = ?",
+            ((bad, lot_id, "signed_cms"), (envelope, lot_id, "envelope")),
         )
     assert await send(box) == (lot_id,)
     (handled,) = oct_simulator.wait_answers(1)

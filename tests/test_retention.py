@@ -98,6 +98,9 @@ def test_retention_on_10000_entries_keeps_the_chain_verifiable_and_recent_eviden
         assert details["removed"]["alerts"] == 1
         ids = [r[0] for r in ctx.store.conn.execute("SELECT id FROM lots ORDER BY id")]
         assert ids == sorted([still_sent, recent_terminal])
+        # the removed lots took their bytes with them; the kept ones still have theirs
+        owners = ctx.store.conn.execute("SELECT DISTINCT lot_id FROM lot_blobs ORDER BY 1")
+        assert [r[0] for r in owners] == ids
         assert [r.uidl for r in ctx.tracking().returns()] == ["new-damaged"]
 
         # the journal is still append-only outside retention, and its anchor does not move

@@ -10,19 +10,26 @@ _COUNT = "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i
 
 
 def many_lots(ctx: Context, template_id: int, n: int) -> None:
-    """``n`` copies of lot ``template_id``, each with its own number, date and SHA-256."""
+    """``n`` copies of lot ``template_id``, each with its own number, date and SHA-256, and the
+    template's bytes (lot_blobs)."""
     with ctx.store.write():
+        first = int(ctx.store.conn.execute("SELECT max(id) FROM lots").fetchone()[0]) + 1
         ctx.store.conn.execute(
             _COUNT + "INSERT INTO lots(profile, emitter, lot_number, lot_date, addressee, "
-            "organism, flow, application, invoices, total, sha256, size, content, state, "
+            "organism, flow, application, invoices, total, sha256, size, state, "
             "received, source, state_changed, reasons) "
             "SELECT profile, emitter, printf('%03d', i % 1000), "
             "substr(strftime('%Y%m%d', '2020-01-01', '+' || (i / 1000) || ' days'), 3), "
             "addressee, "
             "organism, flow, application, invoices, total + i, lower(hex(randomblob(32))), size, "
-            "content, state, received, source, state_changed, reasons "
+            "state, received, source, state_changed, reasons "
             "FROM lots, k WHERE lots.id = ?",
             (n, template_id),
+        )
+        ctx.store.conn.execute(
+            "INSERT INTO lot_blobs(lot_id, kind, data) SELECT l.id, b.kind, b.data "
+            "FROM lots l JOIN lot_blobs b ON b.lot_id = ? WHERE l.id >= ? ORDER BY l.id",
+            (template_id, first),
         )
 
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from balise.adapters.outbox import SqliteOutbox
 from balise.app.context import Context
 from balise.domain.lotstate import LotState
 from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Share
@@ -30,8 +31,16 @@ EMITTER_2 = "00000087654321"
 SENTINEL_PASSWORD = "pop-secret-1"
 
 
-def make_sent(ctx: Context, lot_id: int) -> None:
-    """READY → SIGNED → SENDING → SENT through LotTransitions, with dummy signature bytes."""
+def make_sent(
+    ctx: Context,
+    lot_id: int,
+    *,
+    signed_cms: bytes = b"dummy-cms",
+    envelope: bytes = b"dummy-envelope",
+    mail: bytes | None = None,
+) -> None:
+    """READY → SIGNED → SENDING → SENT through LotTransitions, with dummy signature bytes unless
+    given (and the lot's frozen mail when given, as the sending service stores it)."""
     moves = ctx.transitions()
     moves.move(
         lot_id,
@@ -39,9 +48,11 @@ def make_sent(ctx: Context, lot_id: int) -> None:
         LotState.SIGNED,
         signer="test",
         signed_at=(TEST_NOW - timedelta(minutes=2)).isoformat(),
-        signed_cms=b"dummy-cms",
-        envelope=b"dummy-envelope",
+        signed_cms=signed_cms,
+        envelope=envelope,
     )
+    if mail is not None:
+        SqliteOutbox(ctx.store).store_mail(lot_id, mail)
     moves.move(
         lot_id,
         LotState.SIGNED,

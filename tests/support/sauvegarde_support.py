@@ -87,8 +87,10 @@ def snapshot_of(ctx: Context) -> dict[str, Any]:
     conn = ctx.store.conn
     return {
         "lots": conn.execute(
-            "SELECT id, state, sha256, signed_cms, envelope, compostage, content FROM lots "
-            "ORDER BY id"
+            "SELECT id, state, sha256, compostage FROM lots ORDER BY id"
+        ).fetchall(),
+        "lot_bytes": conn.execute(
+            "SELECT lot_id, kind, data FROM lot_blobs ORDER BY lot_id, kind"
         ).fetchall(),
         "returns": [(r.id, r.kind, r.status, r.lot_id) for r in ctx.tracking().returns()],
         "payloads": [ctx.returns_store.payload(r.id) for r in ctx.tracking().returns()],

@@ -93,15 +93,14 @@ def busy_years(box: Box, *, lots: int, invoices: int = 30, templates: int = 48) 
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1) "
             "INSERT INTO lots(profile, emitter, lot_number, lot_date, addressee, organism, flow, "
-            "application, invoices, total, sha256, size, content, state, received, source, "
-            "state_changed, signer, signed_at, signed_cms, envelope, compostage, message_id, "
+            "application, invoices, total, sha256, size, state, received, source, "
+            "state_changed, signer, signed_at, compostage, message_id, "
             "subject, sent_at, attempts, reasons) "
             "SELECT l.profile, l.emitter, printf('%03d', i % 1000), "
             "substr(strftime('%Y%m%d', ?, '+' || (i / ?) || ' days'), 3), l.addressee, "
             "l.organism, l.flow, l.application, ?, l.total + i, lower(hex(randomblob(32))), "
-            "length(t.content), t.content, 'acknowledged', l.received, 'depot:' || i, "
+            "length(t.content), 'acknowledged', l.received, 'depot:' || i, "
             "l.state_changed, l.signer, l.signed_at, "
-            "x'3082' || t.content || randomblob(256) || ?, randomblob(length(t.content) + 700), "
             "printf('%09d', i), '<an' || i || '@balise.test>', l.subject, l.sent_at, 1, '[]' "
             "FROM n JOIN lots l ON l.id = ? JOIN _tpl t ON t.k = i % ?",
             (
@@ -109,12 +108,38 @@ def busy_years(box: Box, *, lots: int, invoices: int = 30, templates: int = 48) 
                 first_day.isoformat(),
                 LOTS_PER_DAY,
                 invoices,
-                certificate,
                 filled.sample_lot,
                 templates,
             ),
         )
-        conn.execute("UPDATE lots SET mail = b64mail(envelope) WHERE id >= ?", (first_lot,))
+        # Each lot's bytes (lot_blobs): its template's content, a signed CMS of that content and
+        # the certificate, an envelope of random bytes of a real one's size, the mail of it.
+        new_lots = "FROM lots l JOIN _tpl t ON t.k = CAST(substr(l.source, 7) AS INTEGER) % ? "
+        conn.execute(
+            "INSERT INTO lot_blobs(lot_id, kind, data) SELECT l.id, 'content', t.content "
+            + new_lots
+            + "WHERE l.id >= ? ORDER BY l.id",
+            (templates, first_lot),
+        )
+        conn.execute(
+            "INSERT INTO lot_blobs(lot_id, kind, data) "
+            "SELECT l.id, 'signed_cms', x'3082' || t.content || randomblob(256) || ? "
+            + new_lots
+            + "WHERE l.id >= ? ORDER BY l.id",
+            (certificate, templates, first_lot),
+        )
+        conn.execute(
+            "INSERT INTO lot_blobs(lot_id, kind, data) "
+            "SELECT l.id, 'envelope', randomblob(length(t.content) + 700) "
+            + new_lots
+            + "WHERE l.id >= ? ORDER BY l.id",
+            (templates, first_lot),
+        )
+        conn.execute(
+            "INSERT INTO lot_blobs(lot_id, kind, data) SELECT lot_id, 'mail', b64mail(data) "
+            "FROM lot_blobs WHERE kind = 'envelope' AND lot_id >= ? ORDER BY lot_id",
+            (first_lot,),
+        )
         conn.execute("DROP TABLE _tpl")
         first_return = int(conn.execute("SELECT max(id) FROM returns").fetchone()[0]) + 1
         # An ARL for every lot, a NOEMIE for every other one: copies of the stored NOEMIE,

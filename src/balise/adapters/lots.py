@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from balise.adapters.durable import no_room
-from balise.adapters.store import Store
+from balise.adapters.store import LOT_BLOB_KINDS, Store
 from balise.domain.codes import LotCode
 from balise.domain.errors import DiskFullError, StateError
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
@@ -36,7 +36,10 @@ _SETTABLE = frozenset(
         "reasons",
     }
 )
-_BLOBS = frozenset({"signed_cms", "envelope", "content"})
+# A lot's bytes live in lot_blobs (migration 0012_lot_blobs), one row each, never in the lot's
+# row: a state change rewrites a few hundred bytes, not the lot's 40-100 KB.
+# Those a state change may set or blob() read (the mail is the outbox's).
+_BLOBS = frozenset(LOT_BLOB_KINDS) - {"mail"}
 _QUARANTINE_COLUMNS = "id, received, source, name, sha256, size, problems, content_dropped"
 
 
@@ -134,8 +137,8 @@ class SqliteLotStore:
         with self._store.write():
             cur = self._conn.execute(
                 "INSERT INTO lots(profile, emitter, lot_number, lot_date, addressee, organism, "
-                "flow, application, invoices, total, sha256, size, content, state, received, "
-                "source, state_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "flow, application, invoices, total, sha256, size, state, received, "
+                "source, state_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.profile,
                     record.emitter,
@@ -149,14 +152,17 @@ class SqliteLotStore:
                     record.total,
                     record.sha256,
                     record.size,
-                    content,
                     record.state.value,
                     record.received,
                     record.source,
                     record.state_changed,
                 ),
             )
-        assert cur.lastrowid is not None
+            assert cur.lastrowid is not None
+            self._conn.execute(
+                "INSERT INTO lot_blobs(lot_id, kind, data) VALUES (?, 'content', ?)",
+                (cur.lastrowid, content),
+            )
         return cur.lastrowid
 
     def add_quarantine(self, record: QuarantineRecord, content: bytes | None) -> int:
@@ -204,10 +210,9 @@ class SqliteLotStore:
         if name not in _BLOBS:
             raise ValueError(name)
         row = self._conn.execute(
-            f"SELECT {name} FROM lots WHERE id = ?",  # noqa: S608 — name from a fixed set
-            (lot_id,),
+            "SELECT data FROM lot_blobs WHERE lot_id = ? AND kind = ?", (lot_id, name)
         ).fetchone()
-        return None if row is None or row[0] is None else bytes(row[0])
+        return None if row is None else bytes(row[0])
 
     def lots(
         self, states: frozenset[LotState] | None = None, profile: str | None = None
@@ -237,10 +242,16 @@ class SqliteLotStore:
         values: list[object] = []
         assignments = ["state = ?", "state_changed = ?"]
         values += [target.value, when]
+        blobs: list[tuple[str, object]] = []
         for name, value in fields.items():
+            if name in _BLOBS:
+                blobs.append((name, value))
+                continue
             assignments.append(f"{name} = ?")
             values.append(json.dumps(value, ensure_ascii=False) if name == "reasons" else value)
-        with self._store.write_one():  # one UPDATE (a refused one changed nothing)
+        # One UPDATE (a refused one changed nothing), and the bytes it brings in the same
+        # transaction, once it is known to have been accepted.
+        with self._store.write() if blobs else self._store.write_one():
             cur = self._conn.execute(
                 f"UPDATE lots SET {', '.join(assignments)} WHERE id = ? AND state = ?",  # noqa: S608
                 (*values, lot_id, expected.value),
@@ -254,3 +265,14 @@ class SqliteLotStore:
                     f"'{current.state if current else 'missing'}'",
                     code=LotCode.LOT_STATE_CHANGED,
                 )
+            for name, value in blobs:
+                if value is None:
+                    self._conn.execute(
+                        "DELETE FROM lot_blobs WHERE lot_id = ? AND kind = ?", (lot_id, name)
+                    )
+                else:
+                    self._conn.execute(
+                        "INSERT INTO lot_blobs(lot_id, kind, data) VALUES (?, ?, ?) "
+                        "ON CONFLICT(lot_id, kind) DO UPDATE SET data = excluded.data",
+                        (lot_id, name, value),
+                    )

@@ -4,6 +4,7 @@ sending outcome per mailbox, written inside the caller's lot transaction."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping
 
 from balise.adapters.store import Store
@@ -13,7 +14,7 @@ _STATUS_KEY = "transmission.status."
 
 
 class SqliteOutbox:
-    """Counters in the ``counters`` table, mails in ``lots.mail`` (migration 0003_transmission)."""
+    """Counters in the ``counters`` table, mails in ``lot_blobs`` (migration 0012_lot_blobs)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -35,17 +36,21 @@ class SqliteOutbox:
         return current
 
     def store_mail(self, lot_id: int, mail: bytes) -> None:
-        with self._store.write():
-            cur = self._conn.execute(
-                "UPDATE lots SET mail = ? WHERE id = ? AND mail IS NULL", (mail, lot_id)
-            )
-            if cur.rowcount != 1:
-                # A frozen mail is never replaced: a resend must carry the same bytes.
-                raise ValueError(f"lot {lot_id}: mail already frozen or lot missing")
+        try:
+            with self._store.write():
+                self._conn.execute(
+                    "INSERT INTO lot_blobs(lot_id, kind, data) VALUES (?, 'mail', ?)",
+                    (lot_id, mail),
+                )
+        except sqlite3.IntegrityError as exc:
+            # A frozen mail is never replaced: a resend must carry the same bytes.
+            raise ValueError(f"lot {lot_id}: mail already frozen or lot missing") from exc
 
     def delivery(self, lot_id: int) -> Delivery | None:
         row = self._conn.execute(
-            "SELECT mail, attempts, next_attempt, sent_at FROM lots WHERE id = ?", (lot_id,)
+            "SELECT b.data, l.attempts, l.next_attempt, l.sent_at FROM lots l "
+            "LEFT JOIN lot_blobs b ON b.lot_id = l.id AND b.kind = 'mail' WHERE l.id = ?",
+            (lot_id,),
         ).fetchone()
         if row is None:
             return None

@@ -531,3 +531,33 @@ def _m0011(db: Database) -> None:
     # it: without this index, a scan of the whole journal — on a ten-year box (600,000 entries
     # kept) about a second for every lot shown (bench/scale.py).
     db.execute("CREATE INDEX journal_subject ON journal(subject, seq)")
+
+
+LOT_BLOB_KINDS = ("content", "signed_cms", "envelope", "mail")
+
+
+@migrations(name="0012_lot_blobs")
+def _m0012(db: Database) -> None:
+    # A lot's bytes (the lot file, its signed CMS, its envelope, its frozen mail: 40-100 KB a
+    # real lot) leave the lots row for a table of their own, each written once. SQLite rewrites a
+    # whole row, every overflow page of it, at each UPDATE, and reads through those pages to
+    # reach any column stored after them: every state change of a lot (a purge of 1,000 returns
+    # changes about 600) wrote the lot's bytes again into the write-ahead log — 24-60 MB a purge,
+    # ten years of wear on a Pi's SD card — and every lookup read them. The lots row is now a few
+    # hundred bytes; a lot's bytes are read only where they are needed (signing, sending).
+    db.execute(
+        """CREATE TABLE lot_blobs (
+            lot_id INTEGER NOT NULL REFERENCES lots(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('content', 'signed_cms', 'envelope', 'mail')),
+            data BLOB NOT NULL,
+            PRIMARY KEY (lot_id, kind)
+        )"""
+    )
+    for kind in LOT_BLOB_KINDS:
+        db.execute(
+            f"INSERT INTO lot_blobs(lot_id, kind, data) SELECT id, ?, {kind} FROM lots "  # noqa: S608
+            f"WHERE {kind} IS NOT NULL ORDER BY id",
+            (kind,),
+        )
+    for kind in LOT_BLOB_KINDS:
+        db.execute(f"ALTER TABLE lots DROP COLUMN {kind}")
