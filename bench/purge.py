@@ -37,10 +37,12 @@ time there. E.g. ``--dir=/mnt/ext4`` on a loop-mounted journaled ext4.
 
 from __future__ import annotations
 
+import base64
 import cProfile
 import os
 import poplib
 import pstats
+import random
 import resource
 import shutil
 import ssl
@@ -49,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -63,6 +66,7 @@ from balise.domain.lotstate import LotState
 from balise.domain.returns import InvoicePayment, NoemieLot, PaymentState, Reason, Share
 from balise.sim.box import configure_box
 from balise.sim.dovecot import DovecotServer
+from balise.sim.lotbuild import make_invoices
 from balise.sim.netutil import free_tcp_port
 from balise.sim.pki import build_pki
 from balise.sim.procstat import group_cpu_seconds
@@ -163,12 +167,27 @@ def build_mails(n: int) -> tuple[list[bytes], int]:
 
 
 def sent_lots(ctx: Context, count: int) -> None:
+    """``count`` lots SENT, each with the bytes a real one carries: a day of a practitioner's
+    claims (25 invoices), a signed CMS of it (the lot, the card's certificate and signature), an
+    envelope of the compressed CMS and the frozen mail of that envelope in base64, as random bytes
+    of those sizes (the purge never reads them; their size is what it must not pay for)."""
     intake = ctx.intake()
+    rng = random.Random(15)
+    certificate = rng.randbytes(1600)
     for number in range(1, count + 1):
-        data = valid_lot(date.today(), lot_number=number)
+        invoices = make_invoices(25, seed=number, care_date=date.today() - timedelta(days=2))
+        data = valid_lot(date.today(), lot_number=number, invoices=invoices)
         outcome = intake.import_bytes(f"lot{number}.lot", data, f"bench:lot{number}")
         assert outcome.accepted and outcome.lot_id is not None, outcome.problems
-        make_sent(ctx, outcome.lot_id)
+        signed = data + certificate + rng.randbytes(256)
+        envelope = rng.randbytes(len(zlib.compress(signed, 6)) + 400)
+        make_sent(
+            ctx,
+            outcome.lot_id,
+            signed_cms=signed,
+            envelope=envelope,
+            mail=b"Subject: IRIS\r\n\r\n" + base64.encodebytes(envelope),
+        )
 
 
 def fill(server: DovecotServer, mails: list[bytes]) -> None:
