@@ -11,7 +11,6 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from sqlite_utils import Database
@@ -26,7 +25,7 @@ from balise.domain.lotstate import LotState
 from tests.support.balise_env import BaliseEnv
 from tests.support.box import Box
 from tests.support.clock import TEST_NOW
-from tests.support.purge_support import fresh_lot
+from tests.support.purge_support import fresh_lot, make_signed
 
 
 def written(ctx: Context, action: Callable[[], object]) -> int:
@@ -49,15 +48,7 @@ def test_a_lots_state_changes_do_not_write_its_bytes_again(box: Box) -> None:
     lot_bytes = len(cms) + len(envelope) + len(mail)
 
     def sign() -> None:
-        moves.move(
-            lot_id,
-            LotState.READY,
-            LotState.SIGNED,
-            signer="test",
-            signed_at=(TEST_NOW - timedelta(minutes=2)).isoformat(),
-            signed_cms=cms,
-            envelope=envelope,
-        )
+        make_signed(ctx, lot_id, signed_cms=cms, envelope=envelope)
 
     def send() -> None:
         with ctx.lots.transaction():

@@ -31,6 +31,19 @@ EMITTER_2 = "00000087654321"
 SENTINEL_PASSWORD = "pop-secret-1"
 
 
+def make_signed(ctx: Context, lot_id: int, *, signed_cms: bytes, envelope: bytes) -> None:
+    """READY → SIGNED through LotTransitions, with these bytes as its signature and envelope."""
+    ctx.transitions().move(
+        lot_id,
+        LotState.READY,
+        LotState.SIGNED,
+        signer="test",
+        signed_at=(TEST_NOW - timedelta(minutes=2)).isoformat(),
+        signed_cms=signed_cms,
+        envelope=envelope,
+    )
+
+
 def make_sent(
     ctx: Context,
     lot_id: int,
@@ -42,15 +55,7 @@ def make_sent(
     """READY → SIGNED → SENDING → SENT through LotTransitions, with dummy signature bytes unless
     given (and the lot's frozen mail when given, as the sending service stores it)."""
     moves = ctx.transitions()
-    moves.move(
-        lot_id,
-        LotState.READY,
-        LotState.SIGNED,
-        signer="test",
-        signed_at=(TEST_NOW - timedelta(minutes=2)).isoformat(),
-        signed_cms=signed_cms,
-        envelope=envelope,
-    )
+    make_signed(ctx, lot_id, signed_cms=signed_cms, envelope=envelope)
     if mail is not None:
         SqliteOutbox(ctx.store).store_mail(lot_id, mail)
     moves.move(
