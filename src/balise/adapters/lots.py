@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from balise.adapters.durable import no_room
-from balise.adapters.store import LOT_BLOB_KINDS, Store
+from balise.adapters.store import Store
 from balise.domain.codes import LotCode
 from balise.domain.errors import DiskFullError, StateError
 from balise.domain.lotrecord import LotRecord, QuarantineProblem, QuarantineRecord
@@ -36,10 +36,10 @@ _SETTABLE = frozenset(
         "reasons",
     }
 )
-# A lot's bytes live in lot_blobs (migration 0012_lot_blobs), one row each, never in the lot's
-# row: a state change rewrites a few hundred bytes, not the lot's 40-100 KB.
-# Those a state change may set or blob() read (the mail is the outbox's).
-_BLOBS = frozenset(LOT_BLOB_KINDS) - {"mail"}
+# The lot's bytes a state change may set and blob() reads, each a row of lot_blobs (migration
+# 0012_lot_blobs), never in the lot's row: a state change rewrites a few hundred bytes, not the
+# lot's 40-100 KB. (Its frozen mail, the fourth kind, is the outbox's.)
+_BLOBS = frozenset({"content", "signed_cms", "envelope"})
 _QUARANTINE_COLUMNS = "id, received, source, name, sha256, size, problems, content_dropped"
 
 

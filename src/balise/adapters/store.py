@@ -533,9 +533,6 @@ def _m0011(db: Database) -> None:
     db.execute("CREATE INDEX journal_subject ON journal(subject, seq)")
 
 
-LOT_BLOB_KINDS = ("content", "signed_cms", "envelope", "mail")
-
-
 @migrations(name="0012_lot_blobs")
 def _m0012(db: Database) -> None:
     # A lot's bytes (the lot file, its signed CMS, its envelope, its frozen mail: 40-100 KB a
@@ -553,11 +550,12 @@ def _m0012(db: Database) -> None:
             PRIMARY KEY (lot_id, kind)
         )"""
     )
-    for kind in LOT_BLOB_KINDS:
+    kinds = ("content", "signed_cms", "envelope", "mail")  # the lots columns of 0002 and 0003
+    for kind in kinds:
         db.execute(
             f"INSERT INTO lot_blobs(lot_id, kind, data) SELECT id, ?, {kind} FROM lots "  # noqa: S608
             f"WHERE {kind} IS NOT NULL ORDER BY id",
             (kind,),
         )
-    for kind in LOT_BLOB_KINDS:
+    for kind in kinds:
         db.execute(f"ALTER TABLE lots DROP COLUMN {kind}")
