@@ -114,26 +114,15 @@ def busy_years(box: Box, *, lots: int, invoices: int = 30, templates: int = 48) 
         )
         # Each lot's bytes (lot_blobs): its template's content, a signed CMS of that content and
         # the certificate, an envelope of random bytes of a real one's size, the mail of it.
-        new_lots = "FROM lots l JOIN _tpl t ON t.k = CAST(substr(l.source, 7) AS INTEGER) % ? "
         conn.execute(
-            "INSERT INTO lot_blobs(lot_id, kind, data) SELECT l.id, 'content', t.content "
-            + new_lots
-            + "WHERE l.id >= ? ORDER BY l.id",
-            (templates, first_lot),
-        )
-        conn.execute(
-            "INSERT INTO lot_blobs(lot_id, kind, data) "
-            "SELECT l.id, 'signed_cms', x'3082' || t.content || randomblob(256) || ? "
-            + new_lots
-            + "WHERE l.id >= ? ORDER BY l.id",
+            "INSERT INTO lot_blobs(lot_id, kind, data) SELECT l.id, k.kind, CASE k.kind "
+            "WHEN 'content' THEN t.content "
+            "WHEN 'signed_cms' THEN x'3082' || t.content || randomblob(256) || ? "
+            "ELSE randomblob(length(t.content) + 700) END "
+            "FROM lots l JOIN _tpl t ON t.k = CAST(substr(l.source, 7) AS INTEGER) % ? "
+            "JOIN (SELECT 'content' AS kind UNION ALL SELECT 'signed_cms' UNION ALL "
+            "SELECT 'envelope') k WHERE l.id >= ? ORDER BY l.id, k.kind",
             (certificate, templates, first_lot),
-        )
-        conn.execute(
-            "INSERT INTO lot_blobs(lot_id, kind, data) "
-            "SELECT l.id, 'envelope', randomblob(length(t.content) + 700) "
-            + new_lots
-            + "WHERE l.id >= ? ORDER BY l.id",
-            (templates, first_lot),
         )
         conn.execute(
             "INSERT INTO lot_blobs(lot_id, kind, data) SELECT lot_id, 'mail', b64mail(data) "
