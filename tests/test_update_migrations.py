@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from balise.adapters import store as store_module
-from balise.adapters.schema_copies import copy_path, known_names
+from balise.adapters.schema_copies import LEGACY_NAME, copy_path, known_names
 from balise.adapters.store import DB_NAME, Store
 from balise.app.update import check_health
 from balise.domain.errors import IntegrityError
@@ -87,9 +88,13 @@ def test_a_copy_named_after_the_schema_is_taken_before_migrating(balise_env: Bal
     assert dump(copy) == before
     assert applied(copy) == REAL
     assert applied(db_path) == [*REAL, NEWER[0]]
+    # The versions before schema_name look for it under LEGACY_NAME: the same file, linked.
+    legacy = copy_path(db_path, LEGACY_NAME)
+    assert legacy.stat().st_ino == copy.stat().st_ino
     # Opening again migrates nothing and copies nothing more.
     Store(balise_env.home, schema=schema_with(NEWER)).close()
-    assert sorted(p.name for p in db_path.parent.glob("balise.db.schema-*")) == [copy.name]
+    copies = sorted(p.name for p in db_path.parent.glob("balise.db.schema-*"))
+    assert copies == sorted([copy.name, legacy.name])
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was_and_health_fails(
@@ -198,5 +203,59 @@ def test_processes_opening_at_once_migrate_once_from_one_copy(
         assert proc.returncode == 0, out + err
     assert applied(db_path) == REAL
     copies = sorted(p.name for p in db_path.parent.glob("balise.db.schema-*"))
-    assert copies == [copy_path(db_path, REAL[-2]).name]
+    assert copies == sorted([copy_path(db_path, n).name for n in (REAL[-2], LEGACY_NAME)])
     assert applied(copy_path(db_path, REAL[-2])) == REAL[:-1]
+
+
+def test_a_box_updated_before_still_gets_its_copy_back(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box in service for years: its database was made by an older version and migrated at an
+    update since (its migrations recorded in the order they ran, not in this version's order).
+    At the next update the newer version copies it; when that update fails, this version must
+    find the copy and put it back — not run on a schema it does not know."""
+    before_update = Migrations("balise")
+    for migration in store_module.migrations.pending(Database(memory=True)):
+        if migration.name != "0012_lot_blobs":  # the version before this one's last migration
+            before_update(name=migration.name)(migration.fn)
+    monkeypatch.setattr(store_module, "migrations", before_update)
+    balise_env.context().close()  # the box as the version before made it
+    monkeypatch.undo()
+    db_path = filled(balise_env)  # this version opens it: 0012 runs, after the others
+    history = applied(db_path)
+    assert sorted(history) == sorted(REAL) and history[-1] == "0012_lot_blobs"
+    newer = Store(balise_env.home, schema=schema_with(NEWER))
+    with newer.write():
+        newer.conn.execute("INSERT INTO update_test_newer(note) VALUES ('fait sous 3.0')")
+    newer.close()
+    # The newer version failed: this one boots again on the database the newer one migrated.
+    back = Store(balise_env.home)
+    try:
+        assert back.restored is not None
+        assert NEWER[0] not in [m.name for m in store_module.migrations.applied(back.db)]
+        assert "update_test_newer" not in back.db.table_names()
+    finally:
+        back.close()
+    assert applied(db_path) == history
+    kept = list(db_path.parent.glob(f"balise.db.newer-schema-{NEWER[0]}.*"))
+    assert len(kept) == 1 and applied(kept[0]) == [*history, NEWER[0]]
+
+
+def test_the_migrations_are_the_same_whatever_a_process_imported() -> None:
+    """A process that opens the store having imported nothing else (a technician's one-off
+    command, a helper) must know every migration: one it did not know would be taken for a newer
+    version's, and the copy from before the last update put back over the live database."""
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from balise.adapters.store import migrations\n"
+            "from balise.adapters.schema_copies import known_names\n"
+            "print('\\n'.join(known_names(migrations)))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert alone.stdout.split() == REAL

@@ -16,9 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
-
-from balise.adapters.store import Store, migrations
+from balise.adapters.store import Store
 from balise.domain.errors import BaliseError
 from balise.domain.journal import (
     GENESIS_HASH,
@@ -34,23 +32,6 @@ from balise.ports import Clock
 Row = TypeVar("Row")
 _COLUMNS = "seq, time, kind, actor, subject, details, prev_hash, hash"
 _INSERT = f"INSERT INTO journal({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-
-
-@migrations(name="0008_journal_verified_head")
-def _m0008_journal_verified_head(db: Database) -> None:
-    # The head reached by the last successful verification (one row), so that the daily check
-    # hashes only what is new. It is not part of the chain: the incremental check trusts the
-    # entries up to it; `balise journal verify --full` trusts nothing. (journal.hash needs no new
-    # index: its UNIQUE constraint has one, which the "reordered" diagnosis looks up.)
-    db.execute(
-        """CREATE TABLE journal_verified (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            seq INTEGER NOT NULL,
-            hash TEXT NOT NULL,
-            verified TEXT NOT NULL,
-            full_verified TEXT
-        )"""
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 - Before any migration of an existing database, a consistent copy of it (SQLite's backup API,
   read while this process holds the write lock: exactly the state the migrations start from) is
-  written beside it, named after the schema it had: ``balise.db.schema-<last migration>``.
+  written beside it, named after the schema it had: ``balise.db.schema-<name>``, where a
+  schema's name is the highest of its migrations' names (:func:`schema_name`) — not the last
+  one that ran: a box made new and a box migrated at its updates ran the same migrations in
+  different orders, and the version that comes back must find the copy all the same.
 - The migrations then run in ONE transaction: one that fails leaves the database as it was, and
   the store does not open (``DB_MIGRATION``): `balise update health` fails, the boot falls back
   to the previous system slot, which finds its own schema.
@@ -20,7 +23,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
 COPY_PREFIX = "schema-"  # balise.db.schema-<name>: the copy taken before migrating from <name>
 NEWER_PREFIX = "newer-schema-"  # balise.db.newer-schema-<name>.<time>: kept when restoring
 LOCK_SUFFIX = ".schema.lock"
+# The versions before schema_name looked for their copy under the last migration THEY had
+# registered, which was always this one (registered by the journal's module, imported after the
+# store's): the copy is also linked under this name for them (a rollback to such a version).
+LEGACY_NAME = "0008_journal_verified_head"
 LOCK_WAIT_S = 600.0  # another process copying a large database before its migrations
 LOCK_POLL_S = 0.1
 
@@ -56,6 +63,12 @@ class RestoredCopy:
 def known_names(schema: Migrations) -> list[str]:
     """This version's migrations, in order."""
     return [m.name for m in schema.pending(Database(memory=True))]
+
+
+def schema_name(names: Collection[str]) -> str:
+    """The name of the schema made by the migrations ``names`` (whatever the order they ran in):
+    the highest name — numbered, so a later version's is always higher."""
+    return max(names)
 
 
 def copy_path(db_path: Path, schema_name: str) -> Path:
@@ -81,13 +94,17 @@ def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
         names = known_names(schema)
         applied = [m.name for m in schema.applied(store.db)]
         unknown = [n for n in applied if n not in set(names)]
-        restored = _restore(store, names[-1], unknown[-1]) if unknown and names else None
+        restored = (
+            _restore(store, schema_name(names), schema_name(unknown)) if unknown and names else None
+        )
         copy: Path | None = None
+        kept: set[Path] = set()
         with store.write():
             pending = schema.pending(store.db)
             applied = [m.name for m in schema.applied(store.db)]
             if pending and applied:  # an existing database (a new one has nothing to keep)
-                copy = _copy(store.path, copy_path(store.path, applied[-1]))
+                copy = _copy(store.path, copy_path(store.path, schema_name(applied)))
+                kept = {copy, *_legacy_link(store.path, copy, applied)}
             try:
                 schema.apply(store.db)
             except BaliseError:
@@ -102,7 +119,7 @@ def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
                 raise migration_failed(pending[-1].name, copy, exc) from exc
         if copy is not None:
             for old in store.path.parent.glob(f"{store.path.name}.{COPY_PREFIX}*"):
-                if old != copy and not old.name.endswith(".tmp"):
+                if old not in kept and not old.name.endswith(".tmp"):
                     old.unlink(missing_ok=True)  # only the copy of the last update is useful
         return restored
 
@@ -169,14 +186,37 @@ def _copy(db_path: Path, target: Path) -> Path:
         _backup(db_path, target)
     except (OSError, sqlite3.Error) as exc:
         target.with_name(target.name + ".tmp").unlink(missing_ok=True)
-        raise IntegrityError(
-            f"copie de la base avant la mise à jour de son schéma impossible ({type(exc).__name__})"
-            " : rien n'est changé",
-            f"cannot copy the database before updating its schema ({type(exc).__name__}): "
-            "nothing was changed",
-            code=UpdateCode.DB_MIGRATION,
-        ) from exc
+        raise _copy_failed(exc) from exc
     return target
+
+
+def _legacy_link(db_path: Path, copy: Path, applied: Collection[str]) -> list[Path]:
+    """The copy also under LEGACY_NAME when the version it was taken from may look for it there
+    (one that had that migration, before schema_name): a hard link, no second copy."""
+    if LEGACY_NAME not in applied:
+        return []
+    alias = copy_path(db_path, LEGACY_NAME)
+    if alias == copy:
+        return []
+    tmp = alias.with_name(alias.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(copy, tmp)
+        os.replace(tmp, alias)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _copy_failed(exc) from exc
+    return [alias]
+
+
+def _copy_failed(exc: BaseException) -> IntegrityError:
+    return IntegrityError(
+        f"copie de la base avant la mise à jour de son schéma impossible ({type(exc).__name__})"
+        " : rien n'est changé",
+        f"cannot copy the database before updating its schema ({type(exc).__name__}): "
+        "nothing was changed",
+        code=UpdateCode.DB_MIGRATION,
+    )
 
 
 def _restore(store: Store, ours: str, newest: str) -> RestoredCopy | None:

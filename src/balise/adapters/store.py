@@ -496,6 +496,26 @@ def _m0008(db: Database) -> None:
     db.execute("CREATE INDEX returns_unpublished ON returns(id) WHERE published = 0")
 
 
+@migrations(name="0008_journal_verified_head")
+def _m0008_journal_verified_head(db: Database) -> None:
+    # Registered here with the others (it was once in the journal's module, and so came last or
+    # not at all depending on what a process had imported: the list of migrations must not
+    # depend on that).
+    # The head reached by the last successful verification (one row), so that the daily check
+    # hashes only what is new. It is not part of the chain: the incremental check trusts the
+    # entries up to it; `balise journal verify --full` trusts nothing. (journal.hash needs no new
+    # index: its UNIQUE constraint has one, which the "reordered" diagnosis looks up.)
+    db.execute(
+        """CREATE TABLE journal_verified (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            verified TEXT NOT NULL,
+            full_verified TEXT
+        )"""
+    )
+
+
 @migrations(name="0009_server_certificates")
 def _m0009(db: Database) -> None:
     # The certificate each practitioner's mail servers (SMTP, POP3) last presented in a verified
