@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import pytest
+
+from balise.adapters import store as store_module
 from balise.adapters.store import Store, connect, migrations
 from tests.support.balise_env import BaliseEnv
 
@@ -83,3 +86,32 @@ def test_retention_finds_the_payments_of_a_return_by_index(balise_env: BaliseEnv
     finally:
         ctx.close()
     assert "USING COVERING INDEX payments_return" in plan or "USING INDEX payments_return" in plan
+
+
+def test_a_large_transaction_does_not_keep_its_log_on_the_disk(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration, a restore or a first retention writes one large transaction: its
+    write-ahead log must not stay that large for as long as the agent keeps the database open
+    (months), only up to WAL_KEPT_BYTES (here made 1 MiB, the transaction 8 MiB)."""
+    monkeypatch.setattr(store_module, "WAL_KEPT_BYTES", 1024 * 1024)
+    balise_env.context().close()
+    store = Store(balise_env.home)
+    agent = connect(balise_env.home / "balise.db")  # another process holding it open
+    wal = balise_env.home / "balise.db-wal"
+    try:
+        with store.write() as db:
+            for i in range(8):
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)", (f"big{i}", "x" * 1024 * 1024)
+                )
+        assert wal.stat().st_size > 8 * 1024 * 1024
+        with store.write() as db:  # the next write, once the large one was checkpointed
+            db.execute("DELETE FROM meta WHERE key LIKE 'big%'")
+        with store.write() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES ('after', 'petit')")
+        assert wal.stat().st_size <= 1024 * 1024
+        assert agent.execute("SELECT value FROM meta WHERE key = 'after'").fetchone() == ("petit",)
+    finally:
+        agent.close()
+        store.close()

@@ -81,6 +81,11 @@ def _m0001(db: Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+# The write-ahead log is kept at most this large between writes: a large transaction (a
+# migration, a restore, a first retention) grows it to its own size, and SQLite would otherwise
+# keep that file at its largest for as long as a process holds the database open (the agent:
+# months) — on a migrated ten-year database, a gigabyte of the data partition for nothing.
+WAL_KEPT_BYTES = 64 * 1024 * 1024
 REQUIRED_PRAGMAS = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
 
 
@@ -95,6 +100,7 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA secure_delete=ON")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
         actual = read_pragmas(conn)
     except sqlite3.Error:
         conn.close()
