@@ -6,8 +6,6 @@ one long step, pings from inside it (against real Dovecot)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from balise.app.agent import Agent
 from balise.sim.dovecot import DovecotServer
 from tests.support.box import Box
 from tests.support.mail_fixtures import TlsCA
+from tests.support.notify import Manager
 from tests.support.purge_support import configure_pop3
 
 pytestmark = pytest.mark.mail
@@ -26,43 +25,6 @@ UNKNOWN_MAIL = (
     b"From: promo@example.org\r\nTo: xyz999212@bal.example.net\r\nSubject: Offre %d\r\n"
     b"Message-ID: <promo%d@example.org>\r\n\r\nBonjour\r\n"
 )
-
-
-class Manager:
-    """Reads the datagrams as they come, as PID 1 does (a unix datagram queue holds only a few:
-    `net.unix.max_dgram_qlen`, 10 by default; the agent never waits for room, it drops)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.said: list[str] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(path)
-        self._sock.settimeout(0.1)
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.said.append(self._sock.recv(65536).decode("utf-8"))
-            except TimeoutError:
-                continue
-
-    def close(self) -> list[str]:
-        """Everything received (what is still queued included)."""
-        if self._done.is_set():
-            return self.said
-        self._done.set()
-        self._thread.join(timeout=10)
-        self._sock.setblocking(False)
-        try:
-            while True:
-                self.said.append(self._sock.recv(65536).decode("utf-8"))
-        except BlockingIOError:
-            pass
-        self._sock.close()
-        return self.said
 
 
 @pytest.fixture

@@ -185,6 +185,20 @@ def test_sd_notify_ready_status_watchdog_stopping(notify_socket: tuple[socket.so
     ]
 
 
+def test_a_long_start_extends_its_timeout_at_most_once_a_second(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    """A migration's progress calls it thousands of times: systemd's queue (10 datagrams by
+    default) must not be flooded, nor the migration slowed down."""
+    sock, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    for _ in range(5000):
+        assert notifier.extend_start(300, "préparation de la base")
+    notifier.close()
+    assert datagrams(sock) == ["EXTEND_TIMEOUT_USEC=300000000\nSTATUS=préparation de la base"]
+    assert not Notifier({}).extend_start(300, "hors de systemd")
+
+
 def test_sd_notify_abstract_socket_and_a_watchdog_meant_for_another_process() -> None:
     name = f"balise-test-notify-{os.getpid()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -22,6 +22,7 @@ from balise.adapters.store import DB_NAME, Store
 from balise.app.update import check_health
 from balise.domain.errors import IntegrityError
 from tests.support.balise_env import BALISE, BaliseEnv
+from tests.support.notify import Manager
 
 REAL = known_names(store_module.migrations)
 
@@ -45,6 +46,15 @@ def _broken(db: Database) -> None:
     db.execute("CREATE TABLE update_test_half (id INTEGER PRIMARY KEY)")
     db.execute("INSERT INTO update_test_half(id) VALUES (1)")
     db.execute("ALTER TABLE no_such_table ADD COLUMN x TEXT")  # fails half-way
+
+
+def version_before() -> Migrations:
+    """The migrations of the version before this one (all but its last, 0012_lot_blobs)."""
+    schema = Migrations("balise")
+    for migration in store_module.migrations.pending(Database(memory=True)):
+        if migration.name != "0012_lot_blobs":
+            schema(name=migration.name)(migration.fn)
+    return schema
 
 
 NEWER = ("9001_update_test_newer", _newer)
@@ -214,11 +224,7 @@ def test_a_box_updated_before_still_gets_its_copy_back(
     update since (its migrations recorded in the order they ran, not in this version's order).
     At the next update the newer version copies it; when that update fails, this version must
     find the copy and put it back — not run on a schema it does not know."""
-    before_update = Migrations("balise")
-    for migration in store_module.migrations.pending(Database(memory=True)):
-        if migration.name != "0012_lot_blobs":  # the version before this one's last migration
-            before_update(name=migration.name)(migration.fn)
-    monkeypatch.setattr(store_module, "migrations", before_update)
+    monkeypatch.setattr(store_module, "migrations", version_before())
     balise_env.context().close()  # the box as the version before made it
     monkeypatch.undo()
     db_path = filled(balise_env)  # this version opens it: 0012 runs, after the others
@@ -259,3 +265,39 @@ def test_the_migrations_are_the_same_whatever_a_process_imported() -> None:
         check=True,
     )
     assert alone.stdout.split() == REAL
+
+
+def test_the_agent_tells_systemd_its_start_goes_on_while_it_migrates(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The first start after an update copies and migrates the database: minutes on a ten-year
+    database and an SD card, longer than balise-agent.service's TimeoutStartSec, which would kill
+    it half-way (and the next start would begin again). The agent says EXTEND_TIMEOUT_USEC= with
+    what it is doing while it copies and migrates, and READY=1 only after (NOTIFY_SOCKET: a
+    real datagram socket standing for systemd's)."""
+    monkeypatch.setattr(store_module, "migrations", version_before())
+    balise_env.context().close()  # the database as the version before the update left it
+    monkeypatch.undo()
+    manager = Manager(str(tmp_path / "notify"))
+    try:
+        env = {**balise_env.env, "NOTIFY_SOCKET": manager.path}
+        balise_env.run("agent", "--once", "--interval-scale", "0.01", env=env)
+    finally:
+        said = manager.close()
+    assert applied(balise_env.home / DB_NAME)[-1] == "0012_lot_blobs"  # migrated by the agent
+    ready = next(i for i, d in enumerate(said) if d.startswith("READY=1"))
+    extended = [i for i, d in enumerate(said) if d.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extended and max(extended) < ready, said
+    assert said[extended[0]] == (
+        "EXTEND_TIMEOUT_USEC=300000000\n"
+        "STATUS=préparation de la base de données (mise à jour) : ne pas éteindre"
+    )
+    # A start with nothing to migrate says nothing of the kind.
+    manager = Manager(str(tmp_path / "notify-again"))
+    try:
+        env = {**balise_env.env, "NOTIFY_SOCKET": manager.path}
+        balise_env.run("agent", "--once", "--interval-scale", "0.01", env=env)
+    finally:
+        said = manager.close()
+    assert any(d.startswith("READY=1") for d in said)
+    assert not any(d.startswith("EXTEND_TIMEOUT_USEC=") for d in said), said

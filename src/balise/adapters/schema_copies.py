@@ -15,7 +15,12 @@
   raises an alert), instead of running on a schema it does not know.
 
 Processes opening the store at once (kiosk, agent, a command) take these steps one at a time
-(an fcntl lock beside the database)."""
+(an fcntl lock beside the database).
+
+On a ten-year database the copy and the migrations are long (minutes on an SD card): ``busy``,
+given by the caller, is called every fraction of a second while they go on or while another
+process does them — the agent tells systemd its start goes on (EXTEND_TIMEOUT_USEC), so that its
+start timeout never kills a migration half-way, which would only start again from the copy."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +53,13 @@ LOCK_SUFFIX = ".schema.lock"
 LEGACY_NAME = "0008_journal_verified_head"
 LOCK_WAIT_S = 600.0  # another process copying a large database before its migrations
 LOCK_POLL_S = 0.1
+_COPY_STEP_PAGES = 1024  # the copy in steps of 4 MiB: ``busy`` called between them
+_MIGRATION_TICK = 200_000  # SQLite instructions between two calls of ``busy`` while migrating
+Busy = Callable[[], object]  # must not raise
+
+
+def _idle() -> None:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +99,17 @@ def migration_failed(target: str, copy: Path | None, exc: BaseException) -> Inte
     )
 
 
-def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
+def migrate_safely(store: Store, schema: Migrations, busy: Busy = _idle) -> RestoredCopy | None:
     """Apply ``schema``'s pending migrations to ``store`` as the module says; the restore made,
-    if any."""
-    with _one_at_a_time(store.path):
+    if any. ``busy``: called now and then while this takes long (see the module)."""
+    with _one_at_a_time(store.path, busy):
         names = known_names(schema)
         applied = [m.name for m in schema.applied(store.db)]
         unknown = [n for n in applied if n not in set(names)]
         restored = (
-            _restore(store, schema_name(names), schema_name(unknown)) if unknown and names else None
+            _restore(store, schema_name(names), schema_name(unknown), busy)
+            if unknown and names
+            else None
         )
         copy: Path | None = None
         kept: set[Path] = set()
@@ -103,8 +117,10 @@ def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
             pending = schema.pending(store.db)
             applied = [m.name for m in schema.applied(store.db)]
             if pending and applied:  # an existing database (a new one has nothing to keep)
-                copy = _copy(store.path, copy_path(store.path, schema_name(applied)))
+                copy = _copy(store.path, copy_path(store.path, schema_name(applied)), busy)
                 kept = {copy, *_legacy_link(store.path, copy, applied)}
+            if pending:
+                store.conn.set_progress_handler(_ticking(busy), _MIGRATION_TICK)
             try:
                 schema.apply(store.db)
             except BaliseError:
@@ -117,6 +133,8 @@ def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
                 raise migration_failed(pending[-1].name, copy, exc) from exc
             except Exception as exc:
                 raise migration_failed(pending[-1].name, copy, exc) from exc
+            finally:
+                store.conn.set_progress_handler(None, 0)
         if copy is not None:
             for old in store.path.parent.glob(f"{store.path.name}.{COPY_PREFIX}*"):
                 if old not in kept and not old.name.endswith(".tmp"):
@@ -125,7 +143,7 @@ def migrate_safely(store: Store, schema: Migrations) -> RestoredCopy | None:
 
 
 @contextmanager
-def _one_at_a_time(db_path: Path) -> Iterator[None]:
+def _one_at_a_time(db_path: Path, busy: Busy) -> Iterator[None]:
     """Held while a process checks, copies and migrates (bounded wait for another one)."""
     try:
         fd = os.open(db_path.with_name(db_path.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
@@ -145,13 +163,33 @@ def _one_at_a_time(db_path: Path) -> Iterator[None]:
                         "another process has been preparing the database for too long",
                         code=UpdateCode.DB_MIGRATION,
                     ) from None
+                busy()  # another process copies or migrates: this one's start goes on too
                 time.sleep(LOCK_POLL_S)
         yield
     finally:
         os.close(fd)
 
 
-def _backup(source: Path, target: Path) -> None:
+def _ticking(busy: Busy) -> Callable[[], int]:
+    """SQLite's progress handler calling ``busy`` (0: the statement goes on)."""
+
+    def tick() -> int:
+        busy()
+        return 0
+
+    return tick
+
+
+def _steps(busy: Busy) -> Callable[[int, int, int], None]:
+    """The backup API's progress callback calling ``busy`` between its steps."""
+
+    def step(_status: int, _remaining: int, _total: int) -> None:
+        busy()
+
+    return step
+
+
+def _backup(source: Path, target: Path, busy: Busy) -> None:
     """A consistent copy of the database ``source`` into ``target`` (written aside, synced, then
     renamed into place: never a half copy under the final name)."""
     tmp = target.with_name(target.name + ".tmp")
@@ -161,7 +199,7 @@ def _backup(source: Path, target: Path) -> None:
     try:
         dst = sqlite3.connect(str(tmp))
         try:
-            src.backup(dst)
+            src.backup(dst, pages=_COPY_STEP_PAGES, progress=_steps(busy))
         finally:
             dst.close()
     finally:
@@ -179,11 +217,11 @@ def _backup(source: Path, target: Path) -> None:
         os.close(dir_fd)
 
 
-def _copy(db_path: Path, target: Path) -> Path:
+def _copy(db_path: Path, target: Path, busy: Busy) -> Path:
     """The copy before migrating (the caller holds the write lock: the state read is the one the
     migrations start from). Nothing is migrated without it."""
     try:
-        _backup(db_path, target)
+        _backup(db_path, target, busy)
     except (OSError, sqlite3.Error) as exc:
         target.with_name(target.name + ".tmp").unlink(missing_ok=True)
         raise _copy_failed(exc) from exc
@@ -219,7 +257,7 @@ def _copy_failed(exc: BaseException) -> IntegrityError:
     )
 
 
-def _restore(store: Store, ours: str, newest: str) -> RestoredCopy | None:
+def _restore(store: Store, ours: str, newest: str, busy: Busy) -> RestoredCopy | None:
     """Put back the copy of schema ``ours`` (the newer database kept aside first); None when no
     such copy exists (the database is then opened as it is, as before)."""
     copy = copy_path(store.path, ours)
@@ -227,7 +265,7 @@ def _restore(store: Store, ours: str, newest: str) -> RestoredCopy | None:
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = store.path.with_name(f"{store.path.name}.{NEWER_PREFIX}{newest}.{stamp}")
-    _backup(store.path, kept)
+    _backup(store.path, kept, busy)
     src = sqlite3.connect(str(copy))
     try:
         src.backup(store.conn)  # page by page into the live database, under SQLite's own locks

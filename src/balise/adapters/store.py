@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,9 +161,17 @@ def _nearly_full(directory: Path) -> bool:
 class Store:
     """The typed entry point to the database; every write goes through ``write()``."""
 
-    def __init__(self, data_dir: Path, *, schema: Migrations | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        schema: Migrations | None = None,
+        busy: Callable[[], object] | None = None,
+    ) -> None:
         """Open (or create) the box's database and bring its schema to this version's
-        (``schema``: the migrations, this module's unless a test gives its own)."""
+        (``schema``: the migrations, this module's unless a test gives its own). ``busy`` is
+        called now and then while that takes long (a copy and migrations after an update, or
+        another process doing them: balise.adapters.schema_copies); it must not raise."""
         if not data_dir.is_dir():
             raise ConfigError(
                 f"dossier de données absent : {data_dir}",
@@ -197,7 +205,7 @@ class Store:
 
         try:
             self.restored: RestoredCopy | None = migrate_safely(
-                self, migrations if schema is None else schema
+                self, migrations if schema is None else schema, *([busy] if busy else [])
             )
         except BaseException:
             self.conn.close()

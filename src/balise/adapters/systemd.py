@@ -260,6 +260,7 @@ class Notifier:
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_s = int(usec) / 1_000_000
         self._last_ping = float("-inf")
+        self._last_extend = float("-inf")
         self._last_status: str | None = None
 
     @property
@@ -302,6 +303,16 @@ class Notifier:
             return True
         self._last_ping = now
         return self.notify("WATCHDOG=1")
+
+    def extend_start(self, seconds: float, status: str) -> bool:
+        """``EXTEND_TIMEOUT_USEC=`` with ``STATUS=``, while a long start goes on (a database
+        copied and migrated after an update): the start timeout does not fire for ``seconds``
+        more. Sent at most once a second (cheap to call often); the first call sends."""
+        now = time.monotonic()
+        if now - self._last_extend < 1.0:
+            return True
+        self._last_extend = now
+        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}", _status(status))
 
     def stopping(self, status: str | None = None) -> bool:
         return self.notify("STOPPING=1", *([_status(status)] if status else []))

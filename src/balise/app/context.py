@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -326,7 +326,9 @@ def open_context(
     env: Mapping[str, str] | None = None,
     clock: Clock | None = None,
     create: bool = True,
+    busy: Callable[[], object] | None = None,
 ) -> Context:
+    """The box's data opened for ``actor``; ``busy``: see balise.adapters.store.Store."""
     kek = load_kek(env)
     if not data_dir.exists():
         if not create:
@@ -337,7 +339,7 @@ def open_context(
             )
         data_dir.mkdir(mode=0o700, parents=True)
     the_clock = clock or SystemClock()
-    store = Store(data_dir)
+    store = Store(data_dir, busy=busy)
     try:
         vault = SqliteVault(store, kek)
         vault.check_key()

@@ -17,6 +17,11 @@ from balise.domain.codes import AgentEvent
 from balise.domain.errors import BaliseError, ValidationError
 
 IDENTIFIER = "balise-agent"
+# Each sign of progress gives the start this much more time: as much as TimeoutStartSec gives it.
+# The longest silence is the migrations' commit (its log written to the database): 2.4 s for a
+# ten-year database (1.0 GB) on the machine of bench/scale.py, so tens of seconds on an SD card.
+STARTING_S = 300.0
+STARTING_WORDS = "préparation de la base de données (mise à jour) : ne pas éteindre"
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -36,7 +41,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     log = logging.getLogger("balise.agent")
     notifier = Notifier()
     try:
-        ctx = _context(args)
+        # The first start after an update may copy and migrate a large database (minutes on an
+        # SD card): systemd is told the start goes on, while it does (balise-agent.service's
+        # TimeoutStartSec would otherwise kill it half-way; it would start again from the copy).
+        ctx = _context(args, busy=lambda: notifier.extend_start(STARTING_S, STARTING_WORDS))
     except BaliseError as exc:  # said at its priority too (the command's own line is info)
         log.error("démarrage impossible : %s", exc.fr, extra={"code": exc.code})
         raise

@@ -7,7 +7,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from balise.app.context import Context, open_context, resolve_data_dir
@@ -55,8 +55,8 @@ def json_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _context(args: argparse.Namespace) -> Context:
-    return open_context(resolve_data_dir(args.data_dir), actor="cli")
+def _context(args: argparse.Namespace, busy: Callable[[], object] | None = None) -> Context:
+    return open_context(resolve_data_dir(args.data_dir), actor="cli", busy=busy)
 
 
 def _read_stdin(secret: bool) -> str:
