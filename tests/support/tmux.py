@@ -64,7 +64,8 @@ class Terminal:
         self._tmux("send-keys", "-t", self.name, *keys)
 
     def type(self, text: str) -> None:
-        self._tmux("send-keys", "-t", self.name, "-l", text)
+        # "--": a text that begins with "-" (a random password) is typed, not read as flags.
+        self._tmux("send-keys", "-t", self.name, "-l", "--", text)
 
     def wait_for(self, *texts: str, timeout: float = STEP_TIMEOUT_S, nudge: bool = False) -> str:
         """Wait (bounded) until every text is on the screen; return the screen. With ``nudge``,
