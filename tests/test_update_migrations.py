@@ -267,6 +267,17 @@ def test_the_migrations_are_the_same_whatever_a_process_imported() -> None:
     assert alone.stdout.split() == REAL
 
 
+def agent_says(balise_env: BaliseEnv, socket_path: Path) -> list[str]:
+    """What one cycle of `balise agent` says to systemd (NOTIFY_SOCKET at ``socket_path``)."""
+    manager = Manager(str(socket_path))
+    try:
+        env = {**balise_env.env, "NOTIFY_SOCKET": manager.path}
+        balise_env.run("agent", "--once", "--interval-scale", "0.01", env=env)
+    finally:
+        said = manager.close()
+    return said
+
+
 def test_the_agent_tells_systemd_its_start_goes_on_while_it_migrates(
     balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -278,12 +289,7 @@ def test_the_agent_tells_systemd_its_start_goes_on_while_it_migrates(
     monkeypatch.setattr(store_module, "migrations", version_before())
     balise_env.context().close()  # the database as the version before the update left it
     monkeypatch.undo()
-    manager = Manager(str(tmp_path / "notify"))
-    try:
-        env = {**balise_env.env, "NOTIFY_SOCKET": manager.path}
-        balise_env.run("agent", "--once", "--interval-scale", "0.01", env=env)
-    finally:
-        said = manager.close()
+    said = agent_says(balise_env, tmp_path / "notify")
     assert applied(balise_env.home / DB_NAME)[-1] == "0012_lot_blobs"  # migrated by the agent
     ready = next(i for i, d in enumerate(said) if d.startswith("READY=1"))
     extended = [i for i, d in enumerate(said) if d.startswith("EXTEND_TIMEOUT_USEC=")]
@@ -293,11 +299,6 @@ def test_the_agent_tells_systemd_its_start_goes_on_while_it_migrates(
         "STATUS=préparation de la base de données (mise à jour) : ne pas éteindre"
     )
     # A start with nothing to migrate says nothing of the kind.
-    manager = Manager(str(tmp_path / "notify-again"))
-    try:
-        env = {**balise_env.env, "NOTIFY_SOCKET": manager.path}
-        balise_env.run("agent", "--once", "--interval-scale", "0.01", env=env)
-    finally:
-        said = manager.close()
+    said = agent_says(balise_env, tmp_path / "notify-again")
     assert any(d.startswith("READY=1") for d in said)
     assert not any(d.startswith("EXTEND_TIMEOUT_USEC=") for d in said), said
