@@ -5,10 +5,14 @@ puts its copy back, journals it and says it on Accueil's alerts, instead of refu
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import pytest
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from balise.adapters import schema_copies
 from balise.adapters import store as store_module
 from balise.adapters.schema_copies import LEGACY_NAME, copy_path, known_names
 from balise.adapters.store import DB_NAME, Store
@@ -302,3 +307,56 @@ def test_the_agent_tells_systemd_its_start_goes_on_while_it_migrates(
     said = agent_says(balise_env, tmp_path / "notify-again")
     assert any(d.startswith("READY=1") for d in said)
     assert not any(d.startswith("EXTEND_TIMEOUT_USEC=") for d in said), said
+
+
+class Preparing(threading.Thread):
+    """Another process preparing the database (its schema lock held, flock on a descriptor of
+    its own) for ``seconds``; ``writing``: its copy growing meanwhile, as a real copy does."""
+
+    def __init__(self, home: Path, seconds: float, *, writing: bool) -> None:
+        super().__init__(daemon=True)
+        self.home, self.seconds, self.writing = home, seconds, writing
+        self.holding = threading.Event()
+
+    def run(self) -> None:
+        fd = os.open(self.home / f"{DB_NAME}.schema.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.holding.set()
+            copy = self.home / f"{DB_NAME}.schema-0011_journal_by_subject.tmp"
+            end = time.monotonic() + self.seconds
+            while time.monotonic() < end:
+                if self.writing:
+                    with copy.open("ab") as out:
+                        out.write(b"\0" * 4096)
+                time.sleep(0.05)
+            copy.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def test_a_process_waits_for_another_preparing_the_database_while_it_progresses(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kiosk and agent start together after an update on a large database: the one that waits
+    keeps waiting as long as the other's copy and migration make progress, even past the time
+    it would wait for one that is silent (here made 0.4 s; the box: 5 min)."""
+    balise_env.context().close()
+    monkeypatch.setattr(schema_copies, "LOCK_SILENCE_S", 0.4)
+    other = Preparing(balise_env.home, 2.0, writing=True)
+    other.start()
+    assert other.holding.wait(10)
+    waited = time.monotonic()
+    Store(balise_env.home).close()  # no error: it waited until the other was done
+    assert time.monotonic() - waited >= 1.5
+    other.join(10)
+    # One that holds the lock and does nothing is given up after the silence, in words.
+    silent = Preparing(balise_env.home, 5.0, writing=False)
+    silent.start()
+    assert silent.holding.wait(10)
+    waited = time.monotonic()
+    with pytest.raises(IntegrityError) as caught:
+        Store(balise_env.home)
+    assert time.monotonic() - waited < 3.0
+    assert caught.value.code == "DB_MIGRATION" and "depuis trop longtemps" in caught.value.fr
+    silent.join(10)

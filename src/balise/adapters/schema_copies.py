@@ -24,6 +24,7 @@ start timeout never kills a migration half-way, which would only start again fro
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -51,7 +52,11 @@ LOCK_SUFFIX = ".schema.lock"
 # registered, which was always this one (registered by the journal's module, imported after the
 # store's): the copy is also linked under this name for them (a rollback to such a version).
 LEGACY_NAME = "0008_journal_verified_head"
-LOCK_WAIT_S = 600.0  # another process copying a large database before its migrations
+# Another process copying and migrating a large database (minutes, tens of them for a large one
+# on an SD card): waited for as long as its files change (the copy, the write-ahead log, the
+# database) — given up after LOCK_SILENCE_S without a change, or LOCK_WAIT_MAX_S in all.
+LOCK_SILENCE_S = 300.0
+LOCK_WAIT_MAX_S = 7200.0
 LOCK_POLL_S = 0.1
 _COPY_STEP_PAGES = 1024  # the copy in steps of 4 MiB: ``busy`` called between them
 _MIGRATION_TICK = 200_000  # SQLite instructions between two calls of ``busy`` while migrating
@@ -151,23 +156,49 @@ def _one_at_a_time(db_path: Path, busy: Busy) -> Iterator[None]:
         yield  # a read-only data dir: nothing can be migrated nor restored there anyway
         return
     try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        for _ in range(int(LOCK_WAIT_S / LOCK_POLL_S) + 2):
+        start = time.monotonic()
+        deadline = start + LOCK_SILENCE_S
+        seen = _progress(db_path)
+        for _ in range(int(LOCK_WAIT_MAX_S / LOCK_POLL_S) + 2):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IntegrityError(
-                        "un autre processus prépare la base depuis trop longtemps",
-                        "another process has been preparing the database for too long",
-                        code=UpdateCode.DB_MIGRATION,
-                    ) from None
+                if (now := time.monotonic()) >= deadline or now - start >= LOCK_WAIT_MAX_S:
+                    raise _waited_too_long() from None
                 busy()  # another process copies or migrates: this one's start goes on too
                 time.sleep(LOCK_POLL_S)
+                if (now_seen := _progress(db_path)) != seen:
+                    seen, deadline = now_seen, time.monotonic() + LOCK_SILENCE_S
+        else:
+            raise _waited_too_long()
         yield
     finally:
         os.close(fd)
+
+
+def _waited_too_long() -> IntegrityError:
+    return IntegrityError(
+        "un autre processus prépare la base depuis trop longtemps",
+        "another process has been preparing the database for too long",
+        code=UpdateCode.DB_MIGRATION,
+    )
+
+
+def _progress(db_path: Path) -> frozenset[tuple[str, int, int]]:
+    """What the process preparing the database changes as it goes: the database's own files
+    and the copies being written beside it (name, size, modification time of each)."""
+    seen: set[tuple[str, int, int]] = set()
+    try:
+        with os.scandir(db_path.parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(db_path.name) and not entry.name.endswith(LOCK_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        info = entry.stat(follow_symlinks=False)
+                        seen.add((entry.name, info.st_size, info.st_mtime_ns))
+    except OSError:
+        pass
+    return frozenset(seen)
 
 
 def _ticking(busy: Busy) -> Callable[[], int]:
