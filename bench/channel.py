@@ -25,7 +25,9 @@ direct request, in turn, so that the machine's other load weighs on both alike.
   its journal entries cost (the box journals every request);
 - ``--floor``: a third path, interleaved with the two others: a process that only copies bytes
   between the same unix socket and the same TLS connection — what any relay in its own process
-  costs at least on this machine (its extra hop: two more wake-ups per request).
+  costs at least on this machine (its extra hop: two more wake-ups per request); and, when
+  Debian's ``socat`` is installed (apt install socat: never a dependency of the box), a fourth:
+  the same copy by socat, compiled C — the floor of a relay whose byte path is not Python.
 
 Usage: .venv/bin/python bench/channel.py [--requests 200] [--card] [--commit-every-request]
        [--floor] [--profile FILE] [--without-journal]
@@ -39,6 +41,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import ssl
 import statistics
@@ -297,6 +300,34 @@ def _pump_main(conf: dict[str, str]) -> None:
     print(json.dumps({"cpu_s": time.process_time() - cpu}), flush=True)
 
 
+def _socat(conf: dict[str, str], base: Path) -> subprocess.Popen[bytes] | None:
+    """socat listening on its own unix socket, copying to a TLS connection to the service with
+    the same key and chain (verified against the same root), or None when not installed. One
+    connection, no fork: it ends with its client."""
+    program = shutil.which("socat")
+    if program is None:
+        return None
+    key_and_chain = base / "socat-client.pem"
+    key_and_chain.write_bytes(Path(conf["key"]).read_bytes() + Path(conf["chain"]).read_bytes())
+    key_and_chain.chmod(0o600)
+    conf["socat"] = str(base / "socat.sock")
+    proc = subprocess.Popen(
+        [
+            program,
+            f"UNIX-LISTEN:{conf['socat']}",
+            f"OPENSSL:127.0.0.1:{conf['port']},cert={key_and_chain},cafile={conf['root']},"
+            "verify=1,nodelay,commonname=127.0.0.1",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    for _ in range(200):  # bounded: 10 s
+        if Path(conf["socat"]).is_socket():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("socat did not start")
+
+
 # --- the practice software (this process) ----------------------------------------------------
 
 
@@ -408,6 +439,15 @@ def main(
             pumped: list[float] = []
             pumped_cpu = 0.0
             pump_client = None
+            socat = _socat(conf, base) if floor else None
+            socat_client = None
+            socated: list[float] = []
+            if socat is not None:
+                to_socat = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                to_socat.settimeout(30)
+                to_socat.connect(conf["socat"])
+                socat_client = _Client(to_socat, "/api/droits", body)
+                socated.append(socat_client.one())
             if floor:
                 pump = _child("pump", conf)
                 if _line(pump) != "ready":
@@ -430,8 +470,13 @@ def main(
                 direct.append(direct_client.one())
                 if pump_client is not None:
                     pumped.append(pump_client.one())
+                if socat_client is not None:
+                    socated.append(socat_client.one())
             relayed_client.close()
             direct_client.close()
+            if socat_client is not None and socat is not None:
+                socat_client.close()
+                socat.wait(30)
             if pump_client is not None:
                 pump_client.close()
                 pumped_cpu = json.loads(_end(pump).strip().splitlines()[-1])["cpu_s"]
@@ -448,6 +493,15 @@ def main(
             f"{med_p / statistics.median(direct[1:]):.2f}x; its CPU {pumped_cpu / n * 1e6:.0f} us a "
             "request"
         )
+    if socated:
+        mean_s, med_s = statistics.fmean(socated[1:]), statistics.median(socated[1:])
+        print(
+            f"floor in C, socat copying bytes only: {mean_s * 1000:.3f} ms: "
+            f"{mean_s / statistics.fmean(direct[1:]):.2f}x; median "
+            f"{med_s / statistics.median(direct[1:]):.2f}x"
+        )
+    elif floor:
+        print("floor in C: socat is not installed here (apt install socat), not measured")
 
 
 def _report(
