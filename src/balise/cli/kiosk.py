@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from balise.app.context import resolve_data_dir
@@ -35,12 +36,13 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     opened: list[Context] = []
 
-    def build() -> KioskBackend:
-        # Opened by the first worker that needs it: the first screen is painted before.
+    def build(busy: Callable[[], object]) -> KioskBackend:
+        # Opened by the first worker that needs it: the first screen is painted before, and says
+        # so when ``busy`` is called (the database prepared after an update: minutes).
         from balise.app.context import open_context
         from balise.app.kiosk import build_backend
 
-        ctx = open_context(data_dir, actor="kiosk")
+        ctx = open_context(data_dir, actor="kiosk", busy=busy)
         opened.append(ctx)
         return build_backend(ctx, env=os.environ)
 

@@ -28,19 +28,31 @@ class CardStatus:
     en: str = "no card"
 
 
+# What opens the box, given a callback to call now and then while that takes long (a database
+# copied and migrated after an update: balise.adapters.store.Store's ``busy``).
+Build = Callable[[Callable[[], object]], "KioskBackend"]
+
+
 class DeferredBackend:
     """A backend opened on first use: the kiosk paints its first screen at once and the box (key,
     database, services) opens in the first worker thread that needs it."""
 
-    def __init__(self, build: Callable[[], KioskBackend]) -> None:
+    def __init__(self, build: Build) -> None:
         self._build = build
         self._lock = threading.Lock()
         self._backend: KioskBackend | None = None
+        self._preparing = threading.Event()
+
+    @property
+    def preparing(self) -> bool:
+        """The box is still being opened and said it takes long (its database prepared after an
+        update): Accueil says so instead of « Chargement… ». Never waits for the opening."""
+        return self._backend is None and self._preparing.is_set()
 
     def _real(self) -> KioskBackend:
         with self._lock:
             if self._backend is None:
-                self._backend = self._build()
+                self._backend = self._build(self._preparing.set)
             return self._backend
 
     def stop_watches(self) -> None:
@@ -53,5 +65,5 @@ class DeferredBackend:
         return getattr(self._real(), name)
 
 
-def deferred_backend(build: Callable[[], KioskBackend]) -> KioskBackend:
+def deferred_backend(build: Build) -> KioskBackend:
     return cast("KioskBackend", DeferredBackend(build))

@@ -51,6 +51,8 @@ FR: dict[str, str] = {
     # Accueil
     "home.title": "Accueil",
     "home.loading": "Chargement…",
+    "home.preparing": "Préparation de la base de données après une mise à jour : quelques minutes,"
+    " n'éteignez pas le boîtier.",
     "home.reader.none": "Lecteur : aucun lecteur de carte branché",
     "home.reader.some": "Lecteur : {names}",
     "home.card": "Carte : {words}",
@@ -401,6 +403,8 @@ EN: dict[str, str] = {
     "no": "no",
     "home.title": "Home",
     "home.loading": "Loading…",
+    "home.preparing": "Preparing the database after an update: a few minutes, do not switch the"
+    " box off.",
     "home.reader.none": "Reader: no card reader plugged in",
     "home.reader.some": "Reader: {names}",
     "home.card": "Card: {words}",
