@@ -486,22 +486,25 @@ def main(
         result = json.loads(said.strip().splitlines()[-1])
     _report(n, card, every, relayed, direct, result, nojournal)
     if pumped:
-        mean_p, med_p = statistics.fmean(pumped[1:]), statistics.median(pumped[1:])
         print(
-            f"floor, a process copying bytes only (no parsing, no journal): {mean_p * 1000:.3f} ms"
-            f": {mean_p / statistics.fmean(direct[1:]):.2f}x; median "
-            f"{med_p / statistics.median(direct[1:]):.2f}x; its CPU {pumped_cpu / n * 1e6:.0f} us a "
-            "request"
+            _floor_line(
+                "floor, a process copying bytes only (no parsing, no journal)", pumped, direct
+            )
+            + f"; its CPU {pumped_cpu / n * 1e6:.0f} us a request"
         )
     if socated:
-        mean_s, med_s = statistics.fmean(socated[1:]), statistics.median(socated[1:])
-        print(
-            f"floor in C, socat copying bytes only: {mean_s * 1000:.3f} ms: "
-            f"{mean_s / statistics.fmean(direct[1:]):.2f}x; median "
-            f"{med_s / statistics.median(direct[1:]):.2f}x"
-        )
+        print(_floor_line("floor in C, socat copying bytes only", socated, direct))
     elif floor:
         print("floor in C: socat is not installed here (apt install socat), not measured")
+
+
+def _floor_line(what: str, times: list[float], direct: list[float]) -> str:
+    """A floor's mean per request (the first, the opening, left out) and its ratios to direct."""
+    mean, median = statistics.fmean(times[1:]), statistics.median(times[1:])
+    return (
+        f"{what}: {mean * 1000:.3f} ms: {mean / statistics.fmean(direct[1:]):.2f}x; median "
+        f"{median / statistics.median(direct[1:]):.2f}x"
+    )
 
 
 def _report(
