@@ -360,3 +360,21 @@ def test_a_process_waits_for_another_preparing_the_database_while_it_progresses(
     assert time.monotonic() - waited < 3.0
     assert caught.value.code == "DB_MIGRATION" and "depuis trop longtemps" in caught.value.fr
     silent.join(10)
+
+
+def test_a_file_system_refusing_the_link_does_not_stop_the_migration(
+    balise_env: BaliseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link under LEGACY_NAME only serves a rollback to a version from before schema_name:
+    when the file system refuses it (a fake for that refusal: ext4 and tmpfs make links), the
+    copy is still taken and the database still migrated."""
+    db_path = filled(balise_env)
+
+    def refused(_src: object, _dst: object) -> None:
+        raise PermissionError("links not allowed here")
+
+    monkeypatch.setattr(os, "link", refused)
+    Store(balise_env.home, schema=schema_with(NEWER)).close()
+    assert applied(db_path) == [*REAL, NEWER[0]]
+    copies = sorted(p.name for p in db_path.parent.glob("balise.db.schema-*"))
+    assert copies == [copy_path(db_path, REAL[-1]).name]

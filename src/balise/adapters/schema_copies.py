@@ -261,7 +261,9 @@ def _copy(db_path: Path, target: Path, busy: Busy) -> Path:
 
 def _legacy_link(db_path: Path, copy: Path, applied: Collection[str]) -> list[Path]:
     """The copy also under LEGACY_NAME when the version it was taken from may look for it there
-    (one that had that migration, before schema_name): a hard link, no second copy."""
+    (one that had that migration, before schema_name): a hard link, no second copy. A link the
+    file system refuses is done without: the migration goes on (only a rollback to such an old
+    version would miss it), and an older link of that name goes with the other old copies."""
     if LEGACY_NAME not in applied:
         return []
     alias = copy_path(db_path, LEGACY_NAME)
@@ -272,9 +274,9 @@ def _legacy_link(db_path: Path, copy: Path, applied: Collection[str]) -> list[Pa
     try:
         os.link(copy, tmp)
         os.replace(tmp, alias)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
-        raise _copy_failed(exc) from exc
+        return []
     return [alias]
 
 
