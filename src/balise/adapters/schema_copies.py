@@ -104,9 +104,12 @@ def migration_failed(target: str, copy: Path | None, exc: BaseException) -> Inte
     )
 
 
-def migrate_safely(store: Store, schema: Migrations, busy: Busy = _idle) -> RestoredCopy | None:
+def migrate_safely(
+    store: Store, schema: Migrations, busy: Busy | None = None
+) -> RestoredCopy | None:
     """Apply ``schema``'s pending migrations to ``store`` as the module says; the restore made,
     if any. ``busy``: called now and then while this takes long (see the module)."""
+    busy = busy or _idle
     with _one_at_a_time(store.path, busy):
         names = known_names(schema)
         applied = [m.name for m in schema.applied(store.db)]
@@ -255,7 +258,13 @@ def _copy(db_path: Path, target: Path, busy: Busy) -> Path:
         _backup(db_path, target, busy)
     except (OSError, sqlite3.Error) as exc:
         target.with_name(target.name + ".tmp").unlink(missing_ok=True)
-        raise _copy_failed(exc) from exc
+        raise IntegrityError(
+            f"copie de la base avant la mise à jour de son schéma impossible ({type(exc).__name__})"
+            " : rien n'est changé",
+            f"cannot copy the database before updating its schema ({type(exc).__name__}): "
+            "nothing was changed",
+            code=UpdateCode.DB_MIGRATION,
+        ) from exc
     return target
 
 
@@ -278,16 +287,6 @@ def _legacy_link(db_path: Path, copy: Path, applied: Collection[str]) -> list[Pa
         tmp.unlink(missing_ok=True)
         return []
     return [alias]
-
-
-def _copy_failed(exc: BaseException) -> IntegrityError:
-    return IntegrityError(
-        f"copie de la base avant la mise à jour de son schéma impossible ({type(exc).__name__})"
-        " : rien n'est changé",
-        f"cannot copy the database before updating its schema ({type(exc).__name__}): "
-        "nothing was changed",
-        code=UpdateCode.DB_MIGRATION,
-    )
 
 
 def _restore(store: Store, ours: str, newest: str, busy: Busy) -> RestoredCopy | None:

@@ -205,7 +205,7 @@ class Store:
 
         try:
             self.restored: RestoredCopy | None = migrate_safely(
-                self, migrations if schema is None else schema, *([busy] if busy else [])
+                self, migrations if schema is None else schema, busy
             )
         except BaseException:
             self.conn.close()
