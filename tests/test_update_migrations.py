@@ -347,9 +347,20 @@ def test_a_process_waits_for_another_preparing_the_database_while_it_progresses(
     other.start()
     assert other.holding.wait(10)
     waited = time.monotonic()
-    Store(balise_env.home).close()  # no error: it waited until the other was done
-    assert time.monotonic() - waited >= 1.5
+    said: list[float] = []
+    Store(balise_env.home, busy=lambda: said.append(time.monotonic())).close()  # no error
+    assert time.monotonic() - waited >= 1.5  # it waited until the other was done
+    assert said and said[0] - waited >= 0.9  # and said it was busy, after the first second
     other.join(10)
+    # A lock held a moment (every start takes it; nothing to migrate) is not "busy" (Accueil would
+    # say the database is being prepared).
+    brief = Preparing(balise_env.home, 0.3, writing=False)
+    brief.start()
+    assert brief.holding.wait(10)
+    said.clear()
+    Store(balise_env.home, busy=lambda: said.append(time.monotonic())).close()
+    assert said == []
+    brief.join(10)
     # One that holds the lock and does nothing is given up after the silence, in words.
     silent = Preparing(balise_env.home, 5.0, writing=False)
     silent.start()

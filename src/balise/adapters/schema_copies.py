@@ -58,6 +58,9 @@ LEGACY_NAME = "0008_journal_verified_head"
 LOCK_SILENCE_S = 300.0
 LOCK_WAIT_MAX_S = 7200.0
 LOCK_POLL_S = 0.1
+# Every start takes the lock for a few milliseconds (nothing to migrate): only a wait longer than
+# this is the other process preparing the database, and said through ``busy``.
+_BUSY_AFTER_S = 1.0
 _COPY_STEP_PAGES = 1024  # the copy in steps of 4 MiB: ``busy`` called between them
 _MIGRATION_TICK = 200_000  # SQLite instructions between two calls of ``busy`` while migrating
 Busy = Callable[[], object]  # must not raise
@@ -169,7 +172,8 @@ def _one_at_a_time(db_path: Path, busy: Busy) -> Iterator[None]:
             except BlockingIOError:
                 if (now := time.monotonic()) >= deadline or now - start >= LOCK_WAIT_MAX_S:
                     raise _waited_too_long() from None
-                busy()  # another process copies or migrates: this one's start goes on too
+                if now - start >= _BUSY_AFTER_S:
+                    busy()  # another process copies or migrates: this one's start goes on too
                 time.sleep(LOCK_POLL_S)
                 if (now_seen := _progress(db_path)) != seen:
                     seen, deadline = now_seen, time.monotonic() + LOCK_SILENCE_S
