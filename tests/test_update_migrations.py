@@ -190,10 +190,7 @@ def test_processes_opening_at_once_migrate_once_from_one_copy(
 ) -> None:
     """Kiosk, agent and health check start together after an update: one of them copies and
     migrates, the others wait for it and find nothing left to do."""
-    older = Migrations("balise")
-    for migration in store_module.migrations.pending(Database(memory=True))[:-1]:
-        older(name=migration.name)(migration.fn)
-    monkeypatch.setattr(store_module, "migrations", older)  # the version before the update
+    monkeypatch.setattr(store_module, "migrations", version_before())
     ctx = balise_env.context()
     try:
         ctx.params.set("arl_overdue_days", "5")

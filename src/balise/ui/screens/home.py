@@ -18,6 +18,8 @@ from balise.ui.screens.base import KioskScreen
 from balise.ui.widgets.plain import Plain
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from balise.ui.backend import HomeSummary
 
 REFRESH_S = 5.0
@@ -51,7 +53,7 @@ class HomeScreen(KioskScreen):
     # No practitioner yet: the first-start wizard (offered once by itself, then by I).
     no_profile = False
     _setup_offered = False
-    _summary_shown = False  # until the first summary, the box may still be opening
+    _preparing: Timer | None = None  # until the first summary, the box may still be opening
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -78,12 +80,14 @@ class HomeScreen(KioskScreen):
         # Returns, alerts and sending happen in the agent: re-read the figures regularly so a
         # practitioner sees the ARLs arrive without pressing a key.
         self.set_interval(REFRESH_S, self.refresh_summary)
-        self.set_interval(PREPARING_CHECK_S, self._say_preparing, name="preparing")
+        self._preparing = self.set_interval(
+            PREPARING_CHECK_S, self._say_preparing, name="preparing"
+        )
 
     def _say_preparing(self) -> None:
         """While the box opens and says it takes long (its database prepared after an update),
         the first line says so instead of « Chargement… »; the first summary replaces it."""
-        if not self._summary_shown and getattr(self.backend, "preparing", False):
+        if self._preparing is not None and getattr(self.backend, "preparing", False):
             self.query_one("#reader", Static).update(t("home.preparing"))
 
     def on_screen_resume(self) -> None:
@@ -109,7 +113,9 @@ class HomeScreen(KioskScreen):
         self.app.call_from_thread(self._show, summary)
 
     def _show(self, s: HomeSummary) -> None:
-        self._summary_shown = True
+        if self._preparing is not None:  # the box is open: no need to look again
+            self._preparing.stop()
+            self._preparing = None
         if self.no_profile != (not s.profiles):
             self.no_profile = not s.profiles
             self.refresh_bindings()
